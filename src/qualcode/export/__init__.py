@@ -1,0 +1,44 @@
+"""Exporting a coding run: the reviewed-work guard, atomic replacement, then the chosen writer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qualcode.errors import ReviewWorkProtectedError
+from qualcode.export.atomic import atomic_file, atomic_folder, check_output_path
+from qualcode.export.csvfiles import write_csv_folder
+from qualcode.export.guard import existing_review_work
+from qualcode.export.xlsx import write_xlsx
+from qualcode.models import CodingResult
+
+FORMATS = ("xlsx", "csv")
+
+__all__ = ["FORMATS", "check_output_path", "ensure_replaceable", "write_result", "existing_review_work"]
+
+
+def ensure_replaceable(output: str | os.PathLike[str], *, force: bool = False) -> None:
+    """Raise ``ReviewWorkProtectedError`` if ``output`` holds review work and ``force`` is not set."""
+    output = Path(output)
+    work = None if force else existing_review_work(output)
+    if work:
+        raise ReviewWorkProtectedError(
+            f"{output}: not replaced, because {work}; write to another file with -o, or pass --force to replace it"
+        )
+
+
+def write_result(result: CodingResult, output: str | os.PathLike[str], *, format: str = "xlsx",
+                 force: bool = False) -> Path:
+    """Write ``result`` as an xlsx workbook or a folder of CSV files, replacing ``output`` atomically.
+
+    An earlier output holding review work is never replaced unless ``force`` is set.
+    """
+    output = Path(output)
+    ensure_replaceable(output, force=force)
+    if format == "csv":
+        with atomic_folder(output) as folder:
+            write_csv_folder(result, folder)
+    else:
+        with atomic_file(output) as temporary:
+            write_xlsx(result, temporary)
+    return output

@@ -1,0 +1,186 @@
+"""The tables of a coding run, as header + rows, shared by the xlsx and csv writers.
+
+This is a contract other tools read: sheet and column names change only with a new major version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from qualcode import __version__
+from qualcode.models import CodeAssignment, CodingResult
+
+SEGMENT_FIXED = ("segment_id", "document", "speaker", "start", "end", "timestamp")
+CODING_COLUMNS = ("segment_id", "document", "code", "source", "confidence", "evidence", "status", "text", "decision")
+SHEETS = ("Segments", "Codings", "Summary", "Co-occurrence", "Codebook", "Run")
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    header: tuple[str, ...]
+    rows: list[tuple]
+    text_columns: tuple[str, ...] = ()
+
+
+def attribute_names(result: CodingResult) -> list[str]:
+    """Document attributes in first-seen order; names that clash with fixed columns get an ``attr_`` prefix."""
+    names: dict[str, None] = {}
+    for document in result.corpus.documents:
+        names.update(dict.fromkeys(document.attributes))
+    return list(names)
+
+
+def _column_name(attribute: str, taken: set[str]) -> str:
+    name = attribute
+    while name in taken:
+        name = f"attr_{name}"
+    taken.add(name)
+    return name
+
+
+def _active(assignments: tuple[CodeAssignment, ...]) -> dict[str, list[str]]:
+    codes: dict[str, list[str]] = defaultdict(list)
+    for assignment in assignments:
+        if assignment.status != "rejected" and assignment.code_id not in codes[assignment.segment_id]:
+            codes[assignment.segment_id].append(assignment.code_id)
+    return codes
+
+
+def segments_table(result: CodingResult) -> Table:
+    code_ids = result.codebook.code_ids
+    attributes = attribute_names(result)
+    taken = set(SEGMENT_FIXED) | {"text", "codes", "reviewed"} | set(code_ids)
+    attribute_columns = [_column_name(attribute, taken) for attribute in attributes]
+    header = (*SEGMENT_FIXED, *attribute_columns, "text", *code_ids, "codes", "reviewed")
+    documents = {document.doc_id: document for document in result.corpus.documents}
+    coded = _active(result.assignments)
+    rows = []
+    for segment in result.segments:
+        document = documents[segment.doc_id]
+        order = [code_id for code_id in code_ids if code_id in coded.get(segment.segment_id, ())]
+        rows.append((
+            segment.segment_id, segment.doc_id, segment.speaker, segment.start_char, segment.end_char, segment.timestamp,
+            *(document.attributes.get(attribute) for attribute in attributes),
+            segment.text,
+            *(1 if code_id in order else None for code_id in code_ids),
+            "; ".join(order) or None,
+            None,
+        ))
+    return Table("Segments", header, rows, text_columns=("text",))
+
+
+def codings_table(result: CodingResult) -> Table:
+    segments = {segment.segment_id: segment for segment in result.segments}
+    order = {code_id: index for index, code_id in enumerate(result.codebook.code_ids)}
+    position = {segment.segment_id: index for index, segment in enumerate(result.segments)}
+    rows = []
+    for assignment in sorted(result.assignments, key=lambda a: (position[a.segment_id], order.get(a.code_id, len(order)))):
+        segment = segments[assignment.segment_id]
+        confidence = round(assignment.confidence, 3) if assignment.confidence is not None else None
+        rows.append((assignment.segment_id, segment.doc_id, assignment.code_id, assignment.source, confidence,
+                     assignment.evidence_text or None, assignment.status, segment.text, None))
+    return Table("Codings", CODING_COLUMNS, rows, text_columns=("evidence", "text"))
+
+
+def summary_table(result: CodingResult) -> Table:
+    """Codes x documents: segments coded, share of coded-eligible segments, documents touched, per-document counts."""
+    doc_ids = [document.doc_id for document in result.corpus.documents]
+    eligible = [segment for segment in result.segments
+                if result.options.get("code_interviewer") or not segment.is_interviewer]
+    doc_of = {segment.segment_id: segment.doc_id for segment in result.segments}
+    coded = _active(result.assignments)
+    per_code: dict[str, Counter] = {code_id: Counter() for code_id in result.codebook.code_ids}
+    for segment_id, code_ids in coded.items():
+        for code_id in code_ids:
+            if code_id in per_code:
+                per_code[code_id][doc_of[segment_id]] += 1
+    total = len(eligible) or 1
+    rows = []
+    for code in result.codebook.codes:
+        counts = per_code[code.code_id]
+        segments = sum(counts.values())
+        rows.append((code.code_id, code.name, segments, round(100 * segments / total, 1), len(counts),
+                     *(counts.get(doc_id, 0) for doc_id in doc_ids)))
+    any_code = Counter(doc_of[segment_id] for segment_id, code_ids in coded.items() if code_ids)
+    rows.append(("(any code)", "segments with at least one code", sum(any_code.values()),
+                 round(100 * sum(any_code.values()) / total, 1), len(any_code), *(any_code.get(d, 0) for d in doc_ids)))
+    per_doc = Counter(segment.doc_id for segment in eligible)
+    rows.append(("(segments)", "segments eligible for coding", len(eligible), 100.0 if eligible else 0.0, len(per_doc),
+                 *(per_doc.get(d, 0) for d in doc_ids)))
+    header = ("code", "name", "segments", "% of segments", "documents", *doc_ids)
+    return Table("Summary", header, rows)
+
+
+def cooccurrence_table(result: CodingResult) -> Table:
+    code_ids = result.codebook.code_ids
+    pairs: Counter = Counter()
+    for assigned in _active(result.assignments).values():
+        for first in assigned:
+            for second in assigned:
+                pairs[first, second] += 1
+    rows = [(first, *(pairs.get((first, second), 0) for second in code_ids)) for first in code_ids]
+    return Table("Co-occurrence", ("code", *code_ids), rows)
+
+
+def codebook_table(result: CodingResult) -> Table:
+    header = ("id", "name", "parent", "color", "definition", "include", "exclude", "positive examples",
+              "negative examples", "phrases", "patterns", "regex", "exclude phrases")
+    rows = []
+    for code in result.codebook.codes:
+        rules = code.rules
+        rows.append((code.code_id, code.name, code.parent, code.color, code.definition, "\n".join(code.include),
+                     "\n".join(code.exclude), "\n".join(code.positive_examples), "\n".join(code.negative_examples),
+                     "\n".join(phrase.text for phrase in rules.phrases),
+                     "\n".join(pattern.name for pattern in rules.patterns),
+                     "\n".join(regex.pattern for regex in rules.regex),
+                     "\n".join(phrase.text for phrase in rules.exclude)))
+    return Table("Codebook", header, rows, text_columns=("definition", "include", "exclude", "positive examples",
+                                                         "negative examples"))
+
+
+def run_table(result: CodingResult, *, created: dt.datetime | None = None) -> Table:
+    import spacy
+
+    created = created or dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    codebook = result.codebook
+    coded_segments = len({assignment.segment_id for assignment in result.assignments if assignment.status != "rejected"})
+    rows: list[tuple] = [
+        ("qualcode version", __version__, None),
+        ("created", created.isoformat(), None),
+        ("python", platform.python_version(), None),
+        ("spacy", spacy.__version__, None),
+        ("codebook name", codebook.name, None),
+        ("codebook version", codebook.version, None),
+        ("codebook file", codebook.source, None),
+        ("codebook sha256", codebook.sha256, None),
+    ]
+    rows.extend((f"option {name}", _as_text(value), None) for name, value in result.options.items())
+    rows.extend([
+        ("documents", len(result.corpus.documents), None),
+        ("segments", len(result.segments), None),
+        ("segments with a code", coded_segments, None),
+        ("codings", len(result.assignments), None),
+    ])
+    rows.extend(("input", file.path, file.sha256) for file in result.corpus.files)
+    rows.extend(("skipped", skipped.path, skipped.reason) for skipped in result.corpus.skipped)
+    return Table("Run", ("field", "value", "detail"), rows)
+
+
+def _as_text(value: object) -> object:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(item) for item in value)
+    return value
+
+
+def all_tables(result: CodingResult) -> Iterator[Table]:
+    yield segments_table(result)
+    yield codings_table(result)
+    yield summary_table(result)
+    yield cooccurrence_table(result)
+    yield codebook_table(result)
+    yield run_table(result)

@@ -1,0 +1,180 @@
+"""The plain data that flows through the pipeline: ingest -> segment -> code -> export.
+
+Nothing here imports spaCy, scikit-learn or does I/O, so every stage can be tested alone and
+a notebook can build these objects by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+DocumentKind = Literal["transcript", "essay", "survey"]
+Unit = Literal["turn", "paragraph", "sentence", "document"]
+Source = Literal["rule", "classifier", "human"]
+Status = Literal["suggested", "accepted", "rejected"]
+
+UNITS: tuple[str, ...] = ("turn", "paragraph", "sentence", "document")
+DEFAULT_UNIT: dict[str, str] = {"transcript": "turn", "essay": "paragraph", "survey": "document"}
+
+
+@dataclass(frozen=True)
+class Document:
+    """One text to code.
+
+    ``text`` has its line endings normalised to ``\\n``; every offset in the pipeline points into it.
+    ``attributes`` holds case variables (survey columns, participant id, site, ...) as strings.
+    """
+
+    doc_id: str
+    source: str
+    kind: DocumentKind
+    text: str
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A coded unit: a slice ``document.text[start_char:end_char]`` of one document."""
+
+    segment_id: str
+    doc_id: str
+    start_char: int
+    end_char: int
+    text: str
+    index: int
+    speaker: str | None = None
+    timestamp: str | None = None
+    is_interviewer: bool = False
+
+
+@dataclass(frozen=True)
+class PhraseRule:
+    """A case-insensitive phrase matched on every inflection of each of its words."""
+
+    text: str
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class PatternRule:
+    """A named spaCy ``Matcher`` token pattern."""
+
+    name: str
+    pattern: tuple[dict, ...]
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class RegexRule:
+    """A Python regular expression, applied case-insensitively to the segment text."""
+
+    pattern: str
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Rules:
+    phrases: tuple[PhraseRule, ...] = ()
+    patterns: tuple[PatternRule, ...] = ()
+    regex: tuple[RegexRule, ...] = ()
+    exclude: tuple[PhraseRule, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.phrases) + len(self.patterns) + len(self.regex)
+
+
+@dataclass(frozen=True)
+class Code:
+    code_id: str
+    name: str
+    definition: str
+    color: str | None = None
+    parent: str | None = None
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    positive_examples: tuple[str, ...] = ()
+    negative_examples: tuple[str, ...] = ()
+    rules: Rules = field(default_factory=Rules)
+
+
+@dataclass(frozen=True)
+class Codebook:
+    name: str
+    version: str
+    codes: tuple[Code, ...]
+    description: str = ""
+    source: str | None = None
+    sha256: str | None = None
+
+    @property
+    def code_ids(self) -> tuple[str, ...]:
+        return tuple(code.code_id for code in self.codes)
+
+    def code(self, code_id: str) -> Code:
+        for code in self.codes:
+            if code.code_id == code_id:
+                return code
+        raise KeyError(code_id)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why a code was given: which rule matched, and the words it matched."""
+
+    rule: str
+    matched: str
+    start_char: int | None = None
+    end_char: int | None = None
+
+    def describe(self) -> str:
+        return f'"{self.matched}" ({self.rule})'
+
+
+@dataclass(frozen=True)
+class CodeAssignment:
+    segment_id: str
+    code_id: str
+    source: Source
+    status: Status = "suggested"
+    confidence: float | None = None
+    evidence: tuple[Evidence, ...] = ()
+
+    @property
+    def evidence_text(self) -> str:
+        return "; ".join(item.describe() for item in self.evidence)
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """An input file that was read, with its hash for the run record."""
+
+    path: str
+    sha256: str
+    documents: int
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Everything ingest produced: the documents and an account of the files behind them."""
+
+    documents: tuple[Document, ...]
+    files: tuple[InputFile, ...] = ()
+    skipped: tuple[SkippedFile, ...] = ()
+
+
+@dataclass(frozen=True)
+class CodingResult:
+    """The output of a coding run, ready for export."""
+
+    corpus: Corpus
+    segments: tuple[Segment, ...]
+    assignments: tuple[CodeAssignment, ...]
+    codebook: Codebook
+    options: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,158 @@
+"""Codebook rules compiled into spaCy matchers and applied to segments.
+
+Phrases are lemma-aware without running a lemma lookup per token at match time: each phrase
+word is expanded once, at compile time, into every word form the English lookup table maps to
+the same lemma ("involve" -> involve, involves, involved, involving), and the variants go into a
+``PhraseMatcher`` on the ``NORM`` attribute (lower case, with contractions and curly apostrophes
+normalised: "can’t" and "can't" match alike). Token patterns run in a ``Matcher``; regular
+expressions run on the segment text, case-insensitively. An exclusion phrase vetoes every match
+of its code that it overlaps.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+from qualcode.errors import ConfigurationError
+from qualcode.models import Codebook, CodeAssignment, Evidence, Segment
+from qualcode.segment import lemma_lookup_table
+
+logger = logging.getLogger(__name__)
+
+MAX_VARIANTS_PER_PHRASE = 5000
+MAX_EVIDENCE_PER_CODE = 5
+# Token attributes a blank pipeline cannot supply; patterns using them need a trained --spacy-model.
+_ANNOTATION_ATTRS = {"POS": "tagger", "TAG": "tagger", "MORPH": "morphologizer", "DEP": "parser", "ENT_TYPE": "ner",
+                     "ENT_IOB": "ner", "ENT_ID": "ner", "ENT_KB_ID": "ner", "HEAD": "parser"}
+
+
+@lru_cache(maxsize=1)
+def _forms_by_lemma() -> dict[str, frozenset[str]]:
+    forms: dict[str, set[str]] = defaultdict(set)
+    for form, lemma in lemma_lookup_table().items():
+        forms[lemma.lower()].add(form.lower())
+    return {lemma: frozenset(words | {lemma}) for lemma, words in forms.items()}
+
+
+def word_forms(word: str) -> frozenset[str]:
+    """Every lower-case form sharing ``word``'s lookup lemma, ``word`` itself included."""
+    lower = word.lower()
+    table = lemma_lookup_table()
+    lemma = table.get(lower, lower).lower()
+    return _forms_by_lemma().get(lemma, frozenset()) | {lower, lemma}
+
+
+@dataclass(frozen=True)
+class _RuleRef:
+    code_id: str
+    description: str
+
+
+class RuleMatcher:
+    """A codebook's rules, compiled once per run for one spaCy pipeline."""
+
+    def __init__(self, codebook: Codebook, nlp):
+        from spacy.matcher import Matcher, PhraseMatcher
+
+        self.codebook = codebook
+        self.nlp = nlp
+        self._phrases = PhraseMatcher(nlp.vocab, attr="NORM")
+        self._exclusions = PhraseMatcher(nlp.vocab, attr="NORM")
+        self._patterns = Matcher(nlp.vocab, validate=True)
+        self._refs: dict[str, _RuleRef] = {}
+        self._regexes: list[tuple[re.Pattern[str], _RuleRef]] = []
+        for code in codebook.codes:
+            for index, phrase in enumerate(code.rules.phrases):
+                key = self._ref(code.code_id, "phrase", index, f'phrase "{phrase.text}"')
+                self._phrases.add(key, self._variants(phrase.text))
+            for index, phrase in enumerate(code.rules.exclude):
+                key = self._ref(code.code_id, "exclude", index, f'exclude "{phrase.text}"')
+                self._exclusions.add(key, self._variants(phrase.text))
+            for index, rule in enumerate(code.rules.patterns):
+                self._check_annotations(code.code_id, rule.name, rule.pattern)
+                key = self._ref(code.code_id, "pattern", index, f"pattern {rule.name}")
+                self._patterns.add(key, [list(rule.pattern)])
+            for index, rule in enumerate(code.rules.regex):
+                key = self._ref(code.code_id, "regex", index, f"regex /{rule.pattern}/")
+                self._regexes.append((re.compile(rule.pattern, re.IGNORECASE), self._refs[key]))
+
+    def _ref(self, code_id: str, kind: str, index: int, description: str) -> str:
+        key = f"{code_id}\x1f{kind}\x1f{index}"
+        self._refs[key] = _RuleRef(code_id, description)
+        return key
+
+    def _variants(self, phrase: str) -> list:
+        from spacy.tokens import Doc
+
+        vocab = self.nlp.vocab
+        tokens = self.nlp.make_doc(phrase)
+        choices = [sorted({vocab[form].norm_ for form in word_forms(token.norm_)}) for token in tokens]
+        count = 1
+        for options in choices:
+            count *= len(options)
+        if count > MAX_VARIANTS_PER_PHRASE:
+            logger.warning("phrase %r has %d inflected variants; only the first %d are matched", phrase, count,
+                           MAX_VARIANTS_PER_PHRASE)
+        combos = itertools.islice(itertools.product(*choices), MAX_VARIANTS_PER_PHRASE)
+        return [Doc(vocab, words=list(words)) for words in combos]
+
+    def _check_annotations(self, code_id: str, name: str, pattern: Iterable[dict]) -> None:
+        for token in pattern:
+            for attr in token:
+                component = _ANNOTATION_ATTRS.get(str(attr).upper())
+                if component and not any(component in pipe for pipe in self.nlp.pipe_names):
+                    raise ConfigurationError(
+                        f"codebook {self.codebook.source}: code '{code_id}', pattern '{name}' uses {attr}, "
+                        f"which needs a trained spaCy pipeline with a {component}; pass --spacy-model NAME"
+                    )
+
+    def match(self, segments: Iterable[Segment], *, batch_size: int = 64) -> Iterator[CodeAssignment]:
+        """Rule assignments for the segments, one per (segment, code) with all its evidence."""
+        segments = list(segments)
+        docs = self.nlp.pipe((segment.text for segment in segments), batch_size=batch_size)
+        for segment, doc in zip(segments, docs):
+            yield from self._assign(segment, doc)
+
+    def _assign(self, segment: Segment, doc) -> Iterator[CodeAssignment]:
+        strings = self.nlp.vocab.strings
+        vetoes: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for match_id, start, end in (self._exclusions(doc) if len(self._exclusions) else ()):
+            ref = self._refs[strings[match_id]]
+            vetoes[ref.code_id].append((doc[start].idx, doc[end - 1].idx + len(doc[end - 1])))
+        hits: list[tuple[int, int, _RuleRef]] = []
+        for matcher in (self._phrases, self._patterns):
+            if not len(matcher):
+                continue
+            for match_id, start, end in matcher(doc):
+                hits.append((doc[start].idx, doc[end - 1].idx + len(doc[end - 1]), self._refs[strings[match_id]]))
+        for pattern, ref in self._regexes:
+            hits.extend((found.start(), found.end(), ref) for found in pattern.finditer(segment.text) if found.end() > found.start())
+        evidence: dict[str, list[Evidence]] = defaultdict(list)
+        for start, end, ref in sorted(hits, key=lambda hit: (hit[0], -hit[1])):
+            if any(start < veto_end and veto_start < end for veto_start, veto_end in vetoes.get(ref.code_id, ())):
+                continue
+            item = Evidence(ref.description, segment.text[start:end], segment.start_char + start, segment.start_char + end)
+            if item not in evidence[ref.code_id]:
+                evidence[ref.code_id].append(item)
+        for code_id in self.codebook.code_ids:
+            if evidence.get(code_id):
+                yield CodeAssignment(
+                    segment_id=segment.segment_id,
+                    code_id=code_id,
+                    source="rule",
+                    status="suggested",
+                    confidence=None,
+                    evidence=tuple(evidence[code_id][:MAX_EVIDENCE_PER_CODE]),
+                )
+
+
+
+def compile_rules(codebook: Codebook, nlp) -> RuleMatcher:
+    """Compile the codebook's rules once for this pipeline; raises ``ConfigurationError`` if a rule needs annotation it lacks."""
+    return RuleMatcher(codebook, nlp)

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "corpora" / "sample"
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def nlp():
+    from qualcode.segment import build_pipeline
+
+    return build_pipeline()
+
+
+@pytest.fixture
+def write(tmp_path):
+    """Write text (or bytes) to a file under tmp_path and return its path."""
+
+    def _write(name: str, content: str | bytes, encoding: str = "utf-8") -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_bytes(content.encode(encoding))
+        return path
+
+    return _write

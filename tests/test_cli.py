@@ -1,0 +1,174 @@
+import shutil
+
+import openpyxl
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from conftest import SAMPLE
+from qualcode.cli import cli
+
+CODE_IDS = ["continuity", "accessibility", "participation", "empathy", "trust", "structural_context"]
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+@pytest.fixture(scope="module")
+def sample_workbook(tmp_path_factory):
+    output = tmp_path_factory.mktemp("sample") / "coded.xlsx"
+    result = run("code", SAMPLE, "-o", output)
+    assert result.exit_code == 0, result.output
+    return output, result
+
+
+def test_code_on_the_sample_corpus_writes_the_whole_contract(sample_workbook):
+    output, result = sample_workbook
+    assert result.output.startswith("Coded ") and str(output) in result.output
+    sheets = pd.read_excel(output, sheet_name=None)
+    assert list(sheets) == ["Segments", "Codings", "Summary", "Co-occurrence", "Codebook", "Run"]
+    segments = sheets["Segments"]
+    assert list(segments.columns[:6]) == ["segment_id", "document", "speaker", "start", "end", "timestamp"]
+    assert list(segments.columns[-9:]) == ["text", *CODE_IDS, "codes", "reviewed"]
+    assert {"role", "age_group", "site", "years_known_to_services", "respondent"} <= set(segments.columns)
+    documents = set(segments["document"])
+    assert "transcripts/young_person_03.docx" in documents and "transcripts/care_leaver_02.vtt" in documents
+    assert sum(document.startswith("survey/open_responses.csv#") for document in documents) >= 60
+    assert segments["timestamp"].notna().any()
+    codings = sheets["Codings"]
+    assert set(codings["code"]) == set(CODE_IDS), "every theme is found somewhere in the sample"
+    assert (codings["source"] == "rule").all() and codings["evidence"].notna().all()
+    assert list(sheets["Codebook"]["id"]) == CODE_IDS
+    run_sheet = dict(zip(sheets["Run"]["field"], sheets["Run"]["value"]))
+    assert run_sheet["codebook name"] == "Relationship-based social work"
+
+
+def test_interviewer_turns_are_exported_but_not_coded(sample_workbook):
+    output, _ = sample_workbook
+    segments = pd.read_excel(output, sheet_name="Segments")
+    interviewer = segments[segments["speaker"].isin(["Interviewer", "INT", "Int", "I", "Q", "Researcher", "Facilitator"])]
+    assert len(interviewer) > 50
+    assert interviewer["codes"].isna().all()
+
+
+def test_same_input_gives_the_same_segments_and_codings(sample_workbook, tmp_path):
+    output, _ = sample_workbook
+    again = tmp_path / "again.xlsx"
+    assert run("code", SAMPLE, "-o", again, "-q").exit_code == 0
+    for sheet in ("Segments", "Codings", "Summary", "Co-occurrence"):
+        pd.testing.assert_frame_equal(pd.read_excel(output, sheet_name=sheet), pd.read_excel(again, sheet_name=sheet))
+
+
+def test_csv_format_and_sentence_unit(tmp_path):
+    result = run("code", SAMPLE / "essays", "-o", tmp_path / "out", "--format", "csv", "--unit", "sentence", "-q")
+    assert result.exit_code == 0, result.output
+    assert result.output == ""
+    segments = pd.read_csv(tmp_path / "out" / "segments.csv")
+    paragraphs = pd.read_excel(_code_to(tmp_path / "p.xlsx", SAMPLE / "essays"), sheet_name="Segments")
+    assert len(segments) > len(paragraphs)
+
+
+def _code_to(output, *paths):
+    assert run("code", *paths, "-o", output, "-q").exit_code == 0
+    return output
+
+
+def _fails(result, code, message):
+    assert result.exit_code == code, (result.exit_code, result.output)
+    lines = result.output.strip().splitlines()
+    assert lines[-1] == message, result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_path(tmp_path):
+    _fails(run("code", tmp_path / "nope", "-o", tmp_path / "o.xlsx"), 66, f"Error: {tmp_path / 'nope'}: no such file or folder")
+
+
+def test_empty_corpus(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run("code", tmp_path / "empty", "-o", tmp_path / "o.xlsx")
+    assert result.exit_code == 66 and "no documents with text found" in result.output
+
+
+def test_bad_codebook_names_file_and_line(tmp_path):
+    book = tmp_path / "book.yaml"
+    book.write_text("name: x\ncodes:\n  - id: a\n    name: A\n    definition: d\n    rules:\n      regex: ['(']\n")
+    result = run("code", SAMPLE / "essays", "-o", tmp_path / "o.xlsx", "--codebook", book)
+    _fails(result, 78, f"Error: {book}: line 7: codes[0] (a).rules.regex[0]: bad regular expression '(': "
+                       "missing ), unterminated subpattern at position 0")
+    assert not (tmp_path / "o.xlsx").exists()
+
+
+def test_output_that_is_an_input_or_inside_one(tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(SAMPLE / "essays", corpus)
+    target = corpus / "practice_note_01.txt"
+    before = target.read_bytes()
+    _fails(run("code", corpus, target, "-o", target), 73,
+           f"Error: {target}: the output is also an input; choose another output path")
+    assert target.read_bytes() == before
+    result = run("code", corpus, "-o", corpus / "coded.xlsx")
+    assert result.exit_code == 73 and "is inside the input folder" in result.output
+
+
+def test_output_folder_missing(tmp_path):
+    _fails(run("code", SAMPLE / "essays", "-o", tmp_path / "no" / "o.xlsx"), 73,
+           f"Error: {tmp_path / 'no' / 'o.xlsx'}: folder {tmp_path / 'no'} does not exist")
+
+
+def test_survey_without_a_text_column_lists_columns(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "s.csv").write_text("id,age\n1,20\n")
+    _fails(run("code", tmp_path / "in", "-o", tmp_path / "o.xlsx"), 65,
+           f"Error: {tmp_path / 'in' / 's.csv'}: no answer text column found; name it with --text-column. "
+           "The columns are 'id', 'age'")
+
+
+def test_reviewed_workbook_is_kept_unless_forced(tmp_path):
+    output = _code_to(tmp_path / "coded.xlsx", SAMPLE / "essays")
+    book = openpyxl.load_workbook(output)
+    sheet = book["Segments"]
+    header = [cell.value for cell in sheet[1]]
+    for row in (2, 3):
+        sheet.cell(row, header.index("reviewed") + 1).value = "x"
+    book.save(output)
+    before = output.read_bytes()
+    _fails(run("code", SAMPLE / "essays", "-o", output), 73,
+           f"Error: {output}: not replaced, because 2 segment rows marked reviewed; "
+           "write to another file with -o, or pass --force to replace it")
+    assert output.read_bytes() == before
+    assert run("code", SAMPLE / "essays", "-o", output, "--force", "-q").exit_code == 0
+    assert output.read_bytes() != before
+
+
+def test_uninstalled_spacy_model(tmp_path):
+    result = run("code", SAMPLE / "essays", "-o", tmp_path / "o.xlsx", "--spacy-model", "en_no_such_model")
+    assert result.exit_code == 78
+    assert "spaCy pipeline 'en_no_such_model' is not installed" in result.output
+
+
+def test_kind_override_and_extra_interviewer_label(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "t.txt").write_text("SW: Did you feel listened to?\nMum: She never listened.\nSW: I see.\nMum: Yes.\n")
+    output = tmp_path / "o.xlsx"
+    assert run("code", tmp_path / "in", "-o", output, "--interviewer", "SW", "-q").exit_code == 0
+    segments = pd.read_excel(output, sheet_name="Segments")
+    assert list(segments["speaker"]) == ["SW", "Mum", "SW", "Mum"]
+    assert run("code", tmp_path / "in", "-o", output, "--kind", "essay", "-q").exit_code == 0
+    assert pd.read_excel(output, sheet_name="Segments")["speaker"].isna().all()
+
+
+def test_codebook_validate(tmp_path):
+    good = run("codebook", "validate", SAMPLE.parent.parent / "codebooks" / "relationship-themes.yaml")
+    assert good.exit_code == 0 and "valid; 6 codes" in good.output
+    book = tmp_path / "b.yaml"
+    book.write_text("name: x\ncodes:\n  - id: A\n    name: A\n    definition: d\n    extra: 1\n")
+    result = run("codebook", "validate", book)
+    assert result.exit_code == 78
+    assert result.output.splitlines() == [
+        f"{book}:3: codes[0] (A).id: id 'A' must be lowercase letters, digits and underscores, starting with a letter",
+        f"{book}:6: codes[0] (A).extra: unknown key 'extra' (allowed: id, name, color, parent, definition, include, "
+        "exclude, examples, rules)",
+        f"Error: {book}: 2 problems",
+    ]

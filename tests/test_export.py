@@ -1,0 +1,160 @@
+import csv
+
+import openpyxl
+import pandas as pd
+import pytest
+
+from qualcode.codebook import parse_codebook
+from qualcode.coding import CodingOptions, code_corpus
+from qualcode.errors import ReviewWorkProtectedError
+from qualcode.export import write_result
+from qualcode.ingest import read_documents
+
+BOOK = """\
+name: Export test
+version: "3"
+codes:
+  - id: trust
+    name: Trust
+    color: "#E15759"
+    definition: Trust in the worker.
+    rules:
+      phrases: [trust her, honest with me]
+  - id: accessibility
+    name: Accessibility
+    color: "#F1CE63"
+    definition: Time and availability.
+    rules:
+      phrases: [never ring back, make time]
+"""
+TRANSCRIPT = (
+    "Interviewer: Do you trust her?\n"
+    "P1: I trust her. She was honest with me and she'd make time.\n"
+    "Interviewer: And the office?\n"
+    "P1: They never rang back.\n"
+)
+SURVEY = "id,site,response\nA,North,=SUM(1+1) I trust her\nB,South,@worker never rings back\nC,North,Nothing to add.\n"
+
+
+@pytest.fixture
+def result(tmp_path, nlp):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "p1.txt").write_text(TRANSCRIPT, encoding="utf-8")
+    (folder / "survey.csv").write_text(SURVEY, encoding="utf-8")
+    codebook, problems = parse_codebook(BOOK, "export-test.yaml")
+    assert not problems
+    return code_corpus(read_documents([folder]), codebook, CodingOptions(), nlp=nlp)
+
+
+def test_workbook_has_every_sheet_and_column(result, tmp_path):
+    path = write_result(result, tmp_path / "coded.xlsx")
+    sheets = pd.read_excel(path, sheet_name=None)
+    assert list(sheets) == ["Segments", "Codings", "Summary", "Co-occurrence", "Codebook", "Run"]
+    segments = sheets["Segments"]
+    assert list(segments.columns) == ["segment_id", "document", "speaker", "start", "end", "timestamp", "respondent",
+                                      "site", "text", "trust", "accessibility", "codes", "reviewed"]
+    p1 = segments[segments["document"] == "p1.txt"]
+    assert list(p1["speaker"]) == ["Interviewer", "P1", "Interviewer", "P1"]
+    assert list(p1["codes"].fillna("")) == ["", "trust; accessibility", "", "accessibility"]
+    assert list(p1["trust"].fillna(0)) == [0, 1, 0, 0]
+    codings = sheets["Codings"]
+    assert list(codings.columns) == ["segment_id", "document", "code", "source", "confidence", "evidence", "status",
+                                     "text", "decision"]
+    first = codings.iloc[0]
+    assert (first["document"], first["code"], first["source"], first["status"]) == ("p1.txt", "trust", "rule", "suggested")
+    assert first["evidence"] == '"trust her" (phrase "trust her"); "honest with me" (phrase "honest with me")'
+    summary = sheets["Summary"].set_index("code")
+    assert summary.loc["trust", "segments"] == 2
+    assert summary.loc["accessibility", "p1.txt"] == 2
+    assert summary.loc["(segments)", "segments"] == 5  # interviewer turns are not coded
+    cooccurrence = sheets["Co-occurrence"].set_index("code")
+    assert cooccurrence.loc["trust", "accessibility"] == 1 and cooccurrence.loc["trust", "trust"] == 2
+    run = dict(zip(sheets["Run"]["field"], sheets["Run"]["value"]))
+    assert run["codebook name"] == "Export test" and run["codebook version"] == "3"
+    assert len(run["codebook sha256"]) == 64
+    assert run["option code_interviewer"] == False  # noqa: E712
+    inputs = sheets["Run"][sheets["Run"]["field"] == "input"]
+    assert len(inputs) == 2 and all(len(sha) == 64 for sha in inputs["detail"])
+
+
+def test_workbook_is_styled_for_review_and_never_writes_formulas(result, tmp_path):
+    path = write_result(result, tmp_path / "coded.xlsx")
+    book = openpyxl.load_workbook(path)
+    segments = book["Segments"]
+    assert segments.freeze_panes == "A2"
+    assert segments.auto_filter.ref.startswith("A1:")
+    assert segments["A1"].font.b
+    header = [cell.value for cell in segments[1]]
+    text_column = header.index("text") + 1
+    assert segments.cell(2, text_column).alignment.wrap_text
+    assert segments.cell(1, header.index("trust") + 1).fill.fgColor.rgb.endswith("E15759")
+    injected = [cell for row in segments.iter_rows() for cell in row if str(cell.value).startswith(("=", "@"))]
+    assert {cell.value for cell in injected} == {"=SUM(1+1) I trust her", "@worker never rings back"}
+    assert all(cell.data_type == "s" for cell in injected)
+
+
+def test_csv_format_writes_the_same_tables(result, tmp_path):
+    folder = write_result(result, tmp_path / "coded", format="csv")
+    assert sorted(p.name for p in folder.iterdir()) == ["co-occurrence.csv", "codebook.csv", "codings.csv",
+                                                         "run.csv", "segments.csv", "summary.csv"]
+    with (folder / "segments.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["codes"] for row in rows if row["document"] == "p1.txt"] == ["", "trust; accessibility", "", "accessibility"]
+    assert rows[-1]["text"] == "Nothing to add."
+
+
+def _mark_reviewed(path):
+    book = openpyxl.load_workbook(path)
+    sheet = book["Segments"]
+    header = [cell.value for cell in sheet[1]]
+    sheet.cell(3, header.index("reviewed") + 1).value = "yes"
+    book.save(path)
+
+
+def test_review_work_is_never_replaced_without_force(result, tmp_path):
+    path = write_result(result, tmp_path / "coded.xlsx")
+    write_result(result, path)  # no review work yet: replaced quietly
+    _mark_reviewed(path)
+    before = path.read_bytes()
+    with pytest.raises(ReviewWorkProtectedError, match=r"coded.xlsx: not replaced, because 1 segment rows marked reviewed"):
+        write_result(result, path)
+    assert path.read_bytes() == before
+    write_result(result, path, force=True)
+    assert pd.read_excel(path, sheet_name="Segments")["reviewed"].isna().all()
+
+
+def test_edited_code_cells_and_decisions_count_as_review_work(result, tmp_path):
+    path = write_result(result, tmp_path / "coded.xlsx")
+    book = openpyxl.load_workbook(path)
+    sheet = book["Segments"]
+    header = [cell.value for cell in sheet[1]]
+    sheet.cell(2, header.index("trust") + 1).value = 1
+    codings = book["Codings"]
+    codings.cell(2, 9).value = "reject"
+    book.save(path)
+    with pytest.raises(ReviewWorkProtectedError, match=r"1 segment rows with edited codes, 1 coding rows with a human decision"):
+        write_result(result, path)
+
+
+def test_a_file_that_is_not_a_qualcode_workbook_is_protected(result, tmp_path):
+    other = tmp_path / "thesis.xlsx"
+    book = openpyxl.Workbook()
+    book.active["A1"] = "my notes"
+    book.save(other)
+    with pytest.raises(ReviewWorkProtectedError, match=r"not a qualcode workbook"):
+        write_result(result, other)
+
+
+def test_a_failed_write_leaves_the_previous_output_and_no_temporary_file(result, tmp_path, monkeypatch):
+    path = write_result(result, tmp_path / "coded.xlsx")
+    before = path.read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("qualcode.export.xlsx._write_table", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_result(result, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coded.xlsx", "corpus"]

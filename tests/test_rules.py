@@ -1,0 +1,97 @@
+import pytest
+
+from qualcode.codebook import parse_codebook
+from qualcode.errors import ConfigurationError
+from qualcode.models import Segment
+from qualcode.rules import compile_rules, word_forms
+
+BOOK = """\
+name: Rules test
+codes:
+  - id: participation
+    name: Participation
+    definition: Involving people in decisions.
+    rules:
+      phrases: [involve me, "didn't ask me", family group conference]
+      patterns:
+        - name: decided-in-meeting
+          pattern: [{LEMMA: decide}, {IS_ALPHA: true, OP: "{0,4}"}, {LOWER: meeting}]
+      regex: ['\\bwithout (?:me|us)\\b']
+      exclude: [involve me in the washing]
+  - id: accessibility
+    name: Accessibility
+    definition: Having time and being reachable.
+    rules:
+      phrases: [time, ring back]
+      exclude: [the time was, last time]
+"""
+
+
+@pytest.fixture(scope="module")
+def matcher(nlp):
+    codebook, problems = parse_codebook(BOOK, "rules-test.yaml")
+    assert problems == []
+    return compile_rules(codebook, nlp)
+
+
+def _codes(matcher, *texts):
+    segments = [Segment(f"s{i}", "d", 0, len(text), text, i) for i, text in enumerate(texts)]
+    found = {}
+    for assignment in matcher.match(segments):
+        found.setdefault(assignment.segment_id, {})[assignment.code_id] = [e.matched for e in assignment.evidence]
+    return [found.get(f"s{i}", {}) for i in range(len(texts))]
+
+
+def test_word_forms_follow_the_lookup_lemma():
+    assert {"involve", "involves", "involved", "involving"} <= word_forms("involve")
+    assert {"child", "children"} <= word_forms("children")
+
+
+def test_phrases_match_every_inflection_and_capitals(matcher):
+    assert _codes(matcher, "They Involved me in everything.", "she keeps involving me now", "He involves them.") == [
+        {"participation": ["Involved me"]},
+        {"participation": ["involving me"]},
+        {},
+    ]
+
+
+def test_contractions_match_with_straight_or_curly_apostrophes(matcher):
+    assert _codes(matcher, "They didn’t ask me once.", "They DIDN'T ASK ME.") == [
+        {"participation": ["didn’t ask me"]},
+        {"participation": ["DIDN'T ASK ME"]},
+    ]
+
+
+def test_token_patterns_and_regexes_give_their_own_evidence(matcher):
+    (found,) = _codes(matcher, "They decided it all in a meeting, without me.")
+    assert found == {"participation": ["decided it all in a meeting", "without me"]}
+
+
+def test_an_exclusion_vetoes_only_matches_it_overlaps(matcher):
+    assert _codes(matcher, "She likes to involve me in the washing up.") == [{}]
+    assert _codes(matcher, "The time was 3pm.", "Last time she came late, but she made time for us.") == [
+        {},
+        {"accessibility": ["time"]},
+    ]
+
+
+def test_a_segment_can_carry_several_codes_with_evidence_per_code(matcher):
+    (found,) = _codes(matcher, "She always made time to involve me in the family group conference.")
+    assert found == {"participation": ["involve me", "family group conference"], "accessibility": ["time"]}
+
+
+def test_evidence_offsets_point_into_the_document(matcher):
+    text = "Intro. They involved me."
+    segment = Segment("s", "d", 100, 100 + len(text), text, 0)
+    (assignment,) = list(matcher.match([segment]))
+    (evidence,) = assignment.evidence
+    assert (evidence.start_char, evidence.end_char, evidence.rule) == (112, 123, 'phrase "involve me"')
+    assert assignment.source == "rule" and assignment.status == "suggested" and assignment.confidence is None
+
+
+def test_patterns_needing_a_tagger_are_refused_on_the_blank_pipeline(nlp):
+    text = "name: x\ncodes:\n  - id: a\n    name: A\n    definition: d\n    rules:\n      patterns:\n        - name: verb\n          pattern: [{POS: VERB}]\n"
+    codebook, problems = parse_codebook(text, "pos.yaml")
+    assert problems == []
+    with pytest.raises(ConfigurationError, match=r"pattern 'verb' uses POS, which needs a trained spaCy pipeline with a tagger"):
+        compile_rules(codebook, nlp)
