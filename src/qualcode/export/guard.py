@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from qualcode.errors import InputDataError
+from qualcode.ingest.tables import open_workbook
 
 
 def _blank(value: object) -> bool:
@@ -58,12 +60,9 @@ def _describe(reviewed: int, edited: int, decided: int) -> str | None:
 
 
 def _xlsx_review_work(path: Path) -> str | None:
-    import openpyxl
-    from openpyxl.utils.exceptions import InvalidFileException
-
     try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError):
+        workbook = open_workbook(path)
+    except InputDataError:
         return "it is not a workbook qualcode can read"
     try:
         if "Segments" not in workbook.sheetnames:

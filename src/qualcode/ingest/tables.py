@@ -106,15 +106,23 @@ def _sniff_delimiter(text: str) -> str:
     return best if counts[best] > 0 else ","
 
 
-def _xlsx_rows(path: Path) -> tuple[list[str], Iterator[TableRow]]:
+def open_workbook(path: Path):
+    """Open an .xlsx workbook read-only (cached values, not formulas), or raise ``InputDataError`` naming it."""
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
 
     try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        return openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as error:
         raise InputDataError(f"{path}: not a readable .xlsx workbook ({error})") from error
-    sheet = workbook.worksheets[0]
+
+
+def _xlsx_rows(path: Path, sheet_name: str | None = None) -> tuple[list[str], Iterator[TableRow]]:
+    workbook = open_workbook(path)
+    if sheet_name is not None and sheet_name not in workbook.sheetnames:
+        workbook.close()
+        raise InputDataError(f"{path}: no sheet named '{sheet_name}' (sheets: {', '.join(workbook.sheetnames)})")
+    sheet = workbook[sheet_name] if sheet_name is not None else workbook.worksheets[0]
     values = sheet.iter_rows(values_only=True)
     try:
         header_cells = next(values)
@@ -137,9 +145,24 @@ def _xlsx_rows(path: Path) -> tuple[list[str], Iterator[TableRow]]:
     return header, rows()
 
 
+def read_table(path: Path, sheet: str | None = None) -> tuple[list[str], Iterator[TableRow]]:
+    """The header and the non-blank rows of a CSV/TSV file or of one sheet of a workbook (default: the first)."""
+    if path.suffix.lower() in (".xlsx", ".xlsm"):
+        return _xlsx_rows(path, sheet)
+    return _csv_rows(path)
+
+
+def xlsx_sheet_names(path: Path) -> list[str]:
+    workbook = open_workbook(path)
+    try:
+        return list(workbook.sheetnames)
+    finally:
+        workbook.close()
+
+
 def read_survey_table(path: Path, *, text_column: str | None, id_column: str | None) -> Iterator[SurveyAnswer]:
     """Yield one answer per row with text; blank answers are skipped and counted in the log."""
-    header, rows = (_xlsx_rows if path.suffix.lower() == ".xlsx" else _csv_rows)(path)
+    header, rows = read_table(path)
     duplicated = {name for name in header if header.count(name) > 1 and name}
     if duplicated:
         raise InputDataError(f"{path}: the header names column {sorted(duplicated)[0]!r} more than once")
