@@ -38,7 +38,10 @@ def test_code_on_the_sample_corpus_writes_the_whole_contract(sample_workbook):
     assert segments["timestamp"].notna().any()
     codings = sheets["Codings"]
     assert set(codings["code"]) == set(CODE_IDS), "every theme is found somewhere in the sample"
-    assert (codings["source"] == "rule").all() and codings["evidence"].notna().all()
+    assert set(codings["source"]) == {"rule", "classifier"} and codings["evidence"].notna().all()
+    machine = codings[codings["source"] == "classifier"]
+    assert machine["confidence"].between(0.5, 1).all(), "classifier suggestions are at or above the threshold"
+    assert set(codings["status"]) <= {"suggested", "downgraded"}
     assert list(sheets["Codebook"]["id"]) == CODE_IDS
     run_sheet = dict(zip(sheets["Run"]["field"], sheets["Run"]["value"]))
     assert run_sheet["codebook name"] == "Relationship-based social work"
@@ -169,6 +172,6 @@ def test_codebook_validate(tmp_path):
     assert result.output.splitlines() == [
         f"{book}:3: codes[0] (A).id: id 'A' must be lowercase letters, digits and underscores, starting with a letter",
         f"{book}:6: codes[0] (A).extra: unknown key 'extra' (allowed: id, name, color, parent, definition, include, "
-        "exclude, examples, rules)",
+        "exclude, examples, rules, threshold)",
         f"Error: {book}: 2 problems",
     ]

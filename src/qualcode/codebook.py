@@ -24,7 +24,7 @@ _CODE_ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 TOP_KEYS = ("name", "version", "description", "codes")
-CODE_KEYS = ("id", "name", "color", "parent", "definition", "include", "exclude", "examples", "rules")
+CODE_KEYS = ("id", "name", "color", "parent", "definition", "include", "exclude", "examples", "rules", "threshold")
 EXAMPLE_KEYS = ("positive", "negative")
 RULE_KEYS = ("phrases", "patterns", "regex", "exclude")
 PATTERN_KEYS = ("name", "pattern")
@@ -194,6 +194,11 @@ def _build_code(checker: _Checker, raw: Any, path: Path_) -> Code | None:
         examples = checker.mapping(examples, path + ("examples",), EXAMPLE_KEYS)
     examples = examples or {}
     rules = _build_rules(checker, entry.get("rules"), path + ("rules",))
+    threshold = entry.get("threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not 0 < threshold < 1):
+        checker.report(path + ("threshold",), f"threshold must be a number between 0 and 1, not {threshold!r}")
+        threshold = None
     if not code_id or not name:
         return None
     return Code(
@@ -207,6 +212,7 @@ def _build_code(checker: _Checker, raw: Any, path: Path_) -> Code | None:
         positive_examples=checker.texts(examples.get("positive"), path + ("examples", "positive")),
         negative_examples=checker.texts(examples.get("negative"), path + ("examples", "negative")),
         rules=rules,
+        threshold=float(threshold) if threshold is not None else None,
     )
 
 

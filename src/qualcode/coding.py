@@ -1,12 +1,14 @@
-"""One coding run: segment the corpus and apply the codebook's rules."""
+"""One coding run: segment the corpus, match the codebook's rules, ask the classifier, combine."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from qualcode.models import Codebook, CodingResult, Corpus
-from qualcode.rules import compile_rules
+from qualcode.classify import CodeClassifier, TrainingExample, examples_from_codebook, seed_examples, weak_examples
+from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW, Policy, combine
+from qualcode.models import Codebook, CodingResult, Corpus, Segment
+from qualcode.rules import RuleMatcher, compile_rules
 from qualcode.segment import DEFAULT_PIPELINE, build_pipeline, segment_documents
 
 # progress(stage, advance, total): ``advance`` more items of ``total`` are done in ``stage``.
@@ -22,21 +24,55 @@ class CodingOptions:
     code_interviewer: bool = False
     interviewer_labels: tuple[str, ...] = ()
     spacy_model: str = DEFAULT_PIPELINE
+    classifier: bool = True
+    seed: bool = True
+    weak_labels: bool = False
+    suggest_at: float = DEFAULT_SUGGEST_AT
+    veto_below: float = DEFAULT_VETO_BELOW
+    thresholds: tuple[tuple[str, float], ...] = ()
     extra: dict[str, object] = field(default_factory=dict)
+
+    def policy(self, codebook: Codebook) -> Policy:
+        return Policy.for_codebook(codebook, suggest_at=self.suggest_at, veto_below=self.veto_below,
+                                   overrides=dict(self.thresholds))
 
     def as_record(self) -> dict[str, object]:
         record = asdict(self)
         extra = record.pop("extra")
+        record.pop("thresholds")
         record["unit"] = self.unit or "default (turn / paragraph / document by kind)"
         record["interviewer_labels"] = ", ".join(self.interviewer_labels)
         return {**record, **extra}
 
 
+def match_rules(segments: Sequence[Segment], matcher: RuleMatcher, progress: Progress | None = None) -> list:
+    assignments = []
+    for offset in range(0, len(segments), _PROGRESS_CHUNK):
+        chunk = segments[offset:offset + _PROGRESS_CHUNK]
+        assignments.extend(matcher.match(chunk))
+        if progress:
+            progress("code", len(chunk), len(segments))
+    return assignments
+
+
+def training_examples(codebook: Codebook, options: CodingOptions, training: Sequence[TrainingExample] = (),
+                      weak: Sequence[TrainingExample] = ()) -> list[TrainingExample]:
+    """What the classifier learns from: human labels, codebook examples, the seed set, and weak rule labels if asked."""
+    examples = list(training) + examples_from_codebook(codebook)
+    if options.seed:
+        examples += seed_examples(codebook)
+    if options.weak_labels:
+        examples += list(weak)
+    return examples
+
+
 def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = CodingOptions(), *,
-                nlp=None, progress: Progress | None = None) -> CodingResult:
-    """Segment every document and suggest codes by rule, with evidence for each suggestion.
+                training: Sequence[TrainingExample] = (), nlp=None,
+                progress: Progress | None = None) -> CodingResult:
+    """Segment every document, suggest codes by rule and by classifier, and combine them under one policy.
 
     Interviewer turns are segmented (they are exported) but coded only with ``code_interviewer``.
+    ``training`` adds human labels (``classify.examples_from_labels``) to what the classifier learns.
     """
     nlp = nlp if nlp is not None else build_pipeline(options.spacy_model)
     matcher = compile_rules(codebook, nlp)
@@ -45,11 +81,21 @@ def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = Cod
     segments = segment_documents(documents, unit=options.unit, nlp=nlp, interviewer_labels=options.interviewer_labels,
                                  progress=segment_progress)
     codable = [segment for segment in segments if options.code_interviewer or not segment.is_interviewer]
-    assignments = []
-    for offset in range(0, len(codable), _PROGRESS_CHUNK):
-        chunk = codable[offset:offset + _PROGRESS_CHUNK]
-        assignments.extend(matcher.match(chunk))
-        if progress:
-            progress("code", len(chunk), len(codable))
+    rule_assignments = match_rules(codable, matcher, progress)
+    record = options.as_record()
+    policy = options.policy(codebook)
+    record.update(policy.as_record())
+    probabilities, explain = None, None
+    if options.classifier:
+        examples = training_examples(codebook, options, training, weak_examples(codable, rule_assignments))
+        classifier = CodeClassifier(codebook.code_ids).fit(examples)
+        record["classifier training"] = "; ".join(
+            f"{code_id}: {positive}+/{negative}-" for code_id, (positive, negative) in classifier.training_counts_.items())
+        record["classifier codes"] = ", ".join(classifier.trained_codes) or "none (too few examples)"
+        if classifier.trained_codes and codable:
+            features = classifier.transform([segment.text for segment in codable])
+            probabilities = classifier.predict_proba([], features=features)
+            explain = lambda row, code_id: classifier.explain(features[row], code_id)  # noqa: E731
+    assignments = combine(codable, rule_assignments, probabilities, codebook.code_ids, policy, explain)
     return CodingResult(corpus=corpus, segments=tuple(segments), assignments=tuple(assignments), codebook=codebook,
-                        options=options.as_record())
+                        options=record)

@@ -12,7 +12,9 @@ from typing import Literal
 DocumentKind = Literal["transcript", "essay", "survey"]
 Unit = Literal["turn", "paragraph", "sentence", "document"]
 Source = Literal["rule", "classifier", "human"]
-Status = Literal["suggested", "accepted", "rejected"]
+# "downgraded": a rule hit the classifier strongly contradicts; listed with its evidence, not counted as coded.
+Status = Literal["suggested", "accepted", "rejected", "downgraded"]
+COUNTED_STATUSES = frozenset({"suggested", "accepted"})
 
 UNITS: tuple[str, ...] = ("turn", "paragraph", "sentence", "document")
 DEFAULT_UNIT: dict[str, str] = {"transcript": "turn", "essay": "paragraph", "survey": "document"}
@@ -96,6 +98,7 @@ class Code:
     positive_examples: tuple[str, ...] = ()
     negative_examples: tuple[str, ...] = ()
     rules: Rules = field(default_factory=Rules)
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)

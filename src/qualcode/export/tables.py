@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from qualcode import __version__
-from qualcode.models import CodeAssignment, CodingResult
+from qualcode.models import COUNTED_STATUSES, CodeAssignment, CodingResult
 
 SEGMENT_FIXED = ("segment_id", "document", "speaker", "start", "end", "timestamp")
 CODING_COLUMNS = ("segment_id", "document", "code", "source", "confidence", "evidence", "status", "text", "decision")
@@ -46,7 +46,7 @@ def _column_name(attribute: str, taken: set[str]) -> str:
 def _active(assignments: tuple[CodeAssignment, ...]) -> dict[str, list[str]]:
     codes: dict[str, list[str]] = defaultdict(list)
     for assignment in assignments:
-        if assignment.status != "rejected" and assignment.code_id not in codes[assignment.segment_id]:
+        if assignment.status in COUNTED_STATUSES and assignment.code_id not in codes[assignment.segment_id]:
             codes[assignment.segment_id].append(assignment.code_id)
     return codes
 
@@ -148,7 +148,7 @@ def run_table(result: CodingResult, *, created: dt.datetime | None = None) -> Ta
 
     created = created or dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     codebook = result.codebook
-    coded_segments = len({assignment.segment_id for assignment in result.assignments if assignment.status != "rejected"})
+    coded_segments = len(_active(result.assignments))
     rows: list[tuple] = [
         ("qualcode version", __version__, None),
         ("created", created.isoformat(), None),

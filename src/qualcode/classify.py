@@ -1,0 +1,205 @@
+"""The scikit-learn classifier: one calibrated binary model per code over shared TF-IDF features.
+
+Training data comes as ``TrainingExample``s, each knowing only the labels someone actually gave:
+a gold or reviewed segment knows every code; a codebook example knows only its own code. Each
+code's model trains on the examples that carry a label for it. Nothing is pickled: the model is
+rebuilt from labelled data on every run (seconds for thousands of segments), so the same data
+always gives the same model.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+
+from qualcode.models import Codebook
+
+logger = logging.getLogger(__name__)
+
+HUMAN_WEIGHT = 1.0
+EXAMPLE_WEIGHT = 1.0
+SEED_WEIGHT = 1.0
+WEAK_WEIGHT = 0.3
+MIN_PER_CLASS = 2
+CALIBRATION_FOLDS = 5
+SEED_FILE = "relationship-themes-seed.csv"
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    text: str
+    labels: dict[str, int]
+    weight: float = HUMAN_WEIGHT
+    group: str = ""
+    origin: str = "human"
+
+
+def examples_from_codebook(codebook: Codebook) -> list[TrainingExample]:
+    """Each code's positive examples say 1 and its negative examples say 0, for that code only."""
+    examples = []
+    for code in codebook.codes:
+        for text in code.positive_examples:
+            examples.append(TrainingExample(text, {code.code_id: 1}, EXAMPLE_WEIGHT, f"codebook:{code.code_id}", "example"))
+        for text in code.negative_examples:
+            examples.append(TrainingExample(text, {code.code_id: 0}, EXAMPLE_WEIGHT, f"codebook:{code.code_id}", "example"))
+    return examples
+
+
+def seed_examples(codebook: Codebook) -> list[TrainingExample]:
+    """The hand-coded sample corpus shipped with the default codebook; empty for any other codebook."""
+    from qualcode.codebook import load_codebook
+
+    default = load_codebook()
+    if codebook.name != default.name:
+        return []
+    data = resources.files("qualcode") / "data" / SEED_FILE
+    shared = [code_id for code_id in default.code_ids if code_id in codebook.code_ids]
+    with data.open("r", encoding="utf-8", newline="") as handle:
+        return [
+            TrainingExample(row["text"], {code_id: int(row[code_id]) for code_id in shared}, SEED_WEIGHT,
+                            f"seed:{row['document']}", "seed")
+            for row in csv.DictReader(handle)
+        ]
+
+
+def _only_stop_words(ngram: str) -> bool:
+    """Function words help the model but explain nothing to a researcher, so evidence leaves them out."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return all(word in ENGLISH_STOP_WORDS for word in ngram.split())
+
+
+def _default_vectorizer():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1, strip_accents="unicode",
+                           token_pattern=r"(?u)\b\w[\w']*\b")
+
+
+def _base_model():
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=4.0, class_weight="balanced", solver="liblinear", max_iter=1000)
+
+
+def _platt_calibrator(features, labels: np.ndarray, weights: np.ndarray, groups: np.ndarray, real: np.ndarray):
+    """Platt scaling fitted on out-of-fold scores, with folds grouped by document.
+
+    Grouping matters: segments of one interview share words, so folds that split a document
+    would make held-out scores look surer than they are on a new document. Returns None when
+    there are too few groups or examples to hold any out. Codebook examples are cleaner than real
+    segments, so the scaling is fitted on real segments when there are enough of them.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    folds = min(CALIBRATION_FOLDS, len(set(groups)), int(labels.sum()), int(len(labels) - labels.sum()))
+    if folds < 2:
+        return None
+    scores = np.zeros(len(labels))
+    for train, held_out in StratifiedGroupKFold(folds).split(features, labels, groups):
+        if len(set(labels[train])) < 2:
+            return None
+        fold_model = _base_model().fit(features[train], labels[train], sample_weight=weights[train])
+        scores[held_out] = fold_model.decision_function(features[held_out])
+    use = real if labels[real].sum() >= MIN_PER_CLASS and (1 - labels[real]).sum() >= MIN_PER_CLASS else np.ones_like(real)
+    return LogisticRegression(C=1e4).fit(scores[use].reshape(-1, 1), labels[use], sample_weight=weights[use])
+
+
+class CodeClassifier:
+    """Multi-label classifier: ``fit(examples)`` then ``predict_proba(texts)`` -> array (texts x codes).
+
+    A code without at least two positive and two negative examples has no model; its column is NaN.
+    Probabilities are calibrated by Platt scaling on out-of-fold scores (see ``_platt_calibrator``).
+    """
+
+    def __init__(self, code_ids: Sequence[str]):
+        self.code_ids = tuple(code_ids)
+
+    def fit(self, examples: Sequence[TrainingExample]) -> CodeClassifier:
+        examples = [example for example in examples if example.text.strip()]
+        self.vectorizer_ = _default_vectorizer()
+        matrix = self.vectorizer_.fit_transform([example.text for example in examples]) if examples else None
+        self.models_: dict[str, tuple[object, object | None]] = {}
+        self.training_counts_: dict[str, tuple[int, int]] = {}
+        for code_id in self.code_ids:
+            rows = [index for index, example in enumerate(examples) if code_id in example.labels]
+            labels = np.array([examples[index].labels[code_id] for index in rows], dtype=int)
+            positives, negatives = int(labels.sum()), int(len(labels) - labels.sum())
+            self.training_counts_[code_id] = (positives, negatives)
+            if positives < MIN_PER_CLASS or negatives < MIN_PER_CLASS:
+                logger.info("code %s: %d positive and %d negative examples; too few to train", code_id, positives, negatives)
+                continue
+            features = matrix[rows]
+            weights = np.array([examples[index].weight for index in rows])
+            groups = np.array([examples[index].group or str(index) for index in rows])
+            real = np.array([examples[index].origin != "example" for index in rows])
+            model = _base_model().fit(features, labels, sample_weight=weights)
+            self.models_[code_id] = (model, _platt_calibrator(features, labels, weights, groups, real))
+        self.feature_names_ = self.vectorizer_.get_feature_names_out() if examples else np.array([])
+        return self
+
+    @property
+    def trained_codes(self) -> tuple[str, ...]:
+        return tuple(code_id for code_id in self.code_ids if code_id in self.models_)
+
+    def transform(self, texts: Sequence[str]):
+        return self.vectorizer_.transform(list(texts))
+
+    def predict_proba(self, texts: Sequence[str], features=None) -> np.ndarray:
+        features = self.transform(texts) if features is None else features
+        result = np.full((features.shape[0], len(self.code_ids)), np.nan)
+        if features.shape[0] == 0:
+            return result
+        for column, code_id in enumerate(self.code_ids):
+            if code_id in self.models_:
+                model, calibrator = self.models_[code_id]
+                if calibrator is None:
+                    result[:, column] = model.predict_proba(features)[:, 1]
+                else:
+                    result[:, column] = calibrator.predict_proba(model.decision_function(features).reshape(-1, 1))[:, 1]
+        return result
+
+    def explain(self, features_row, code_id: str, top: int = 4) -> list[tuple[str, float]]:
+        """The content n-grams in one transformed text that pushed it most towards ``code_id``."""
+        coef = self.models_[code_id][0].coef_.ravel()
+        row = features_row.tocsr()
+        contributions = [(self.feature_names_[index], float(value * coef[index]))
+                         for index, value in zip(row.indices, row.data)
+                         if value * coef[index] > 0 and not _only_stop_words(self.feature_names_[index])]
+        contributions.sort(key=lambda item: (-item[1], item[0]))
+        return contributions[:top]
+
+
+def train_classifier(codebook: Codebook, examples: Iterable[TrainingExample]) -> CodeClassifier:
+    return CodeClassifier(codebook.code_ids).fit(list(examples))
+
+
+def examples_from_labels(label_file, segments: Sequence | None = None, *, weight: float = HUMAN_WEIGHT) -> list[TrainingExample]:
+    """Training examples from a label file: its text column, else the text of the segments it matches."""
+    from qualcode.errors import InputDataError
+    from qualcode.labels import match_units
+
+    if all(unit.text is not None for unit in label_file.units):
+        pairs = [(unit, unit.text) for unit in label_file.units]
+    else:
+        matched, _ = match_units(label_file.units, segments or ())
+        if not matched:
+            raise InputDataError(f"{label_file.path}: has no text column and none of its rows matches a segment "
+                                 "of the inputs by segment_id or document/start/end")
+        texts = {segment.segment_id: segment.text for segment in segments}
+        pairs = [(unit, texts[segment_id]) for segment_id, unit in matched.items()]
+    return [TrainingExample(text, dict(unit.labels), weight, unit.document or label_file.path, "human")
+            for unit, text in pairs if text and text.strip()]
+
+
+def weak_examples(segments: Sequence, rule_assignments: Iterable) -> list[TrainingExample]:
+    """Rule-matched segments as low-weight positives for the matched code (only with --weak-labels)."""
+    texts = {segment.segment_id: (segment.text, segment.doc_id) for segment in segments}
+    return [TrainingExample(texts[a.segment_id][0], {a.code_id: 1}, WEAK_WEIGHT, texts[a.segment_id][1], "weak")
+            for a in rule_assignments if a.segment_id in texts]

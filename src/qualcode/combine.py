@@ -1,0 +1,78 @@
+"""One documented policy that turns rule hits and classifier probabilities into suggestions.
+
+For each (segment, code):
+- a rule hit is suggested with source ``rule``; its confidence is the classifier's probability
+  when the code has a trained model;
+- a rule hit the classifier strongly contradicts (probability below ``veto_below``) is kept in
+  the Codings sheet with status ``downgraded``: listed with its evidence, not counted as coded;
+- without a rule hit, a probability at or above the code's threshold (``suggest_at``, or the
+  code's own ``threshold`` in the codebook, or a per-code override) is suggested with source
+  ``classifier`` and the n-grams that pushed it as evidence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qualcode.models import Codebook, CodeAssignment, Evidence, Segment
+
+DEFAULT_SUGGEST_AT = 0.5
+DEFAULT_VETO_BELOW = 0.05
+
+
+@dataclass(frozen=True)
+class Policy:
+    suggest_at: float = DEFAULT_SUGGEST_AT
+    veto_below: float = DEFAULT_VETO_BELOW
+    per_code: Mapping[str, float] = field(default_factory=dict)
+
+    def threshold(self, code_id: str) -> float:
+        return self.per_code.get(code_id, self.suggest_at)
+
+    @classmethod
+    def for_codebook(cls, codebook: Codebook, *, suggest_at: float = DEFAULT_SUGGEST_AT,
+                     veto_below: float = DEFAULT_VETO_BELOW, overrides: Mapping[str, float] | None = None) -> Policy:
+        """Codebook thresholds first, then command-line overrides on top."""
+        per_code = {code.code_id: code.threshold for code in codebook.codes if code.threshold is not None}
+        per_code.update(overrides or {})
+        return cls(suggest_at=suggest_at, veto_below=veto_below, per_code=per_code)
+
+    def as_record(self) -> dict[str, object]:
+        thresholds = ", ".join(f"{code}={value:g}" for code, value in sorted(self.per_code.items()))
+        return {"suggest_at": self.suggest_at, "veto_below": self.veto_below, "code_thresholds": thresholds or "none"}
+
+
+def combine(
+    segments: Sequence[Segment],
+    rule_assignments: Sequence[CodeAssignment],
+    probabilities: np.ndarray | None,
+    code_ids: Sequence[str],
+    policy: Policy,
+    explain=None,
+) -> list[CodeAssignment]:
+    """Merge rule assignments and a (segments x codes) probability matrix under ``policy``.
+
+    ``explain(row, code_id)`` returns [(n-gram, weight), ...] for a classifier suggestion.
+    """
+    by_pair = {(assignment.segment_id, assignment.code_id): assignment for assignment in rule_assignments}
+    merged: list[CodeAssignment] = []
+    for row, segment in enumerate(segments):
+        for column, code_id in enumerate(code_ids):
+            rule = by_pair.get((segment.segment_id, code_id))
+            probability = None
+            if probabilities is not None and not math.isnan(probabilities[row, column]):
+                probability = float(probabilities[row, column])
+            if rule is not None:
+                if probability is not None and probability < policy.veto_below:
+                    merged.append(CodeAssignment(rule.segment_id, code_id, "rule", "downgraded", probability, rule.evidence))
+                else:
+                    merged.append(CodeAssignment(rule.segment_id, code_id, "rule", rule.status, probability, rule.evidence))
+            elif probability is not None and probability >= policy.threshold(code_id):
+                evidence = tuple(Evidence(f"classifier {weight:+.2f}", ngram) for ngram, weight in
+                                 (explain(row, code_id) if explain else []))
+                merged.append(CodeAssignment(segment.segment_id, code_id, "classifier", "suggested", probability, evidence))
+    return merged
