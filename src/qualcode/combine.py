@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qualcode.errors import ConfigurationError
 from qualcode.models import Codebook, CodeAssignment, Evidence, Segment
 
 DEFAULT_SUGGEST_AT = 0.5
@@ -38,6 +39,10 @@ class Policy:
                      veto_below: float = DEFAULT_VETO_BELOW, overrides: Mapping[str, float] | None = None) -> Policy:
         """Codebook thresholds first, then command-line overrides on top."""
         per_code = {code.code_id: code.threshold for code in codebook.codes if code.threshold is not None}
+        for code_id in overrides or {}:
+            if code_id not in codebook.code_ids:
+                raise ConfigurationError(f"--threshold names code '{code_id}', which is not in the codebook "
+                                         f"({', '.join(codebook.code_ids)})")
         per_code.update(overrides or {})
         return cls(suggest_at=suggest_at, veto_below=veto_below, per_code=per_code)
 

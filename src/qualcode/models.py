@@ -15,6 +15,7 @@ Source = Literal["rule", "classifier", "human"]
 # "downgraded": a rule hit the classifier strongly contradicts; listed with its evidence, not counted as coded.
 Status = Literal["suggested", "accepted", "rejected", "downgraded"]
 COUNTED_STATUSES = frozenset({"suggested", "accepted"})
+EVIDENCE_SHOWN = 5
 
 UNITS: tuple[str, ...] = ("turn", "paragraph", "sentence", "document")
 DEFAULT_UNIT: dict[str, str] = {"transcript": "turn", "essay": "paragraph", "survey": "document"}
@@ -145,7 +146,10 @@ class CodeAssignment:
 
     @property
     def evidence_text(self) -> str:
-        return "; ".join(item.describe() for item in self.evidence)
+        """The first few pieces of evidence, readable in one cell."""
+        shown = "; ".join(item.describe() for item in self.evidence[:EVIDENCE_SHOWN])
+        hidden = len(self.evidence) - EVIDENCE_SHOWN
+        return f"{shown}; (+{hidden} more)" if hidden > 0 else shown
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from qualcode.errors import ConfigurationError
-from qualcode.models import Codebook, CodeAssignment, Evidence, Segment
+from qualcode.models import Code, Codebook, CodeAssignment, Evidence, Segment
 from qualcode.segment import lemma_lookup_table
 
 logger = logging.getLogger(__name__)
 
 MAX_VARIANTS_PER_PHRASE = 5000
-MAX_EVIDENCE_PER_CODE = 5
 # Token attributes a blank pipeline cannot supply; patterns using them need a trained --spacy-model.
 _ANNOTATION_ATTRS = {"POS": "tagger", "TAG": "tagger", "MORPH": "morphologizer", "DEP": "parser", "ENT_TYPE": "ner",
                      "ENT_IOB": "ner", "ENT_ID": "ner", "ENT_KB_ID": "ner", "HEAD": "parser"}
@@ -46,6 +45,25 @@ def word_forms(word: str) -> frozenset[str]:
     table = lemma_lookup_table()
     lemma = table.get(lower, lower).lower()
     return _forms_by_lemma().get(lemma, frozenset()) | {lower, lemma}
+
+
+def phrase_label(text: str) -> str:
+    return f'phrase "{text}"'
+
+
+def pattern_label(name: str) -> str:
+    return f"pattern {name}"
+
+
+def regex_label(pattern: str) -> str:
+    return f"regex /{pattern}/"
+
+
+def rule_labels(code: Code) -> list[str]:
+    """How each of a code's rules is named in evidence, in codebook order."""
+    return ([phrase_label(rule.text) for rule in code.rules.phrases]
+            + [pattern_label(rule.name) for rule in code.rules.patterns]
+            + [regex_label(rule.pattern) for rule in code.rules.regex])
 
 
 @dataclass(frozen=True)
@@ -69,17 +87,17 @@ class RuleMatcher:
         self._regexes: list[tuple[re.Pattern[str], _RuleRef]] = []
         for code in codebook.codes:
             for index, phrase in enumerate(code.rules.phrases):
-                key = self._ref(code.code_id, "phrase", index, f'phrase "{phrase.text}"')
+                key = self._ref(code.code_id, "phrase", index, phrase_label(phrase.text))
                 self._phrases.add(key, self._variants(phrase.text))
             for index, phrase in enumerate(code.rules.exclude):
                 key = self._ref(code.code_id, "exclude", index, f'exclude "{phrase.text}"')
                 self._exclusions.add(key, self._variants(phrase.text))
             for index, rule in enumerate(code.rules.patterns):
                 self._check_annotations(code.code_id, rule.name, rule.pattern)
-                key = self._ref(code.code_id, "pattern", index, f"pattern {rule.name}")
+                key = self._ref(code.code_id, "pattern", index, pattern_label(rule.name))
                 self._patterns.add(key, [list(rule.pattern)])
             for index, rule in enumerate(code.rules.regex):
-                key = self._ref(code.code_id, "regex", index, f"regex /{rule.pattern}/")
+                key = self._ref(code.code_id, "regex", index, regex_label(rule.pattern))
                 self._regexes.append((re.compile(rule.pattern, re.IGNORECASE), self._refs[key]))
 
     def _ref(self, code_id: str, kind: str, index: int, description: str) -> str:
@@ -148,7 +166,7 @@ class RuleMatcher:
                     source="rule",
                     status="suggested",
                     confidence=None,
-                    evidence=tuple(evidence[code_id][:MAX_EVIDENCE_PER_CODE]),
+                    evidence=tuple(evidence[code_id]),
                 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 from qualcode.errors import OutputError
@@ -26,13 +27,13 @@ def _text_color_for(fill: str) -> str:
 
 
 class _Formats:
-    def __init__(self, workbook, codebook: Codebook):
+    def __init__(self, workbook, codebook: Codebook | None):
         self.header = workbook.add_format({"bold": True, "bottom": 1, "text_wrap": True, "valign": "top"})
         self.wrap = workbook.add_format({"text_wrap": True, "valign": "top"})
         self.plain = workbook.add_format({"valign": "top"})
         self.code_header: dict[str, object] = {}
         self.code_cell: dict[str, object] = {}
-        for code in codebook.codes:
+        for code in codebook.codes if codebook else ():
             if code.color:
                 style = {"bg_color": code.color, "font_color": _text_color_for(code.color)}
                 self.code_header[code.code_id] = workbook.add_format({**style, "bold": True, "bottom": 1, "valign": "top"})
@@ -57,14 +58,14 @@ def _write_value(sheet, row: int, column: int, value: object, cell_format) -> bo
     return False
 
 
-def _write_table(workbook, table: Table, formats: _Formats, codebook: Codebook) -> int:
+def _write_table(workbook, table: Table, formats: _Formats, codebook: Codebook | None) -> int:
     if len(table.rows) + 1 > EXCEL_MAX_ROWS:
         raise OutputError(
             f"sheet {table.name} would need {len(table.rows) + 1:,} rows, more than Excel's {EXCEL_MAX_ROWS:,}; "
             "use --format csv"
         )
     sheet = workbook.add_worksheet(table.name)
-    code_ids = set(codebook.code_ids)
+    code_ids = set(codebook.code_ids) if codebook else set()
     column_formats = []
     for column, name in enumerate(table.header):
         wrap = name in table.text_columns
@@ -94,7 +95,12 @@ def _write_table(workbook, table: Table, formats: _Formats, codebook: Codebook) 
 
 
 def write_xlsx(result: CodingResult, path: Path) -> None:
-    """Write the workbook to ``path`` (callers handle atomic replacement)."""
+    """Write the coded workbook to ``path`` (callers handle atomic replacement)."""
+    write_tables(all_tables(result), path, result.codebook)
+
+
+def write_tables(tables: Iterable[Table], path: Path, codebook: Codebook | None = None) -> None:
+    """Write tables as sheets of one workbook, styled alike; code columns take the codebook's colours."""
     import xlsxwriter
 
     workbook = xlsxwriter.Workbook(str(path), {
@@ -104,8 +110,8 @@ def write_xlsx(result: CodingResult, path: Path) -> None:
         "strings_to_numbers": False,
     })
     try:
-        formats = _Formats(workbook, result.codebook)
-        for table in all_tables(result):
-            _write_table(workbook, table, formats, result.codebook)
+        formats = _Formats(workbook, codebook)
+        for table in tables:
+            _write_table(workbook, table, formats, codebook)
     finally:
         workbook.close()

@@ -1,0 +1,126 @@
+"""Evaluation and agreement reports: as readable text for the terminal and as workbook tables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qualcode.agreement import AgreementReport, Scores
+from qualcode.evaluate import METHODS, EvaluationReport
+from qualcode.export.atomic import atomic_file
+from qualcode.export.tables import Table
+from qualcode.export.xlsx import write_tables
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _cell(value: float | None, digits: int = 3):
+    return None if value is None else round(value, digits)
+
+
+def _score_line(name: str, scores: Scores) -> str:
+    return (f"{name:<22} {100 * scores.reference_prevalence:5.1f}% {100 * scores.predicted_prevalence:6.1f}%"
+            f" {_number(scores.precision):>5} {_number(scores.recall):>5} {_number(scores.f1):>5}"
+            f" {_number(scores.kappa):>6} {_number(scores.alpha):>6}")
+
+
+def format_evaluation(report: EvaluationReport) -> str:
+    lines = [
+        f"Evaluated {report.segments} segments in {report.documents} documents against the gold; "
+        f"{report.folds}-fold cross-validation grouped by document (a fold never trains on the documents it tests).",
+    ]
+    if report.seed_left_out:
+        lines.append(f"{report.seed_left_out} seed examples that are evaluated segments were left out of training.")
+    if report.unmatched_gold_rows:
+        lines.append(f"{report.unmatched_gold_rows} gold rows matched no segment and were left out.")
+    lines.extend(report.notes)
+    header = f"{'code':<22} {'gold':>6} {'machine':>7} {'P':>5} {'R':>5} {'F1':>5} {'kappa':>6} {'alpha':>6}"
+    for method in METHODS:
+        lines += ["", f"{method}", header]
+        lines += [_score_line(code_id, report.scores[method][code_id]) for code_id in report.code_ids]
+        lines.append(_score_line("macro average", report.macro[method]))
+    lines += ["", "Calibration of classifier confidence (all codes, held-out folds)",
+              f"{'confidence':<12} {'n':>5} {'mean':>6} {'observed':>9}"]
+    for bin_ in report.calibration:
+        if bin_.count:
+            lines.append(f"{bin_.low:.1f}-{bin_.high:.1f}      {bin_.count:>5} {_number(bin_.mean_confidence):>6}"
+                         f" {_number(bin_.observed):>9}")
+    if report.learning_curve:
+        lines += ["", "Learning curve (combined macro F1 by share of training documents per fold)"]
+        lines += [f"{100 * fraction:>5.0f}%  ({documents} documents)  F1 {f1:.3f}"
+                  for fraction, documents, f1 in report.learning_curve]
+    flagged = [rule for rule in report.rules if rule.flagged]
+    lines += ["", f"Rules below the precision floor: {len(flagged)} of {sum(1 for r in report.rules if r.hits)} that fired"]
+    lines += [f"  {rule.code_id}: {rule.rule}  precision {rule.correct}/{rule.hits}" for rule in flagged]
+    return "\n".join(lines)
+
+
+def evaluation_tables(report: EvaluationReport) -> list[Table]:
+    metrics = [(method, code_id, scores.units, _cell(scores.reference_prevalence), _cell(scores.predicted_prevalence),
+                _cell(scores.precision), _cell(scores.recall), _cell(scores.f1), _cell(scores.kappa), _cell(scores.alpha))
+               for method in METHODS
+               for code_id, scores in [*report.scores[method].items(), ("(macro)", report.macro[method])]]
+    calibration = [(round(b.low, 1), round(b.high, 1), b.count, _cell(b.mean_confidence), _cell(b.observed))
+                   for b in report.calibration]
+    curve = [(fraction, documents, _cell(f1)) for fraction, documents, f1 in report.learning_curve]
+    rules = [(rule.code_id, rule.rule, rule.hits, rule.correct, _cell(rule.precision), "yes" if rule.flagged else None,
+              "\n".join(rule.wrong_segments) or None) for rule in report.rules]
+    disagreements = [(item.segment.segment_id, item.segment.doc_id, item.segment.speaker, item.segment.text,
+                      "; ".join(item.gold) or None, "; ".join(item.machine) or None, item.evidence or None)
+                     for item in report.disagreements]
+    return [
+        Table("Metrics", ("method", "code", "segments", "gold prevalence", "machine prevalence", "precision", "recall",
+                          "f1", "kappa", "alpha"), metrics),
+        Table("Calibration", ("from", "to", "suggestions", "mean confidence", "observed share correct"), calibration),
+        Table("Learning curve", ("share of training documents", "documents per fold", "combined macro f1"), curve),
+        Table("Rules", ("code", "rule", "hits", "correct", "precision", "below floor", "wrong segments"), rules,
+              text_columns=("wrong segments",)),
+        Table("Disagreements", ("segment_id", "document", "speaker", "text", "gold codes", "machine codes", "evidence"),
+              disagreements, text_columns=("text", "evidence")),
+    ]
+
+
+def format_agreement(report: AgreementReport) -> str:
+    kappa_name = "Cohen's kappa" if len(report.coders) == 2 else "mean pairwise Cohen's kappa"
+    lines = [
+        f"Coders: {', '.join(f'{coder} ({path})' for coder, path in zip(report.coders, report.files))}",
+        f"Unit: one {report.unit_description}; {report.units} segments labelled by every coder.",
+    ]
+    for coder, count in report.unmatched.items():
+        if count:
+            lines.append(f"{coder}: {count} segments not labelled by every other coder; left out of the figures.")
+    if report.codes_not_shared:
+        lines.append(f"Codes not in every file, left out: {', '.join(report.codes_not_shared)}")
+    lines += ["", f"{'code':<22} {'units':>6} {'agree':>7} {'kappa':>7} {'alpha':>7}  "
+                  + "  ".join(f"{coder[:10]:>10}" for coder in report.coders)]
+    for row in (*report.per_code, report.overall):
+        lines.append(f"{row.code_id:<22} {row.units:>6} {100 * row.percent:6.1f}% {_number(row.kappa):>7}"
+                     f" {_number(row.alpha):>7}  " + "  ".join(f"{100 * share:9.1f}%" for share in row.prevalence))
+    lines += ["", f"kappa: {kappa_name}; alpha: Krippendorff's alpha (nominal); the last columns give each coder's "
+                  "share of units coded. n/a: undefined because every rating was the same.",
+              f"{len(report.disagreements)} disagreements (segment and code)."]
+    return "\n".join(lines)
+
+
+def agreement_tables(report: AgreementReport) -> list[Table]:
+    coders = report.coders
+    summary = [(row.code_id, row.units, _cell(row.percent), _cell(row.kappa), _cell(row.alpha),
+                *(_cell(share) for share in row.prevalence)) for row in (*report.per_code, report.overall)]
+    disagreements = [(d.segment_id, d.document, d.text, d.code_id, *d.values) for d in report.disagreements]
+    return [
+        Table("Agreement", ("code", "units", "percent agreement", "kappa", "krippendorff alpha",
+                            *(f"{coder} share coded" for coder in coders)), summary),
+        Table("Disagreements", ("segment_id", "document", "text", "code", *coders), disagreements,
+              text_columns=("text",)),
+        Table("Coders", ("coder", "file", "segments not shared"),
+              [(coder, path, report.unmatched.get(coder, 0)) for coder, path in zip(coders, report.files)]),
+    ]
+
+
+def write_report(tables: list[Table], output: str | os.PathLike[str]) -> Path:
+    output = Path(output)
+    with atomic_file(output) as temporary:
+        write_tables(tables, temporary)
+    return output
