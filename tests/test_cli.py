@@ -1,3 +1,4 @@
+import re
 import shutil
 
 import openpyxl
@@ -175,3 +176,64 @@ def test_codebook_validate(tmp_path):
         "exclude, examples, rules, threshold)",
         f"Error: {book}: 2 problems",
     ]
+
+
+GOLD = SAMPLE.parent / "sample-gold.csv"
+
+
+def test_evaluate_prints_per_code_and_macro_figures_and_writes_the_report(tmp_path):
+    output = tmp_path / "report.xlsx"
+    result = run("evaluate", SAMPLE, "--gold", GOLD, "--no-learning-curve", "-o", output)
+    assert result.exit_code == 0, result.output
+    for heading in ("rules", "classifier", "combined", "macro average", "Calibration", "Rules below the precision floor"):
+        assert heading in result.output
+    assert "5-fold cross-validation grouped by document" in result.output
+    sheets = pd.read_excel(output, sheet_name=None)
+    assert list(sheets) == ["Metrics", "Calibration", "Learning curve", "Rules", "Disagreements"]
+    macro = sheets["Metrics"][sheets["Metrics"]["code"] == "(macro)"].set_index("method")
+    assert macro.loc["combined", "f1"] > macro.loc["rules", "f1"]
+    assert len(sheets["Disagreements"]) > 0
+
+
+def test_evaluate_rejects_a_gold_column_outside_the_codebook(tmp_path):
+    gold = tmp_path / "gold.csv"
+    gold.write_text("segment_id,trust,hope\nx:0-1,1,1\n")
+    _fails(run("evaluate", SAMPLE, "--gold", gold), 65,
+           f"Error: {gold}: column 'hope' holds 0/1 codes but is not a code in the codebook "
+           "(accessibility, continuity, empathy, participation, structural_context, trust)")
+
+
+def test_agree_between_a_human_and_the_machine(sample_workbook, tmp_path):
+    output, _ = sample_workbook
+    report = tmp_path / "agree.xlsx"
+    result = run("agree", output, GOLD, "-o", report)
+    assert result.exit_code == 0, result.output
+    assert "Coders: qualcode" in result.output and "sample-gold" in result.output
+    assert "262 segments labelled by every coder" in result.output
+    sheets = pd.read_excel(report, sheet_name=None)
+    agreement = sheets["Agreement"].set_index("code")
+    assert set(CODE_IDS) <= set(agreement.index)
+    assert agreement["kappa"].between(-1, 1).all()
+    stated = int(re.search(r"(\d+) disagreements \(segment and code\)", result.output).group(1))
+    assert len(sheets["Disagreements"]) == stated
+
+
+def test_agree_needs_two_files(tmp_path):
+    result = run("agree", GOLD)
+    assert result.exit_code == 2 and "give at least two coders' files" in result.output
+
+
+def test_train_no_classifier_and_thresholds(tmp_path):
+    rules_only = tmp_path / "rules.xlsx"
+    assert run("code", SAMPLE / "essays", "-o", rules_only, "--no-classifier", "-q").exit_code == 0
+    assert set(pd.read_excel(rules_only, sheet_name="Codings")["source"]) == {"rule"}
+    strict = tmp_path / "strict.xlsx"
+    assert run("code", SAMPLE / "essays", "-o", strict, "--threshold", "0.99", "--no-seed", "--train", GOLD,
+               "-q").exit_code == 0
+    codings = pd.read_excel(strict, sheet_name="Codings")
+    assert (codings[codings["source"] == "classifier"]["confidence"] >= 0.99).all()
+    run_sheet = pd.read_excel(strict, sheet_name="Run").set_index("field")["value"]
+    assert run_sheet["option suggest_at"] == 0.99 and run_sheet["option seed"] == False  # noqa: E712
+    assert str(GOLD) in run_sheet["option train"]
+    bad = run("code", SAMPLE / "essays", "-o", strict, "--threshold", "hope=0.5")
+    assert bad.exit_code == 78 and "--threshold names code 'hope'" in bad.output

@@ -30,10 +30,12 @@ def percent_agreement(ratings: np.ndarray) -> float:
 
 def cohen_kappa(first: Sequence[int], second: Sequence[int]) -> float | None:
     """Cohen's kappa (scikit-learn); None where it is undefined (both coders used a single value)."""
+    from sklearn.exceptions import UndefinedMetricWarning
     from sklearn.metrics import cohen_kappa_score
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
         value = cohen_kappa_score(first, second, labels=[0, 1])
     return None if np.isnan(value) else float(value)
 

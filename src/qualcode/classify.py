@@ -108,7 +108,9 @@ def _platt_calibrator(features, labels: np.ndarray, weights: np.ndarray, groups:
         fold_model = _base_model().fit(features[train], labels[train], sample_weight=weights[train])
         scores[held_out] = fold_model.decision_function(features[held_out])
     use = real if labels[real].sum() >= MIN_PER_CLASS and (1 - labels[real]).sum() >= MIN_PER_CLASS else np.ones_like(real)
-    return LogisticRegression(C=1e4).fit(scores[use].reshape(-1, 1), labels[use], sample_weight=weights[use])
+    calibrator = LogisticRegression(C=1e4).fit(scores[use].reshape(-1, 1), labels[use], sample_weight=weights[use])
+    # Held-out scores that do not rise with the label mean too little data to calibrate; never invert the model.
+    return calibrator if calibrator.coef_[0, 0] > 0 else None
 
 
 class CodeClassifier:

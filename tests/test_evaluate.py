@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+
+from conftest import REPO, SAMPLE
+from qualcode.codebook import load_codebook
+from qualcode.coding import CodingOptions
+from qualcode.errors import InputDataError
+from qualcode.evaluate import _group_folds, evaluate
+from qualcode.ingest import read_documents
+from qualcode.labels import read_label_file
+
+
+@pytest.fixture(scope="module")
+def report(nlp):
+    codebook = load_codebook()
+    corpus = read_documents([SAMPLE])
+    gold = read_label_file(REPO / "corpora" / "sample-gold.csv", codebook.code_ids)
+    return evaluate(corpus, codebook, gold, nlp=nlp, learning_curve=False)
+
+
+def test_combined_beats_rules_alone_on_the_sample(report):
+    assert report.segments == 262 and report.folds == 5
+    assert report.macro["combined"].f1 > report.macro["rules"].f1 + 0.1
+    assert report.macro["rules"].precision > report.macro["combined"].precision
+    assert report.macro["combined"].recall > report.macro["rules"].recall
+
+
+def test_no_seed_example_of_an_evaluated_segment_is_trained_on(report):
+    assert report.seed_left_out == 262
+
+
+def test_calibration_bins_cover_every_prediction(report):
+    assert sum(bin_.count for bin_ in report.calibration) == report.segments * len(report.code_ids)
+    top = report.calibration[-1]
+    assert top.observed > report.calibration[0].observed
+
+
+def test_rule_diagnostics_count_hits_against_the_gold(report):
+    fired = [rule for rule in report.rules if rule.hits]
+    assert fired and all(0 <= rule.correct <= rule.hits for rule in fired)
+    assert all(rule.flagged == (rule.correct / rule.hits < 0.5) for rule in fired)
+    assert all(len(rule.wrong_segments) == rule.hits - rule.correct for rule in fired)
+
+
+def test_disagreements_are_segments_where_gold_and_machine_differ(report):
+    assert report.disagreements
+    assert all(set(item.gold) != set(item.machine) for item in report.disagreements)
+
+
+def test_folds_never_split_a_document():
+    groups = np.array(["a", "a", "b", "b", "c", "d", "d", "e"])
+    for train, test in _group_folds(groups, 3):
+        assert not set(groups[train]) & set(groups[test])
+
+
+def test_learning_curve_on_a_small_written_corpus(tmp_path, nlp):
+    folder = tmp_path / "essays"
+    folder.mkdir()
+    rows = ["segment_id,trust,empathy"]
+    for number in range(6):
+        text = ("She was honest with me and kept her word.\n\nWe had chips after school.\n\n"
+                "She understood how scared I felt.\n")
+        (folder / f"e{number}.txt").write_text(text, encoding="utf-8")
+        rows += [f"e{number}.txt:0-41,1,0", f"e{number}.txt:43-69,0,0", f"e{number}.txt:71-104,0,1"]
+    (tmp_path / "gold.csv").write_text("\n".join(rows) + "\n")
+    codebook = load_codebook()
+    gold = read_label_file(tmp_path / "gold.csv", codebook.code_ids)
+    report = evaluate(read_documents([folder]), codebook, gold, options=CodingOptions(seed=False), folds=3, nlp=nlp)
+    assert report.code_ids == ("empathy", "trust")
+    assert [round(fraction, 2) for fraction, _, _ in report.learning_curve] == [0.1, 0.25, 0.5, 0.75, 1.0]
+    assert report.macro["combined"].f1 == pytest.approx(report.learning_curve[-1][2])
+
+
+def test_gold_that_matches_no_segment_is_an_error(tmp_path, nlp):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("Some words.\n")
+    (tmp_path / "gold.csv").write_text("segment_id,trust\nzzz:0-4,1\n")
+    codebook = load_codebook()
+    with pytest.raises(InputDataError, match=r"gold.csv: none of its 1 rows matches a segment of the inputs"):
+        evaluate(read_documents([tmp_path / "in"]), codebook, read_label_file(tmp_path / "gold.csv", codebook.code_ids),
+                 nlp=nlp)
