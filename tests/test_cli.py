@@ -28,7 +28,8 @@ def test_code_on_the_sample_corpus_writes_the_whole_contract(sample_workbook):
     output, result = sample_workbook
     assert result.output.startswith("Coded ") and str(output) in result.output
     sheets = pd.read_excel(output, sheet_name=None)
-    assert list(sheets) == ["Segments", "Codings", "Summary", "Co-occurrence", "Codebook", "Run"]
+    assert list(sheets) == ["Segments", "Codings", "Summary", "Co-occurrence", "Codebook", "Run",
+                           "Orphaned reviews"]
     segments = sheets["Segments"]
     assert list(segments.columns[:6]) == ["segment_id", "document", "speaker", "start", "end", "timestamp"]
     assert list(segments.columns[-9:]) == ["text", *CODE_IDS, "codes", "reviewed"]

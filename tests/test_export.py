@@ -50,7 +50,8 @@ def result(tmp_path, nlp):
 def test_workbook_has_every_sheet_and_column(result, tmp_path):
     path = write_result(result, tmp_path / "coded.xlsx")
     sheets = pd.read_excel(path, sheet_name=None)
-    assert list(sheets) == ["Segments", "Codings", "Summary", "Co-occurrence", "Codebook", "Run"]
+    assert list(sheets) == ["Segments", "Codings", "Summary", "Co-occurrence", "Codebook", "Run",
+                           "Orphaned reviews"]
     segments = sheets["Segments"]
     assert list(segments.columns) == ["segment_id", "document", "speaker", "start", "end", "timestamp", "respondent",
                                       "site", "text", "trust", "accessibility", "codes", "reviewed"]
@@ -97,7 +98,7 @@ def test_workbook_is_styled_for_review_and_never_writes_formulas(result, tmp_pat
 def test_csv_format_writes_the_same_tables(result, tmp_path):
     folder = write_result(result, tmp_path / "coded", format="csv")
     assert sorted(p.name for p in folder.iterdir()) == ["co-occurrence.csv", "codebook.csv", "codings.csv",
-                                                         "run.csv", "segments.csv", "summary.csv"]
+                                                         "orphaned-reviews.csv", "run.csv", "segments.csv", "summary.csv"]
     with (folder / "segments.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["codes"] for row in rows if row["document"] == "p1.txt"] == ["", "trust; accessibility", "", "accessibility"]

@@ -24,6 +24,7 @@ from qualcode.classify import examples_from_labels
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW
 from qualcode.labels import read_label_file
 from qualcode.models import COUNTED_STATUSES, UNITS
+from qualcode.reviews import read_review_workbook
 
 
 class _QualcodeGroup(click.Group):
@@ -141,6 +142,15 @@ def _parse_thresholds(values: tuple[str, ...]) -> tuple[float, tuple[tuple[str, 
     return overall, tuple(per_code)
 
 
+def _modified_at(path: Path) -> str | None:
+    """When a reviews file was last saved: where files disagree, the later decision counts."""
+    import datetime as dt
+
+    if not path.is_file():
+        return None
+    return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def _coding_options(unit, kind, text_column, id_column, code_interviewer, interviewer_labels, spacy_model, no_seed,
                     weak_labels, thresholds, veto_below, codebook_path, classifier=True, **extra) -> CodingOptions:
     suggest_at, per_code = _parse_thresholds(thresholds)
@@ -161,20 +171,27 @@ def _coding_options(unit, kind, text_column, id_column, code_interviewer, interv
 @click.option("--train", "train_paths", multiple=True, type=click.Path(path_type=Path), metavar="LABELS",
               help="Human labels to train the classifier on: a gold CSV or a reviewed workbook. Repeatable.")
 @click.option("--no-classifier", is_flag=True, help="Rules only: no classifier suggestions.")
+@click.option("--reviews", "review_paths", multiple=True, type=click.Path(path_type=Path), metavar="WORKBOOK",
+              help="A reviewed workbook whose human decisions are final in this run and train the classifier. "
+                   "Repeatable; where files disagree, the most recently saved decision counts.")
+@click.option("--coder", default=None, help="Attribute --reviews decisions to this coder (default: each file's name).")
 @click.option("--force", is_flag=True, help="Replace an earlier output even if it holds review work.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list skipped files and other notes.")
 @_quiet_option
-def code(paths, output, output_format, codebook_path, train_paths, no_classifier, force, verbose, quiet,
-         **corpus_options) -> None:
+def code(paths, output, output_format, codebook_path, train_paths, no_classifier, review_paths, coder, force, verbose,
+         quiet, **corpus_options) -> None:
     """Code PATHS (files or folders) and write coded segments with their evidence.
 
     Example: qualcode code corpora/sample -o coded.xlsx
     """
-    check_output_path(output, paths)
+    check_output_path(output, [*paths, *review_paths, *train_paths])
     ensure_replaceable(output, force=force)
     codebook = load_codebook(codebook_path)
     options = _coding_options(codebook_path=codebook_path, classifier=not no_classifier, format=output_format,
-                              train=", ".join(str(path) for path in train_paths) or "none", **corpus_options)
+                              train=", ".join(str(path) for path in train_paths) or "none",
+                              reviews=", ".join(str(path) for path in review_paths) or "none", **corpus_options)
+    imports = [read_review_workbook(path, coder=coder or path.stem, code_ids=codebook.code_ids,
+                                    decided_at=_modified_at(path)) for path in review_paths]
     progress = _ProgressBars(enabled=not quiet and sys.stderr.isatty())
     with _logging_to_stderr(quiet, verbose):
         try:
@@ -183,11 +200,17 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
                                     progress=lambda done, total: progress("read", 1, total))
             training = [example for path in train_paths
                         for example in examples_from_labels(read_label_file(path, codebook.code_ids))]
-            result = code_corpus(corpus, codebook, options, training=training, progress=progress)
+            result = code_corpus(corpus, codebook, options, training=training, progress=progress,
+                                 reviews=[decision for review in imports for decision in review.decisions])
         finally:
             progress.close()
         write_result(result, output, format=output_format, force=force)
     if not quiet:
+        for review in imports:
+            click.echo(f"{review.path}: {review.summary()}", err=True)
+        if result.orphaned_reviews:
+            click.echo(f"Warning: {len(result.orphaned_reviews)} human decisions match no segment now; "
+                       "they are listed in the 'Orphaned reviews' sheet", err=True)
         coded = len({a.segment_id for a in result.assignments if a.status in COUNTED_STATUSES})
         sources = Counter(a.source for a in result.assignments if a.status in COUNTED_STATUSES)
         by_source = ", ".join(f"{count} by {source}" for source, count in sorted(sources.items()))

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 
 from qualcode.classify import CodeClassifier, TrainingExample, examples_from_codebook, seed_examples, weak_examples
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW, Policy, combine
-from qualcode.models import Codebook, CodingResult, Corpus, Segment
+from qualcode.models import Codebook, CodingResult, Corpus, HumanDecision, Segment
+from qualcode.reviews import apply_reviews, resolve_reviews, reviewed_examples
 from qualcode.rules import RuleMatcher, compile_rules
 from qualcode.segment import DEFAULT_PIPELINE, build_pipeline, segment_documents
 
@@ -67,12 +68,14 @@ def training_examples(codebook: Codebook, options: CodingOptions, training: Sequ
 
 
 def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = CodingOptions(), *,
-                training: Sequence[TrainingExample] = (), nlp=None,
-                progress: Progress | None = None) -> CodingResult:
-    """Segment every document, suggest codes by rule and by classifier, and combine them under one policy.
+                training: Sequence[TrainingExample] = (), reviews: Sequence[HumanDecision] = (),
+                review_coder: str | None = None, nlp=None, progress: Progress | None = None) -> CodingResult:
+    """Segment every document, suggest codes by rule and by classifier, combine them, then apply human decisions.
 
     Interviewer turns are segmented (they are exported) but coded only with ``code_interviewer``.
     ``training`` adds human labels (``classify.examples_from_labels``) to what the classifier learns.
+    ``reviews`` are human decisions (``reviews.read_review_workbook`` or a study): each is final,
+    trains the classifier, and is orphaned, not dropped, when its text is gone.
     """
     nlp = nlp if nlp is not None else build_pipeline(options.spacy_model)
     matcher = compile_rules(codebook, nlp)
@@ -81,6 +84,8 @@ def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = Cod
     segments = segment_documents(documents, unit=options.unit, nlp=nlp, interviewer_labels=options.interviewer_labels,
                                  progress=segment_progress)
     codable = [segment for segment in segments if options.code_interviewer or not segment.is_interviewer]
+    resolved = resolve_reviews(reviews, segments, coder=review_coder)
+    training = [*training, *reviewed_examples(resolved, segments)]
     rule_assignments = match_rules(codable, matcher, progress)
     record = options.as_record()
     policy = options.policy(codebook)
@@ -97,5 +102,9 @@ def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = Cod
             probabilities = classifier.predict_proba([], features=features)
             explain = lambda row, code_id: classifier.explain(features[row], code_id)  # noqa: E731
     assignments = combine(codable, rule_assignments, probabilities, codebook.code_ids, policy, explain)
+    if reviews:
+        assignments = apply_reviews(assignments, resolved)
+        record["human decisions"] = (f"{len(resolved.final)} applied ({resolved.reanchored} re-anchored), "
+                                     f"{len(resolved.orphaned)} orphaned; coder: {review_coder or 'latest decision'}")
     return CodingResult(corpus=corpus, segments=tuple(segments), assignments=tuple(assignments), codebook=codebook,
-                        options=record)
+                        options=record, orphaned_reviews=resolved.orphaned)

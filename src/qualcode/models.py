@@ -153,6 +153,26 @@ class CodeAssignment:
 
 
 @dataclass(frozen=True)
+class HumanDecision:
+    """A coder's decision that a code does (``applies``) or does not apply to a segment.
+
+    The segment's document, offsets and text at the time of the decision let it follow the text
+    when the document changes between rounds.
+    """
+
+    segment_id: str
+    doc_id: str
+    start_char: int
+    end_char: int
+    text: str
+    code_id: str
+    applies: bool
+    coder: str
+    decided_at: str
+    origin: str = "review"
+
+
+@dataclass(frozen=True)
 class InputFile:
     """An input file that was read, with its hash for the run record."""
 
@@ -185,3 +205,4 @@ class CodingResult:
     assignments: tuple[CodeAssignment, ...]
     codebook: Codebook
     options: dict[str, object] = field(default_factory=dict)
+    orphaned_reviews: tuple[HumanDecision, ...] = ()

@@ -39,11 +39,14 @@ def _count_segment_work(rows: Iterator[tuple]) -> tuple[int, int]:
 def _count_coding_work(rows: Iterator[tuple]) -> int:
     header = [str(cell).strip() if cell is not None else "" for cell in next(rows, ())]
     decision_at = header.index("decision") if "decision" in header else None
-    source_at = header.index("source") if "source" in header else None
+    status_at = header.index("status") if "status" in header else None
     count = 0
     for row in rows:
         row = tuple(row) + (None,) * (len(header) - len(row))
-        if (decision_at is not None and _marked(row[decision_at])) or (source_at is not None and row[source_at] == "human"):
+        decided = decision_at is not None and _marked(row[decision_at])
+        # qualcode writes a status on every row it writes, so a row without one was added by a person.
+        added = status_at is not None and _blank(row[status_at]) and any(not _blank(value) for value in row)
+        if decided or added:
             count += 1
     return count
 
@@ -99,7 +102,7 @@ def existing_review_work(path: Path) -> str | None:
     """What an earlier output at ``path`` holds that replacing it would lose; None when it is safe to replace.
 
     Review work is a row marked reviewed, code cells that differ from the machine's ``codes``
-    list, or a coding row with a decision or a human source. A file that is not a qualcode
+    list, a coding row with a decision, or a coding row a person added. A file that is not a qualcode
     output counts as work too: it is not ours to delete.
     """
     if not path.exists():

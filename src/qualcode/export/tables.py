@@ -16,7 +16,7 @@ from qualcode.models import COUNTED_STATUSES, CodeAssignment, CodingResult
 
 SEGMENT_FIXED = ("segment_id", "document", "speaker", "start", "end", "timestamp")
 CODING_COLUMNS = ("segment_id", "document", "code", "source", "confidence", "evidence", "status", "text", "decision")
-SHEETS = ("Segments", "Codings", "Summary", "Co-occurrence", "Codebook", "Run")
+SHEETS = ("Segments", "Codings", "Summary", "Co-occurrence", "Codebook", "Run", "Orphaned reviews")
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,14 @@ def _as_text(value: object) -> object:
     return value
 
 
+def orphaned_reviews_table(result: CodingResult) -> Table:
+    """Decisions whose text could not be found in this round's documents: kept, listed, never dropped."""
+    rows = [(d.segment_id, d.doc_id, d.start_char, d.end_char, d.text, d.code_id, int(d.applies), d.coder, d.decided_at,
+             d.origin) for d in result.orphaned_reviews]
+    return Table("Orphaned reviews", ("segment_id", "document", "start", "end", "text", "code", "applies", "coder",
+                                      "decided_at", "origin"), rows, text_columns=("text",))
+
+
 def all_tables(result: CodingResult) -> Iterator[Table]:
     yield segments_table(result)
     yield codings_table(result)
@@ -184,3 +192,4 @@ def all_tables(result: CodingResult) -> Iterator[Table]:
     yield cooccurrence_table(result)
     yield codebook_table(result)
     yield run_table(result)
+    yield orphaned_reviews_table(result)

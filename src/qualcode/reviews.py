@@ -1,0 +1,218 @@
+"""Human review decisions: read from an edited workbook, anchored to segments, applied over machine coding.
+
+What a researcher can do in a workbook qualcode wrote, and what it means:
+- mark a ``Segments`` row ``reviewed``: every code cell of that row is a decision (1 applies,
+  blank does not);
+- edit code cells of a row without marking it: each changed cell is a decision;
+- set ``decision`` to accept or reject on a ``Codings`` row: that code applies, or does not;
+- add a ``Codings`` row (segment_id and code; source and status left blank or ``human``): that
+  code applies.
+Rows qualcode itself wrote for earlier decisions (source ``human``, status accepted or rejected,
+no decision) are copies, not new decisions, and are not imported again.
+
+A decision is final: it overrides the machine, is shown with source ``human``, is never
+re-suggested once rejected, and trains the classifier. When a document changes between rounds,
+a decision follows its text; one whose text cannot be found is orphaned, listed, never dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qualcode.classify import HUMAN_WEIGHT, TrainingExample
+from qualcode.errors import InputDataError, InputMissingError
+from qualcode.ingest.tables import read_table, xlsx_sheet_names
+from qualcode.models import CodeAssignment, Evidence, HumanDecision, Segment
+
+ACCEPT = {"accept", "accepted", "yes", "y", "1", "true", "ok"}
+REJECT = {"reject", "rejected", "no", "n", "0", "false"}
+
+
+@dataclass(frozen=True)
+class ReviewImport:
+    """The decisions found in one workbook, and what they were."""
+
+    path: str
+    coder: str
+    decisions: tuple[HumanDecision, ...]
+    reviewed_rows: int = 0
+    edited_cells: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    added: int = 0
+
+    def summary(self) -> str:
+        return (f"{self.reviewed_rows} rows reviewed, {self.edited_cells} code cells edited, {self.accepted} codes "
+                f"accepted, {self.rejected} rejected, {self.added} added ({len(self.decisions)} decisions by {self.coder})")
+
+
+def _marked(value: str) -> bool:
+    return bool(value.strip()) and value.strip() not in ("0", "0.0")
+
+
+def _offset(value: str, path: Path, place: str, column: str) -> int:
+    try:
+        return int(float(value))
+    except ValueError:
+        raise InputDataError(f"{path}: {place}, column '{column}': expected a character offset, "
+                             f"not '{value}'") from None
+
+
+def read_review_workbook(path: str | os.PathLike[str], *, coder: str, code_ids: Sequence[str],
+                         decided_at: str | None = None) -> ReviewImport:
+    """Every human decision in a reviewed workbook. Raises ``InputDataError`` naming sheet, row and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputMissingError(f"{path}: no such file")
+    if path.suffix.lower() != ".xlsx":
+        raise InputDataError(f"{path}: reviews are read from a qualcode .xlsx workbook")
+    sheets = xlsx_sheet_names(path)
+    if "Segments" not in sheets:
+        raise InputDataError(f"{path}: no sheet 'Segments'; import a workbook written by qualcode code")
+    decided_at = decided_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    header, rows = read_table(path, "Segments")
+    for column in ("segment_id", "document", "start", "end", "text", "codes", "reviewed"):
+        if column not in header:
+            raise InputDataError(f"{path}: sheet 'Segments' has no column '{column}'")
+    code_columns = header[header.index("text") + 1:header.index("codes")]
+    for column in code_columns:
+        if column not in code_ids:
+            raise InputDataError(f"{path}: sheet 'Segments', column '{column}': not a code in the codebook "
+                                 f"({', '.join(code_ids)})")
+    decisions: list[HumanDecision] = []
+    segments: dict[str, tuple[str, int, int, str]] = {}
+    reviewed_rows = edited_cells = 0
+    for row in rows:
+        values = row.values
+        segment_id = values["segment_id"].strip()
+        if not segment_id:
+            raise InputDataError(f"{path}: {row.place}, column 'segment_id': empty")
+        anchor = (values["document"].strip(), _offset(values["start"], path, row.place, "start"),
+                  _offset(values["end"], path, row.place, "end"), values["text"])
+        segments[segment_id] = anchor
+        listed = {code.strip() for code in values["codes"].split(";") if code.strip()}
+        ticked = {column for column in code_columns if _marked(values[column])}
+        if _marked(values["reviewed"]):
+            reviewed_rows += 1
+            chosen = {column: column in ticked for column in code_columns}
+            origin = "reviewed row"
+        else:
+            chosen = {column: column in ticked for column in code_columns if (column in ticked) != (column in listed)}
+            edited_cells += len(chosen)
+            origin = "edited code cell"
+        decisions.extend(HumanDecision(segment_id, *anchor, code_id, applies, coder, decided_at, origin)
+                         for code_id, applies in chosen.items())
+    accepted = rejected = added = 0
+    if "Codings" in sheets:
+        header, rows = read_table(path, "Codings")
+        for column in ("segment_id", "code"):
+            if column not in header:
+                raise InputDataError(f"{path}: sheet 'Codings' has no column '{column}'")
+        for row in rows:
+            values = row.values
+            segment_id, code_id = values["segment_id"].strip(), values["code"].strip()
+            decision = values.get("decision", "").strip().lower()
+            source, status = values.get("source", "").strip().lower(), values.get("status", "").strip().lower()
+            is_added = source in ("", "human") and status in ("", "human")
+            if not decision and not is_added:
+                continue
+            if segment_id not in segments:
+                raise InputDataError(f"{path}: {row.place}, column 'segment_id': '{segment_id}' is not "
+                                     "a segment in the Segments sheet")
+            if code_id not in code_ids:
+                raise InputDataError(f"{path}: {row.place}, column 'code': unknown code '{code_id}' "
+                                     f"(codes: {', '.join(code_ids)})")
+            if decision in ACCEPT or (not decision and is_added):
+                applies, origin = True, "added row" if is_added and not decision else "accepted"
+            elif decision in REJECT:
+                applies, origin = False, "rejected"
+            else:
+                raise InputDataError(f"{path}: {row.place}, column 'decision': '{decision}' is "
+                                     "neither accept nor reject")
+            accepted += origin == "accepted"
+            rejected += origin == "rejected"
+            added += origin == "added row"
+            decisions.append(HumanDecision(segment_id, *segments[segment_id], code_id, applies, coder, decided_at, origin))
+    return ReviewImport(str(path), coder, tuple(decisions), reviewed_rows, edited_cells, accepted, rejected, added)
+
+
+@dataclass(frozen=True)
+class ResolvedReviews:
+    """Decisions anchored to the current segments: the one that counts per (segment, code), and the orphans."""
+
+    final: dict[tuple[str, str], HumanDecision]
+    orphaned: tuple[HumanDecision, ...] = ()
+    reanchored: int = 0
+    by_coder: dict[str, int] = field(default_factory=dict)
+
+
+def _anchor(decision: HumanDecision, by_id: dict[str, Segment], by_document: dict[str, list[Segment]]) -> Segment | None:
+    segment = by_id.get(decision.segment_id)
+    if segment is not None and segment.text == decision.text:
+        return segment
+    candidates = by_document.get(decision.doc_id, [])
+    same_text = [s for s in candidates if s.text == decision.text]
+    if same_text:
+        return min(same_text, key=lambda s: abs(s.start_char - decision.start_char))
+    # Segmented at another unit, or the passage was edited around: a unique segment holding the text, or held by it.
+    holding = [s for s in candidates if decision.text and (decision.text in s.text or s.text in decision.text)]
+    return holding[0] if len(holding) == 1 else None
+
+
+def resolve_reviews(decisions: Iterable[HumanDecision], segments: Sequence[Segment], *,
+                    coder: str | None = None) -> ResolvedReviews:
+    """Anchor decisions to ``segments`` and pick the one that counts.
+
+    The rule for several coders: with ``coder``, only that coder's decisions count; otherwise the
+    latest decision per (segment, code) counts, whoever made it. Every coder's decisions are kept
+    in the study either way, so ``qualcode agree`` can compare them.
+    """
+    by_id = {segment.segment_id: segment for segment in segments}
+    by_document: dict[str, list[Segment]] = {}
+    for segment in segments:
+        by_document.setdefault(segment.doc_id, []).append(segment)
+    final: dict[tuple[str, str], HumanDecision] = {}
+    orphaned: list[HumanDecision] = []
+    reanchored = 0
+    counts: dict[str, int] = {}
+    for decision in sorted(decisions, key=lambda d: d.decided_at):
+        counts[decision.coder] = counts.get(decision.coder, 0) + 1
+        if coder is not None and decision.coder != coder:
+            continue
+        segment = _anchor(decision, by_id, by_document)
+        if segment is None:
+            orphaned.append(decision)
+            continue
+        if segment.segment_id != decision.segment_id:
+            reanchored += 1
+        final[(segment.segment_id, decision.code_id)] = decision
+    return ResolvedReviews(final, tuple(orphaned), reanchored, counts)
+
+
+def apply_reviews(assignments: Sequence[CodeAssignment], reviews: ResolvedReviews) -> list[CodeAssignment]:
+    """Human decisions replace machine suggestions; a rejection is listed only where the machine had suggested."""
+    machine = {(a.segment_id, a.code_id): a for a in assignments}
+    merged = [a for a in assignments if (a.segment_id, a.code_id) not in reviews.final]
+    for (segment_id, code_id), decision in reviews.final.items():
+        note = Evidence(f"{decision.origin} by {decision.coder}, {decision.decided_at}", "human decision")
+        suggested = machine.get((segment_id, code_id))
+        if decision.applies:
+            merged.append(CodeAssignment(segment_id, code_id, "human", "accepted", None, (note,)))
+        elif suggested is not None:
+            merged.append(CodeAssignment(segment_id, code_id, "human", "rejected", suggested.confidence,
+                                         (note, *suggested.evidence)))
+    return merged
+
+
+def reviewed_examples(reviews: ResolvedReviews, segments: Sequence[Segment]) -> list[TrainingExample]:
+    """Each decided segment becomes a training example knowing the codes a human decided for it."""
+    texts = {segment.segment_id: segment for segment in segments}
+    labels: dict[str, dict[str, int]] = {}
+    for (segment_id, code_id), decision in reviews.final.items():
+        labels.setdefault(segment_id, {})[code_id] = int(decision.applies)
+    return [TrainingExample(texts[segment_id].text, codes, HUMAN_WEIGHT, texts[segment_id].doc_id, "human")
+            for segment_id, codes in labels.items() if segment_id in texts]
