@@ -174,7 +174,7 @@ def test_codebook_validate(tmp_path):
     assert result.output.splitlines() == [
         f"{book}:3: codes[0] (A).id: id 'A' must be lowercase letters, digits and underscores, starting with a letter",
         f"{book}:6: codes[0] (A).extra: unknown key 'extra' (allowed: id, name, color, parent, definition, include, "
-        "exclude, examples, rules, threshold)",
+        "exclude, examples, rules, threshold, replaces)",
         f"Error: {book}: 2 problems",
     ]
 

@@ -23,8 +23,11 @@ from qualcode.ingest import read_documents
 from qualcode.classify import examples_from_labels
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW
 from qualcode.labels import read_label_file
+from qualcode.errors import InputMissingError, ReviewWorkProtectedError
+from qualcode.export.atomic import atomic_file
 from qualcode.models import COUNTED_STATUSES, UNITS
 from qualcode.reviews import read_review_workbook
+from qualcode.study import Study, find_study
 
 
 class _QualcodeGroup(click.Group):
@@ -117,8 +120,8 @@ def _corpus_options(function):
         click.option("--threshold", "thresholds", multiple=True, metavar="P|CODE=P",
                      help="Classifier probability needed to suggest a code without a rule hit (default 0.5); "
                           "CODE=P sets one code's. Repeatable."),
-        click.option("--veto-below", type=click.FloatRange(0, 1), default=DEFAULT_VETO_BELOW, show_default=True,
-                     help="A rule hit whose classifier probability is below this is downgraded."),
+        click.option("--veto-below", type=click.FloatRange(0, 1), default=None,
+                     help=f"A rule hit whose classifier probability is below this is downgraded (default {DEFAULT_VETO_BELOW})."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -142,6 +145,28 @@ def _parse_thresholds(values: tuple[str, ...]) -> tuple[float, tuple[tuple[str, 
     return overall, tuple(per_code)
 
 
+def _study_option(function):
+    return click.option("--study", "study_dir", type=click.Path(path_type=Path), default=None,
+                        help="The study folder (default: the nearest folder at or above this one with qualcode.toml).")(function)
+
+
+def _open_study(study_dir: Path | None, *, required: bool = False) -> Study | None:
+    root = study_dir or find_study()
+    if root is None:
+        if required:
+            raise InputMissingError("no qualcode study here or above; create one with qualcode init DIR, or pass --study DIR")
+        return None
+    study = Study.open(root)
+    click.get_current_context().call_on_close(study.close)
+    return study
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def _modified_at(path: Path) -> str | None:
     """When a reviews file was last saved: where files disagree, the later decision counts."""
     import datetime as dt
@@ -154,6 +179,7 @@ def _modified_at(path: Path) -> str | None:
 def _coding_options(unit, kind, text_column, id_column, code_interviewer, interviewer_labels, spacy_model, no_seed,
                     weak_labels, thresholds, veto_below, codebook_path, classifier=True, **extra) -> CodingOptions:
     suggest_at, per_code = _parse_thresholds(thresholds)
+    veto_below = DEFAULT_VETO_BELOW if veto_below is None else veto_below
     return CodingOptions(unit=unit, code_interviewer=code_interviewer, interviewer_labels=tuple(interviewer_labels),
                          spacy_model=spacy_model or "blank:en", classifier=classifier, seed=not no_seed,
                          weak_labels=weak_labels, suggest_at=suggest_at, veto_below=veto_below, thresholds=per_code,
@@ -176,22 +202,42 @@ def _coding_options(unit, kind, text_column, id_column, code_interviewer, interv
                    "Repeatable; where files disagree, the most recently saved decision counts.")
 @click.option("--coder", default=None, help="Attribute --reviews decisions to this coder (default: each file's name).")
 @click.option("--force", is_flag=True, help="Replace an earlier output even if it holds review work.")
+@_study_option
 @click.option("-v", "--verbose", is_flag=True, help="Also list skipped files and other notes.")
 @_quiet_option
-def code(paths, output, output_format, codebook_path, train_paths, no_classifier, review_paths, coder, force, verbose,
-         quiet, **corpus_options) -> None:
+def code(paths, output, output_format, codebook_path, train_paths, no_classifier, review_paths, coder, force, study_dir,
+         verbose, quiet, **corpus_options) -> None:
     """Code PATHS (files or folders) and write coded segments with their evidence.
+
+    Inside a study (see qualcode init), every human decision stored in it is applied and the run
+    is recorded; otherwise the run is stateless.
 
     Example: qualcode code corpora/sample -o coded.xlsx
     """
     check_output_path(output, [*paths, *review_paths, *train_paths])
-    ensure_replaceable(output, force=force)
+    study = _open_study(study_dir)
+    if study is not None:
+        codebook_path = codebook_path or study.config.codebook
+        corpus_options["unit"] = corpus_options["unit"] or study.config.unit
+        if corpus_options["veto_below"] is None:
+            corpus_options["veto_below"] = study.config.veto_below
+        if not corpus_options["thresholds"]:
+            corpus_options["thresholds"] = (str(study.config.suggest_at),)
+        corpus_options["no_seed"] = corpus_options["no_seed"] or not study.config.seed
     codebook = load_codebook(codebook_path)
+    try:
+        ensure_replaceable(output, force=force)
+    except ReviewWorkProtectedError:
+        if study is None or not study.holds_decisions_of(output, codebook.code_ids):
+            raise
     options = _coding_options(codebook_path=codebook_path, classifier=not no_classifier, format=output_format,
                               train=", ".join(str(path) for path in train_paths) or "none",
-                              reviews=", ".join(str(path) for path in review_paths) or "none", **corpus_options)
+                              reviews=", ".join(str(path) for path in review_paths) or "none",
+                              study=str(study.root) if study else "none", **corpus_options)
     imports = [read_review_workbook(path, coder=coder or path.stem, code_ids=codebook.code_ids,
                                     decided_at=_modified_at(path)) for path in review_paths]
+    stored = study.decisions() if study is not None else []
+    started_at = _now()
     progress = _ProgressBars(enabled=not quiet and sys.stderr.isatty())
     with _logging_to_stderr(quiet, verbose):
         try:
@@ -201,10 +247,15 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
             training = [example for path in train_paths
                         for example in examples_from_labels(read_label_file(path, codebook.code_ids))]
             result = code_corpus(corpus, codebook, options, training=training, progress=progress,
-                                 reviews=[decision for review in imports for decision in review.decisions])
+                                 reviews=[*stored, *(decision for review in imports for decision in review.decisions)],
+                                 review_coder=study.config.decisive_coder if study else None)
         finally:
             progress.close()
-        write_result(result, output, format=output_format, force=force)
+        write_result(result, output, format=output_format, force=True)
+        if study is not None:
+            run_id = study.record_run(result, started_at=started_at, output=str(output))
+            if not quiet:
+                click.echo(f"Recorded as run {run_id} of the study in {study.root}", err=True)
     if not quiet:
         for review in imports:
             click.echo(f"{review.path}: {review.summary()}", err=True)
@@ -290,9 +341,158 @@ def agree(files, codebook_path, output, quiet) -> None:
             click.echo(f"Agreement and {len(report.disagreements)} disagreements -> {output}", err=True)
 
 
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--codebook", "codebook_path", type=click.Path(path_type=Path),
+              help="The codebook to start from (copied into the study; default: the built-in one).")
+@click.option("--coder", required=True, help="Your name, recorded with every decision you import.")
+@click.option("--unit", type=click.Choice(UNITS), default=None, help="Segment unit for the study (default: by kind).")
+def init(directory, codebook_path, coder, unit) -> None:
+    """Create a study in DIRECTORY: qualcode.toml, codebook.yaml and the qualcode.sqlite history.
+
+    Example: qualcode init my-study --coder "Ana Ruiz"
+    """
+    if codebook_path is not None:
+        load_codebook(codebook_path)
+    with Study.create(directory, coder=coder, codebook=codebook_path, unit=unit) as study:
+        click.echo(f"Created a study in {study.root}: edit {study.config.codebook.name}, then run qualcode code PATH -o OUT.xlsx "
+                   "inside it")
+
+
+@cli.command()
+@_study_option
+def status(study_dir) -> None:
+    """Show the study: documents, segments, reviews per coder, codings per source, the codebook.
+
+    Example: qualcode status
+    """
+    with _open_study(study_dir, required=True) as study:
+        codebook = load_codebook(study.config.codebook)
+        state = study.status(codebook)
+    click.echo(f"Study: {study.root}")
+    click.echo(f"Codebook: {state.codebook}")
+    click.echo(f"Runs: {state.runs}; documents: {state.documents}; segments in the latest run: {state.segments}")
+    sources = ", ".join(f"{count} by {source}" for source, count in sorted(state.codes_by_source.items())) or "none yet"
+    click.echo(f"Codings in the latest run: {sources}")
+    for coder, segments in sorted(state.reviewed_segments.items()):
+        click.echo(f"Reviewed by {coder}: {segments} segments, {state.decisions_by_coder[coder]} decisions")
+    if not state.reviewed_segments:
+        click.echo("No reviews imported yet (qualcode review import WORKBOOK)")
+    for code_id, count in sorted(state.retired_code_decisions.items()):
+        click.echo(f"Retired code {code_id}: {count} decisions kept")
+    for code_id, count in sorted(state.rereview.items()):
+        click.echo(f"Replaced code {code_id}: {count} decisions flagged for re-review")
+
+
+@cli.command()
+@_study_option
+def history(study_dir) -> None:
+    """List the study's runs, review imports and codebook versions with their dates.
+
+    Example: qualcode history
+    """
+    with _open_study(study_dir, required=True) as study:
+        events = study.history()
+    for when, what, detail in events:
+        click.echo(f"{when}  {what:<10} {detail}")
+    if not events:
+        click.echo("Nothing yet: run qualcode code PATH -o OUT.xlsx inside the study")
+
+
+@cli.group()
+def review() -> None:
+    """Bring a researcher's decisions from a reviewed workbook into the study."""
+
+
+@review.command("import")
+@click.argument("workbook", type=click.Path(path_type=Path))
+@click.option("--coder", default=None, help="Who made the decisions (default: the study's coder).")
+@_study_option
+def review_import(workbook, coder, study_dir) -> None:
+    """Store the decisions in WORKBOOK in the study, all or nothing.
+
+    Example: qualcode review import coded.xlsx --coder "Ana Ruiz"
+    """
+    with _open_study(study_dir, required=True) as study:
+        coder = coder or study.config.coder
+        if not coder:
+            raise click.UsageError("say who reviewed: --coder NAME (or set coder in qualcode.toml)")
+        codebook = load_codebook(study.config.codebook)
+        imported = read_review_workbook(workbook, coder=coder, code_ids=codebook.code_ids)
+        study.import_reviews(imported)
+    click.echo(f"Imported {workbook}: {imported.summary()}")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("-n", "limit", type=click.IntRange(1, 100_000), default=30, show_default=True,
+              help="How many segments to suggest.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The review workbook to write.")
+@click.option("--codebook", "codebook_path", type=click.Path(path_type=Path), help="Codebook YAML (default: the study's).")
+@click.option("--force", is_flag=True, help="Replace an earlier output even if it holds review work.")
+@_study_option
+@_quiet_option
+def suggest(paths, limit, output, codebook_path, force, study_dir, quiet) -> None:
+    """Write the segments whose review would teach the classifier most, ready to review and import.
+
+    Without PATHS, the study's documents are used.
+
+    Example: qualcode suggest -n 30 -o review.xlsx
+    """
+    from qualcode.coding import run_coding
+    from qualcode.export.reports import suggestion_table
+    from qualcode.export.tables import all_tables
+    from qualcode.export.xlsx import write_tables
+    from qualcode.suggest import rank_for_review, restrict_to
+
+    check_output_path(output, paths)
+    ensure_replaceable(output, force=force)
+    study = _open_study(study_dir, required=not paths)
+    codebook = load_codebook(codebook_path or (study.config.codebook if study else None))
+    corpus = read_documents(paths) if paths else study.corpus()
+    decisions = study.decisions() if study else []
+    options = CodingOptions(unit=study.config.unit if study else None, seed=study.config.seed if study else True,
+                            suggest_at=study.config.suggest_at if study else DEFAULT_SUGGEST_AT,
+                            veto_below=study.config.veto_below if study else DEFAULT_VETO_BELOW)
+    run = run_coding(corpus, codebook, options, reviews=decisions,
+                     review_coder=study.config.decisive_coder if study else None)
+    chosen = rank_for_review(run, decisions, limit=limit)
+    subset = restrict_to(run.result, [s.segment_id for s in chosen])
+    with atomic_file(Path(output)) as temporary:
+        write_tables([*all_tables(subset), suggestion_table(chosen)], temporary, codebook)
+    if not quiet:
+        click.echo(f"{len(chosen)} segments to review -> {output}", err=True)
+
+
 @cli.group()
 def codebook() -> None:
-    """Check and inspect codebooks."""
+    """Check, compare and inspect codebooks."""
+
+
+@codebook.command("diff")
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Also write the comparison to this workbook.")
+@_quiet_option
+def codebook_diff(old, new, paths, output, quiet) -> None:
+    """What changed from OLD to NEW; with PATHS, the segments each code gains and loses.
+
+    Example: qualcode codebook diff v1.yaml v2.yaml corpora/sample
+    """
+    from qualcode.codebook_diff import coding_impact, diff_codebooks
+    from qualcode.export.reports import codebook_diff_tables, format_codebook_diff, write_report
+
+    if output is not None:
+        check_output_path(output, [old, new, *paths])
+    before, after = load_codebook(old), load_codebook(new)
+    changes = diff_codebooks(before, after)
+    impact = coding_impact(read_documents(paths), before, after) if paths else None
+    click.echo(format_codebook_diff(changes, impact))
+    if output is not None:
+        write_report(codebook_diff_tables(changes, impact), output)
+        if not quiet:
+            click.echo(f"Comparison -> {output}", err=True)
 
 
 @codebook.command("validate")

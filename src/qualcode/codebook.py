@@ -24,7 +24,8 @@ _CODE_ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 TOP_KEYS = ("name", "version", "description", "codes")
-CODE_KEYS = ("id", "name", "color", "parent", "definition", "include", "exclude", "examples", "rules", "threshold")
+CODE_KEYS = ("id", "name", "color", "parent", "definition", "include", "exclude", "examples", "rules", "threshold",
+             "replaces")
 EXAMPLE_KEYS = ("positive", "negative")
 RULE_KEYS = ("phrases", "patterns", "regex", "exclude")
 PATTERN_KEYS = ("name", "pattern")
@@ -213,6 +214,7 @@ def _build_code(checker: _Checker, raw: Any, path: Path_) -> Code | None:
         negative_examples=checker.texts(examples.get("negative"), path + ("examples", "negative")),
         rules=rules,
         threshold=float(threshold) if threshold is not None else None,
+        replaces=checker.texts(entry.get("replaces"), path + ("replaces",)),
     )
 
 
@@ -229,6 +231,9 @@ def _check_hierarchy(checker: _Checker, codes: list[tuple[int, Code]]) -> None:
         if code.name.lower() in names:
             checker.report(("codes", index, "name"), f"duplicate name '{code.name}' (also code [{names[code.name.lower()]}])")
         names.setdefault(code.name.lower(), index)
+    for index, code in codes:
+        if code.code_id in code.replaces:
+            checker.report(("codes", index, "replaces"), f"'{code.code_id}' cannot replace itself")
     parents = {code.code_id: code.parent for _, code in codes}
     for index, code in codes:
         if code.parent is None:

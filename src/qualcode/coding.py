@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from qualcode.classify import CodeClassifier, TrainingExample, examples_from_codebook, seed_examples, weak_examples
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW, Policy, combine
 from qualcode.models import Codebook, CodingResult, Corpus, HumanDecision, Segment
-from qualcode.reviews import apply_reviews, resolve_reviews, reviewed_examples
+from qualcode.reviews import apply_reviews, rereview_assignments, resolve_reviews, reviewed_examples
 from qualcode.rules import RuleMatcher, compile_rules
 from qualcode.segment import DEFAULT_PIPELINE, build_pipeline, segment_documents
 
@@ -67,6 +67,16 @@ def training_examples(codebook: Codebook, options: CodingOptions, training: Sequ
     return examples
 
 
+@dataclass(frozen=True)
+class CodingRun:
+    """A coding result with what produced it: the coded segments and the classifier's probability matrix."""
+
+    result: CodingResult
+    codable: tuple[Segment, ...]
+    probabilities: object | None
+    human_decided: frozenset[tuple[str, str]]
+
+
 def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = CodingOptions(), *,
                 training: Sequence[TrainingExample] = (), reviews: Sequence[HumanDecision] = (),
                 review_coder: str | None = None, nlp=None, progress: Progress | None = None) -> CodingResult:
@@ -77,6 +87,14 @@ def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = Cod
     ``reviews`` are human decisions (``reviews.read_review_workbook`` or a study): each is final,
     trains the classifier, and is orphaned, not dropped, when its text is gone.
     """
+    return run_coding(corpus, codebook, options, training=training, reviews=reviews, review_coder=review_coder,
+                      nlp=nlp, progress=progress).result
+
+
+def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = CodingOptions(), *,
+               training: Sequence[TrainingExample] = (), reviews: Sequence[HumanDecision] = (),
+               review_coder: str | None = None, nlp=None, progress: Progress | None = None) -> CodingRun:
+    """``code_corpus``, keeping the classifier's probabilities for every coded segment (for active learning)."""
     nlp = nlp if nlp is not None else build_pipeline(options.spacy_model)
     matcher = compile_rules(codebook, nlp)
     documents = corpus.documents
@@ -84,7 +102,8 @@ def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = Cod
     segments = segment_documents(documents, unit=options.unit, nlp=nlp, interviewer_labels=options.interviewer_labels,
                                  progress=segment_progress)
     codable = [segment for segment in segments if options.code_interviewer or not segment.is_interviewer]
-    resolved = resolve_reviews(reviews, segments, coder=review_coder)
+    current = [decision for decision in reviews if decision.code_id in codebook.code_ids]
+    resolved = resolve_reviews(current, segments, coder=review_coder)
     training = [*training, *reviewed_examples(resolved, segments)]
     rule_assignments = match_rules(codable, matcher, progress)
     record = options.as_record()
@@ -104,7 +123,14 @@ def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = Cod
     assignments = combine(codable, rule_assignments, probabilities, codebook.code_ids, policy, explain)
     if reviews:
         assignments = apply_reviews(assignments, resolved)
+        flagged = rereview_assignments(reviews, segments, codebook, set(resolved.final))
+        flagged_pairs = {(a.segment_id, a.code_id) for a in flagged}
+        assignments = [a for a in assignments if (a.segment_id, a.code_id) not in flagged_pairs] + flagged
+        retired = len(reviews) - len(current)
         record["human decisions"] = (f"{len(resolved.final)} applied ({resolved.reanchored} re-anchored), "
-                                     f"{len(resolved.orphaned)} orphaned; coder: {review_coder or 'latest decision'}")
-    return CodingResult(corpus=corpus, segments=tuple(segments), assignments=tuple(assignments), codebook=codebook,
-                        options=record, orphaned_reviews=resolved.orphaned)
+                                     f"{len(resolved.orphaned)} orphaned, {len(flagged)} flagged for re-review, "
+                                     f"{retired} on codes not in this codebook (kept); "
+                                     f"coder: {review_coder or 'latest decision'}")
+    result = CodingResult(corpus=corpus, segments=tuple(segments), assignments=tuple(assignments), codebook=codebook,
+                          options=record, orphaned_reviews=resolved.orphaned)
+    return CodingRun(result, tuple(codable), probabilities, frozenset(resolved.final))

@@ -100,6 +100,7 @@ class Code:
     negative_examples: tuple[str, ...] = ()
     rules: Rules = field(default_factory=Rules)
     threshold: float | None = None
+    replaces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

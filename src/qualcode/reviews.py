@@ -216,3 +216,22 @@ def reviewed_examples(reviews: ResolvedReviews, segments: Sequence[Segment]) -> 
         labels.setdefault(segment_id, {})[code_id] = int(decision.applies)
     return [TrainingExample(texts[segment_id].text, codes, HUMAN_WEIGHT, texts[segment_id].doc_id, "human")
             for segment_id, codes in labels.items() if segment_id in texts]
+
+
+def rereview_assignments(decisions: Iterable[HumanDecision], segments: Sequence[Segment], codebook,
+                         decided: set[tuple[str, str]]) -> list[CodeAssignment]:
+    """Where a code ``replaces`` old ids (a split or a merge), a human "applies" on an old id becomes a
+    suggestion of the new code, flagged for re-review, unless a human has decided the new code there."""
+    successors: dict[str, list[str]] = {}
+    for code in codebook.codes:
+        for old in code.replaces:
+            successors.setdefault(old, []).append(code.code_id)
+    legacy = [d for d in decisions if d.code_id in successors and d.applies]
+    resolved = resolve_reviews(legacy, segments)
+    flagged: dict[tuple[str, str], CodeAssignment] = {}
+    for (segment_id, old), decision in resolved.final.items():
+        for new in successors[old]:
+            if (segment_id, new) not in decided and (segment_id, new) not in flagged:
+                note = Evidence(f"re-review: {decision.coder} coded '{old}', which '{new}' replaces", "human decision")
+                flagged[(segment_id, new)] = CodeAssignment(segment_id, new, "human", "suggested", None, (note,))
+    return list(flagged.values())

@@ -124,3 +124,38 @@ def write_report(tables: list[Table], output: str | os.PathLike[str]) -> Path:
     with atomic_file(output) as temporary:
         write_tables(tables, temporary)
     return output
+
+
+def format_codebook_diff(changes, impact=None) -> str:
+    from qualcode.codebook_diff import EXAMPLES_PER_CODE
+
+    lines = [f"{len(changes)} changes" + (":" if changes else "")]
+    lines += [f"  {change.code_id}: {change.change}: {change.detail}" for change in changes]
+    if impact is not None:
+        lines += ["", f"{'code':<22} {'before':>7} {'after':>7} {'gained':>7} {'lost':>6}"]
+        lines += [f"{item.code_id:<22} {item.before:>7} {item.after:>7} {len(item.gained):>7} {len(item.lost):>6}"
+                  for item in impact]
+        for item in impact:
+            for label, segments in (("gains", item.gained), ("loses", item.lost)):
+                for segment in segments[:EXAMPLES_PER_CODE]:
+                    text = " ".join(segment.text.split())
+                    lines.append(f"  {item.code_id} {label} {segment.segment_id}: {text[:100]}{'…' if len(text) > 100 else ''}")
+    return "\n".join(lines)
+
+
+def codebook_diff_tables(changes, impact=None) -> list[Table]:
+    tables = [Table("Changes", ("code", "change", "detail"), [(c.code_id, c.change, c.detail) for c in changes],
+                    text_columns=("detail",))]
+    if impact is not None:
+        tables.append(Table("Impact", ("code", "segments before", "segments after", "gained", "lost"),
+                            [(i.code_id, i.before, i.after, len(i.gained), len(i.lost)) for i in impact]))
+        for name, attribute in (("Gained", "gained"), ("Lost", "lost")):
+            rows = [(item.code_id, segment.segment_id, segment.doc_id, segment.speaker, segment.text)
+                    for item in impact for segment in getattr(item, attribute)]
+            tables.append(Table(name, ("code", "segment_id", "document", "speaker", "text"), rows, text_columns=("text",)))
+    return tables
+
+
+def suggestion_table(suggestions) -> Table:
+    return Table("Why these segments", ("segment_id", "score", "reason"),
+                 [(s.segment_id, s.score, s.reason) for s in suggestions], text_columns=("reason",))

@@ -1,0 +1,236 @@
+"""The refinement loop: a study keeps every human decision across rounds and codebook changes."""
+
+import csv
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import openpyxl
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from conftest import REPO, SAMPLE
+from qualcode.cli import cli
+from qualcode.study import Study
+
+CODE_IDS = ["continuity", "accessibility", "participation", "empathy", "trust", "structural_context"]
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, [str(arg) for arg in args])
+    return result
+
+
+def ok(*args):
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _gold():
+    with (REPO / "corpora" / "sample-gold.csv").open(newline="", encoding="utf-8") as handle:
+        return {row["segment_id"]: {code: int(row[code]) for code in CODE_IDS} for row in csv.DictReader(handle)}
+
+
+def _new_study(tmp_path, seed=True):
+    folder = tmp_path / "study"
+    ok("init", folder, "--coder", "Ana")
+    if not seed:
+        config = folder / "qualcode.toml"
+        config.write_text(config.read_text().replace("seed = true", "seed = false"))
+    return folder
+
+
+def _review_as_researcher(path, gold, documents):
+    """Mark every segment of ``documents`` reviewed, with the gold's codes, in the workbook; return the decisions."""
+    book = openpyxl.load_workbook(path)
+    sheet = book["Segments"]
+    header = [cell.value for cell in sheet[1]]
+    column = {name: header.index(name) + 1 for name in header}
+    reviewed = {}
+    for row in range(2, sheet.max_row + 1):
+        segment_id = sheet.cell(row, column["segment_id"]).value
+        document = sheet.cell(row, column["document"]).value
+        if segment_id in gold and document in documents:
+            for code in CODE_IDS:
+                sheet.cell(row, column[code]).value = gold[segment_id][code] or None
+            sheet.cell(row, column["reviewed"]).value = "yes"
+            reviewed[segment_id] = gold[segment_id]
+    book.save(path)
+    return reviewed
+
+
+def _macro_f1(path, gold, segment_ids):
+    from sklearn.metrics import f1_score
+
+    segments = pd.read_excel(path, sheet_name="Segments").set_index("segment_id")
+    truth = np.array([[gold[s][c] for c in CODE_IDS] for s in segment_ids])
+    machine = np.array([[int(segments.loc[s, c] == 1) for c in CODE_IDS] for s in segment_ids])
+    return f1_score(truth, machine, average="macro", zero_division=0)
+
+
+def test_the_whole_loop_keeps_every_human_decision(tmp_path):
+    gold = _gold()
+    study = _new_study(tmp_path, seed=False)
+    round1 = tmp_path / "round1.xlsx"
+    ok("code", SAMPLE, "-o", round1, "--study", study, "-q")
+
+    documents = sorted({segment_id.rsplit(":", 1)[0] for segment_id in gold})
+    train_documents = {d for i, d in enumerate(documents) if i % 2 == 0}
+    held_out = [s for s in gold if s.rsplit(":", 1)[0] not in train_documents]
+    reviewed = _review_as_researcher(round1, gold, train_documents)
+    # The researcher also rejects two machine suggestions outside the reviewed rows, and adds one code.
+    book = openpyxl.load_workbook(round1)
+    codings = book["Codings"]
+    header = [cell.value for cell in codings[1]]
+    rejected = []
+    for row in range(2, codings.max_row + 1):
+        segment_id = codings.cell(row, header.index("segment_id") + 1).value
+        if segment_id not in reviewed and len(rejected) < 2:
+            codings.cell(row, header.index("decision") + 1).value = "reject"
+            rejected.append((segment_id, codings.cell(row, header.index("code") + 1).value))
+    added = (held_out[0], "structural_context")
+    codings.append({1: added[0], 3: added[1]})
+    book.save(round1)
+
+    imported = ok("review", "import", round1, "--study", study)
+    assert f"{len(reviewed)} rows reviewed" in imported.output and "2 rejected, 1 added" in imported.output
+
+    # Change the codebook: rename a code, add a rule.
+    codebook = study / "codebook.yaml"
+    text = codebook.read_text(encoding="utf-8")
+    text = text.replace("name: Trust\n", "name: Trust and honesty\n", 1)
+    text = text.replace("    rules:\n      phrases:\n", "    rules:\n      phrases:\n        - kept changing\n", 1)
+    codebook.write_text(text, encoding="utf-8")
+    diff = ok("codebook", "diff", REPO / "codebooks" / "relationship-themes.yaml", codebook)
+    assert "trust: renamed: 'Trust' -> 'Trust and honesty'" in diff.output
+    assert "continuity: phrases changed: added: kept changing" in diff.output
+
+    round2 = tmp_path / "round2.xlsx"
+    ok("code", SAMPLE, "-o", round2, "--study", study, "-q")
+    codings = pd.read_excel(round2, sheet_name="Codings")
+    segments = pd.read_excel(round2, sheet_name="Segments").set_index("segment_id")
+    human = codings[codings["source"] == "human"].set_index(["segment_id", "code"])["status"]
+    for segment_id, codes in reviewed.items():
+        for code, value in codes.items():
+            assert (segments.loc[segment_id, code] == 1) == bool(value), (segment_id, code)
+            if value:
+                assert human[(segment_id, code)] == "accepted"
+    for segment_id, code in rejected:
+        assert segments.loc[segment_id, code] != 1
+        # Listed as rejected wherever the machine suggests it again; never coded either way.
+        assert human.get((segment_id, code), "rejected") == "rejected"
+    assert human[added] == "accepted" and segments.loc[added[0], "structural_context"] == 1
+    assert pd.read_excel(round2, sheet_name="Codebook").set_index("id").loc["trust", "name"] == "Trust and honesty"
+
+    # The classifier learned from the reviews: agreement on segments nobody reviewed rises.
+    unseen = [s for s in held_out if s != added[0] and s not in {r for r, _ in rejected}]
+    assert _macro_f1(round2, gold, unseen) > _macro_f1(round1, gold, unseen) + 0.03
+
+    state = ok("status", "--study", study).output
+    assert f"Reviewed by Ana: {len({*reviewed, *(s for s, _ in rejected), added[0]})} segments" in state
+    history = ok("history", "--study", study).output
+    assert "  run 1 " in history and "  run 2 " in history and "  import 1 " in history
+    assert history.count("first applied") == 2, "both codebook versions are kept"
+
+
+def test_a_bad_workbook_changes_nothing(tmp_path):
+    study = _new_study(tmp_path)
+    output = tmp_path / "coded.xlsx"
+    ok("code", SAMPLE / "essays", "-o", output, "--study", study, "-q")
+    book = openpyxl.load_workbook(output)
+    header = [cell.value for cell in book["Segments"][1]]
+    book["Segments"].cell(2, header.index("reviewed") + 1).value = "x"
+    book["Codings"]["C2"] = "not_a_code"
+    book["Codings"]["I2"] = "accept"
+    book.save(output)
+    result = run("review", "import", output, "--study", study)
+    assert result.exit_code == 65
+    assert "sheet 'Codings', row 2, column 'code': unknown code 'not_a_code'" in result.output
+    with Study.open(study) as opened:
+        assert opened.decisions() == []
+
+
+def test_an_output_with_unimported_reviews_is_protected_in_a_study(tmp_path):
+    study = _new_study(tmp_path)
+    output = tmp_path / "coded.xlsx"
+    ok("code", SAMPLE / "essays", "-o", output, "--study", study, "-q")
+    book = openpyxl.load_workbook(output)
+    header = [cell.value for cell in book["Segments"][1]]
+    book["Segments"].cell(2, header.index("reviewed") + 1).value = "x"
+    book.save(output)
+    assert run("code", SAMPLE / "essays", "-o", output, "--study", study).exit_code == 73
+    ok("review", "import", output, "--study", study)
+    ok("code", SAMPLE / "essays", "-o", output, "--study", study, "-q")  # imported: nothing would be lost
+
+
+def _counts(study):
+    with sqlite3.connect(study / "qualcode.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return [db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                for table in ("runs", "segments", "assignments", "decisions", "documents")]
+
+
+def test_two_processes_write_one_study(tmp_path):
+    study = _new_study(tmp_path)
+    first, second = tmp_path / "a.xlsx", tmp_path / "b.xlsx"
+    ok("code", SAMPLE / "essays", "-o", first, "--study", study, "-q")
+    shutil.copy(first, second)
+    for path, rows in ((first, (2, 3)), (second, (4, 5, 6))):
+        book = openpyxl.load_workbook(path)
+        header = [cell.value for cell in book["Segments"][1]]
+        for row in rows:
+            book["Segments"].cell(row, header.index("reviewed") + 1).value = "x"
+        book.save(path)
+    command = [sys.executable, "-m", "qualcode", "review", "import", "--study", str(study)]
+    processes = [subprocess.Popen([*command, str(path), "--coder", coder], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for path, coder in ((first, "ana"), (second, "ben"))]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    with Study.open(study) as opened:
+        decisions = opened.decisions()
+    assert len(decisions) == (2 + 3) * len(CODE_IDS)
+    assert {d.coder for d in decisions} == {"ana", "ben"}
+
+
+def test_a_killed_run_leaves_the_study_as_it_was(tmp_path):
+    study = _new_study(tmp_path)
+    big = tmp_path / "big"
+    for copy in range(6):
+        shutil.copytree(SAMPLE, big / f"copy{copy}")
+    ok("code", SAMPLE / "essays", "-o", tmp_path / "first.xlsx", "--study", study, "-q")
+    before = _counts(study)
+    output = tmp_path / "killed.xlsx"
+    process = subprocess.Popen([sys.executable, "-m", "qualcode", "code", str(big), "-o", str(output), "--study",
+                                str(study), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(4)
+    process.kill()
+    process.communicate(timeout=60)
+    assert process.returncode == -9, "the run finished before it could be killed; make the corpus bigger"
+    assert _counts(study) == before
+    assert not output.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".killed")] == []
+
+
+def test_init_refuses_an_existing_study_and_commands_need_one(tmp_path):
+    study = _new_study(tmp_path)
+    again = run("init", study, "--coder", "Ben")
+    assert again.exit_code == 73 and "already a qualcode study" in again.output
+    missing = run("status", "--study", tmp_path / "nowhere")
+    assert missing.exit_code == 66 and "not a qualcode study" in missing.output
+
+
+def test_suggest_writes_a_review_workbook_of_uncertain_segments(tmp_path):
+    study = _new_study(tmp_path)
+    ok("code", SAMPLE / "essays", SAMPLE / "survey", "-o", tmp_path / "r1.xlsx", "--study", study, "-q")
+    output = tmp_path / "review.xlsx"
+    ok("suggest", "-n", "12", "-o", output, "--study", study, "-q")
+    sheets = pd.read_excel(output, sheet_name=None)
+    why = sheets["Why these segments"]
+    assert len(why) == 12 and list(why["score"]) == sorted(why["score"], reverse=True)
+    assert list(sheets["Segments"]["segment_id"]) == list(why["segment_id"])
+    ok("review", "import", output, "--study", study)  # ready to review and import as it is
