@@ -474,8 +474,9 @@ def codebook() -> None:
 @click.argument("new", type=click.Path(path_type=Path))
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Also write the comparison to this workbook.")
+@click.option("--no-classifier", is_flag=True, help="Compare the rules alone, without classifier suggestions.")
 @_quiet_option
-def codebook_diff(old, new, paths, output, quiet) -> None:
+def codebook_diff(old, new, paths, output, no_classifier, quiet) -> None:
     """What changed from OLD to NEW; with PATHS, the segments each code gains and loses.
 
     Example: qualcode codebook diff v1.yaml v2.yaml corpora/sample
@@ -487,7 +488,8 @@ def codebook_diff(old, new, paths, output, quiet) -> None:
         check_output_path(output, [old, new, *paths])
     before, after = load_codebook(old), load_codebook(new)
     changes = diff_codebooks(before, after)
-    impact = coding_impact(read_documents(paths), before, after) if paths else None
+    options = CodingOptions(classifier=not no_classifier)
+    impact = coding_impact(read_documents(paths), before, after, options) if paths else None
     click.echo(format_codebook_diff(changes, impact))
     if output is not None:
         write_report(codebook_diff_tables(changes, impact), output)
