@@ -7,7 +7,9 @@ is a bug and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -15,16 +17,16 @@ from pathlib import Path
 import click
 
 from qualcode import __version__
+from qualcode.classify import examples_from_labels
 from qualcode.codebook import default_codebook_path, load_codebook, validate_codebook
 from qualcode.coding import CodingOptions, code_corpus
-from qualcode.errors import QualcodeError
-from qualcode.export import FORMATS, check_output_path, ensure_replaceable, write_result
-from qualcode.ingest import read_documents
-from qualcode.classify import examples_from_labels
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW
-from qualcode.labels import read_label_file
-from qualcode.errors import InputMissingError, ReviewWorkProtectedError
+from qualcode.errors import (CodebookError, InputDataError, InputMissingError, OutputError, QualcodeError,
+                             ReviewWorkProtectedError)
+from qualcode.export import FORMATS, check_output_path, ensure_replaceable, write_result
 from qualcode.export.atomic import atomic_file
+from qualcode.ingest import read_documents
+from qualcode.labels import read_label_file
 from qualcode.models import COUNTED_STATUSES, UNITS
 from qualcode.reviews import read_review_workbook
 from qualcode.study import Study, find_study
@@ -33,7 +35,8 @@ from qualcode.study import Study, find_study
 class _QualcodeGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with _logging_to_stderr(quiet=False, verbose=False):
+                return super().invoke(ctx)
         except QualcodeError as error:
             click.echo(f"Error: {error}", err=True)
             ctx.exit(error.exit_code)
@@ -145,6 +148,12 @@ def _parse_thresholds(values: tuple[str, ...]) -> tuple[float, tuple[tuple[str, 
     return overall, tuple(per_code)
 
 
+def ensure_replaceable_text(output: Path) -> None:
+    """A codebook YAML is a researcher's work: never replace one silently."""
+    if Path(output).exists():
+        raise OutputError(f"{output}: already exists; choose another name (a codebook is never overwritten)")
+
+
 def _study_option(function):
     return click.option("--study", "study_dir", type=click.Path(path_type=Path), default=None,
                         help="The study folder (default: the nearest folder at or above this one with qualcode.toml).")(function)
@@ -233,7 +242,8 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
     options = _coding_options(codebook_path=codebook_path, classifier=not no_classifier, format=output_format,
                               train=", ".join(str(path) for path in train_paths) or "none",
                               reviews=", ".join(str(path) for path in review_paths) or "none",
-                              study=str(study.root) if study else "none", **corpus_options)
+                              study=str(study.root) if study else "none",
+                              paths=json.dumps([str(path) for path in paths]), **corpus_options)
     imports = [read_review_workbook(path, coder=coder or path.stem, code_ids=codebook.code_ids,
                                     decided_at=_modified_at(path)) for path in review_paths]
     stored = study.decisions() if study is not None else []
@@ -467,6 +477,152 @@ def suggest(paths, limit, output, codebook_path, force, study_dir, quiet) -> Non
 @cli.group()
 def codebook() -> None:
     """Check, compare and inspect codebooks."""
+
+
+@codebook.command("export")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The .qdc file to write.")
+def codebook_export(path, output) -> None:
+    """Write a codebook as REFI-QDA Codebook Exchange (.qdc) for NVivo, ATLAS.ti, MAXQDA, QualCoder.
+
+    Codes, hierarchy, names, colours and definitions (as descriptions) travel; rules and examples
+    stay in the YAML (codebook import --base puts them back).
+
+    Example: qualcode codebook export codebooks/relationship-themes.yaml -o themes.qdc
+    """
+    from qualcode.interop.qdc import export_qdc
+
+    check_output_path(output, [path])
+    data = export_qdc(load_codebook(path))
+    with atomic_file(Path(output)) as temporary:
+        temporary.write_bytes(data)
+    click.echo(f"{output}: {load_codebook(path).name}, {data.count(b'<Code ')} codes", err=True)
+
+
+@codebook.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The codebook YAML to write.")
+@click.option("--base", "base_path", type=click.Path(path_type=Path),
+              help="A qualcode codebook whose rules, examples and criteria the recognised codes keep.")
+def codebook_import(path, output, base_path) -> None:
+    """Turn a REFI-QDA codebook (.qdc) from any tool into a qualcode codebook YAML.
+
+    Example: qualcode codebook import nvivo-export.qdc -o codebook.yaml --base codebooks/relationship-themes.yaml
+    """
+    from qualcode.codebook import dump_codebook, parse_codebook
+    from qualcode.interop.qdc import import_qdc
+
+    check_output_path(output, [path, *([base_path] if base_path else [])])
+    ensure_replaceable_text(output)
+    codebook = import_qdc(path, base=load_codebook(base_path) if base_path else None)
+    text = dump_codebook(codebook)
+    _, problems = parse_codebook(text, str(output))
+    if problems:
+        raise CodebookError(output, problems)
+    with atomic_file(Path(output)) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    rules = sum(len(code.rules) for code in codebook.codes)
+    click.echo(f"{output}: {len(codebook.codes)} codes, {rules} rules (valid)", err=True)
+
+
+@cli.group("export")
+def export_group() -> None:
+    """Export coded data for other tools."""
+
+
+@export_group.command("qdpx")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The .qdpx file to write.")
+def export_qdpx_command(source, output) -> None:
+    """Write a coded workbook, or a study's latest run, as a REFI-QDA project (.qdpx).
+
+    Opens in NVivo, ATLAS.ti, MAXQDA and QualCoder: the documents, every coded segment with its
+    codes, human coders as users and machine suggestions under the user "qualcode".
+
+    Example: qualcode export qdpx coded.xlsx -o study.qdpx
+    """
+    from qualcode.interop.content import content_from_study, content_from_workbook
+    from qualcode.interop.qdpx import export_qdpx
+
+    check_output_path(output, [source])
+    if Path(source).is_dir():
+        with Study.open(source) as study:
+            content = content_from_study(study)
+    else:
+        content = content_from_workbook(source)
+    data = export_qdpx(content)
+    with atomic_file(Path(output)) as temporary:
+        temporary.write_bytes(data)
+    click.echo(f"{output}: {len(content.documents)} documents, {len(content.codings)} codings", err=True)
+
+
+@cli.group("import")
+def import_group() -> None:
+    """Import coded data from other tools."""
+
+
+@import_group.command("qdpx")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="The labels CSV to write (segment_id, document, start, end, text, one 0/1 column per code).")
+@click.option("--unit", type=click.Choice(UNITS), default=None, help="Segment unit (default: by kind).")
+@click.option("--codebook", "codebook_path", type=click.Path(path_type=Path),
+              help="Name the code columns by this codebook's ids (codes matched by name); others are left out.")
+@click.option("--user", default=None, help="Only this user's codings (default: everyone's).")
+@click.option("--texts", "texts_dir", type=click.Path(path_type=Path),
+              help="Also write each source's text to this folder, so qualcode code can read it.")
+@click.option("--save-codebook", "codebook_out", type=click.Path(path_type=Path),
+              help="Also write the project's codes as a qualcode codebook YAML (rules empty, descriptions kept).")
+def import_qdpx_command(path, output, unit, codebook_path, user, texts_dir, codebook_out) -> None:
+    """Turn a project coded in another tool into training labels for qualcode.
+
+    A code covers a segment when its coded selections cover more than half of the segment.
+
+    Example: qualcode import qdpx nvivo-project.qdpx -o labels.csv
+    """
+    from qualcode.interop.qdpx import covered_codes, read_qdpx, write_labels
+    from qualcode.segment import segment_documents
+
+    check_output_path(output, [path])
+    project = read_qdpx(path)
+    segments = segment_documents(project.documents, unit=unit)
+    labels = covered_codes(project, segments, user=user)
+    code_ids = [code.code_id for code in project.codes]
+    if codebook_path is not None:
+        target = load_codebook(codebook_path)
+        by_name = {code.name.lower(): code.code_id for code in target.codes}
+        by_id = set(target.code_ids)
+        mapping = {code.code_id: by_name.get(code.name.lower()) or (code.code_id if code.code_id in by_id else None)
+                   for code in project.codes}
+        unmatched = [code.name for code in project.codes if mapping[code.code_id] is None]
+        if unmatched:
+            click.echo(f"Warning: codes not in {codebook_path}, left out: {', '.join(unmatched)}", err=True)
+        labels = {segment_id: {mapping[c] for c in codes if mapping[c]} for segment_id, codes in labels.items()}
+        code_ids = list(target.code_ids)
+    with atomic_file(Path(output)) as temporary:
+        write_labels(temporary, segments, labels, code_ids)
+    if texts_dir is not None:
+        texts_dir.mkdir(parents=True, exist_ok=True)
+        for document in project.documents:
+            name = re.sub(r"[^\w.\- ]+", "_", document.doc_id)
+            (texts_dir / (name if name.endswith(".txt") else f"{name}.txt")).write_text(document.text, encoding="utf-8")
+    if codebook_out is not None:
+        from qualcode.codebook import dump_codebook
+        from qualcode.models import Codebook
+
+        ensure_replaceable_text(codebook_out)
+        if not project.codes:
+            raise InputDataError(f"{path}: the project has no codes to save")
+        imported = Codebook(name=f"{project.name} (from {project.origin})", version="1", codes=tuple(project.codes),
+                            description=f"Imported from {Path(path).name} ({project.origin}).")
+        with atomic_file(Path(codebook_out)) as temporary:
+            temporary.write_text(dump_codebook(imported), encoding="utf-8")
+    for note in project.notes:
+        click.echo(f"Note: {note}", err=True)
+    coded = sum(1 for codes in labels.values() if codes)
+    click.echo(f"{path}: from {project.origin}; positions read as {project.offset_convention}; "
+               f"{len(project.codes)} codes, {len(project.documents)} text sources, {len(project.selections)} coded "
+               f"selections -> {len(segments)} segments, {coded} coded -> {output}", err=True)
 
 
 @codebook.command("diff")

@@ -323,3 +323,48 @@ def load_codebook(path: str | os.PathLike[str] | None = None) -> Codebook:
     if codebook is None:
         raise CodebookError(path, problems or ["invalid codebook"])
     return codebook
+
+
+def codebook_to_data(codebook: Codebook) -> dict:
+    """The codebook as the plain data of its YAML form (empty fields left out)."""
+    codes = []
+    for code in codebook.codes:
+        entry: dict[str, Any] = {"id": code.code_id, "name": code.name}
+        if code.color:
+            entry["color"] = code.color
+        if code.parent:
+            entry["parent"] = code.parent
+        entry["definition"] = code.definition
+        if code.threshold is not None:
+            entry["threshold"] = code.threshold
+        if code.replaces:
+            entry["replaces"] = list(code.replaces)
+        if code.include:
+            entry["include"] = list(code.include)
+        if code.exclude:
+            entry["exclude"] = list(code.exclude)
+        if code.positive_examples or code.negative_examples:
+            entry["examples"] = {"positive": list(code.positive_examples), "negative": list(code.negative_examples)}
+        rules: dict[str, Any] = {}
+        if code.rules.phrases:
+            rules["phrases"] = [rule.text for rule in code.rules.phrases]
+        if code.rules.patterns:
+            rules["patterns"] = [{"name": rule.name, "pattern": [dict(token) for token in rule.pattern]}
+                                 for rule in code.rules.patterns]
+        if code.rules.regex:
+            rules["regex"] = [rule.pattern for rule in code.rules.regex]
+        if code.rules.exclude:
+            rules["exclude"] = [rule.text for rule in code.rules.exclude]
+        if rules:
+            entry["rules"] = rules
+        codes.append(entry)
+    data: dict[str, Any] = {"name": codebook.name, "version": codebook.version}
+    if codebook.description:
+        data["description"] = codebook.description
+    data["codes"] = codes
+    return data
+
+
+def dump_codebook(codebook: Codebook) -> str:
+    """YAML text that ``parse_codebook`` reads back to the same codebook."""
+    return yaml.safe_dump(codebook_to_data(codebook), sort_keys=False, allow_unicode=True, width=100)
