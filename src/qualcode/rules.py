@@ -15,7 +15,7 @@ import itertools
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -26,6 +26,7 @@ from qualcode.segment import lemma_lookup_table
 logger = logging.getLogger(__name__)
 
 MAX_VARIANTS_PER_PHRASE = 5000
+_REPEAT = re.compile(r"^\{(\d*),?(\d*)\}$")
 # Token attributes a blank pipeline cannot supply; patterns using them need a trained --spacy-model.
 _ANNOTATION_ATTRS = {"POS": "tagger", "TAG": "tagger", "MORPH": "morphologizer", "DEP": "parser", "ENT_TYPE": "ner",
                      "ENT_IOB": "ner", "ENT_ID": "ner", "ENT_KB_ID": "ner", "HEAD": "parser"}
@@ -82,9 +83,12 @@ class RuleMatcher:
         self.nlp = nlp
         self._phrases = PhraseMatcher(nlp.vocab, attr="NORM")
         self._exclusions = PhraseMatcher(nlp.vocab, attr="NORM")
-        self._patterns = Matcher(nlp.vocab, validate=True)
+        # One matcher per token pattern, run only on texts holding every word the pattern requires:
+        # token patterns are the slowest rules, and most texts hold none of their anchor words.
+        self._gated_patterns: list[tuple[object, list[tuple[int, frozenset[int]]]]] = []
         self._refs: dict[str, _RuleRef] = {}
         self._regexes: list[tuple[re.Pattern[str], _RuleRef]] = []
+        self._needs_lemmas = False
         for code in codebook.codes:
             for index, phrase in enumerate(code.rules.phrases):
                 key = self._ref(code.code_id, "phrase", index, phrase_label(phrase.text))
@@ -95,7 +99,12 @@ class RuleMatcher:
             for index, rule in enumerate(code.rules.patterns):
                 self._check_annotations(code.code_id, rule.name, rule.pattern)
                 key = self._ref(code.code_id, "pattern", index, pattern_label(rule.name))
-                self._patterns.add(key, [list(rule.pattern)])
+                rewritten = self._lemmas_as_norms(rule.pattern)
+                self._needs_lemmas |= rewritten is None
+                final = list(rewritten if rewritten is not None else rule.pattern)
+                matcher = Matcher(nlp.vocab, validate=True)
+                matcher.add(key, [final])
+                self._gated_patterns.append((matcher, self._gates(final)))
             for index, rule in enumerate(code.rules.regex):
                 key = self._ref(code.code_id, "regex", index, regex_label(rule.pattern))
                 self._regexes.append((re.compile(rule.pattern, re.IGNORECASE), self._refs[key]))
@@ -120,6 +129,62 @@ class RuleMatcher:
         combos = itertools.islice(itertools.product(*choices), MAX_VARIANTS_PER_PHRASE)
         return [Doc(vocab, words=list(words)) for words in combos]
 
+    def _norms_of(self, lemmas) -> list[str]:
+        vocab = self.nlp.vocab
+        return sorted({vocab[form].norm_ for lemma in lemmas for form in word_forms(str(lemma))})
+
+    def _lemmas_as_norms(self, pattern: Sequence[dict]) -> list[dict] | None:
+        """The pattern with each LEMMA test turned into a NORM test over the lemma's word forms.
+
+        The lookup table decides lemmas either way, so the matches are the same, but no lemma has
+        to be computed for each token at run time. None when a test cannot be rewritten (another
+        LEMMA predicate, or NORM already tested on that token): then the lemmatizer runs.
+        """
+        rewritten = []
+        for token in pattern:
+            token = dict(token)
+            value = token.pop("LEMMA", None)
+            if value is not None:
+                if "NORM" in token:
+                    return None
+                if isinstance(value, str):
+                    token["NORM"] = {"IN": self._norms_of([value])}
+                elif isinstance(value, dict) and set(value) <= {"IN", "NOT_IN"}:
+                    token["NORM"] = {predicate: self._norms_of(values) for predicate, values in value.items()}
+                else:
+                    return None
+            rewritten.append(token)
+        return rewritten
+
+    def _gates(self, pattern: Sequence[dict]) -> list[tuple[int, frozenset[int]]]:
+        """For each token the pattern requires, the attribute and the string hashes one of which must occur."""
+        from spacy.attrs import LOWER, NORM
+
+        strings = self.nlp.vocab.strings
+        gates = []
+        for token in pattern:
+            operator = str(token.get("OP", ""))
+            bounds = _REPEAT.match(operator)
+            required = operator in ("", "+") or (bounds is not None and int(bounds.group(1) or 0) >= 1)
+            if not required:
+                continue
+            for name, attr in (("NORM", NORM), ("LOWER", LOWER)):
+                value = token.get(name)
+                values = [value] if isinstance(value, str) else (value.get("IN") if isinstance(value, dict) else None)
+                if values and (not isinstance(value, dict) or set(value) == {"IN"}):
+                    gates.append((attr, frozenset(strings.add(str(item)) for item in values)))
+                    break
+        return gates
+
+    @property
+    def pipes_needed(self) -> tuple[str, ...]:
+        """The pipeline components matching uses: none but the tokenizer, unless a pattern needs lemmas or tags."""
+        needed = [name for name in self.nlp.pipe_names if name in ("tok2vec", "tagger", "morphologizer", "parser",
+                                                                     "attribute_ruler", "ner", "senter", "transformer")]
+        if self._needs_lemmas:
+            needed += [name for name in self.nlp.pipe_names if "lemma" in name]
+        return tuple(needed)
+
     def _check_annotations(self, code_id: str, name: str, pattern: Iterable[dict]) -> None:
         for token in pattern:
             for attr in token:
@@ -133,9 +198,10 @@ class RuleMatcher:
     def match(self, segments: Iterable[Segment], *, batch_size: int = 64) -> Iterator[CodeAssignment]:
         """Rule assignments for the segments, one per (segment, code) with all its evidence."""
         segments = list(segments)
-        docs = self.nlp.pipe((segment.text for segment in segments), batch_size=batch_size)
-        for segment, doc in zip(segments, docs):
-            yield from self._assign(segment, doc)
+        with self.nlp.select_pipes(enable=list(self.pipes_needed)):
+            docs = self.nlp.pipe((segment.text for segment in segments), batch_size=batch_size)
+            for segment, doc in zip(segments, docs):
+                yield from self._assign(segment, doc)
 
     def _assign(self, segment: Segment, doc) -> Iterator[CodeAssignment]:
         strings = self.nlp.vocab.strings
@@ -144,11 +210,17 @@ class RuleMatcher:
             ref = self._refs[strings[match_id]]
             vetoes[ref.code_id].append((doc[start].idx, doc[end - 1].idx + len(doc[end - 1])))
         hits: list[tuple[int, int, _RuleRef]] = []
-        for matcher in (self._phrases, self._patterns):
-            if not len(matcher):
-                continue
-            for match_id, start, end in matcher(doc):
-                hits.append((doc[start].idx, doc[end - 1].idx + len(doc[end - 1]), self._refs[strings[match_id]]))
+        matches = list(self._phrases(doc)) if len(self._phrases) else []
+        if self._gated_patterns:
+            from spacy.attrs import LOWER, NORM
+
+            present = doc.to_array([NORM, LOWER])
+            words = {NORM: set(present[:, 0].tolist()), LOWER: set(present[:, 1].tolist())} if len(doc) else {NORM: set(), LOWER: set()}
+            for matcher, gates in self._gated_patterns:
+                if all(not allowed.isdisjoint(words[attr]) for attr, allowed in gates):
+                    matches.extend(matcher(doc))
+        for match_id, start, end in matches:
+            hits.append((doc[start].idx, doc[end - 1].idx + len(doc[end - 1]), self._refs[strings[match_id]]))
         for pattern, ref in self._regexes:
             hits.extend((found.start(), found.end(), ref) for found in pattern.finditer(segment.text) if found.end() > found.start())
         evidence: dict[str, list[Evidence]] = defaultdict(list)
