@@ -186,12 +186,14 @@ def _modified_at(path: Path) -> str | None:
 
 
 def _coding_options(unit, kind, text_column, id_column, code_interviewer, interviewer_labels, spacy_model, no_seed,
-                    weak_labels, thresholds, veto_below, codebook_path, classifier=True, **extra) -> CodingOptions:
+                    weak_labels, thresholds, veto_below, codebook_path, classifier=True, jobs=1, dask=None,
+                    **extra) -> CodingOptions:
     suggest_at, per_code = _parse_thresholds(thresholds)
     veto_below = DEFAULT_VETO_BELOW if veto_below is None else veto_below
     return CodingOptions(unit=unit, code_interviewer=code_interviewer, interviewer_labels=tuple(interviewer_labels),
                          spacy_model=spacy_model or "blank:en", classifier=classifier, seed=not no_seed,
                          weak_labels=weak_labels, suggest_at=suggest_at, veto_below=veto_below, thresholds=per_code,
+                         jobs=jobs, dask=dask,
                          extra={"kind": kind or "detected", "text_column": text_column or "detected",
                                 "id_column": id_column or "detected",
                                 "codebook": str(codebook_path or default_codebook_path()), **extra})
@@ -211,11 +213,15 @@ def _coding_options(unit, kind, text_column, id_column, code_interviewer, interv
                    "Repeatable; where files disagree, the most recently saved decision counts.")
 @click.option("--coder", default=None, help="Attribute --reviews decisions to this coder (default: each file's name).")
 @click.option("--force", is_flag=True, help="Replace an earlier output even if it holds review work.")
+@click.option("--jobs", type=click.IntRange(0, 512), default=0, show_default=True,
+              help="Processes for segmenting and rule matching; 0: every core when the corpus is large enough to gain.")
+@click.option("--dask", "dask_address", default=None, metavar="SCHEDULER_ADDRESS",
+              help="Run segmenting and rule matching on a Dask cluster (pip install 'qualcode[dask]').")
 @_study_option
 @click.option("-v", "--verbose", is_flag=True, help="Also list skipped files and other notes.")
 @_quiet_option
-def code(paths, output, output_format, codebook_path, train_paths, no_classifier, review_paths, coder, force, study_dir,
-         verbose, quiet, **corpus_options) -> None:
+def code(paths, output, output_format, codebook_path, train_paths, no_classifier, review_paths, coder, force, jobs,
+         dask_address, study_dir, verbose, quiet, **corpus_options) -> None:
     """Code PATHS (files or folders) and write coded segments with their evidence.
 
     Inside a study (see qualcode init), every human decision stored in it is applied and the run
@@ -243,7 +249,8 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
                               train=", ".join(str(path) for path in train_paths) or "none",
                               reviews=", ".join(str(path) for path in review_paths) or "none",
                               study=str(study.root) if study else "none",
-                              paths=json.dumps([str(path) for path in paths]), **corpus_options)
+                              paths=json.dumps([str(path) for path in paths]), jobs=jobs, dask=dask_address,
+                              **corpus_options)
     imports = [read_review_workbook(path, coder=coder or path.stem, code_ids=codebook.code_ids,
                                     decided_at=_modified_at(path)) for path in review_paths]
     stored = study.decisions() if study is not None else []

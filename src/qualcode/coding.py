@@ -9,8 +9,9 @@ from qualcode.classify import CodeClassifier, TrainingExample, examples_from_cod
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW, Policy, combine
 from qualcode.models import Codebook, CodingResult, Corpus, HumanDecision, Segment
 from qualcode.reviews import apply_reviews, rereview_assignments, resolve_reviews, reviewed_examples
-from qualcode.rules import RuleMatcher, compile_rules
-from qualcode.segment import DEFAULT_PIPELINE, build_pipeline, segment_documents
+from qualcode.rules import RuleMatcher
+from qualcode.parallel import ChunkTask, compiled, resolve_jobs, segment_and_match
+from qualcode.segment import DEFAULT_PIPELINE, build_pipeline
 
 # progress(stage, advance, total): ``advance`` more items of ``total`` are done in ``stage``.
 Progress = Callable[[str, int, int], None]
@@ -31,6 +32,8 @@ class CodingOptions:
     suggest_at: float = DEFAULT_SUGGEST_AT
     veto_below: float = DEFAULT_VETO_BELOW
     thresholds: tuple[tuple[str, float], ...] = ()
+    jobs: int = 1
+    dask: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     def policy(self, codebook: Codebook) -> Policy:
@@ -43,6 +46,8 @@ class CodingOptions:
         record.pop("thresholds")
         record["unit"] = self.unit or "default (turn / paragraph / document by kind)"
         record["interviewer_labels"] = ", ".join(self.interviewer_labels)
+        record["jobs"] = "automatic" if self.jobs == 0 else self.jobs
+        record["dask"] = self.dask or "none"
         return {**record, **extra}
 
 
@@ -96,16 +101,16 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
                review_coder: str | None = None, nlp=None, progress: Progress | None = None) -> CodingRun:
     """``code_corpus``, keeping the classifier's probabilities for every coded segment (for active learning)."""
     nlp = nlp if nlp is not None else build_pipeline(options.spacy_model)
-    matcher = compile_rules(codebook, nlp)
     documents = corpus.documents
-    segment_progress = (lambda _: progress("segment", 1, len(documents))) if progress else None
-    segments = segment_documents(documents, unit=options.unit, nlp=nlp, interviewer_labels=options.interviewer_labels,
-                                 progress=segment_progress)
+    task = ChunkTask(codebook, options.spacy_model, options.unit, tuple(options.interviewer_labels),
+                     options.code_interviewer)
+    compiled(task, nlp)  # a rule the pipeline cannot serve fails here, before any worker starts
+    segments, rule_assignments = segment_and_match(documents, task, jobs=resolve_jobs(options.jobs, documents),
+                                                   dask_address=options.dask, nlp=nlp, progress=progress)
     codable = [segment for segment in segments if options.code_interviewer or not segment.is_interviewer]
     current = [decision for decision in reviews if decision.code_id in codebook.code_ids]
     resolved = resolve_reviews(current, segments, coder=review_coder)
     training = [*training, *reviewed_examples(resolved, segments)]
-    rule_assignments = match_rules(codable, matcher, progress)
     record = options.as_record()
     policy = options.policy(codebook)
     record.update(policy.as_record())

@@ -1,0 +1,144 @@
+"""Segmenting and rule-matching documents on all cores, or on a Dask cluster, with the same output as one process.
+
+Documents go out in chunks of whole documents, in order; each worker builds the spaCy pipeline
+and compiles the rules once, segments its chunk and matches the rules, and sends back plain
+segments and rule assignments. Results are put back together in the order the chunks left, so
+``--jobs 4`` and ``--dask ADDRESS`` write exactly what ``--jobs 1`` writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from qualcode.errors import ConfigurationError
+from qualcode.models import CodeAssignment, Codebook, Document, Segment
+
+logger = logging.getLogger(__name__)
+
+WORDS_PER_CHUNK = 25_000
+# Below this many words, starting worker processes costs more than it saves.
+PARALLEL_FROM_WORDS = 150_000
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """Everything a worker needs besides the documents: plain, picklable data."""
+
+    codebook: Codebook
+    spacy_model: str
+    unit: str | None
+    interviewer_labels: tuple[str, ...]
+    code_interviewer: bool
+
+
+ChunkResult = tuple[list[Segment], list[CodeAssignment]]
+_STATE: dict[tuple, tuple] = {}
+
+
+def compiled(task: ChunkTask, nlp=None):
+    """The pipeline and compiled rules for ``task``, built once per process."""
+    from qualcode.rules import compile_rules
+    from qualcode.segment import build_pipeline
+
+    key = (task.codebook.sha256, task.codebook.name, task.codebook.code_ids, task.spacy_model, id(nlp))
+    if key not in _STATE:
+        pipeline = nlp if nlp is not None else build_pipeline(task.spacy_model)
+        _STATE.clear()
+        _STATE[key] = (pipeline, compile_rules(task.codebook, pipeline))
+    return _STATE[key]
+
+
+def process_chunk(task: ChunkTask, documents: Sequence[Document], nlp=None) -> ChunkResult:
+    """Segment a chunk of documents and match the rules on the segments that are coded."""
+    from qualcode.segment import segment_documents
+
+    pipeline, matcher = compiled(task, nlp)
+    segments = segment_documents(documents, unit=task.unit, nlp=pipeline, interviewer_labels=task.interviewer_labels)
+    codable = [segment for segment in segments if task.code_interviewer or not segment.is_interviewer]
+    return segments, list(matcher.match(codable))
+
+
+def chunk_documents(documents: Sequence[Document], words_per_chunk: int = WORDS_PER_CHUNK) -> list[list[Document]]:
+    chunks: list[list[Document]] = []
+    current: list[Document] = []
+    words = 0
+    for document in documents:
+        current.append(document)
+        words += len(document.text.split())
+        if words >= words_per_chunk:
+            chunks.append(current)
+            current, words = [], 0
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def resolve_jobs(jobs: int, documents: Sequence[Document]) -> int:
+    """``jobs`` 0 means automatic: every core for a corpus big enough to gain, else one process."""
+    if jobs > 0:
+        return jobs
+    words = sum(len(document.text.split()) for document in documents)
+    return (os.cpu_count() or 1) if words >= PARALLEL_FROM_WORDS else 1
+
+
+_WORKER_TASK: ChunkTask | None = None
+
+
+def _initialise_worker(task: ChunkTask) -> None:
+    global _WORKER_TASK
+    _WORKER_TASK = task
+    compiled(task)
+
+
+def _run_in_worker(documents: Sequence[Document]) -> ChunkResult:
+    return process_chunk(_WORKER_TASK, documents)
+
+
+def segment_and_match(documents: Sequence[Document], task: ChunkTask, *, jobs: int = 1, dask_address: str | None = None,
+                      nlp=None, progress: Callable[[str, int, int], None] | None = None) -> ChunkResult:
+    """All segments and rule assignments, in document order, computed where asked."""
+    chunks = chunk_documents(documents)
+    segments: list[Segment] = []
+    assignments: list[CodeAssignment] = []
+
+    def collect(results) -> None:
+        for chunk, (chunk_segments, chunk_assignments) in zip(chunks, results):
+            segments.extend(chunk_segments)
+            assignments.extend(chunk_assignments)
+            if progress:
+                progress("code", len(chunk), len(documents))
+
+    if dask_address:
+        collect(_on_dask(dask_address, task, chunks))
+    elif jobs > 1 and len(chunks) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+        with ProcessPoolExecutor(min(jobs, len(chunks)), mp_context=context, initializer=_initialise_worker,
+                                 initargs=(task,)) as pool:
+            collect(pool.map(_run_in_worker, chunks))
+    else:
+        collect(process_chunk(task, chunk, nlp) for chunk in chunks)
+    return segments, assignments
+
+
+def _on_dask(address: str, task: ChunkTask, chunks: list[list[Document]]):
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ConfigurationError("--dask needs the dask extra: pip install 'qualcode[dask]'") from None
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError) as error:
+        raise ConfigurationError(f"cannot reach the Dask scheduler at {address} ({error})") from error
+    try:
+        task_future = client.scatter(task, broadcast=True)
+        futures = client.map(process_chunk, [task_future] * len(chunks), chunks, pure=False)
+        for future in futures:
+            yield future.result()
+    finally:
+        client.close()

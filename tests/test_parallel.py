@@ -1,0 +1,64 @@
+"""--jobs N and --dask give exactly the output of one process."""
+
+import pytest
+
+from conftest import SAMPLE
+from qualcode import parallel
+from qualcode.codebook import load_codebook
+from qualcode.coding import CodingOptions, code_corpus
+from qualcode.ingest import read_documents
+
+
+def _fingerprint(result):
+    return ([(s.segment_id, s.text, s.speaker, s.timestamp, s.is_interviewer) for s in result.segments],
+            [(a.segment_id, a.code_id, a.source, a.status, a.confidence, a.evidence) for a in result.assignments])
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return read_documents([SAMPLE]), load_codebook()
+
+
+@pytest.fixture(scope="module")
+def one_process(sample, nlp):
+    corpus, codebook = sample
+    return _fingerprint(code_corpus(corpus, codebook, CodingOptions(jobs=1), nlp=nlp))
+
+
+def test_chunks_keep_whole_documents_in_order(sample):
+    corpus, _ = sample
+    chunks = parallel.chunk_documents(corpus.documents, words_per_chunk=3000)
+    assert len(chunks) > 3
+    assert [d.doc_id for chunk in chunks for d in chunk] == [d.doc_id for d in corpus.documents]
+
+
+def test_all_cores_give_the_same_output(sample, one_process, monkeypatch, nlp):
+    corpus, codebook = sample
+    monkeypatch.setattr(parallel, "WORDS_PER_CHUNK", 3000)
+    assert len(parallel.chunk_documents(corpus.documents, 3000)) > 2
+    assert _fingerprint(code_corpus(corpus, codebook, CodingOptions(jobs=2), nlp=nlp)) == one_process
+
+
+def test_automatic_jobs_use_one_process_for_small_corpora(sample):
+    corpus, _ = sample
+    assert parallel.resolve_jobs(0, corpus.documents) == 1
+    assert parallel.resolve_jobs(3, corpus.documents) == 3
+
+
+def test_a_dask_cluster_gives_the_same_output(sample, one_process, monkeypatch, nlp):
+    distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
+    corpus, codebook = sample
+    monkeypatch.setattr(parallel, "WORDS_PER_CHUNK", 5000)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  host="127.0.0.1") as cluster:
+        result = code_corpus(corpus, codebook, CodingOptions(dask=cluster.scheduler_address), nlp=nlp)
+    assert _fingerprint(result) == one_process
+
+
+def test_an_unreachable_scheduler_is_a_clear_error(sample, nlp):
+    pytest.importorskip("distributed", reason="the dask extra is not installed")
+    from qualcode.errors import ConfigurationError
+
+    corpus, codebook = sample
+    with pytest.raises(ConfigurationError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        code_corpus(corpus, codebook, CodingOptions(dask="tcp://127.0.0.1:9"), nlp=nlp)
