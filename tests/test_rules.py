@@ -95,3 +95,33 @@ def test_patterns_needing_a_tagger_are_refused_on_the_blank_pipeline(nlp):
     assert problems == []
     with pytest.raises(ConfigurationError, match=r"pattern 'verb' uses POS, which needs a trained spaCy pipeline with a tagger"):
         compile_rules(codebook, nlp)
+
+
+@pytest.mark.parametrize("pattern,literals", [
+    (r"\bsocial\s+worker\b", {"social worker"}),
+    (r"\b(?:never|not)\s+(?:rang)", {"never", "not"}),
+    (r"abc|def", {"abc", "def"}),
+    (r"\b(?:heat(?:ing)?|eat)", {"heat", "eat"}),
+    (r"\bworkers?\b", None),          # the word may be cut short
+    (r"\b(?:a\s+)?meeting", None),    # an optional start requires nothing
+    (r"(?:ab|cd)e|x", None),          # one alternative starts with a single letter
+    (r"\d+ kids", None),
+])
+def test_regexes_are_gated_only_by_words_every_match_contains(pattern, literals):
+    from qualcode.rules import regex_literals
+
+    assert regex_literals(pattern) == (frozenset(literals) if literals else None)
+
+
+def test_gating_never_changes_what_a_regex_finds(matcher):
+    import re
+
+    from qualcode.rules import regex_literals
+
+    texts = ["They never  rang back.", "NEVER\nRANG", "she said she'd never ring", "heating or eating", "no"]
+    for pattern in (r"\bnever\s+rang\b", r"\b(?:heat(?:ing)?|eat(?:ing)?)\s+or\s+(?:heat(?:ing)?|eat(?:ing)?)\b"):
+        literals = regex_literals(pattern)
+        for text in texts:
+            lowered = " ".join(text.lower().split())
+            gated_open = any(literal in lowered for literal in literals)
+            assert gated_open or not re.search(pattern, text, re.IGNORECASE)

@@ -74,6 +74,10 @@ def _only_stop_words(ngram: str) -> bool:
     return all(word in ENGLISH_STOP_WORDS for word in ngram.split())
 
 
+def _content_mask(names) -> np.ndarray:
+    return np.array([not _only_stop_words(name) for name in names], dtype=bool)
+
+
 def _default_vectorizer():
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -144,6 +148,7 @@ class CodeClassifier:
             model = _base_model().fit(features, labels, sample_weight=weights)
             self.models_[code_id] = (model, _platt_calibrator(features, labels, weights, groups, real))
         self.feature_names_ = self.vectorizer_.get_feature_names_out() if examples else np.array([])
+        self.content_features_ = _content_mask(self.feature_names_)
         return self
 
     @property
@@ -171,11 +176,12 @@ class CodeClassifier:
         """The content n-grams in one transformed text that pushed it most towards ``code_id``."""
         coef = self.models_[code_id][0].coef_.ravel()
         row = features_row.tocsr()
-        contributions = [(self.feature_names_[index], float(value * coef[index]))
-                         for index, value in zip(row.indices, row.data)
-                         if value * coef[index] > 0 and not _only_stop_words(self.feature_names_[index])]
-        contributions.sort(key=lambda item: (-item[1], item[0]))
-        return contributions[:top]
+        weights = row.data * coef[row.indices]
+        keep = (weights > 0) & self.content_features_[row.indices]
+        indices, weights = row.indices[keep], weights[keep]
+        names = self.feature_names_[indices]
+        order = np.lexsort((names, -weights))[:top]
+        return [(str(names[i]), float(weights[i])) for i in order]
 
 
 def train_classifier(codebook: Codebook, examples: Iterable[TrainingExample]) -> CodeClassifier:

@@ -105,8 +105,15 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
     task = ChunkTask(codebook, options.spacy_model, options.unit, tuple(options.interviewer_labels),
                      options.code_interviewer)
     compiled(task, nlp)  # a rule the pipeline cannot serve fails here, before any worker starts
-    segments, rule_assignments = segment_and_match(documents, task, jobs=resolve_jobs(options.jobs, documents),
-                                                   dask_address=options.dask, nlp=nlp, progress=progress)
+    # Without reviews or weak labels the classifier's data is known now: train it while workers match.
+    train_early = options.classifier and not reviews and not options.weak_labels
+
+    def train() -> CodeClassifier:
+        return CodeClassifier(codebook.code_ids).fit(training_examples(codebook, options, training))
+
+    segments, rule_assignments, early = segment_and_match(
+        documents, task, jobs=resolve_jobs(options.jobs, documents), dask_address=options.dask, nlp=nlp,
+        progress=progress, meanwhile=train if train_early else None)
     codable = [segment for segment in segments if options.code_interviewer or not segment.is_interviewer]
     current = [decision for decision in reviews if decision.code_id in codebook.code_ids]
     resolved = resolve_reviews(current, segments, coder=review_coder)
@@ -116,8 +123,11 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
     record.update(policy.as_record())
     probabilities, explain = None, None
     if options.classifier:
-        examples = training_examples(codebook, options, training, weak_examples(codable, rule_assignments))
-        classifier = CodeClassifier(codebook.code_ids).fit(examples)
+        if early is not None:
+            classifier = early
+        else:
+            examples = training_examples(codebook, options, training, weak_examples(codable, rule_assignments))
+            classifier = CodeClassifier(codebook.code_ids).fit(examples)
         record["classifier training"] = "; ".join(
             f"{code_id}: {positive}+/{negative}-" for code_id, (positive, negative) in classifier.training_counts_.items())
         record["classifier codes"] = ", ".join(classifier.trained_codes) or "none (too few examples)"

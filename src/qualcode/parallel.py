@@ -43,8 +43,10 @@ def compiled(task: ChunkTask, nlp=None):
     from qualcode.rules import compile_rules
     from qualcode.segment import build_pipeline
 
-    key = (task.codebook.sha256, task.codebook.name, task.codebook.code_ids, task.spacy_model, id(nlp))
-    if key not in _STATE:
+    # Keyed by what the rules depend on, not by the pipeline object: a worker forked after the
+    # parent compiled the rules inherits them instead of compiling again.
+    key = (task.codebook.sha256, task.codebook.name, task.codebook.code_ids, task.spacy_model)
+    if key not in _STATE or (nlp is not None and _STATE[key][0] is not nlp):
         pipeline = nlp if nlp is not None else build_pipeline(task.spacy_model)
         _STATE.clear()
         _STATE[key] = (pipeline, compile_rules(task.codebook, pipeline))
@@ -98,8 +100,13 @@ def _run_in_worker(documents: Sequence[Document]) -> ChunkResult:
 
 
 def segment_and_match(documents: Sequence[Document], task: ChunkTask, *, jobs: int = 1, dask_address: str | None = None,
-                      nlp=None, progress: Callable[[str, int, int], None] | None = None) -> ChunkResult:
-    """All segments and rule assignments, in document order, computed where asked."""
+                      nlp=None, progress: Callable[[str, int, int], None] | None = None,
+                      meanwhile: Callable[[], object] | None = None) -> tuple[list[Segment], list[CodeAssignment], object]:
+    """All segments and rule assignments, in document order, computed where asked.
+
+    ``meanwhile`` runs in this process while workers match (e.g. training the classifier), and
+    its result is returned third.
+    """
     chunks = chunk_documents(documents)
     segments: list[Segment] = []
     assignments: list[CodeAssignment] = []
@@ -111,22 +118,32 @@ def segment_and_match(documents: Sequence[Document], task: ChunkTask, *, jobs: i
             if progress:
                 progress("code", len(chunk), len(documents))
 
+    extra = None
     if dask_address:
-        collect(_on_dask(dask_address, task, chunks))
+        client, futures = _submit_to_dask(dask_address, task, chunks)
+        try:
+            extra = meanwhile() if meanwhile else None
+            collect(future.result() for future in futures)
+        finally:
+            client.close()
     elif jobs > 1 and len(chunks) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        compiled(task, nlp)  # forked workers inherit the compiled rules
         context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
         with ProcessPoolExecutor(min(jobs, len(chunks)), mp_context=context, initializer=_initialise_worker,
                                  initargs=(task,)) as pool:
-            collect(pool.map(_run_in_worker, chunks))
+            results = pool.map(_run_in_worker, chunks)
+            extra = meanwhile() if meanwhile else None
+            collect(results)
     else:
+        extra = meanwhile() if meanwhile else None
         collect(process_chunk(task, chunk, nlp) for chunk in chunks)
-    return segments, assignments
+    return segments, assignments, extra
 
 
-def _on_dask(address: str, task: ChunkTask, chunks: list[list[Document]]):
+def _submit_to_dask(address: str, task: ChunkTask, chunks: list[list[Document]]):
     try:
         from distributed import Client
     except ImportError:
@@ -137,8 +154,7 @@ def _on_dask(address: str, task: ChunkTask, chunks: list[list[Document]]):
         raise ConfigurationError(f"cannot reach the Dask scheduler at {address} ({error})") from error
     try:
         task_future = client.scatter(task, broadcast=True)
-        futures = client.map(process_chunk, [task_future] * len(chunks), chunks, pure=False)
-        for future in futures:
-            yield future.result()
-    finally:
+        return client, client.map(process_chunk, [task_future] * len(chunks), chunks, pure=False)
+    except BaseException:
         client.close()
+        raise

@@ -48,6 +48,99 @@ def word_forms(word: str) -> frozenset[str]:
     return _forms_by_lemma().get(lemma, frozenset()) | {lower, lemma}
 
 
+def _top_level_alternatives(body: str) -> list[str] | None:
+    """Split a group body on its top-level ``|``; None if brackets do not balance."""
+    parts, depth, current, index, in_class = [], 0, [], 0, False
+    while index < len(body):
+        character = body[index]
+        if character == "\\":
+            current.append(body[index:index + 2])
+            index += 2
+            continue
+        if in_class:
+            in_class = character != "]"
+        elif character == "[":
+            in_class = True
+        elif character == "(":
+            depth += 1
+        elif character == ")":
+            depth -= 1
+            if depth < 0:
+                return None
+        elif character == "|" and depth == 0:
+            parts.append("".join(current))
+            current = []
+            index += 1
+            continue
+        current.append(character)
+        index += 1
+    parts.append("".join(current))
+    return parts if depth == 0 else None
+
+
+def _leading_group(text: str) -> tuple[str, str] | None:
+    """(body, rest) of a ``(?:...)`` group at the start of ``text``; None if the brackets do not close."""
+    depth, index, in_class = 0, 0, False
+    while index < len(text):
+        character = text[index]
+        if character == "\\":
+            index += 2
+            continue
+        if in_class:
+            in_class = character != "]"
+        elif character == "[":
+            in_class = True
+        elif character == "(":
+            depth += 1
+        elif character == ")":
+            depth -= 1
+            if depth == 0:
+                return text[3:index], text[index + 1:]
+        index += 1
+    return None
+
+
+def _literal(text: str) -> str | None:
+    run = _LITERAL_RUN.match(text)
+    if run is None:
+        return None
+    literal = " ".join(word.lower() for word in re.split(r"\\s\+?| ", run.group()) if word)
+    return literal if len(literal) >= 2 else None
+
+
+# Plain words joined by whitespace (\s, \s+ or a space) that the regex spells out letter for letter;
+# a word followed by ?, * or { may be cut short, so it is left out.
+_LITERAL_RUN = re.compile(r"[A-Za-z]+(?:(?:\\s\+?| )[A-Za-z]+)*(?![A-Za-z?*{])")
+
+
+def regex_literals(pattern: str) -> frozenset[str] | None:
+    """Lower-case words one of which any match must contain, read off the start of each alternative.
+
+    A regex is tried only on texts holding one of them: most texts hold none, and scanning every
+    text with every case-insensitive regex was the slowest part of rule matching. None when an
+    alternative does not start with plain words (a digit class, an optional group...): then the
+    regex always runs.
+    """
+    alternatives = _top_level_alternatives(pattern)
+    if not alternatives:
+        return None
+    literals = set()
+    for alternative in alternatives:
+        rest = alternative[2:] if alternative.startswith("\\b") else alternative
+        starts = [rest]
+        if rest.startswith("(?:"):
+            group = _leading_group(rest)
+            if group is None or group[1][:1] in ("?", "*", "{"):
+                return None
+            starts = _top_level_alternatives(group[0]) or []
+        for start in starts:
+            literal = _literal(start)
+            if literal is None:
+                return None
+            literals.add(literal)
+    return frozenset(literals) or None
+
+
 def phrase_label(text: str) -> str:
     return f'phrase "{text}"'
 
@@ -87,7 +180,7 @@ class RuleMatcher:
         # token patterns are the slowest rules, and most texts hold none of their anchor words.
         self._gated_patterns: list[tuple[object, list[tuple[int, frozenset[int]]]]] = []
         self._refs: dict[str, _RuleRef] = {}
-        self._regexes: list[tuple[re.Pattern[str], _RuleRef]] = []
+        self._regexes: list[tuple[re.Pattern[str], _RuleRef, frozenset[str] | None]] = []
         self._needs_lemmas = False
         for code in codebook.codes:
             for index, phrase in enumerate(code.rules.phrases):
@@ -107,7 +200,8 @@ class RuleMatcher:
                 self._gated_patterns.append((matcher, self._gates(final)))
             for index, rule in enumerate(code.rules.regex):
                 key = self._ref(code.code_id, "regex", index, regex_label(rule.pattern))
-                self._regexes.append((re.compile(rule.pattern, re.IGNORECASE), self._refs[key]))
+                self._regexes.append((re.compile(rule.pattern, re.IGNORECASE), self._refs[key],
+                                      regex_literals(rule.pattern)))
 
     def _ref(self, code_id: str, kind: str, index: int, description: str) -> str:
         key = f"{code_id}\x1f{kind}\x1f{index}"
@@ -221,7 +315,10 @@ class RuleMatcher:
                     matches.extend(matcher(doc))
         for match_id, start, end in matches:
             hits.append((doc[start].idx, doc[end - 1].idx + len(doc[end - 1]), self._refs[strings[match_id]]))
-        for pattern, ref in self._regexes:
+        lowered = " ".join(segment.text.lower().split())
+        for pattern, ref, literals in self._regexes:
+            if literals is not None and not any(literal in lowered for literal in literals):
+                continue
             hits.extend((found.start(), found.end(), ref) for found in pattern.finditer(segment.text) if found.end() > found.start())
         evidence: dict[str, list[Evidence]] = defaultdict(list)
         for start, end, ref in sorted(hits, key=lambda hit: (hit[0], -hit[1])):

@@ -1,0 +1,256 @@
+"""How fast and lean `qualcode code` is, measured against the floor no design can avoid, in one run.
+
+    python benchmarks/bench.py --words 1000000
+    python benchmarks/bench.py --words 10000000 --no-stages      # the memory run
+
+A seeded generator writes a synthetic corpus of about N words, built from the sample corpus's
+sentences recombined: interview transcripts (60% of the words), essays (25%) and survey answers
+(15%). On that same text the benchmark measures
+
+- the floor: spacy.blank("en") tokenizing every document in one process, plus writing a workbook
+  with the same rows and columns as qualcode's Segments and Codings sheets with xlsxwriter in
+  constant_memory mode;
+- each stage of qualcode code in this process (read, segment, rules, classifier, write);
+- `qualcode code` end to end in a fresh process, with its peak resident memory;
+
+and prints a table (and --json FILE) with the ratio end-to-end / floor. Targets (issue 6): the
+ratio at or under 1.5 at 1M words, peak RSS under 1 GB at 10M words, training on 10,000
+labelled segments under 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "corpora" / "sample"
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def _sentences() -> dict[str, list[str]]:
+    """Sentences of the sample corpus by kind, without speaker labels."""
+    sys.path.insert(0, str(REPO / "src"))
+    from qualcode.ingest import read_documents
+    from qualcode.segment import segment_documents
+
+    pools: dict[str, list[str]] = {"transcript": [], "essay": [], "survey": [], "question": []}
+    corpus = read_documents([SAMPLE])
+    for segment in segment_documents(corpus.documents):
+        kind = next(d.kind for d in corpus.documents if d.doc_id == segment.doc_id)
+        pool = "question" if segment.is_interviewer else kind
+        pools[pool].extend(s.strip() for s in _SENTENCE.split(" ".join(segment.text.split())) if len(s.split()) > 2)
+    return pools
+
+
+def generate(folder: Path, words: int, seed: int = 0) -> dict[str, int]:
+    """Write about ``words`` words of transcripts, essays and a survey CSV into ``folder``; return word counts."""
+    rng = random.Random(seed)
+    pools = _sentences()
+    counts = {"transcript": 0, "essay": 0, "survey": 0}
+    targets = {"transcript": int(words * 0.60), "essay": int(words * 0.25), "survey": int(words * 0.15)}
+    (folder / "transcripts").mkdir(parents=True, exist_ok=True)
+    (folder / "essays").mkdir(exist_ok=True)
+    (folder / "survey").mkdir(exist_ok=True)
+    number = 0
+    while counts["transcript"] < targets["transcript"]:
+        number += 1
+        lines, size, stamp = [], 0, 0
+        timestamps = number % 3 == 0
+        while size < rng.randint(3000, 9000):
+            question = rng.choice(pools["question"])
+            answer = " ".join(rng.choice(pools["transcript"]) for _ in range(rng.randint(2, 7)))
+            for label, text in (("Interviewer", question), (f"P{number:04d}", answer)):
+                stamp += rng.randint(5, 90)
+                prefix = f"[{stamp // 3600:02d}:{stamp % 3600 // 60:02d}:{stamp % 60:02d}] " if timestamps else ""
+                lines.append(f"{prefix}{label}: {text}")
+                size += len(text.split())
+        (folder / "transcripts" / f"interview_{number:05d}.txt").write_text("\n\n".join(lines) + "\n", encoding="utf-8")
+        counts["transcript"] += size
+    number = 0
+    while counts["essay"] < targets["essay"]:
+        number += 1
+        paragraphs, size = [], 0
+        while size < rng.randint(800, 2500):
+            paragraph = " ".join(rng.choice(pools["essay"]) for _ in range(rng.randint(3, 7)))
+            paragraphs.append(paragraph)
+            size += len(paragraph.split())
+        (folder / "essays" / f"essay_{number:05d}.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+        counts["essay"] += size
+    with (folder / "survey" / "answers.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["respondent_id", "role", "site", "response"])
+        row = 0
+        while counts["survey"] < targets["survey"]:
+            row += 1
+            answer = " ".join(rng.choice(pools["survey"]) for _ in range(rng.randint(1, 3)))
+            writer.writerow([f"R{row:07d}", rng.choice(["parent", "young person", "care leaver"]),
+                             rng.choice(["North", "South", "City"]), answer])
+            counts["survey"] += len(answer.split())
+    return counts
+
+
+def _timed(function, *args, **kwargs):
+    start = time.perf_counter()
+    value = function(*args, **kwargs)
+    return value, time.perf_counter() - start
+
+
+def floor(texts: list[str], segment_rows: list[tuple], coding_rows: list[tuple], workdir: Path) -> dict[str, float]:
+    """The unavoidable work: tokenize every text; write rows of the same shape with xlsxwriter constant_memory."""
+    import spacy
+    import xlsxwriter
+
+    nlp = spacy.blank("en")
+    start = time.perf_counter()
+    tokens = sum(len(doc) for doc in nlp.tokenizer.pipe(texts, batch_size=64))
+    tokenize = time.perf_counter() - start
+    start = time.perf_counter()
+    workbook = xlsxwriter.Workbook(str(workdir / "floor.xlsx"), {"constant_memory": True, "strings_to_formulas": False,
+                                                                 "strings_to_urls": False})
+    for name, rows in (("Segments", segment_rows), ("Codings", coding_rows)):
+        sheet = workbook.add_worksheet(name)
+        for number, row in enumerate(rows):
+            sheet.write_row(number, 0, row)
+    workbook.close()
+    write = time.perf_counter() - start
+    return {"tokenize": tokenize, "write": write, "total": tokenize + write, "tokens": tokens}
+
+
+def stages(corpus_dir: Path, workdir: Path, jobs: int) -> tuple[dict[str, float], list[str], list[tuple], list[tuple]]:
+    """Each stage of qualcode code, timed in this process; also the texts and table rows for the floor."""
+    from qualcode.classify import CodeClassifier
+    from qualcode.codebook import load_codebook
+    from qualcode.coding import CodingOptions, training_examples
+    from qualcode.combine import combine
+    from qualcode.export import write_result
+    from qualcode.export.tables import codings_table, segments_table
+    from qualcode.ingest import read_documents
+    from qualcode.models import CodingResult
+    from qualcode.parallel import ChunkTask, segment_and_match
+    from qualcode.rules import compile_rules
+    from qualcode.segment import build_pipeline, segment_documents
+
+    codebook = load_codebook()
+    timings: dict[str, float] = {}
+    corpus, timings["read"] = _timed(read_documents, [corpus_dir])
+    nlp, timings["pipeline"] = _timed(build_pipeline)
+    segments, timings["segment"] = _timed(segment_documents, corpus.documents, nlp=nlp)
+    codable = [segment for segment in segments if not segment.is_interviewer]
+    matcher = compile_rules(codebook, nlp)
+    rules, timings["rules"] = _timed(lambda: list(matcher.match(codable)))
+    task = ChunkTask(codebook, "blank:en", None, (), False)
+    _, timings[f"segment+rules, {jobs} processes"] = _timed(segment_and_match, corpus.documents, task, jobs=jobs)
+    start = time.perf_counter()
+    classifier = CodeClassifier(codebook.code_ids).fit(training_examples(codebook, CodingOptions()))
+    timings["classifier train"] = time.perf_counter() - start
+    start = time.perf_counter()
+    probabilities = classifier.predict_proba([segment.text for segment in codable])
+    timings["classifier predict"] = time.perf_counter() - start
+    start = time.perf_counter()
+    merged = combine(codable, rules, probabilities, codebook.code_ids, CodingOptions().policy(codebook))
+    timings["combine"] = time.perf_counter() - start
+    result = CodingResult(corpus=corpus, segments=tuple(segments), assignments=tuple(merged), codebook=codebook)
+    _, timings["write"] = _timed(write_result, result, workdir / "stages.xlsx")
+    segment_rows, coding_rows = segments_table(result), codings_table(result)
+    texts = [document.text for document in corpus.documents]
+    return timings, texts, [segment_rows.header, *segment_rows.rows], [coding_rows.header, *coding_rows.rows]
+
+
+_WRAPPER = """
+import json, resource, sys
+from qualcode.cli import cli
+try:
+    cli.main(args=sys.argv[2:], prog_name="qualcode", standalone_mode=False)
+finally:
+    json.dump({"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+               "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}, open(sys.argv[1], "w"))
+"""
+
+
+def end_to_end(corpus_dir: Path, workdir: Path, jobs: int) -> dict[str, float]:
+    """`qualcode code` in a fresh process: wall time and peak RSS of the main process and of its largest worker."""
+    usage = workdir / "usage.json"
+    command = [sys.executable, "-c", _WRAPPER, str(usage), "code", str(corpus_dir), "-o", str(workdir / "coded.xlsx"),
+               "-q", "--jobs", str(jobs)]
+    start = time.perf_counter()
+    subprocess.run(command, check=True)
+    wall = time.perf_counter() - start
+    peaks = json.loads(usage.read_text())
+    return {"wall": wall, "peak_rss_mb": peaks["self"] / 1024, "worker_peak_rss_mb": peaks["children"] / 1024}
+
+
+def training_speed(size: int = 10_000) -> float:
+    """Seconds to train the classifier on ``size`` labelled segments (sentences of the sample, shuffled)."""
+    from qualcode.classify import CodeClassifier, TrainingExample
+    from qualcode.codebook import load_codebook
+
+    codes = load_codebook().code_ids
+    with (REPO / "corpora" / "sample-gold.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    rng = random.Random(0)
+    examples = []
+    for index in range(size):
+        row = rng.choice(rows)
+        words = row["text"].split()
+        rng.shuffle(words)
+        examples.append(TrainingExample(" ".join(words), {c: int(row[c]) for c in codes}, 1.0, f"d{index % 300}"))
+    _, seconds = _timed(CodeClassifier(codes).fit, examples)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--words", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--no-stages", action="store_true", help="Skip the in-process stage timings and the floor.")
+    parser.add_argument("--json", type=Path, help="Also write the results here.")
+    parser.add_argument("--keep", type=Path, help="Write the corpus here and keep it.")
+    arguments = parser.parse_args()
+    sys.path.insert(0, str(REPO / "src"))
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(scratch)
+        corpus_dir = arguments.keep or workdir / "corpus"
+        counts, generate_seconds = _timed(generate, corpus_dir, arguments.words, arguments.seed)
+        words = sum(counts.values())
+        results: dict[str, object] = {"words": words, "by_kind": counts, "jobs": arguments.jobs, "cpus": os.cpu_count()}
+        print(f"corpus: {words:,} words ({counts}) written in {generate_seconds:.1f} s")
+        e2e = end_to_end(corpus_dir, workdir, arguments.jobs)
+        results["end_to_end"] = e2e
+        rows = []
+        if not arguments.no_stages:
+            timings, texts, segment_rows, coding_rows = stages(corpus_dir, workdir, arguments.jobs)
+            base = floor(texts, segment_rows, coding_rows, workdir)
+            results.update({"stages": timings, "floor": base, "segments_rows": len(segment_rows) - 1,
+                            "codings_rows": len(coding_rows) - 1,
+                            "ratio": e2e["wall"] / base["total"]})
+            rows += [(f"floor: tokenize ({base['tokens']:,} tokens)", base["tokenize"]),
+                     (f"floor: write {len(segment_rows) - 1:,} + {len(coding_rows) - 1:,} rows", base["write"]),
+                     ("floor: total", base["total"])]
+            rows += [(f"stage: {name}", seconds) for name, seconds in timings.items()]
+        rows.append((f"qualcode code end to end (--jobs {arguments.jobs})", e2e["wall"]))
+        results["train_10k_seconds"] = training_speed()
+        print(f"\n{'what':<52} {'seconds':>9} {'words/s':>11}")
+        for name, seconds in rows:
+            print(f"{name:<52} {seconds:>9.2f} {words / seconds if seconds else 0:>11,.0f}")
+        print(f"\npeak RSS: main process {e2e['peak_rss_mb']:.0f} MB, largest worker {e2e['worker_peak_rss_mb']:.0f} MB")
+        if "ratio" in results:
+            print(f"ratio end-to-end / floor: {results['ratio']:.2f} (target <= 1.5)")
+        print(f"classifier training on 10,000 labelled segments: {results['train_10k_seconds']:.2f} s (target < 5)")
+        if arguments.json:
+            arguments.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
