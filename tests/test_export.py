@@ -159,3 +159,15 @@ def test_a_failed_write_leaves_the_previous_output_and_no_temporary_file(result,
         write_result(result, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["coded.xlsx", "corpus"]
+
+
+def test_a_sheet_longer_than_excel_allows_is_refused_before_writing(result, tmp_path):
+    from qualcode.errors import OutputError
+    from qualcode.export.tables import Table
+    from qualcode.export.xlsx import EXCEL_MAX_ROWS, check_sheet_sizes
+
+    huge = Table("Segments", ("segment_id",), iter(()), count=EXCEL_MAX_ROWS)
+    with pytest.raises(OutputError, match=r"sheet Segments would need 1,048,577 rows, more than Excel's limit of "
+                                          r"1,048,576; write the tables as CSV with --format csv"):
+        check_sheet_sizes([huge])
+    check_sheet_sizes([Table("Segments", ("segment_id",), iter(()), count=EXCEL_MAX_ROWS - 1)])

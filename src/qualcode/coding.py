@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from qualcode.classify import CodeClassifier, TrainingExample, examples_from_codebook, seed_examples, weak_examples
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW, Policy, combine
 from qualcode.models import Codebook, CodingResult, Corpus, HumanDecision, Segment
@@ -16,6 +18,7 @@ from qualcode.segment import DEFAULT_PIPELINE, build_pipeline
 # progress(stage, advance, total): ``advance`` more items of ``total`` are done in ``stage``.
 Progress = Callable[[str, int, int], None]
 _PROGRESS_CHUNK = 256
+_CLASSIFY_CHUNK = 5000
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,31 @@ class CodingRun:
     human_decided: frozenset[tuple[str, str]]
 
 
+def _classify_and_combine(codable: Sequence[Segment], rule_assignments, classifier: CodeClassifier | None,
+                          codebook: Codebook, policy) -> tuple[list, np.ndarray | None]:
+    """Classifier probabilities and the combined assignments, a slice of segments at a time.
+
+    Only one slice's TF-IDF matrix is alive at once, which keeps memory flat on large corpora;
+    the probabilities are kept (as float32) for active learning.
+    """
+    if classifier is None or not classifier.trained_codes or not codable:
+        return combine(codable, rule_assignments, None, codebook.code_ids, policy), None
+    by_segment: dict[str, list] = {}
+    for assignment in rule_assignments:
+        by_segment.setdefault(assignment.segment_id, []).append(assignment)
+    probabilities = np.empty((len(codable), len(codebook.code_ids)), dtype=np.float32)
+    merged = []
+    for offset in range(0, len(codable), _CLASSIFY_CHUNK):
+        chunk = codable[offset:offset + _CLASSIFY_CHUNK]
+        features = classifier.transform([segment.text for segment in chunk])
+        chunk_probabilities = classifier.predict_proba([], features=features)
+        probabilities[offset:offset + len(chunk)] = chunk_probabilities
+        rules = [a for segment in chunk for a in by_segment.get(segment.segment_id, ())]
+        merged.extend(combine(chunk, rules, chunk_probabilities, codebook.code_ids, policy,
+                              lambda row, code_id: classifier.explain(features[row], code_id)))
+    return merged, probabilities
+
+
 def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = CodingOptions(), *,
                 training: Sequence[TrainingExample] = (), reviews: Sequence[HumanDecision] = (),
                 review_coder: str | None = None, nlp=None, progress: Progress | None = None) -> CodingResult:
@@ -121,7 +149,7 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
     record = options.as_record()
     policy = options.policy(codebook)
     record.update(policy.as_record())
-    probabilities, explain = None, None
+    classifier = None
     if options.classifier:
         if early is not None:
             classifier = early
@@ -131,11 +159,7 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
         record["classifier training"] = "; ".join(
             f"{code_id}: {positive}+/{negative}-" for code_id, (positive, negative) in classifier.training_counts_.items())
         record["classifier codes"] = ", ".join(classifier.trained_codes) or "none (too few examples)"
-        if classifier.trained_codes and codable:
-            features = classifier.transform([segment.text for segment in codable])
-            probabilities = classifier.predict_proba([], features=features)
-            explain = lambda row, code_id: classifier.explain(features[row], code_id)  # noqa: E731
-    assignments = combine(codable, rule_assignments, probabilities, codebook.code_ids, policy, explain)
+    assignments, probabilities = _classify_and_combine(codable, rule_assignments, classifier, codebook, policy)
     if reviews:
         assignments = apply_reviews(assignments, resolved)
         flagged = rereview_assignments(reviews, segments, codebook, set(resolved.final))

@@ -36,7 +36,7 @@ class Document:
     attributes: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Segment:
     """A coded unit: a slice ``document.text[start_char:end_char]`` of one document."""
 
@@ -123,7 +123,7 @@ class Codebook:
         raise KeyError(code_id)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Evidence:
     """Why a code was given: which rule matched, and the words it matched."""
 
@@ -136,7 +136,7 @@ class Evidence:
         return f'"{self.matched}" ({self.rule})'
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CodeAssignment:
     segment_id: str
     code_id: str

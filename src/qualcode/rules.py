@@ -48,38 +48,8 @@ def word_forms(word: str) -> frozenset[str]:
     return _forms_by_lemma().get(lemma, frozenset()) | {lower, lemma}
 
 
-def _top_level_alternatives(body: str) -> list[str] | None:
-    """Split a group body on its top-level ``|``; None if brackets do not balance."""
-    parts, depth, current, index, in_class = [], 0, [], 0, False
-    while index < len(body):
-        character = body[index]
-        if character == "\\":
-            current.append(body[index:index + 2])
-            index += 2
-            continue
-        if in_class:
-            in_class = character != "]"
-        elif character == "[":
-            in_class = True
-        elif character == "(":
-            depth += 1
-        elif character == ")":
-            depth -= 1
-            if depth < 0:
-                return None
-        elif character == "|" and depth == 0:
-            parts.append("".join(current))
-            current = []
-            index += 1
-            continue
-        current.append(character)
-        index += 1
-    parts.append("".join(current))
-    return parts if depth == 0 else None
-
-
-def _leading_group(text: str) -> tuple[str, str] | None:
-    """(body, rest) of a ``(?:...)`` group at the start of ``text``; None if the brackets do not close."""
+def _structure(text: str) -> Iterator[tuple[int, str, int]]:
+    """(index, character, bracket depth before it) for each character that is not escaped or in a [class]."""
     depth, index, in_class = 0, 0, False
     while index < len(text):
         character = text[index]
@@ -90,13 +60,32 @@ def _leading_group(text: str) -> tuple[str, str] | None:
             in_class = character != "]"
         elif character == "[":
             in_class = True
-        elif character == "(":
-            depth += 1
-        elif character == ")":
-            depth -= 1
-            if depth == 0:
-                return text[3:index], text[index + 1:]
+        else:
+            yield index, character, depth
+            depth += {"(": 1, ")": -1}.get(character, 0)
         index += 1
+
+
+def _top_level_alternatives(body: str) -> list[str] | None:
+    """Split a regex (or a group's body) on its top-level ``|``; None if brackets do not balance."""
+    cuts, after = [], 0
+    for index, character, depth in _structure(body):
+        if depth == 0 and character == ")":
+            return None
+        if depth == 0 and character == "|":
+            cuts.append(index)
+        after = depth + {"(": 1, ")": -1}.get(character, 0)
+    if after != 0:
+        return None
+    bounds = [-1, *cuts, len(body)]
+    return [body[bounds[i] + 1:bounds[i + 1]] for i in range(len(bounds) - 1)]
+
+
+def _leading_group(text: str) -> tuple[str, str] | None:
+    """(body, rest) of a ``(?:...)`` group at the start of ``text``; None if the brackets do not close."""
+    for index, character, depth in _structure(text):
+        if character == ")" and depth == 1:
+            return text[3:index], text[index + 1:]
     return None
 
 

@@ -19,7 +19,7 @@ from importlib import resources
 
 from qualcode.errors import ConfigurationError
 from qualcode.models import DEFAULT_UNIT, UNITS, Document, Segment
-from qualcode.turns import DEFAULT_INTERVIEWER_LABELS, is_interviewer, parse_turns
+from qualcode.turns import DEFAULT_INTERVIEWER_LABELS, is_interviewer, parse_turns, strip_span
 
 logger = logging.getLogger(__name__)
 
@@ -100,28 +100,20 @@ class _Block:
     timestamp: str | None = None
 
 
-def _stripped(text: str, start: int, end: int) -> tuple[int, int]:
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return start, end
-
-
 def _paragraphs(text: str, block: _Block) -> Iterator[_Block]:
     cursor = block.start
     for brk in _PARAGRAPH_BREAK.finditer(text, block.start, block.end):
-        start, end = _stripped(text, cursor, brk.start())
+        start, end = strip_span(text, cursor, brk.start())
         if end > start:
             yield _Block(start, end, block.speaker, block.timestamp)
         cursor = brk.end()
-    start, end = _stripped(text, cursor, block.end)
+    start, end = strip_span(text, cursor, block.end)
     if end > start:
         yield _Block(start, end, block.speaker, block.timestamp)
 
 
 def _whole(text: str) -> list[_Block]:
-    start, end = _stripped(text, 0, len(text))
+    start, end = strip_span(text, 0, len(text))
     return [_Block(start, end)] if end > start else []
 
 
@@ -200,6 +192,6 @@ def _sentences(text: str, paragraphs: list[_Block], nlp) -> Iterator[_Block]:
         docs = nlp.pipe(text[block.start:block.end] for block in paragraphs)
         for block, doc in zip(paragraphs, docs):
             for sentence in doc.sents:
-                start, end = _stripped(text, block.start + sentence.start_char, block.start + sentence.end_char)
+                start, end = strip_span(text, block.start + sentence.start_char, block.start + sentence.end_char)
                 if end > start:
                     yield _Block(start, end, block.speaker, block.timestamp)

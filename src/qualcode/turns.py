@@ -93,7 +93,8 @@ def _turn_starts(text: str) -> list[_TurnStart]:
     return starts
 
 
-def _strip_span(text: str, start: int, end: int) -> tuple[int, int]:
+def strip_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """Narrow ``[start, end)`` past whitespace at both ends."""
     while start < end and text[start].isspace():
         start += 1
     while end > start and text[end - 1].isspace():
@@ -106,12 +107,12 @@ def parse_turns(text: str) -> list[Turn]:
     starts = _turn_starts(text)
     turns: list[Turn] = []
     first_line = starts[0].line_start if starts else len(text)
-    preamble = _strip_span(text, 0, first_line)
+    preamble = strip_span(text, 0, first_line)
     if preamble[1] > preamble[0]:
         turns.append(Turn(preamble[0], preamble[1], None, None))
     for position, turn_start in enumerate(starts):
         end = starts[position + 1].line_start if position + 1 < len(starts) else len(text)
-        start, end = _strip_span(text, turn_start.text_start, end)
+        start, end = strip_span(text, turn_start.text_start, end)
         if end > start:
             turns.append(Turn(start, end, turn_start.speaker, turn_start.timestamp))
     return turns

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import platform
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from qualcode import __version__
@@ -21,10 +21,17 @@ SHEETS = ("Segments", "Codings", "Summary", "Co-occurrence", "Codebook", "Run", 
 
 @dataclass(frozen=True)
 class Table:
+    """A sheet: its header and rows. Big tables give their rows lazily, with ``count`` saying how many."""
+
     name: str
     header: tuple[str, ...]
-    rows: list[tuple]
+    rows: Iterable[tuple]
     text_columns: tuple[str, ...] = ()
+    count: int | None = None
+
+    @property
+    def size(self) -> int:
+        return self.count if self.count is not None else len(self.rows)
 
 
 def attribute_names(result: CodingResult) -> list[str]:
@@ -59,32 +66,36 @@ def segments_table(result: CodingResult) -> Table:
     header = (*SEGMENT_FIXED, *attribute_columns, "text", *code_ids, "codes", "reviewed")
     documents = {document.doc_id: document for document in result.corpus.documents}
     coded = _active(result.assignments)
-    rows = []
-    for segment in result.segments:
-        document = documents[segment.doc_id]
-        order = [code_id for code_id in code_ids if code_id in coded.get(segment.segment_id, ())]
-        rows.append((
-            segment.segment_id, segment.doc_id, segment.speaker, segment.start_char, segment.end_char, segment.timestamp,
-            *(document.attributes.get(attribute) for attribute in attributes),
-            segment.text,
-            *(1 if code_id in order else None for code_id in code_ids),
-            "; ".join(order) or None,
-            None,
-        ))
-    return Table("Segments", header, rows, text_columns=("text",))
+
+    def rows() -> Iterator[tuple]:
+        for segment in result.segments:
+            document = documents[segment.doc_id]
+            order = [code_id for code_id in code_ids if code_id in coded.get(segment.segment_id, ())]
+            yield (
+                segment.segment_id, segment.doc_id, segment.speaker, segment.start_char, segment.end_char,
+                segment.timestamp, *(document.attributes.get(attribute) for attribute in attributes),
+                segment.text,
+                *(1 if code_id in order else None for code_id in code_ids),
+                "; ".join(order) or None,
+                None,
+            )
+
+    return Table("Segments", header, rows(), text_columns=("text",), count=len(result.segments))
 
 
 def codings_table(result: CodingResult) -> Table:
     segments = {segment.segment_id: segment for segment in result.segments}
     order = {code_id: index for index, code_id in enumerate(result.codebook.code_ids)}
     position = {segment.segment_id: index for index, segment in enumerate(result.segments)}
-    rows = []
-    for assignment in sorted(result.assignments, key=lambda a: (position[a.segment_id], order.get(a.code_id, len(order)))):
-        segment = segments[assignment.segment_id]
-        confidence = round(assignment.confidence, 3) if assignment.confidence is not None else None
-        rows.append((assignment.segment_id, segment.doc_id, assignment.code_id, assignment.source, confidence,
-                     assignment.evidence_text or None, assignment.status, segment.text, None))
-    return Table("Codings", CODING_COLUMNS, rows, text_columns=("evidence", "text"))
+    def rows() -> Iterator[tuple]:
+        ordered = sorted(result.assignments, key=lambda a: (position[a.segment_id], order.get(a.code_id, len(order))))
+        for assignment in ordered:
+            segment = segments[assignment.segment_id]
+            confidence = round(assignment.confidence, 3) if assignment.confidence is not None else None
+            yield (assignment.segment_id, segment.doc_id, assignment.code_id, assignment.source, confidence,
+                   assignment.evidence_text or None, assignment.status, segment.text, None)
+
+    return Table("Codings", CODING_COLUMNS, rows(), text_columns=("evidence", "text"), count=len(result.assignments))
 
 
 def summary_table(result: CodingResult) -> Table:

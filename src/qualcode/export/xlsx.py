@@ -59,11 +59,6 @@ def _write_value(sheet, row: int, column: int, value: object, cell_format) -> bo
 
 
 def _write_table(workbook, table: Table, formats: _Formats, codebook: Codebook | None) -> int:
-    if len(table.rows) + 1 > EXCEL_MAX_ROWS:
-        raise OutputError(
-            f"sheet {table.name} would need {len(table.rows) + 1:,} rows, more than Excel's {EXCEL_MAX_ROWS:,}; "
-            "use --format csv"
-        )
     sheet = workbook.add_worksheet(table.name)
     code_ids = set(codebook.code_ids) if codebook else set()
     column_formats = []
@@ -87,16 +82,28 @@ def _write_table(workbook, table: Table, formats: _Formats, codebook: Codebook |
                 cell_format = formats.code_cell.get(value, cell_format)
             truncated += _write_value(sheet, number, column, value, cell_format)
     sheet.freeze_panes(1, 0)
-    sheet.autofilter(0, 0, max(len(table.rows), 1), len(table.header) - 1)
+    sheet.autofilter(0, 0, max(table.size, 1), len(table.header) - 1)
     if truncated:
         logger.warning("sheet %s: %d cells longer than Excel allows were truncated; the CSV output keeps them whole",
                        table.name, truncated)
-    return len(table.rows)
+    return table.size
+
+
+def check_sheet_sizes(tables: Iterable[Table]) -> None:
+    """Refuse, before writing anything, a sheet longer than Excel allows: never a silent cut."""
+    for table in tables:
+        if table.size + 1 > EXCEL_MAX_ROWS:
+            raise OutputError(
+                f"sheet {table.name} would need {table.size + 1:,} rows, more than Excel's limit of {EXCEL_MAX_ROWS:,}; "
+                "write the tables as CSV with --format csv"
+            )
 
 
 def write_xlsx(result: CodingResult, path: Path) -> None:
     """Write the coded workbook to ``path`` (callers handle atomic replacement)."""
-    write_tables(all_tables(result), path, result.codebook)
+    tables = list(all_tables(result))
+    check_sheet_sizes(tables)
+    write_tables(tables, path, result.codebook)
 
 
 def write_tables(tables: Iterable[Table], path: Path, codebook: Codebook | None = None) -> None:
