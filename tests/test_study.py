@@ -2,6 +2,7 @@
 
 import csv
 import shutil
+from pathlib import Path
 import sqlite3
 import subprocess
 import sys
@@ -197,20 +198,60 @@ def test_two_processes_write_one_study(tmp_path):
     assert {d.coder for d in decisions} == {"ana", "ben"}
 
 
+def _children(pid):
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _wait_for_workers(pid, limit=60.0):
+    """The run's worker processes, once it has started them, so the kill lands mid-run."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and not _children(pid):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    return _children(pid)
+
+
+def _running(pid):
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _assert_gone(pids):
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_running(pid) for pid in pids):
+        time.sleep(0.2)
+    assert not [pid for pid in pids if _running(pid)], "worker processes outlived the killed run"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to watch the worker processes")
 def test_a_killed_run_leaves_the_study_as_it_was(tmp_path):
     study = _new_study(tmp_path)
     big = tmp_path / "big"
-    for copy in range(10):
+    for copy in range(12):
         shutil.copytree(SAMPLE, big / f"copy{copy}")
     ok("code", SAMPLE / "essays", "-o", tmp_path / "first.xlsx", "--study", study, "-q")
     before = _counts(study)
     output = tmp_path / "killed.xlsx"
     process = subprocess.Popen([sys.executable, "-m", "qualcode", "code", str(big), "-o", str(output), "--study",
-                                str(study), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(3)
+                                str(study), "-q", "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = _wait_for_workers(process.pid)
+    assert workers, "the run started no worker processes"
     process.kill()
-    process.communicate(timeout=60)
+    process.wait(timeout=60)
     assert process.returncode == -9, "the run finished before it could be killed; make the corpus bigger"
+    _assert_gone(workers)
     assert _counts(study) == before
     assert not output.exists(), "the workbook is renamed into place only when complete"
 

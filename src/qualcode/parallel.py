@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from qualcode.models import CodeAssignment, Codebook, Document, Segment
 logger = logging.getLogger(__name__)
 
 WORDS_PER_CHUNK = 25_000
+_PR_SET_PDEATHSIG = 1
 # Below this many words, starting worker processes costs more than it saves.
 PARALLEL_FROM_WORDS = 150_000
 
@@ -89,8 +91,24 @@ def resolve_jobs(jobs: int, documents: Sequence[Document]) -> int:
 _WORKER_TASK: ChunkTask | None = None
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to end this worker when the coding process dies, so a killed run leaves no orphans."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def _initialise_worker(task: ChunkTask) -> None:
     global _WORKER_TASK
+    _die_with_parent()
     _WORKER_TASK = task
     compiled(task)
 
