@@ -117,8 +117,13 @@ def test_project_round_trip_gives_back_every_coding(coded_sample, tmp_path):
     labels = covered_codes(imported, segments)
     assert {(segment_id, code) for segment_id, codes in labels.items() for code in codes} == expected
     labels_csv = tmp_path / "labels.csv"
-    result = run("import", "qdpx", project, "-o", labels_csv, "--codebook", REPO / "codebooks" / "relationship-themes.yaml")
+    texts = tmp_path / "texts"
+    result = run("import", "qdpx", project, "-o", labels_csv, "--codebook", REPO / "codebooks" / "relationship-themes.yaml",
+                 "--texts", texts)
     assert result.exit_code == 0, result.output
+    written = sorted(texts.iterdir())
+    assert len(written) == 85
+    assert {path.read_text(encoding="utf-8") for path in written} == {document.text for document in imported.documents}
     assert "positions read as code points" in result.output
     table = pd.read_csv(labels_csv)
     assert int(table[list(load_codebook().code_ids)].to_numpy().sum()) == len(expected)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -587,7 +586,7 @@ def import_qdpx_command(path, output, unit, codebook_path, user, texts_dir, code
 
     Example: qualcode import qdpx nvivo-project.qdpx -o labels.csv
     """
-    from qualcode.interop.qdpx import covered_codes, read_qdpx, write_labels
+    from qualcode.interop.qdpx import covered_codes, read_qdpx, relabel_for_codebook, write_labels, write_texts
     from qualcode.segment import segment_documents
 
     check_output_path(output, [path])
@@ -597,22 +596,14 @@ def import_qdpx_command(path, output, unit, codebook_path, user, texts_dir, code
     code_ids = [code.code_id for code in project.codes]
     if codebook_path is not None:
         target = load_codebook(codebook_path)
-        by_name = {code.name.lower(): code.code_id for code in target.codes}
-        by_id = set(target.code_ids)
-        mapping = {code.code_id: by_name.get(code.name.lower()) or (code.code_id if code.code_id in by_id else None)
-                   for code in project.codes}
-        unmatched = [code.name for code in project.codes if mapping[code.code_id] is None]
+        labels, unmatched = relabel_for_codebook(project, labels, target)
         if unmatched:
             click.echo(f"Warning: codes not in {codebook_path}, left out: {', '.join(unmatched)}", err=True)
-        labels = {segment_id: {mapping[c] for c in codes if mapping[c]} for segment_id, codes in labels.items()}
         code_ids = list(target.code_ids)
     with atomic_file(Path(output)) as temporary:
         write_labels(temporary, segments, labels, code_ids)
     if texts_dir is not None:
-        texts_dir.mkdir(parents=True, exist_ok=True)
-        for document in project.documents:
-            name = re.sub(r"[^\w.\- ]+", "_", document.doc_id)
-            (texts_dir / (name if name.endswith(".txt") else f"{name}.txt")).write_text(document.text, encoding="utf-8")
+        write_texts(project, texts_dir)
     if codebook_out is not None:
         from qualcode.codebook import dump_codebook
         from qualcode.models import Codebook

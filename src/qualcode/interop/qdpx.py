@@ -429,3 +429,26 @@ def write_labels(path: Path, segments: Sequence[Segment], labels: dict[str, set[
             codes = labels.get(segment.segment_id, set())
             writer.writerow([segment.segment_id, segment.doc_id, segment.start_char, segment.end_char,
                              segment.speaker or "", segment.text, *(int(code_id in codes) for code_id in code_ids)])
+
+
+def relabel_for_codebook(project: ImportedProject, labels: dict[str, set[str]],
+                         codebook: Codebook) -> tuple[dict[str, set[str]], list[str]]:
+    """Labels renamed to ``codebook``'s ids (codes matched by name, else by id); the names that matched nothing."""
+    by_name = {code.name.lower(): code.code_id for code in codebook.codes}
+    mapping = {code.code_id: by_name.get(code.name.lower()) or (code.code_id if code.code_id in codebook.code_ids else None)
+               for code in project.codes}
+    unmatched = [code.name for code in project.codes if mapping[code.code_id] is None]
+    renamed = {segment_id: {mapping[code] for code in codes if mapping.get(code)} for segment_id, codes in labels.items()}
+    return renamed, unmatched
+
+
+def write_texts(project: ImportedProject, folder: Path) -> list[Path]:
+    """Each text source as UTF-8 in ``folder``, named after it, so ``qualcode code`` can read the same texts."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for document in project.documents:
+        name = re.sub(r"[^\w.\- ]+", "_", document.doc_id)
+        path = folder / (name if name.endswith(".txt") else f"{name}.txt")
+        path.write_text(document.text, encoding="utf-8")
+        written.append(path)
+    return written
