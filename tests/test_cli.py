@@ -238,3 +238,17 @@ def test_train_no_classifier_and_thresholds(tmp_path):
     assert str(GOLD) in run_sheet["option train"]
     bad = run("code", SAMPLE / "essays", "-o", strict, "--threshold", "hope=0.5")
     assert bad.exit_code == 78 and "--threshold names code 'hope'" in bad.output
+
+
+def test_outputs_of_the_wrong_kind_are_refused_even_with_force(tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    _fails(run("code", SAMPLE / "essays", "-o", folder, "--force"), 73,
+           f"Error: {folder}: is a folder; name the workbook, e.g. {folder / 'coded.xlsx'}")
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    _fails(run("code", SAMPLE / "essays", "-o", file, "--format", "csv", "--force"), 73,
+           f"Error: {file}: is a file, but --format csv writes a folder of CSV files; name a folder")
+    assert file.read_text() == "mine"
+    _fails(run("code", SAMPLE / "essays", "-o", tmp_path / "coded"), 73,
+           f"Error: {tmp_path / 'coded'}: a workbook's name should end in .xlsx (or use --format csv for a folder)")

@@ -240,7 +240,7 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
         corpus_options["no_seed"] = corpus_options["no_seed"] or not study.config.seed
     codebook = load_codebook(codebook_path)
     try:
-        ensure_replaceable(output, force=force)
+        ensure_replaceable(output, force=force, format=output_format)
     except ReviewWorkProtectedError:
         if study is None or not study.holds_decisions_of(output, codebook.code_ids):
             raise

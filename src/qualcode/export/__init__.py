@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qualcode.errors import ReviewWorkProtectedError
+from qualcode.errors import OutputError, ReviewWorkProtectedError
 from qualcode.export.atomic import atomic_file, atomic_folder, check_output_path
 from qualcode.export.csvfiles import write_csv_folder
 from qualcode.export.guard import existing_review_work
@@ -17,9 +17,15 @@ FORMATS = ("xlsx", "csv")
 __all__ = ["FORMATS", "check_output_path", "ensure_replaceable", "write_result", "existing_review_work"]
 
 
-def ensure_replaceable(output: str | os.PathLike[str], *, force: bool = False) -> None:
-    """Raise ``ReviewWorkProtectedError`` if ``output`` holds review work and ``force`` is not set."""
+def ensure_replaceable(output: str | os.PathLike[str], *, force: bool = False, format: str = "xlsx") -> None:
+    """Refuse an output of the wrong kind, or one holding review work unless ``force`` is set."""
     output = Path(output)
+    if format == "xlsx" and output.is_dir():
+        raise OutputError(f"{output}: is a folder; name the workbook, e.g. {output / 'coded.xlsx'}")
+    if format == "xlsx" and output.suffix.lower() != ".xlsx":
+        raise OutputError(f"{output}: a workbook's name should end in .xlsx (or use --format csv for a folder)")
+    if format == "csv" and output.exists() and not output.is_dir():
+        raise OutputError(f"{output}: is a file, but --format csv writes a folder of CSV files; name a folder")
     work = None if force else existing_review_work(output)
     if work:
         raise ReviewWorkProtectedError(
@@ -34,7 +40,7 @@ def write_result(result: CodingResult, output: str | os.PathLike[str], *, format
     An earlier output holding review work is never replaced unless ``force`` is set.
     """
     output = Path(output)
-    ensure_replaceable(output, force=force)
+    ensure_replaceable(output, force=force, format=format)
     if format == "csv":
         with atomic_folder(output) as folder:
             write_csv_folder(result, folder)
