@@ -330,3 +330,30 @@ def test_codebook_diff_shows_gains_and_losses_on_a_corpus(tmp_path):
     assert impact.loc["structural_context", "lost"] == impact.loc["structural_context", "segments before"] > 0
     gained = sheets["Gained"]
     assert (gained[gained["code"] == "accessibility"]["text"].str.contains("famil", case=False)).all()
+
+
+def test_two_coders_in_a_study_are_compared_and_the_study_is_found_from_below(tmp_path, monkeypatch):
+    study = _new_study(tmp_path)
+    first = tmp_path / "r1.xlsx"
+    ok("code", SAMPLE / "essays", "-o", first, "--study", study, "-q", "--no-classifier")
+    second = tmp_path / "r1-ben.xlsx"
+    shutil.copy(first, second)
+    for path, rows, trust in ((first, range(2, 12), {2, 3, 4}), (second, range(2, 12), {2, 3, 5})):
+        book = openpyxl.load_workbook(path)
+        sheet = book["Segments"]
+        header = [cell.value for cell in sheet[1]]
+        for row in rows:
+            sheet.cell(row, header.index("reviewed") + 1).value = "x"
+            for code in CODE_IDS:
+                sheet.cell(row, header.index(code) + 1).value = 1 if code == "trust" and row in trust else None
+        book.save(path)
+    below = study / "rounds" / "two"
+    below.mkdir(parents=True)
+    monkeypatch.chdir(below)
+    ok("review", "import", first, "--coder", "ana")
+    ok("review", "import", second, "--coder", "ben")
+    result = ok("agree", "--coders")
+    assert "Coders: ana" in result.output and "ben" in result.output
+    assert "10 segments labelled by every coder" in result.output
+    trust_line = next(line for line in result.output.splitlines() if line.startswith("trust "))
+    assert "80.0%" in trust_line  # 8 of the 10 segments agree on trust

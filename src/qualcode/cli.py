@@ -327,29 +327,37 @@ def evaluate(paths, codebook_path, gold_path, folds, min_rule_precision, no_lear
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--codebook", "codebook_path", type=click.Path(path_type=Path),
               help="The codebook whose code ids name the code columns in plain CSV files (default: built-in).")
+@click.option("--coders", "study_coders", is_flag=True,
+              help="Also compare the coders whose decisions are stored in the study (segments each decided in full).")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Write the figures and every disagreement to this workbook.")
+@_study_option
 @_quiet_option
-def agree(files, codebook_path, output, quiet) -> None:
+def agree(files, codebook_path, study_coders, output, study_dir, quiet) -> None:
     """Intercoder agreement between two or more coders' files of the same segments.
 
     Each file is a qualcode workbook (an unreviewed one counts as coder "qualcode") or a CSV with
-    segment_id (or document, start, end) and one 0/1 column per code.
+    segment_id (or document, start, end) and one 0/1 column per code. With --coders, the
+    coders whose reviews a study holds take part too.
 
     Example: qualcode agree coder_a.csv coder_b.csv -o disagreements.xlsx
     """
     from qualcode.agreement import compare_coders
     from qualcode.export.reports import agreement_tables, format_agreement, write_report
 
-    if len(files) < 2:
-        raise click.UsageError("give at least two coders' files")
     if output is not None:
         check_output_path(output, files)
-    codebook = load_codebook(codebook_path)
-    report = compare_coders([read_label_file(path, codebook.code_ids) for path in files])
+    study = _open_study(study_dir, required=True) if study_coders else None
+    codebook = load_codebook(codebook_path or (study.config.codebook if study else None))
+    label_files = [read_label_file(path, codebook.code_ids) for path in files]
+    if study is not None:
+        label_files += study.coder_labels(codebook.code_ids)
+    if len(label_files) < 2:
+        raise click.UsageError("give at least two coders' files (or --coders in a study with two coders' reviews)")
+    report = compare_coders(label_files)
     click.echo(format_agreement(report))
     if output is not None:
         write_report(agreement_tables(report), output)

@@ -273,6 +273,35 @@ class Study:
             "ORDER BY decided_at, decision_id")
         return [HumanDecision(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9]) for r in rows]
 
+    def coder_labels(self, code_ids) -> list:
+        """One ``LabelFile`` per coder, of the segments that coder decided for every code (for ``agree``).
+
+        The latest decision of each coder counts; a segment where a coder decided only some codes
+        is left out of that coder's file, since agreement needs a decision on every code.
+        """
+        from qualcode.labels import LabelFile, LabelledUnit
+
+        latest: dict[str, dict[tuple[str, str], HumanDecision]] = {}
+        for decision in self.decisions():
+            if decision.code_id in code_ids:
+                latest.setdefault(decision.coder, {})[(decision.segment_id, decision.code_id)] = decision
+        files = []
+        for coder, decided in sorted(latest.items()):
+            by_segment: dict[str, dict[str, HumanDecision]] = {}
+            for (segment_id, code_id), decision in decided.items():
+                by_segment.setdefault(segment_id, {})[code_id] = decision
+            units = []
+            for segment_id, codes in by_segment.items():
+                if set(codes) == set(code_ids):
+                    any_decision = next(iter(codes.values()))
+                    units.append(LabelledUnit(segment_id, any_decision.doc_id, any_decision.start_char,
+                                              any_decision.end_char, any_decision.text,
+                                              {code_id: int(codes[code_id].applies) for code_id in code_ids},
+                                              f"decisions of {coder}"))
+            if units:
+                files.append(LabelFile(f"{self.root} ({coder})", coder, tuple(code_ids), tuple(units)))
+        return files
+
     # --- runs ----------------------------------------------------------------------------------
 
     def _codebook_id(self, db: sqlite3.Connection, codebook: Codebook) -> int:
