@@ -95,9 +95,12 @@ def _platt_calibrator(features, labels: np.ndarray, weights: np.ndarray, groups:
     """Platt scaling fitted on out-of-fold scores, with folds grouped by document.
 
     Grouping matters: segments of one interview share words, so folds that split a document
-    would make held-out scores look surer than they are on a new document. Returns None when
-    there are too few groups or examples to hold any out. Codebook examples are cleaner than real
-    segments, so the scaling is fitted on real segments when there are enough of them.
+    would make held-out scores look surer than they are on a new document. Returns the scaling
+    and the fold models: predictions average the scaled fold models, whose scores are the ones
+    the scaling was fitted on (scaling the full model's larger scores instead was over-confident
+    by 0.2 in the middle of the range on the sample). None when there are too few groups or
+    examples to hold any out. Codebook examples are cleaner than real segments, so the scaling is
+    fitted on real segments when there are enough of them.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedGroupKFold
@@ -106,15 +109,17 @@ def _platt_calibrator(features, labels: np.ndarray, weights: np.ndarray, groups:
     if folds < 2:
         return None
     scores = np.zeros(len(labels))
+    fold_models = []
     for train, held_out in StratifiedGroupKFold(folds).split(features, labels, groups):
         if len(set(labels[train])) < 2:
             return None
         fold_model = _base_model().fit(features[train], labels[train], sample_weight=weights[train])
         scores[held_out] = fold_model.decision_function(features[held_out])
+        fold_models.append(fold_model)
     use = real if labels[real].sum() >= MIN_PER_CLASS and (1 - labels[real]).sum() >= MIN_PER_CLASS else np.ones_like(real)
     calibrator = LogisticRegression(C=1e4).fit(scores[use].reshape(-1, 1), labels[use], sample_weight=weights[use])
     # Held-out scores that do not rise with the label mean too little data to calibrate; never invert the model.
-    return calibrator if calibrator.coef_[0, 0] > 0 else None
+    return (calibrator, fold_models) if calibrator.coef_[0, 0] > 0 else None
 
 
 class CodeClassifier:
@@ -165,11 +170,13 @@ class CodeClassifier:
             return result
         for column, code_id in enumerate(self.code_ids):
             if code_id in self.models_:
-                model, calibrator = self.models_[code_id]
-                if calibrator is None:
+                model, calibration = self.models_[code_id]
+                if calibration is None:
                     result[:, column] = model.predict_proba(features)[:, 1]
                 else:
-                    result[:, column] = calibrator.predict_proba(model.decision_function(features).reshape(-1, 1))[:, 1]
+                    calibrator, fold_models = calibration
+                    result[:, column] = np.mean([calibrator.predict_proba(fold.decision_function(features).reshape(-1, 1))[:, 1]
+                                                 for fold in fold_models], axis=0)
         return result
 
     def explain(self, features_row, code_id: str, top: int = 4) -> list[tuple[str, float]]:
