@@ -13,6 +13,7 @@ import csv
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 
 import numpy as np
@@ -50,15 +51,21 @@ def examples_from_codebook(codebook: Codebook) -> list[TrainingExample]:
     return examples
 
 
-def seed_examples(codebook: Codebook) -> list[TrainingExample]:
-    """The hand-coded sample corpus shipped with the default codebook; empty for any other codebook."""
+@lru_cache(maxsize=1)
+def _default_codebook_identity() -> tuple[str, tuple[str, ...]]:
     from qualcode.codebook import load_codebook
 
     default = load_codebook()
-    if codebook.name != default.name:
+    return default.name, default.code_ids
+
+
+def seed_examples(codebook: Codebook) -> list[TrainingExample]:
+    """The hand-coded sample corpus shipped with the default codebook; empty for any other codebook."""
+    name, code_ids = _default_codebook_identity()
+    if codebook.name != name:
         return []
     data = resources.files("qualcode") / "data" / SEED_FILE
-    shared = [code_id for code_id in default.code_ids if code_id in codebook.code_ids]
+    shared = [code_id for code_id in code_ids if code_id in codebook.code_ids]
     with data.open("r", encoding="utf-8", newline="") as handle:
         return [
             TrainingExample(row["text"], {code_id: int(row[code_id]) for code_id in shared}, SEED_WEIGHT,

@@ -153,6 +153,17 @@ def ensure_replaceable_text(output: Path) -> None:
         raise OutputError(f"{output}: already exists; choose another name (a codebook is never overwritten)")
 
 
+def _show_report(text: str, tables, output: Path | None, quiet: bool, saved: str) -> None:
+    """Print a report; with -o, also write its tables as a workbook and say where."""
+    from qualcode.export.reports import write_report
+
+    click.echo(text)
+    if output is not None:
+        write_report(tables, output)
+        if not quiet:
+            click.echo(f"{saved} -> {output}", err=True)
+
+
 def _study_option(function):
     return click.option("--study", "study_dir", type=click.Path(path_type=Path), default=None,
                         help="The study folder (default: the nearest folder at or above this one with qualcode.toml).")(function)
@@ -307,7 +318,7 @@ def evaluate(paths, codebook_path, gold_path, folds, min_rule_precision, no_lear
     Example: qualcode evaluate corpora/sample --gold corpora/sample-gold.csv
     """
     from qualcode.evaluate import evaluate as run_evaluation
-    from qualcode.export.reports import evaluation_tables, format_evaluation, write_report
+    from qualcode.export.reports import evaluation_tables, format_evaluation
 
     if output is not None:
         check_output_path(output, [*paths, gold_path])
@@ -319,11 +330,8 @@ def evaluate(paths, codebook_path, gold_path, folds, min_rule_precision, no_lear
         gold = read_label_file(gold_path, codebook.code_ids)
         report = run_evaluation(corpus, codebook, gold, options=options, folds=folds,
                                 min_rule_precision=min_rule_precision, learning_curve=not no_learning_curve)
-    click.echo(format_evaluation(report))
-    if output is not None:
-        write_report(evaluation_tables(report), output)
-        if not quiet:
-            click.echo(f"Report with {len(report.disagreements)} disagreements -> {output}", err=True)
+    _show_report(format_evaluation(report), evaluation_tables(report), output, quiet,
+                 f"Report with {len(report.disagreements)} disagreements")
 
 
 @cli.command()
@@ -346,7 +354,7 @@ def agree(files, codebook_path, study_coders, output, study_dir, quiet) -> None:
     Example: qualcode agree coder_a.csv coder_b.csv -o disagreements.xlsx
     """
     from qualcode.agreement import compare_coders
-    from qualcode.export.reports import agreement_tables, format_agreement, write_report
+    from qualcode.export.reports import agreement_tables, format_agreement
 
     if output is not None:
         check_output_path(output, files)
@@ -358,11 +366,8 @@ def agree(files, codebook_path, study_coders, output, study_dir, quiet) -> None:
     if len(label_files) < 2:
         raise click.UsageError("give at least two coders' files (or --coders in a study with two coders' reviews)")
     report = compare_coders(label_files)
-    click.echo(format_agreement(report))
-    if output is not None:
-        write_report(agreement_tables(report), output)
-        if not quiet:
-            click.echo(f"Agreement and {len(report.disagreements)} disagreements -> {output}", err=True)
+    _show_report(format_agreement(report), agreement_tables(report), output, quiet,
+                 f"Agreement and {len(report.disagreements)} disagreements")
 
 
 @cli.command()
@@ -644,7 +649,7 @@ def codebook_diff(old, new, paths, output, no_classifier, quiet) -> None:
     Example: qualcode codebook diff v1.yaml v2.yaml corpora/sample
     """
     from qualcode.codebook_diff import coding_impact, diff_codebooks
-    from qualcode.export.reports import codebook_diff_tables, format_codebook_diff, write_report
+    from qualcode.export.reports import codebook_diff_tables, format_codebook_diff
 
     if output is not None:
         check_output_path(output, [old, new, *paths])
@@ -652,11 +657,8 @@ def codebook_diff(old, new, paths, output, no_classifier, quiet) -> None:
     changes = diff_codebooks(before, after)
     options = CodingOptions(classifier=not no_classifier)
     impact = coding_impact(read_documents(paths), before, after, options) if paths else None
-    click.echo(format_codebook_diff(changes, impact))
-    if output is not None:
-        write_report(codebook_diff_tables(changes, impact), output)
-        if not quiet:
-            click.echo(f"Comparison -> {output}", err=True)
+    _show_report(format_codebook_diff(changes, impact), codebook_diff_tables(changes, impact), output, quiet,
+                 "Comparison")
 
 
 @codebook.command("validate")

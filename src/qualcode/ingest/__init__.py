@@ -56,18 +56,18 @@ def _read_text_document(file: Path, doc_id: str, text: str, kind: str | None) ->
     return Document(doc_id=doc_id, source=str(file), kind=detected, text=text)
 
 
-def _read_file(file: Path, doc_id: str, *, kind: str | None, text_column: str | None,
+def _read_file(file: Path, data: bytes, doc_id: str, *, kind: str | None, text_column: str | None,
                id_column: str | None) -> list[Document]:
     suffix = file.suffix.lower()
     if suffix in TABLE_SUFFIXES:
         return [
             Document(doc_id=f"{doc_id}#{answer.respondent}", source=str(file), kind="survey", text=answer.text,
                      attributes={"respondent": answer.respondent, **answer.attributes})
-            for answer in read_survey_table(file, text_column=text_column, id_column=id_column)
+            for answer in read_survey_table(file, text_column=text_column, id_column=id_column, data=data)
         ]
     if suffix == ".docx":
-        return [_read_text_document(file, doc_id, read_docx_text(file), kind)]
-    text = decode_text(file.read_bytes(), str(file))
+        return [_read_text_document(file, doc_id, read_docx_text(file, data), kind)]
+    text = decode_text(data, str(file))
     if suffix in CAPTION_SUFFIXES:
         return [Document(doc_id=doc_id, source=str(file), kind="transcript", text=captions_to_transcript(text, str(file)))]
     return [_read_text_document(file, doc_id, text, kind)]
@@ -105,7 +105,7 @@ def read_documents(
                 data = file.read_bytes()
             except OSError as error:
                 raise InputDataError(f"{file}: cannot be read ({error.strerror})") from error
-            read = _read_file(file, doc_id, kind=kind, text_column=text_column, id_column=id_column)
+            read = _read_file(file, data, doc_id, kind=kind, text_column=text_column, id_column=id_column)
             for document in read:
                 if document.doc_id in origin:
                     raise InputDataError(

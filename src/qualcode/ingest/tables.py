@@ -71,8 +71,8 @@ def _choose_column(columns: list[str], wanted: str | None, exact: tuple[str, ...
     raise InputDataError(f"{path}: no {role} column found; name it with {option}. The columns are {listing}")
 
 
-def _csv_rows(path: Path) -> tuple[list[str], Iterator[TableRow]]:
-    text = decode_text(path.read_bytes(), str(path))
+def _csv_rows(path: Path, data: bytes | None = None) -> tuple[list[str], Iterator[TableRow]]:
+    text = decode_text(data if data is not None else path.read_bytes(), str(path))
     delimiter = "\t" if path.suffix.lower() == ".tsv" else _sniff_delimiter(text)
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     try:
@@ -106,19 +106,20 @@ def _sniff_delimiter(text: str) -> str:
     return best if counts[best] > 0 else ","
 
 
-def open_workbook(path: Path):
+def open_workbook(path: Path, data: bytes | None = None):
     """Open an .xlsx workbook read-only (cached values, not formulas), or raise ``InputDataError`` naming it."""
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
 
     try:
-        return openpyxl.load_workbook(path, read_only=True, data_only=True)
+        return openpyxl.load_workbook(io.BytesIO(data) if data is not None else path, read_only=True, data_only=True)
     except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as error:
         raise InputDataError(f"{path}: not a readable .xlsx workbook ({error})") from error
 
 
-def _xlsx_rows(path: Path, sheet_name: str | None = None) -> tuple[list[str], Iterator[TableRow]]:
-    workbook = open_workbook(path)
+def _xlsx_rows(path: Path, sheet_name: str | None = None,
+               data: bytes | None = None) -> tuple[list[str], Iterator[TableRow]]:
+    workbook = open_workbook(path, data)
     if sheet_name is not None and sheet_name not in workbook.sheetnames:
         workbook.close()
         raise InputDataError(f"{path}: no sheet named '{sheet_name}' (sheets: {', '.join(workbook.sheetnames)})")
@@ -145,11 +146,11 @@ def _xlsx_rows(path: Path, sheet_name: str | None = None) -> tuple[list[str], It
     return header, rows()
 
 
-def read_table(path: Path, sheet: str | None = None) -> tuple[list[str], Iterator[TableRow]]:
+def read_table(path: Path, sheet: str | None = None, data: bytes | None = None) -> tuple[list[str], Iterator[TableRow]]:
     """The header and the non-blank rows of a CSV/TSV file or of one sheet of a workbook (default: the first)."""
     if path.suffix.lower() in (".xlsx", ".xlsm"):
-        return _xlsx_rows(path, sheet)
-    return _csv_rows(path)
+        return _xlsx_rows(path, sheet, data)
+    return _csv_rows(path, data)
 
 
 def xlsx_sheet_names(path: Path) -> list[str]:
@@ -160,9 +161,10 @@ def xlsx_sheet_names(path: Path) -> list[str]:
         workbook.close()
 
 
-def read_survey_table(path: Path, *, text_column: str | None, id_column: str | None) -> Iterator[SurveyAnswer]:
+def read_survey_table(path: Path, *, text_column: str | None, id_column: str | None,
+                      data: bytes | None = None) -> Iterator[SurveyAnswer]:
     """Yield one answer per row with text; blank answers are skipped and counted in the log."""
-    header, rows = read_table(path)
+    header, rows = read_table(path, data=data)
     duplicated = {name for name in header if header.count(name) > 1 and name}
     if duplicated:
         raise InputDataError(f"{path}: the header names column {sorted(duplicated)[0]!r} more than once")
