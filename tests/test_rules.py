@@ -125,3 +125,32 @@ def test_gating_never_changes_what_a_regex_finds(matcher):
             lowered = " ".join(text.lower().split())
             gated_open = any(literal in lowered for literal in literals)
             assert gated_open or not re.search(pattern, text, re.IGNORECASE)
+
+
+@pytest.mark.parametrize("pattern,gates", [
+    (r"\bnever\s+(?:rang|called)\s+(?:me\s+)?back\b", [{"never"}, {"rang", "called"}, {"back"}]),
+    (r"\b(?:had|seen)\s+(?:\d+|two)\s+workers\b", [{"had", "seen"}, {"workers"}]),
+    (r"\bworkers?\b", [{"worker"}]),
+    (r"\b(?:a\s+)?meeting", [{"meeting"}]),
+    (r"x{2}yz", []),                   # a repeated letter is not a plain word
+    (r"(?x) a b", []),                 # inline flags: nothing is assumed
+    (r"(?i:trust)", []),
+])
+def test_every_gate_holds_for_every_match(pattern, gates):
+    from qualcode.rules import regex_gates
+
+    assert [set(gate) for gate in regex_gates(pattern)] == gates
+
+
+def test_gated_regexes_find_what_ungated_ones_find_on_the_sample(nlp):
+    from conftest import SAMPLE
+    from qualcode.codebook import load_codebook
+    from qualcode.ingest import read_documents
+    from qualcode.segment import segment_documents
+
+    matcher = compile_rules(load_codebook(), nlp)
+    segments = segment_documents(read_documents([SAMPLE]).documents)
+    gated = list(matcher.match(segments))
+    matcher._regexes = [(pattern, ref, ()) for pattern, ref, _ in matcher._regexes]
+    ungated = list(matcher.match(segments))
+    assert gated == ungated and any("regex" in e.rule for a in gated for e in a.evidence)

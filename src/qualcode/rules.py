@@ -130,6 +130,115 @@ def regex_literals(pattern: str) -> frozenset[str] | None:
     return frozenset(literals) or None
 
 
+_QUANTIFIER = re.compile(r"(\?|\*|\+|\{(\d*)(?:,(\d*))?\})\??")
+_WHITESPACE = ("\\s", " ")
+
+
+def _pieces(pattern: str) -> list[tuple[str, str, bool]] | None:
+    """The top-level sequence of a regex without top-level ``|``: (kind, text, required) per piece.
+
+    Kinds: ``char`` (a literal character), ``space`` (\\s or a space), ``group`` (a group's body),
+    ``other`` (anything else). Zero-width pieces (\\b, anchors, lookarounds) are left out.
+    """
+    pieces: list[tuple[str, str, bool]] = []
+    index = 0
+    while index < len(pattern):
+        character = pattern[index]
+        if character == "\\":
+            escape = pattern[index:index + 2]
+            index += 2
+            if escape in ("\\b", "\\B", "\\A", "\\Z"):
+                continue
+            kind, text = ("space", " ") if escape == "\\s" else (
+                ("char", escape[1]) if len(escape) == 2 and not escape[1].isalnum() else ("other", escape))
+        elif character == "(":
+            depth_end = None
+            for position, symbol, depth in _structure(pattern[index:]):
+                if symbol == ")" and depth == 1:
+                    depth_end = index + position
+                    break
+            if depth_end is None:
+                return None
+            body = pattern[index + 1:depth_end]
+            index = depth_end + 1
+            if body.startswith(("?=", "?!", "?<=", "?<!")):
+                continue
+            if body.startswith("?:"):
+                body = body[2:]
+            elif body.startswith("?P<"):
+                body = body[body.index(">") + 1:]
+            elif body.startswith("?"):
+                return None
+            kind, text = "group", body
+        elif character == "[":
+            end = index + 1
+            end += 1 if pattern[end:end + 1] in ("]", "^") else 0
+            while end < len(pattern) and pattern[end] != "]":
+                end += 2 if pattern[end] == "\\" else 1
+            kind, text = "other", pattern[index:end + 1]
+            index = end + 1
+        elif character in "^$":
+            index += 1
+            continue
+        elif character == "|":
+            return None
+        else:
+            kind, text = ("space", " ") if character == " " else ("char" if character != "." else "other", character)
+            index += 1
+        quantifier = _QUANTIFIER.match(pattern, index)
+        required = True
+        if quantifier:
+            index = quantifier.end()
+            symbol, low = quantifier.group(1), quantifier.group(2)
+            required = symbol == "+" or (symbol.startswith("{") and bool(low) and int(low) >= 1)
+            if symbol == "+" or symbol.startswith("{"):
+                kind = "other" if kind == "char" else kind  # a repeated letter is no longer a plain word
+        pieces.append((kind, text, required))
+    return pieces
+
+
+def regex_gates(pattern: str) -> tuple[frozenset[str], ...]:
+    """Sets of lower-case words; a match needs one word of every set in the text. Empty: always try.
+
+    The first set comes from the start of each alternative (``regex_literals``); for a regex
+    without top-level alternatives, every required plain word and every required group of plain
+    alternatives adds a set, so "(had|seen) ... workers" is tried only where "workers" occurs too.
+    """
+    gates = []
+    first = regex_literals(pattern)
+    if first is not None:
+        gates.append(first)
+    pieces = _pieces(pattern)
+    if pieces is None:
+        return tuple(gates)
+    word: list[str] = []
+
+    def close_word() -> None:
+        literal = "".join(word).strip().lower()
+        if len(literal) >= 3:
+            gates.append(frozenset({" ".join(literal.split())}))
+        word.clear()
+
+    for kind, text, required in pieces:
+        if kind == "char" and required and text.isalpha():
+            word.append(text)
+        elif kind == "space" and required and word:
+            word.append(" ")
+        else:
+            close_word()
+            if kind == "group" and required:
+                alternatives = _top_level_alternatives(text) or []
+                literals = [_literal(alternative) for alternative in alternatives]
+                if literals and all(literals):
+                    gates.append(frozenset(literals))
+    close_word()
+    unique = []
+    for gate in gates:
+        if gate not in unique:
+            unique.append(gate)
+    return tuple(unique)
+
+
 def phrase_label(text: str) -> str:
     return f'phrase "{text}"'
 
@@ -169,7 +278,7 @@ class RuleMatcher:
         # token patterns are the slowest rules, and most texts hold none of their anchor words.
         self._gated_patterns: list[tuple[object, list[tuple[int, frozenset[int]]]]] = []
         self._refs: dict[str, _RuleRef] = {}
-        self._regexes: list[tuple[re.Pattern[str], _RuleRef, frozenset[str] | None]] = []
+        self._regexes: list[tuple[re.Pattern[str], _RuleRef, tuple[frozenset[str], ...]]] = []
         self._needs_lemmas = False
         for code in codebook.codes:
             for index, phrase in enumerate(code.rules.phrases):
@@ -190,7 +299,7 @@ class RuleMatcher:
             for index, rule in enumerate(code.rules.regex):
                 key = self._ref(code.code_id, "regex", index, regex_label(rule.pattern))
                 self._regexes.append((re.compile(rule.pattern, re.IGNORECASE), self._refs[key],
-                                      regex_literals(rule.pattern)))
+                                      regex_gates(rule.pattern)))
 
     def _ref(self, code_id: str, kind: str, index: int, description: str) -> str:
         key = f"{code_id}\x1f{kind}\x1f{index}"
@@ -305,8 +414,8 @@ class RuleMatcher:
         for match_id, start, end in matches:
             hits.append((doc[start].idx, doc[end - 1].idx + len(doc[end - 1]), self._refs[strings[match_id]]))
         lowered = " ".join(segment.text.lower().split())
-        for pattern, ref, literals in self._regexes:
-            if literals is not None and not any(literal in lowered for literal in literals):
+        for pattern, ref, gates in self._regexes:
+            if not all(any(literal in lowered for literal in gate) for gate in gates):
                 continue
             hits.extend((found.start(), found.end(), ref) for found in pattern.finditer(segment.text) if found.end() > found.start())
         evidence: dict[str, list[Evidence]] = defaultdict(list)
