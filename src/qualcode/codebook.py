@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -130,15 +131,21 @@ def _check_regex(checker: _Checker, pattern: str, path: Path_) -> None:
         checker.report(path, f"bad regular expression {pattern!r}: {error}")
 
 
+@lru_cache(maxsize=1)
+def _validation_vocab():
+    from spacy.vocab import Vocab
+
+    return Vocab()
+
+
 def _check_token_pattern(checker: _Checker, name: str, pattern: Any, path: Path_) -> None:
     from spacy.matcher import Matcher
-    from spacy.vocab import Vocab
 
     if not isinstance(pattern, list) or not pattern or not all(isinstance(token, dict) for token in pattern):
         checker.report(path, "expected a non-empty list of token specifications (mappings like {LEMMA: worker})")
         return
     try:
-        Matcher(Vocab(), validate=True).add(name, [pattern])
+        Matcher(_validation_vocab(), validate=True).add(name, [pattern])
     except (ValueError, KeyError, TypeError) as error:
         detail = " ".join(str(error).split())
         checker.report(path, f"malformed token pattern '{name}': {detail}")
