@@ -187,3 +187,9 @@ def test_same_document_id_from_two_paths_is_refused(write, tmp_path):
     second = write("two/a.txt", "Second.")
     with pytest.raises(InputDataError, match=r"document id 'a.txt' is also given by"):
         read_documents([first, second])
+
+
+def test_tsv_survey_uses_tabs(write):
+    corpus = read_documents([write("s.tsv", "respondent\tcomment\tsite\nA\tShe listens, always.\tNorth\n")])
+    (document,) = corpus.documents
+    assert (document.doc_id, document.text, document.attributes["site"]) == ("s.tsv#A", "She listens, always.", "North")
