@@ -106,7 +106,7 @@ def _classify_and_combine(codable: Sequence[Segment], rule_assignments, classifi
         probabilities[offset:offset + len(chunk)] = chunk_probabilities
         rules = [a for segment in chunk for a in by_segment.get(segment.segment_id, ())]
         merged.extend(combine(chunk, rules, chunk_probabilities, codebook.code_ids, policy,
-                              lambda row, code_id: classifier.explain(features[row], code_id)))
+                              lambda row, code_id: classifier.explain(features, row, code_id)))
     return merged, probabilities
 
 
