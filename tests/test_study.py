@@ -65,6 +65,20 @@ def _review_as_researcher(path, gold, documents):
     return reviewed
 
 
+def _mark_reviewed(path, rows, codes=None):
+    """Mark Segments rows (1-based sheet rows) reviewed; ``codes(row)`` gives that row's code cells, if set."""
+    book = openpyxl.load_workbook(path)
+    sheet = book["Segments"]
+    header = [cell.value for cell in sheet[1]]
+    for row in rows:
+        sheet.cell(row, header.index("reviewed") + 1).value = "x"
+        for code, value in (codes(row) if codes else {}).items():
+            sheet.cell(row, header.index(code) + 1).value = value
+    segment_ids = [sheet.cell(row, header.index("segment_id") + 1).value for row in rows]
+    book.save(path)
+    return segment_ids
+
+
 def _macro_f1(path, gold, segment_ids):
     from sklearn.metrics import f1_score
 
@@ -143,9 +157,8 @@ def test_a_bad_workbook_changes_nothing(tmp_path):
     study = _new_study(tmp_path)
     output = tmp_path / "coded.xlsx"
     ok("code", SAMPLE / "essays", "-o", output, "--study", study, "-q")
+    _mark_reviewed(output, [2])
     book = openpyxl.load_workbook(output)
-    header = [cell.value for cell in book["Segments"][1]]
-    book["Segments"].cell(2, header.index("reviewed") + 1).value = "x"
     book["Codings"]["C2"] = "not_a_code"
     book["Codings"]["I2"] = "accept"
     book.save(output)
@@ -160,10 +173,7 @@ def test_an_output_with_unimported_reviews_is_protected_in_a_study(tmp_path):
     study = _new_study(tmp_path)
     output = tmp_path / "coded.xlsx"
     ok("code", SAMPLE / "essays", "-o", output, "--study", study, "-q")
-    book = openpyxl.load_workbook(output)
-    header = [cell.value for cell in book["Segments"][1]]
-    book["Segments"].cell(2, header.index("reviewed") + 1).value = "x"
-    book.save(output)
+    _mark_reviewed(output, [2])
     assert run("code", SAMPLE / "essays", "-o", output, "--study", study).exit_code == 73
     ok("review", "import", output, "--study", study)
     ok("code", SAMPLE / "essays", "-o", output, "--study", study, "-q")  # imported: nothing would be lost
@@ -181,12 +191,8 @@ def test_two_processes_write_one_study(tmp_path):
     first, second = tmp_path / "a.xlsx", tmp_path / "b.xlsx"
     ok("code", SAMPLE / "essays", "-o", first, "--study", study, "-q")
     shutil.copy(first, second)
-    for path, rows in ((first, (2, 3)), (second, (4, 5, 6))):
-        book = openpyxl.load_workbook(path)
-        header = [cell.value for cell in book["Segments"][1]]
-        for row in rows:
-            book["Segments"].cell(row, header.index("reviewed") + 1).value = "x"
-        book.save(path)
+    _mark_reviewed(first, (2, 3))
+    _mark_reviewed(second, (4, 5, 6))
     command = [sys.executable, "-m", "qualcode", "review", "import", "--study", str(study)]
     processes = [subprocess.Popen([*command, str(path), "--coder", coder], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                  for path, coder in ((first, "ana"), (second, "ben"))]
@@ -280,14 +286,7 @@ def test_retired_and_replaced_codes_keep_their_reviews(tmp_path):
     study = _new_study(tmp_path)
     output = tmp_path / "coded.xlsx"
     ok("code", SAMPLE / "essays", "-o", output, "--study", study, "-q", "--no-classifier")
-    book = openpyxl.load_workbook(output)
-    sheet = book["Segments"]
-    header = [cell.value for cell in sheet[1]]
-    sheet.cell(2, header.index("reviewed") + 1).value = "x"
-    sheet.cell(2, header.index("trust") + 1).value = 1
-    sheet.cell(2, header.index("empathy") + 1).value = 1
-    first_segment = sheet.cell(2, header.index("segment_id") + 1).value
-    book.save(output)
+    (first_segment,) = _mark_reviewed(output, [2], lambda row: {"trust": 1, "empathy": 1})
     ok("review", "import", output, "--study", study)
     # Retire empathy; merge trust into a new code that replaces it.
     codebook = study / "codebook.yaml"
@@ -338,15 +337,9 @@ def test_two_coders_in_a_study_are_compared_and_the_study_is_found_from_below(tm
     ok("code", SAMPLE / "essays", "-o", first, "--study", study, "-q", "--no-classifier")
     second = tmp_path / "r1-ben.xlsx"
     shutil.copy(first, second)
-    for path, rows, trust in ((first, range(2, 12), {2, 3, 4}), (second, range(2, 12), {2, 3, 5})):
-        book = openpyxl.load_workbook(path)
-        sheet = book["Segments"]
-        header = [cell.value for cell in sheet[1]]
-        for row in rows:
-            sheet.cell(row, header.index("reviewed") + 1).value = "x"
-            for code in CODE_IDS:
-                sheet.cell(row, header.index(code) + 1).value = 1 if code == "trust" and row in trust else None
-        book.save(path)
+    for path, trust in ((first, {2, 3, 4}), (second, {2, 3, 5})):
+        _mark_reviewed(path, range(2, 12),
+                       lambda row, trust=trust: {code: 1 if code == "trust" and row in trust else None for code in CODE_IDS})
     below = study / "rounds" / "two"
     below.mkdir(parents=True)
     monkeypatch.chdir(below)

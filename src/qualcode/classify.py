@@ -170,8 +170,11 @@ class CodeClassifier:
     def transform(self, texts: Sequence[str]):
         return self.vectorizer_.transform(list(texts))
 
-    def predict_proba(self, texts: Sequence[str], features=None) -> np.ndarray:
-        features = self.transform(texts) if features is None else features
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self.probabilities(self.transform(texts))
+
+    def probabilities(self, features) -> np.ndarray:
+        """Calibrated probabilities (texts x codes) for texts already transformed; NaN for untrained codes."""
         result = np.full((features.shape[0], len(self.code_ids)), np.nan)
         if features.shape[0] == 0:
             return result
@@ -198,10 +201,6 @@ class CodeClassifier:
         names = self.feature_names_[indices]
         order = np.lexsort((names, -weights))[:top]
         return [(str(names[i]), float(weights[i])) for i in order]
-
-
-def train_classifier(codebook: Codebook, examples: Iterable[TrainingExample]) -> CodeClassifier:
-    return CodeClassifier(codebook.code_ids).fit(list(examples))
 
 
 def examples_from_labels(label_file, segments: Sequence | None = None, *, weight: float = HUMAN_WEIGHT) -> list[TrainingExample]:

@@ -102,7 +102,7 @@ def _classify_and_combine(codable: Sequence[Segment], rule_assignments, classifi
     for offset in range(0, len(codable), _CLASSIFY_CHUNK):
         chunk = codable[offset:offset + _CLASSIFY_CHUNK]
         features = classifier.transform([segment.text for segment in chunk])
-        chunk_probabilities = classifier.predict_proba([], features=features)
+        chunk_probabilities = classifier.probabilities(features)
         probabilities[offset:offset + len(chunk)] = chunk_probabilities
         rules = [a for segment in chunk for a in by_segment.get(segment.segment_id, ())]
         merged.extend(combine(chunk, rules, chunk_probabilities, codebook.code_ids, policy,

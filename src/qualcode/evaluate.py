@@ -166,7 +166,7 @@ def evaluate(
         classifier = _train(code_ids, base, segments, truth, train_rows)
         test_segments = [segments[row] for row in test_rows]
         features = classifier.transform([segment.text for segment in test_segments])
-        fold_probabilities = classifier.predict_proba([], features=features)
+        fold_probabilities = classifier.probabilities(features)
         probabilities[test_rows] = fold_probabilities
         test_ids = {segment.segment_id for segment in test_segments}
         fold_rules = [assignment for assignment in rule_assignments if assignment.segment_id in test_ids]

@@ -131,9 +131,6 @@ def regex_literals(pattern: str) -> frozenset[str] | None:
 
 
 _QUANTIFIER = re.compile(r"(\?|\*|\+|\{(\d*)(?:,(\d*))?\})\??")
-_WHITESPACE = ("\\s", " ")
-
-
 def _pieces(pattern: str) -> list[tuple[str, str, bool]] | None:
     """The top-level sequence of a regex without top-level ``|``: (kind, text, required) per piece.
 

@@ -16,9 +16,6 @@ from qualcode.models import COUNTED_STATUSES, CodeAssignment, CodingResult
 
 SEGMENT_FIXED = ("segment_id", "document", "speaker", "start", "end", "timestamp")
 CODING_COLUMNS = ("segment_id", "document", "code", "source", "confidence", "evidence", "status", "text", "decision")
-SHEETS = ("Segments", "Codings", "Summary", "Co-occurrence", "Codebook", "Run", "Orphaned reviews")
-
-
 @dataclass(frozen=True)
 class Table:
     """A sheet: its header and rows. Big tables give their rows lazily, with ``count`` saying how many."""
@@ -35,7 +32,7 @@ class Table:
 
 
 def attribute_names(result: CodingResult) -> list[str]:
-    """Document attributes in first-seen order; names that clash with fixed columns get an ``attr_`` prefix."""
+    """Document attributes in first-seen order (``segments_table`` prefixes any that clash with a fixed column)."""
     names: dict[str, None] = {}
     for document in result.corpus.documents:
         names.update(dict.fromkeys(document.attributes))
