@@ -154,3 +154,139 @@ def test_gated_regexes_find_what_ungated_ones_find_on_the_sample(nlp):
     matcher._regexes = [(pattern, ref, ()) for pattern, ref, _ in matcher._regexes]
     ungated = list(matcher.match(segments))
     assert gated == ungated and any("regex" in e.rule for a in gated for e in a.evidence)
+
+
+def _gates_open_brute_force(gates_per_rule, text):
+    lowered = " ".join(text.lower().split())
+    return [index for index, gates in enumerate(gates_per_rule)
+            if all(any(literal in lowered for literal in gate) for gate in gates)]
+
+
+LITERAL_GATE_RULES = [
+    (frozenset({"he"}),),                                  # inside "the", "she", "where"...
+    (frozenset({"social worker"}), frozenset({"never"})),  # a phrase across any whitespace
+    (frozenset({"been through", "gone through"}),),        # its longest word is in "throughout" too
+    (frozenset({"café"}), frozenset({"wasn"})),            # not ASCII; inside "wasn't"
+    (),                                                    # no gates: always tried
+    (frozenset(),),                                        # an empty gate: never tried
+    (frozenset({"Upper"}),),                               # the text is lower-cased, so never met
+    (frozenset({" x"}),),                                  # a space before: a word must precede it
+    (frozenset({"ab", "abc", "b"}), frozenset({"c"})),      # overlapping literals
+]
+
+
+@pytest.mark.parametrize("text", [
+    "", "   ", "The social\n\tWorker never came", "social workers? NEVER", "socialworker never",
+    "We have been throughout it", "been\nthrough", "gone thru", "CAFÉ but she wasn't there", "café",
+    "upper", "a x", "x", "abc", "cab", "b c", "sh e",
+])
+def test_literal_gates_open_exactly_the_rules_a_plain_substring_test_opens(text):
+    from qualcode.rules import LiteralGates
+
+    gates = LiteralGates(LITERAL_GATE_RULES)
+    assert gates.open_rules(text) == _gates_open_brute_force(LITERAL_GATE_RULES, text)
+    assert gates.open_rules(text) == _gates_open_brute_force(LITERAL_GATE_RULES, text)  # from remembered words
+
+
+def test_literal_gates_agree_with_a_plain_substring_test_on_random_texts():
+    import random
+
+    from qualcode.rules import LiteralGates
+
+    rng = random.Random(7)
+    pieces = ["a", "b", "ab", "ba", "c", " ", "  ", "\n", "A", "B", "é", "'"]
+    for _ in range(50):
+        literals = ["".join(rng.choice("abc") for _ in range(rng.randint(1, 3))) for _ in range(6)]
+        literals += ["a b", "b a", "ab c", "é"]
+        rules = [tuple(frozenset(rng.sample(literals, rng.randint(1, 3))) for _ in range(rng.randint(0, 3)))
+                 for _ in range(8)]
+        gates = LiteralGates(rules)
+        for _ in range(40):
+            text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+            assert gates.open_rules(text) == _gates_open_brute_force(rules, text), (rules, text)
+
+
+@pytest.mark.parametrize("pattern,gates", [
+    # Alternatives that do not all start with plain words pool each one's most selective gate.
+    (r"\b(?:tears in (?:her|his|their) eyes|(?:she|he) (?:welled up|teared up|cried too|cried with (?:me|us)))\b",
+     [{"tears in", "welled up", "teared up", "cried too", "cried with"}]),
+    (r"(?:she|he) welled up|tears", [{"she", "he", "tears"}, {"welled up", "tears"}]),
+    (r"\b(?:weeks?|months?|time)\b", [{"week", "month", "time"}]),
+    (r"\b(?:weeks?|\d+)\b", []),                            # a number has no word to look for
+])
+def test_alternatives_are_gated_by_a_word_of_each(pattern, gates):
+    import re
+
+    from qualcode.rules import regex_gates
+
+    assert [set(gate) for gate in regex_gates(pattern)] == gates
+    for text in ("She welled up.", "TEARS IN HIS EYES", "for weeks", "a long time", "he cried"):
+        lowered = " ".join(text.lower().split())
+        if re.search(pattern, text, re.IGNORECASE):
+            assert all(any(literal in lowered for literal in gate) for gate in gates)
+
+
+@pytest.mark.parametrize("pattern,longest", [
+    ([{"LOWER": "a"}, {"OP": "?"}, {"IS_ALPHA": True, "OP": "{0,4}"}, {"OP": "!"}], 7),
+    ([{"LOWER": "a"}, {"OP": "{3}"}, {"OP": "{,2}"}], 6),
+    ([{"LOWER": "a"}, {"OP": "+"}], None),
+    ([{"LOWER": "a"}, {"OP": "{2,}"}], None),
+    ([{"LOWER": "a"}, {"op": "*"}], None),                  # spaCy reads keys in any case
+])
+def test_longest_match_bounds_every_match(pattern, longest):
+    from qualcode.rules import longest_match
+
+    assert longest_match(pattern) == longest
+
+
+@pytest.mark.parametrize("first,second,most,expected", [
+    ([1], [2], 2, True),
+    ([2], [1], None, False),        # out of order
+    ([0], [5], 3, False),           # too far apart
+    ([0, 4], [5], 3, True),         # the later first token is close enough
+    ([0], [0], None, False),        # one token cannot stand for two
+])
+def test_in_order_within_finds_ordered_tokens_close_together(first, second, most, expected):
+    from qualcode.rules import in_order_within
+
+    column = [0] * 8
+    for position in first:
+        column[position] = 1
+    for position in second:
+        column[position] = 2 if column[position] == 0 else 3
+    gates = [(0, frozenset({1, 3})), (0, frozenset({2, 3}))]
+    assert in_order_within({0: column}, gates, most) is expected
+
+
+def test_pattern_gates_read_keys_in_any_case_as_spacy_does(nlp):
+    text = ("name: x\ncodes:\n  - id: a\n    name: A\n    definition: d\n    rules:\n      patterns:\n"
+            "        - name: held\n          pattern: [{LOWER: meeting, op: '?'}, {LOWER: held}]\n")
+    codebook, problems = parse_codebook(text, "case.yaml")
+    assert problems == []
+    assert _codes(compile_rules(codebook, nlp), "It was held.") == [{"a": ["held"]}]
+
+
+def test_gated_patterns_find_what_ungated_ones_find_on_the_sample(nlp):
+    from conftest import SAMPLE
+    from qualcode.codebook import load_codebook
+    from qualcode.ingest import read_documents
+    from qualcode.rules import _PatternGates
+    from qualcode.segment import segment_documents
+
+    matcher = compile_rules(load_codebook(), nlp)
+    segments = segment_documents(read_documents([SAMPLE]).documents)
+    gated = list(matcher.match(segments))
+    matcher._pattern_gates = _PatternGates([((), None)] * len(matcher._gated_patterns), frozenset())
+    ungated = list(matcher.match(segments))
+    assert gated == ungated and any("pattern" in e.rule for a in gated for e in a.evidence)
+
+
+def test_literal_gates_let_through_the_letters_ignorecase_takes_for_i_and_s():
+    import re
+
+    from qualcode.rules import LiteralGates
+
+    gates = LiteralGates([(frozenset({"this"}),), (frozenset({"social"}),)])
+    for text, pattern in (("THİS", "this"), ("thıs", "this"), ("ſocial", "social")):
+        assert re.search(pattern, text, re.IGNORECASE)
+        assert gates.open_rules(text) == [0 if pattern == "this" else 1]

@@ -7,6 +7,10 @@ the same lemma ("involve" -> involve, involves, involved, involving), and the va
 normalised: "can’t" and "can't" match alike). Token patterns run in a ``Matcher``; regular
 expressions run on the segment text, case-insensitively. An exclusion phrase vetoes every match
 of its code that it overlaps.
+
+Token patterns and regexes are tried only on texts holding words that every match needs ("gates":
+``regex_gates``, ``RuleMatcher._gates``), which most texts lack; the gates are checked in a way that
+costs little per text (``LiteralGates``, ``_PatternGates``) and never skip a rule that could match.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, reduce
+from operator import or_
 
 from qualcode.errors import ConfigurationError
 from qualcode.models import Code, Codebook, CodeAssignment, Evidence, Segment
@@ -194,17 +199,47 @@ def _pieces(pattern: str) -> list[tuple[str, str, bool]] | None:
     return pieces
 
 
+def _selectivity(gate: frozenset[str]) -> tuple[int, int]:
+    """Sort key: a gate whose shortest word is longer, then one with fewer words, is met by fewer texts."""
+    return min(map(len, gate), default=0), -len(gate)
+
+
+def _gate_for_any_of(alternatives: Sequence[str]) -> frozenset[str] | None:
+    """A set of words one of which any match of any of the alternatives contains; None if there is none.
+
+    The words each alternative starts with when they all start with plain words, else the most
+    selective gate of each alternative pooled: "tears in (her|his) eyes|(she|he) (welled up|cried
+    too)" gives {"tears in", "welled up", "cried too"}, where the words they start with would
+    include "he", which occurs (inside "the") in nearly every text.
+    """
+    literals = [_literal(alternative) for alternative in alternatives]
+    if literals and all(literals):
+        return frozenset(literals)
+    pooled: set[str] = set()
+    for alternative in alternatives:
+        own = regex_gates(alternative)
+        if not own:
+            return None
+        pooled |= max(own, key=_selectivity)
+    return frozenset(pooled) or None
+
+
 def regex_gates(pattern: str) -> tuple[frozenset[str], ...]:
     """Sets of lower-case words; a match needs one word of every set in the text. Empty: always try.
 
-    The first set comes from the start of each alternative (``regex_literals``); for a regex
-    without top-level alternatives, every required plain word and every required group of plain
-    alternatives adds a set, so "(had|seen) ... workers" is tried only where "workers" occurs too.
+    The first set comes from the start of each alternative (``regex_literals``). A regex with
+    top-level alternatives adds the set ``_gate_for_any_of`` finds for them; one without adds a set
+    for every required plain word and every required group, so "(had|seen) ... workers" is tried
+    only where "workers" occurs too.
     """
     gates = []
     first = regex_literals(pattern)
     if first is not None:
         gates.append(first)
+    alternatives = _top_level_alternatives(pattern)
+    if alternatives is not None and len(alternatives) > 1:
+        gate = _gate_for_any_of(alternatives)
+        return tuple(dict.fromkeys([*gates, gate] if gate else gates))
     pieces = _pieces(pattern)
     if pieces is None:
         return tuple(gates)
@@ -224,16 +259,11 @@ def regex_gates(pattern: str) -> tuple[frozenset[str], ...]:
         else:
             close_word()
             if kind == "group" and required:
-                alternatives = _top_level_alternatives(text) or []
-                literals = [_literal(alternative) for alternative in alternatives]
-                if literals and all(literals):
-                    gates.append(frozenset(literals))
+                gate = _gate_for_any_of(_top_level_alternatives(text) or [])
+                if gate:
+                    gates.append(gate)
     close_word()
-    unique = []
-    for gate in gates:
-        if gate not in unique:
-            unique.append(gate)
-    return tuple(unique)
+    return tuple(dict.fromkeys(gates))
 
 
 def phrase_label(text: str) -> str:
@@ -255,6 +285,196 @@ def rule_labels(code: Code) -> list[str]:
             + [regex_label(rule.pattern) for rule in code.rules.regex])
 
 
+class _WordMasks(dict):
+    """For each word of text looked up, the OR of the bits of the searched words inside it; remembered.
+
+    Texts share most of their words, so each distinct word is taken apart only once per process.
+    """
+
+    MAX_REMEMBERED = 100_000
+
+    def __init__(self, bits: dict[str, int]):
+        super().__init__()
+        self._bits = bits
+        self._lengths = sorted({len(word) for word in bits})
+
+    def __missing__(self, word: str) -> int:
+        mask = 0
+        for piece in {word[start:start + length] for length in self._lengths for start in range(len(word) - length + 1)}:
+            mask |= self._bits.get(piece, 0)
+        if len(self) >= self.MAX_REMEMBERED:
+            self.clear()
+        self[word] = mask
+        return mask
+
+
+# re.IGNORECASE matches "İ" and "ı" to "i" and "ſ" to "s"; lower() keeps them apart ("İ" becomes "i"
+# and a combining dot), so a gate read off the lower-cased text would shut out "THİS" for /this/.
+_IGNORECASE_TWINS = str.maketrans({"İ": "i", "ı": "i", "ſ": "s"})
+
+
+class LiteralGates:
+    """Which of a list of gated rules to try on a text, as ``regex_gates`` defines a gate.
+
+    A rule is tried when each of its gates (a set of lower-case literals) has a literal that occurs
+    in the text lower-cased with its whitespace collapsed (and "İ", "ı", "ſ" read as the letters
+    IGNORECASE takes them for); a rule without gates is always tried.
+    Testing every literal of every gate against every text took longer than the regexes themselves,
+    so the test is turned around. Each literal is a bit. A literal without whitespace can only occur
+    inside one whitespace-separated word of the text, and the bits of the literals inside a word are
+    worked out once per distinct word; a literal of several words is looked for in the text only
+    when its longest word is inside one of the text's words. A gate is then the OR of its literals'
+    bits, met when it shares a bit with the text's.
+    """
+
+    _ALWAYS = 1  # set for every text: the gate of rules with no gates
+
+    def __init__(self, gates_per_rule: Sequence[Sequence[frozenset[str]]]):
+        literals = sorted({literal for gates in gates_per_rule for gate in gates for literal in gate})
+        bits = {literal: 1 << position for position, literal in enumerate(literals, start=1)}
+        # Words looked for inside the text's words: one-word literals, and the longest word of each
+        # longer literal (a bit of its own when it is not a literal too), which announces it.
+        word_bits = {literal: bit for literal, bit in bits.items() if literal.split() == [literal]}
+        self._phrases_by_word_bit: dict[int, list[tuple[str, int]]] = defaultdict(list)
+        self._always_looked_for = []  # blank literals, which no word announces
+        next_bit = 1 << (len(literals) + 1)
+        for literal in literals:
+            words = literal.split()
+            if words == [literal]:
+                continue
+            if not words:
+                self._always_looked_for.append((literal, bits[literal]))
+                continue
+            longest = max(words, key=len)
+            if longest not in word_bits:
+                word_bits[longest], next_bit = next_bit, next_bit << 1
+            self._phrases_by_word_bit[word_bits[longest]].append((literal, bits[literal]))
+        self._phrase_words = sum(self._phrases_by_word_bit)
+        self._masks_inside = _WordMasks(word_bits)
+
+        def mask(gate: frozenset[str]) -> int:
+            return sum(bits[literal] for literal in gate)
+
+        # Per rule, its most selective gate first (checked for every text), then the others.
+        self._rule_gates = []
+        for gates in gates_per_rule:
+            ordered = sorted(gates, key=_selectivity, reverse=True)
+            self._rule_gates.append((mask(ordered[0]), tuple(map(mask, ordered[1:]))) if ordered
+                                    else (self._ALWAYS, ()))
+
+    def _present(self, text: str) -> int:
+        """The OR of the bits of the literals occurring in ``text``, lower-cased with its whitespace collapsed."""
+        if not text.isascii():
+            text = text.translate(_IGNORECASE_TWINS)
+        words = text.lower().split()
+        found = reduce(or_, map(self._masks_inside.__getitem__, words), self._ALWAYS)
+        announced = found & self._phrase_words
+        if announced or self._always_looked_for:
+            lowered = " ".join(words)
+            while announced:
+                word_bit = announced & -announced
+                announced ^= word_bit
+                for literal, bit in self._phrases_by_word_bit[word_bit]:
+                    if literal in lowered:
+                        found |= bit
+            for literal, bit in self._always_looked_for:
+                if literal in lowered:
+                    found |= bit
+        return found
+
+    def open_rules(self, text: str) -> list[int]:
+        """The indices, in order, of the rules to try on ``text``: those whose every gate has a literal in it."""
+        present = self._present(text)
+        return [index for index, (first, others) in enumerate(self._rule_gates)
+                if present & first and all(present & gate for gate in others)]
+
+
+# Keyed by the regexes' gates, so the words a LiteralGates has taken apart are remembered across
+# match() calls (one per chunk of segments) and across matchers compiled from the same codebook.
+_cached_literal_gates = lru_cache(maxsize=8)(LiteralGates)
+
+
+def longest_match(pattern: Sequence[dict]) -> int | None:
+    """The most tokens a match of a token pattern can span; None if there is no limit (``+``, ``*``, ``{n,}``)."""
+    total = 0
+    for token in pattern:
+        operator = str({str(key).upper(): value for key, value in token.items()}.get("OP", ""))
+        if operator in ("", "1", "?", "!"):  # "!" takes one token, one that does not match
+            total += 1
+            continue
+        bounds = _REPEAT.match(operator)
+        if bounds is None:
+            return None
+        most = bounds.group(2) if "," in operator else bounds.group(1)
+        if not most:
+            return None
+        total += int(most)
+    return total
+
+
+def in_order_within(columns: dict[int, list[int]], gates: Sequence[tuple[int, frozenset[int]]],
+                    most_tokens: int | None) -> bool:
+    """Whether the doc has, for each gate in turn, a later token meeting it, all within ``most_tokens``.
+
+    ``columns`` holds each attribute's value per token. A match of a token pattern has one token per
+    required token, in order and within its longest span; checking that in Python is much cheaper
+    than calling a spaCy ``Matcher``, whose set tests run in Python for every token of the doc.
+    """
+    positions = [[index for index, value in enumerate(columns[attr]) if value in hashes] for attr, hashes in gates]
+    for first in positions[0]:
+        last = first
+        for later in positions[1:]:
+            # The earliest token that will do keeps the span shortest.
+            last = next((index for index in later if index > last), None)
+            if last is None:
+                return False
+        if most_tokens is None or last - first < most_tokens:
+            return True
+    return False
+
+
+class _PatternGates:
+    """Which token patterns to run on a doc: those whose gates its tokens meet in order, close enough together.
+
+    A gate is the string hashes one of which a required token of the pattern has (its NORM or LOWER);
+    a pattern's gates are in pattern order, with the longest span a match can have. Each pattern is
+    indexed under the hashes of the gate likely to be met least often: the one with the fewest
+    ``common`` (stop) words, then the fewest words. A doc is then checked against only the few
+    patterns one of whose indexed words it holds rather than against every pattern, and positions
+    are looked at only for patterns whose every gate the doc's words meet.
+    """
+
+    def __init__(self, patterns: Sequence[tuple[Sequence[tuple[int, frozenset[int]]], int | None]],
+                 common: frozenset[int]):
+        self._gates = [tuple(gates) for gates, _ in patterns]
+        self._longest = [longest for _, longest in patterns]
+        self.attrs = sorted({attr for gates in self._gates for attr, _ in gates})
+        self._always_run = [index for index, gates in enumerate(self._gates) if not gates]
+        self._patterns_by_hash: dict[int, dict[int, list[int]]] = {attr: defaultdict(list) for attr in self.attrs}
+        for index, gates in enumerate(self._gates):
+            if gates:
+                attr, hashes = min(gates, key=lambda gate: (len(gate[1] & common), len(gate[1])))
+                for value in hashes:
+                    self._patterns_by_hash[attr][value].append(index)
+        self._indexed = {attr: frozenset(by_hash) for attr, by_hash in self._patterns_by_hash.items()}
+
+    def open_patterns(self, doc) -> list[int]:
+        """The indices, in order, of the patterns to run on ``doc``."""
+        if not self.attrs:
+            return list(self._always_run)
+        # to_array gives one value per token, not a row, when there is one attribute.
+        values = doc.to_array(self.attrs).reshape(len(doc), len(self.attrs))
+        columns = dict(zip(self.attrs, values.T.tolist()))
+        words = {attr: set(column) for attr, column in columns.items()}
+        candidates = set(self._always_run)
+        for attr, indexed in self._indexed.items():
+            for value in words[attr] & indexed:
+                candidates.update(self._patterns_by_hash[attr][value])
+        return [index for index in sorted(candidates)
+                if all(not hashes.isdisjoint(words[attr]) for attr, hashes in self._gates[index])
+                and (len(self._gates[index]) < 2 or in_order_within(columns, self._gates[index], self._longest[index]))]
+
+
 @dataclass(frozen=True)
 class _RuleRef:
     code_id: str
@@ -271,9 +491,10 @@ class RuleMatcher:
         self.nlp = nlp
         self._phrases = PhraseMatcher(nlp.vocab, attr="NORM")
         self._exclusions = PhraseMatcher(nlp.vocab, attr="NORM")
-        # One matcher per token pattern, run only on texts holding every word the pattern requires:
-        # token patterns are the slowest rules, and most texts hold none of their anchor words.
-        self._gated_patterns: list[tuple[object, list[tuple[int, frozenset[int]]]]] = []
+        # One matcher per token pattern, run only on texts holding every word the pattern requires,
+        # in order and close enough together (see _PatternGates): token patterns are the slowest
+        # rules, and most texts hold none of their anchor words.
+        self._gated_patterns: list[tuple[object, list[tuple[int, frozenset[int]]], int | None]] = []
         self._refs: dict[str, _RuleRef] = {}
         self._regexes: list[tuple[re.Pattern[str], _RuleRef, tuple[frozenset[str], ...]]] = []
         self._needs_lemmas = False
@@ -292,11 +513,16 @@ class RuleMatcher:
                 final = list(rewritten if rewritten is not None else rule.pattern)
                 matcher = Matcher(nlp.vocab, validate=True)
                 matcher.add(key, [final])
-                self._gated_patterns.append((matcher, self._gates(final)))
+                self._gated_patterns.append((matcher, self._gates(final), longest_match(final)))
             for index, rule in enumerate(code.rules.regex):
                 key = self._ref(code.code_id, "regex", index, regex_label(rule.pattern))
                 self._regexes.append((re.compile(rule.pattern, re.IGNORECASE), self._refs[key],
                                       regex_gates(rule.pattern)))
+        gated_words = {value for _, gates, _ in self._gated_patterns for _, hashes in gates for value in hashes}
+        stop_words = nlp.Defaults.stop_words
+        self._pattern_gates = _PatternGates([(gates, longest) for _, gates, longest in self._gated_patterns],
+                                            common=frozenset(value for value in gated_words
+                                                             if nlp.vocab.strings[value] in stop_words))
 
     def _ref(self, code_id: str, kind: str, index: int, description: str) -> str:
         key = f"{code_id}\x1f{kind}\x1f{index}"
@@ -346,12 +572,13 @@ class RuleMatcher:
         return rewritten
 
     def _gates(self, pattern: Sequence[dict]) -> list[tuple[int, frozenset[int]]]:
-        """For each token the pattern requires, the attribute and the string hashes one of which must occur."""
+        """For each token the pattern requires, in order, the attribute and the string hashes one of which it has."""
         from spacy.attrs import LOWER, NORM
 
         strings = self.nlp.vocab.strings
         gates = []
         for token in pattern:
+            token = {str(key).upper(): value for key, value in token.items()}  # spaCy reads "op" as "OP"
             operator = str(token.get("OP", ""))
             bounds = _REPEAT.match(operator)
             required = operator in ("", "+") or (bounds is not None and int(bounds.group(1) or 0) >= 1)
@@ -387,34 +614,50 @@ class RuleMatcher:
     def match(self, segments: Iterable[Segment], *, batch_size: int = 64) -> Iterator[CodeAssignment]:
         """Rule assignments for the segments, one per (segment, code) with all its evidence."""
         segments = list(segments)
-        with self.nlp.select_pipes(enable=list(self.pipes_needed)):
-            docs = self.nlp.pipe((segment.text for segment in segments), batch_size=batch_size)
-            for segment, doc in zip(segments, docs):
-                yield from self._assign(segment, doc)
+        literal_gates = self._literal_gates()
+        for segment, doc in zip(segments, self.docs(segments, batch_size=batch_size)):
+            yield from self._assign(segment, doc, literal_gates)
 
-    def _assign(self, segment: Segment, doc) -> Iterator[CodeAssignment]:
+    def docs(self, segments: Iterable[Segment], *, batch_size: int = 64) -> Iterator:
+        """The segments' docs, made by only the pipeline components matching needs (``pipes_needed``)."""
+        with self.nlp.select_pipes(enable=list(self.pipes_needed)):
+            yield from self.nlp.pipe((segment.text for segment in segments), batch_size=batch_size)
+
+    def match_doc(self, segment: Segment, doc) -> Iterator[CodeAssignment]:
+        """Rule assignments for one segment, given its doc from ``docs``."""
+        return self._assign(segment, doc, self._literal_gates())
+
+    def _literal_gates(self) -> LiteralGates:
+        # Looked up from the regexes' gates each time rather than kept: cached per process, and
+        # it cannot go stale if the regexes are replaced.
+        return _cached_literal_gates(tuple(gates for _, _, gates in self._regexes))
+
+    def _token_matches(self, doc) -> list[tuple[int, int, int]]:
+        """(match id, start token, end token) of the phrases, then of the token patterns whose gates the doc opens."""
+        matches = list(self._phrases(doc)) if len(self._phrases) else []
+        for index in self._pattern_gates.open_patterns(doc):
+            matches.extend(self._gated_patterns[index][0](doc))
+        return matches
+
+    def _regex_hits(self, text: str, gates: LiteralGates) -> list[tuple[int, int, _RuleRef]]:
+        """(start, end, rule) of every non-empty regex match in ``text``, trying only the regexes its words let through."""
+        hits = []
+        for index in gates.open_rules(text):
+            pattern, ref, _ = self._regexes[index]
+            hits.extend((found.start(), found.end(), ref) for found in pattern.finditer(text) if found.end() > found.start())
+        return hits
+
+    def _assign(self, segment: Segment, doc, literal_gates: LiteralGates) -> Iterator[CodeAssignment]:
         strings = self.nlp.vocab.strings
+        hits = [(doc[start].idx, doc[end - 1].idx + len(doc[end - 1]), self._refs[strings[match_id]])
+                for match_id, start, end in self._token_matches(doc)]
+        hits.extend(self._regex_hits(segment.text, literal_gates))
+        if not hits:  # most segments: no exclusions to look for, no evidence to gather
+            return
         vetoes: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for match_id, start, end in (self._exclusions(doc) if len(self._exclusions) else ()):
             ref = self._refs[strings[match_id]]
             vetoes[ref.code_id].append((doc[start].idx, doc[end - 1].idx + len(doc[end - 1])))
-        hits: list[tuple[int, int, _RuleRef]] = []
-        matches = list(self._phrases(doc)) if len(self._phrases) else []
-        if self._gated_patterns:
-            from spacy.attrs import LOWER, NORM
-
-            present = doc.to_array([NORM, LOWER])
-            words = {NORM: set(present[:, 0].tolist()), LOWER: set(present[:, 1].tolist())} if len(doc) else {NORM: set(), LOWER: set()}
-            for matcher, gates in self._gated_patterns:
-                if all(not allowed.isdisjoint(words[attr]) for attr, allowed in gates):
-                    matches.extend(matcher(doc))
-        for match_id, start, end in matches:
-            hits.append((doc[start].idx, doc[end - 1].idx + len(doc[end - 1]), self._refs[strings[match_id]]))
-        lowered = " ".join(segment.text.lower().split())
-        for pattern, ref, gates in self._regexes:
-            if not all(any(literal in lowered for literal in gate) for gate in gates):
-                continue
-            hits.extend((found.start(), found.end(), ref) for found in pattern.finditer(segment.text) if found.end() > found.start())
         evidence: dict[str, list[Evidence]] = defaultdict(list)
         for start, end, ref in sorted(hits, key=lambda hit: (hit[0], -hit[1])):
             if any(start < veto_end and veto_start < end for veto_start, veto_end in vetoes.get(ref.code_id, ())):
@@ -432,7 +675,6 @@ class RuleMatcher:
                     confidence=None,
                     evidence=tuple(evidence[code_id]),
                 )
-
 
 
 def compile_rules(codebook: Codebook, nlp) -> RuleMatcher:
