@@ -149,11 +149,12 @@ def stages(corpus_dir: Path, workdir: Path, jobs: int) -> tuple[dict[str, float]
     codable = [segment for segment in segments if not segment.is_interviewer]
     matcher = compile_rules(codebook, nlp)
     rules, timings["rules"] = _timed(lambda: list(matcher.match(codable)))
-    task = ChunkTask(codebook, "blank:en", None, (), False)
-    _, timings[f"segment+rules, {jobs} processes"] = _timed(segment_and_match, corpus.documents, task, jobs=jobs)
+    task = ChunkTask(codebook, "blank:en", None, (), False, features=True)
+    _, timings[f"segment+rules+features, {jobs} processes"] = _timed(segment_and_match, corpus.documents, task,
+                                                                      jobs=jobs)
     start = time.perf_counter()
-    classifier = CodeClassifier(codebook.code_ids).fit(training_examples(codebook, CodingOptions()))
-    timings["classifier train"] = time.perf_counter() - start
+    classifier = CodeClassifier(codebook.code_ids, nlp).fit(training_examples(codebook, CodingOptions()))
+    timings["classifier train (with imports)"] = time.perf_counter() - start
     start = time.perf_counter()
     probabilities = classifier.predict_proba([segment.text for segment in codable])
     timings["classifier predict"] = time.perf_counter() - start
@@ -179,12 +180,17 @@ finally:
 
 
 def end_to_end(corpus_dir: Path, workdir: Path, jobs: int) -> dict[str, float]:
-    """`qualcode code` in a fresh process: wall time and peak RSS of the main process and of its largest worker."""
+    """`qualcode code` in a fresh process: wall time and peak RSS of the main process and of its largest worker.
+
+    The run uses the model cache in ``workdir``: the first call trains the classifier (a first
+    run), later calls load it (a re-run after a codebook change that left the labels alone).
+    """
     usage = workdir / "usage.json"
     command = [sys.executable, "-c", _WRAPPER, str(usage), "code", str(corpus_dir), "-o", str(workdir / "coded.xlsx"),
-               "-q", "--jobs", str(jobs)]
+               "-q", "--force", "--jobs", str(jobs)]
+    environment = {**os.environ, "QUALCODE_CACHE_DIR": str(workdir / "model-cache")}
     start = time.perf_counter()
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, env=environment)
     wall = time.perf_counter() - start
     peaks = json.loads(usage.read_text())
     return {"wall": wall, "peak_rss_mb": peaks["self"] / 1024, "worker_peak_rss_mb": peaks["children"] / 1024}
@@ -226,7 +232,9 @@ def main() -> None:
         words = sum(counts.values())
         results: dict[str, object] = {"words": words, "by_kind": counts, "jobs": arguments.jobs, "cpus": os.cpu_count()}
         print(f"corpus: {words:,} words ({counts}) written in {generate_seconds:.1f} s")
+        first = end_to_end(corpus_dir, workdir, arguments.jobs)
         e2e = end_to_end(corpus_dir, workdir, arguments.jobs)
+        results["end_to_end_first_run"] = first
         results["end_to_end"] = e2e
         rows = []
         if not arguments.no_stages:
@@ -234,19 +242,24 @@ def main() -> None:
             base = floor(texts, segment_rows, coding_rows, workdir)
             results.update({"stages": timings, "floor": base, "segments_rows": len(segment_rows) - 1,
                             "codings_rows": len(coding_rows) - 1,
-                            "ratio": e2e["wall"] / base["total"]})
+                            "ratio": e2e["wall"] / base["total"],
+                            "ratio_first_run": first["wall"] / base["total"]})
             rows += [(f"floor: tokenize ({base['tokens']:,} tokens)", base["tokenize"]),
                      (f"floor: write {len(segment_rows) - 1:,} + {len(coding_rows) - 1:,} rows", base["write"]),
                      ("floor: total", base["total"])]
             rows += [(f"stage: {name}", seconds) for name, seconds in timings.items()]
-        rows.append((f"qualcode code end to end (--jobs {arguments.jobs})", e2e["wall"]))
+        rows.append(("qualcode code, first run (trains the model)", first["wall"]))
+        rows.append((f"qualcode code end to end, re-run (--jobs {arguments.jobs})", e2e["wall"]))
         results["train_10k_seconds"] = training_speed()
         print(f"\n{'what':<52} {'seconds':>9} {'words/s':>11}")
         for name, seconds in rows:
             print(f"{name:<52} {seconds:>9.2f} {words / seconds if seconds else 0:>11,.0f}")
-        print(f"\npeak RSS: main process {e2e['peak_rss_mb']:.0f} MB, largest worker {e2e['worker_peak_rss_mb']:.0f} MB")
+        peak = max(first["peak_rss_mb"], e2e["peak_rss_mb"])
+        worker = max(first["worker_peak_rss_mb"], e2e["worker_peak_rss_mb"])
+        print(f"\npeak RSS: main process {peak:.0f} MB, largest worker {worker:.0f} MB")
         if "ratio" in results:
-            print(f"ratio end-to-end / floor: {results['ratio']:.2f} (target <= 1.5)")
+            print(f"ratio end-to-end / floor: {results['ratio']:.2f} on a re-run, "
+                  f"{results['ratio_first_run']:.2f} on a first run (target <= 1.5)")
         print(f"classifier training on 10,000 labelled segments: {results['train_10k_seconds']:.2f} s (target < 5)")
         if arguments.json:
             arguments.json.write_text(json.dumps(results, indent=2))

@@ -30,3 +30,14 @@ def write(tmp_path):
         return path
 
     return _write
+
+
+def pytest_configure(config):
+    """Keep trained models out of the user's cache: every test run (and its subprocesses) uses its own."""
+    import os
+    import shutil
+    import tempfile
+
+    cache = tempfile.mkdtemp(prefix="qualcode-test-cache-")
+    os.environ["QUALCODE_CACHE_DIR"] = cache
+    config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))

@@ -154,7 +154,7 @@ def test_a_failed_write_leaves_the_previous_output_and_no_temporary_file(result,
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("qualcode.export.xlsx._write_table", interrupted)
+    monkeypatch.setattr("qualcode.export.xlsx._Sheet.write", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_result(result, path)
     assert path.read_bytes() == before
@@ -171,3 +171,55 @@ def test_a_sheet_longer_than_excel_allows_is_refused_before_writing(result, tmp_
                                           r"1,048,576; write the tables as CSV with --format csv"):
         check_sheet_sizes([huge])
     check_sheet_sizes([Table("Segments", ("segment_id",), iter(()), count=EXCEL_MAX_ROWS - 1)])
+
+
+def _sheets(path):
+    book = openpyxl.load_workbook(path)
+    return {name: [[cell.value for cell in row] for row in book[name].iter_rows()] for name in book.sheetnames}
+
+
+def _without_creation_time(sheets):
+    sheets["Run"] = [row for row in sheets["Run"] if row[0] != "created"]
+    return sheets
+
+
+def test_a_streamed_workbook_equals_one_written_from_the_whole_result(tmp_path, nlp):
+    from qualcode.export import streamed_workbook
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for index in range(3):
+        (folder / f"p{index}.txt").write_text(TRANSCRIPT, encoding="utf-8")
+    (folder / "survey.csv").write_text(SURVEY, encoding="utf-8")
+    codebook, _ = parse_codebook(BOOK, "export-test.yaml")
+    corpus = read_documents([folder])
+    chunks = []
+    with streamed_workbook(tmp_path / "streamed.xlsx", corpus, codebook) as workbook:
+        def add(segments, assignments):
+            chunks.append(len(segments))
+            workbook.add(segments, assignments)
+
+        result = code_corpus(corpus, codebook, CodingOptions(), nlp=nlp, on_chunk=add)
+        workbook.finish(result)
+    write_result(result, tmp_path / "whole.xlsx")
+    assert sum(chunks) == len(result.segments)
+    streamed, whole = _sheets(tmp_path / "streamed.xlsx"), _sheets(tmp_path / "whole.xlsx")
+    assert len(streamed["Codings"]) > 3
+    assert _without_creation_time(streamed) == _without_creation_time(whole)
+
+
+def test_a_streamed_run_that_fails_or_never_finishes_leaves_the_previous_output(result, tmp_path):
+    from qualcode.errors import OutputError
+    from qualcode.export import streamed_workbook
+
+    path = write_result(result, tmp_path / "coded.xlsx")
+    before = path.read_bytes()
+    with pytest.raises(KeyboardInterrupt):
+        with streamed_workbook(path, result.corpus, result.codebook) as workbook:
+            workbook.add(result.segments[:2], [])
+            raise KeyboardInterrupt
+    with pytest.raises(OutputError, match=r"coded.xlsx: the coding run ended before its workbook was finished"):
+        with streamed_workbook(path, result.corpus, result.codebook) as workbook:
+            workbook.add(result.segments, result.assignments)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coded.xlsx", "corpus"]

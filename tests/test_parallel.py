@@ -35,7 +35,7 @@ def test_chunks_keep_whole_documents_in_order(sample):
 def test_all_cores_give_the_same_output(sample, one_process, monkeypatch, nlp):
     corpus, codebook = sample
     monkeypatch.setattr(parallel, "WORDS_PER_CHUNK", 3000)
-    assert len(parallel.chunk_documents(corpus.documents, 3000)) > 2
+    assert len(parallel.chunk_documents(corpus.documents)) > 2
     assert _fingerprint(code_corpus(corpus, codebook, CodingOptions(jobs=2), nlp=nlp)) == one_process
 
 
@@ -55,10 +55,28 @@ def test_a_dask_cluster_gives_the_same_output(sample, one_process, monkeypatch, 
     assert _fingerprint(result) == one_process
 
 
-def test_an_unreachable_scheduler_is_a_clear_error(sample, nlp):
+def test_an_unreachable_scheduler_is_a_clear_error(sample, monkeypatch, nlp):
     pytest.importorskip("distributed", reason="the dask extra is not installed")
     from qualcode.errors import ConfigurationError
 
     corpus, codebook = sample
+    monkeypatch.setattr(parallel, "DASK_CONNECT_TIMEOUT", "1s")
     with pytest.raises(ConfigurationError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
         code_corpus(corpus, codebook, CodingOptions(dask="tcp://127.0.0.1:9"), nlp=nlp)
+
+
+def test_chunks_reach_the_caller_in_document_order_from_all_cores(sample, one_process, monkeypatch, nlp):
+    corpus, codebook = sample
+    monkeypatch.setattr(parallel, "WORDS_PER_CHUNK", 3000)
+    streamed_segments, streamed_assignments, calls = [], [], []
+
+    def receive(segments, assignments):
+        calls.append(len(segments))
+        streamed_segments.extend(segments)
+        streamed_assignments.extend(assignments)
+
+    result = code_corpus(corpus, codebook, CodingOptions(jobs=2), nlp=nlp, on_chunk=receive)
+    assert _fingerprint(result) == one_process
+    assert len(calls) == len(parallel.chunk_documents(corpus.documents)) > 2
+    assert len(streamed_segments) == len(result.segments) and len(streamed_assignments) == len(result.assignments)
+    assert streamed_segments == list(result.segments) and streamed_assignments == list(result.assignments)

@@ -1,10 +1,10 @@
-"""The scikit-learn classifier: one calibrated binary model per code over shared TF-IDF features.
+"""The classifier: one calibrated scikit-learn logistic regression per code over shared TF-IDF features.
 
 Training data comes as ``TrainingExample``s, each knowing only the labels someone actually gave:
 a gold or reviewed segment knows every code; a codebook example knows only its own code. Each
-code's model trains on the examples that carry a label for it. Nothing is pickled: the model is
-rebuilt from labelled data on every run (seconds for thousands of segments), so the same data
-always gives the same model.
+code's model trains on the examples that carry a label for it. The same data always gives the
+same model; a trained model is plain arrays (``ClassifierModel``), which ``model_cache`` keeps
+by the hash of the data it came from, so a re-run with unchanged labels skips training.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from importlib import resources
 
 import numpy as np
 
+from qualcode.features import NgramHashes, count_matrix, ngram_hashes, ngram_names, smooth_idf, tfidf, tfidf_matrix
 from qualcode.models import Codebook
 
 logger = logging.getLogger(__name__)
@@ -59,9 +60,21 @@ def _default_codebook_identity() -> tuple[str, tuple[str, ...]]:
     return default.name, default.code_ids
 
 
+@lru_cache(maxsize=1)
+def _default_codebook_sha256() -> str:
+    import hashlib
+
+    from qualcode.codebook import default_codebook_path
+
+    return hashlib.sha256(default_codebook_path().read_bytes().decode("utf-8-sig").encode("utf-8")).hexdigest()
+
+
 def seed_examples(codebook: Codebook) -> list[TrainingExample]:
     """The hand-coded sample corpus shipped with the default codebook; empty for any other codebook."""
-    name, code_ids = _default_codebook_identity()
+    if codebook.sha256 is not None and codebook.sha256 == _default_codebook_sha256():
+        name, code_ids = codebook.name, codebook.code_ids  # the default itself: no need to parse it again
+    else:
+        name, code_ids = _default_codebook_identity()
     if codebook.name != name:
         return []
     data = resources.files("qualcode") / "data" / SEED_FILE
@@ -74,22 +87,11 @@ def seed_examples(codebook: Codebook) -> list[TrainingExample]:
         ]
 
 
-def _only_stop_words(ngram: str) -> bool:
+def _content_mask(names: np.ndarray) -> np.ndarray:
     """Function words help the model but explain nothing to a researcher, so evidence leaves them out."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-    return all(word in ENGLISH_STOP_WORDS for word in ngram.split())
-
-
-def _content_mask(names) -> np.ndarray:
-    return np.array([not _only_stop_words(name) for name in names], dtype=bool)
-
-
-def _default_vectorizer():
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1, strip_accents="unicode",
-                           token_pattern=r"(?u)\b\w[\w']*\b")
+    return np.array([not all(word in ENGLISH_STOP_WORDS for word in name.split()) for name in names], dtype=bool)
 
 
 def _base_model():
@@ -98,16 +100,20 @@ def _base_model():
     return LogisticRegression(C=4.0, class_weight="balanced", solver="liblinear", max_iter=1000)
 
 
+# Part of the model cache key: change it whenever training would give a different model for the same data.
+MODEL_VERSION = f"liblinear-C4-balanced-platt{CALIBRATION_FOLDS}-v1"
+
+
 def _platt_calibrator(features, labels: np.ndarray, weights: np.ndarray, groups: np.ndarray, real: np.ndarray):
     """Platt scaling fitted on out-of-fold scores, with folds grouped by document.
 
     Grouping matters: segments of one interview share words, so folds that split a document
     would make held-out scores look surer than they are on a new document. Returns the scaling
-    and the fold models: predictions average the scaled fold models, whose scores are the ones
-    the scaling was fitted on (scaling the full model's larger scores instead was over-confident
-    by 0.2 in the middle of the range on the sample). None when there are too few groups or
-    examples to hold any out. Codebook examples are cleaner than real segments, so the scaling is
-    fitted on real segments when there are enough of them.
+    (slope, intercept) and the fold models: predictions average the scaled fold models, whose
+    scores are the ones the scaling was fitted on (scaling the full model's larger scores instead
+    was over-confident by 0.2 in the middle of the range on the sample). None when there are too
+    few groups or examples to hold any out. Codebook examples are cleaner than real segments, so
+    the scaling is fitted on real segments when there are enough of them.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedGroupKFold
@@ -125,8 +131,126 @@ def _platt_calibrator(features, labels: np.ndarray, weights: np.ndarray, groups:
         fold_models.append(fold_model)
     use = real if labels[real].sum() >= MIN_PER_CLASS and (1 - labels[real]).sum() >= MIN_PER_CLASS else np.ones_like(real)
     calibrator = LogisticRegression(C=1e4).fit(scores[use].reshape(-1, 1), labels[use], sample_weight=weights[use])
+    slope, intercept = float(calibrator.coef_[0, 0]), float(calibrator.intercept_[0])
     # Held-out scores that do not rise with the label mean too little data to calibrate; never invert the model.
-    return (calibrator, fold_models) if calibrator.coef_[0, 0] > 0 else None
+    return ((slope, intercept), fold_models) if slope > 0 else None
+
+
+@dataclass(frozen=True)
+class CodeModel:
+    """How one code is scored: columns of ``ClassifierModel.weights`` and an optional Platt scaling."""
+
+    full: int
+    folds: tuple[int, ...] = ()
+    platt: tuple[float, float] | None = None
+
+
+def _sigmoid(values: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-values))
+
+
+@dataclass(frozen=True)
+class ClassifierModel:
+    """A trained classifier as plain arrays: predicting needs numpy and scipy, not scikit-learn.
+
+    ``vocabulary`` holds the sorted n-gram hashes that are the feature columns (``features``);
+    every linear scorer (each code's full model and its fold models) is a column of ``weights``
+    with its entry in ``intercepts``. A code is scored by its Platt-scaled fold models, averaged,
+    or by its full model when there was too little data to calibrate; the full model's weights
+    also pick the evidence n-grams.
+    """
+
+    code_ids: tuple[str, ...]
+    vocabulary: np.ndarray
+    idf: np.ndarray
+    names: np.ndarray
+    content: np.ndarray
+    weights: np.ndarray
+    intercepts: np.ndarray
+    codes: dict[str, CodeModel]
+    training_counts: dict[str, tuple[int, int]]
+
+    @property
+    def trained_codes(self) -> tuple[str, ...]:
+        return tuple(code_id for code_id in self.code_ids if code_id in self.codes)
+
+    def features(self, batch: NgramHashes):
+        """The TF-IDF matrix (texts x vocabulary) of a batch of n-gram hashes."""
+        return tfidf_matrix(batch, self.vocabulary, self.idf)
+
+    def probabilities(self, features) -> np.ndarray:
+        """Calibrated probabilities (texts x codes) for a feature matrix; NaN for untrained codes."""
+        result = np.full((features.shape[0], len(self.code_ids)), np.nan)
+        if features.shape[0] == 0 or not self.codes:
+            return result
+        scores = np.asarray(features @ self.weights) + self.intercepts
+        for column, code_id in enumerate(self.code_ids):
+            code = self.codes.get(code_id)
+            if code is None:
+                continue
+            if code.platt is None:
+                result[:, column] = _sigmoid(scores[:, code.full])
+            else:
+                slope, intercept = code.platt
+                result[:, column] = _sigmoid(slope * scores[:, list(code.folds)] + intercept).mean(axis=1)
+        return result
+
+    def explain(self, features, row: int, code_id: str, top: int = 4) -> list[tuple[str, float]]:
+        """The content n-grams of text ``row`` of a feature matrix that pushed it most towards ``code_id``."""
+        coefficients = self.weights[:, self.codes[code_id].full]
+        # Straight from the CSR arrays: slicing a row object costs more than the arithmetic.
+        begin, end = features.indptr[row], features.indptr[row + 1]
+        indices, values = features.indices[begin:end], features.data[begin:end]
+        weights = values * coefficients[indices]
+        keep = (weights > 0) & self.content[indices]
+        indices, weights = indices[keep], weights[keep]
+        names = self.names[indices]
+        order = np.lexsort((names, -weights))[:top]
+        return [(str(names[i]), float(weights[i])) for i in order]
+
+
+def train_model(code_ids: Sequence[str], examples: Sequence[TrainingExample], nlp) -> ClassifierModel:
+    """Fit one calibrated logistic regression per code on the examples that carry a label for it."""
+    examples = [example for example in examples if example.text.strip()]
+    docs = list(nlp.tokenizer.pipe([example.text for example in examples]))
+    batch = ngram_hashes(docs)
+    vocabulary = np.unique(batch.hashes)
+    counts = count_matrix(batch, vocabulary)
+    idf = smooth_idf(counts)
+    matrix = tfidf(counts, idf)
+    names_by_hash = ngram_names(docs)
+    names = np.array([names_by_hash[int(value)] for value in vocabulary], dtype=str)
+    scorers: list[tuple[np.ndarray, float]] = []
+    codes: dict[str, CodeModel] = {}
+    counts_by_code: dict[str, tuple[int, int]] = {}
+
+    def add(model) -> int:
+        scorers.append((model.coef_.ravel(), float(model.intercept_[0])))
+        return len(scorers) - 1
+
+    for code_id in code_ids:
+        rows = [index for index, example in enumerate(examples) if code_id in example.labels]
+        labels = np.array([examples[index].labels[code_id] for index in rows], dtype=int)
+        positives, negatives = int(labels.sum()), int(len(labels) - labels.sum())
+        counts_by_code[code_id] = (positives, negatives)
+        if positives < MIN_PER_CLASS or negatives < MIN_PER_CLASS:
+            logger.info("code %s: %d positive and %d negative examples; too few to train", code_id, positives, negatives)
+            continue
+        features = matrix[rows]
+        weights = np.array([examples[index].weight for index in rows])
+        groups = np.array([examples[index].group or str(index) for index in rows])
+        real = np.array([examples[index].origin != "example" for index in rows])
+        full = add(_base_model().fit(features, labels, sample_weight=weights))
+        calibration = _platt_calibrator(features, labels, weights, groups, real)
+        if calibration is None:
+            codes[code_id] = CodeModel(full)
+        else:
+            platt, fold_models = calibration
+            codes[code_id] = CodeModel(full, tuple(add(model) for model in fold_models), platt)
+    weight_matrix = (np.column_stack([coefficients for coefficients, _ in scorers]) if scorers
+                     else np.zeros((len(vocabulary), 0)))
+    return ClassifierModel(tuple(code_ids), vocabulary, idf, names, _content_mask(names), weight_matrix,
+                           np.array([intercept for _, intercept in scorers]), codes, counts_by_code)
 
 
 class CodeClassifier:
@@ -134,73 +258,45 @@ class CodeClassifier:
 
     A code without at least two positive and two negative examples has no model; its column is NaN.
     Probabilities are calibrated by Platt scaling on out-of-fold scores (see ``_platt_calibrator``).
+    Texts are tokenized by ``nlp`` (default: the offline pipeline), as the rules tokenize them.
     """
 
-    def __init__(self, code_ids: Sequence[str]):
+    def __init__(self, code_ids: Sequence[str], nlp=None, model: ClassifierModel | None = None):
         self.code_ids = tuple(code_ids)
+        self._nlp = nlp
+        self.model = model
+
+    @property
+    def nlp(self):
+        if self._nlp is None:
+            from qualcode.segment import build_pipeline
+
+            self._nlp = build_pipeline()
+        return self._nlp
 
     def fit(self, examples: Sequence[TrainingExample]) -> CodeClassifier:
-        examples = [example for example in examples if example.text.strip()]
-        self.vectorizer_ = _default_vectorizer()
-        matrix = self.vectorizer_.fit_transform([example.text for example in examples]) if examples else None
-        self.models_: dict[str, tuple[object, object | None]] = {}
-        self.training_counts_: dict[str, tuple[int, int]] = {}
-        for code_id in self.code_ids:
-            rows = [index for index, example in enumerate(examples) if code_id in example.labels]
-            labels = np.array([examples[index].labels[code_id] for index in rows], dtype=int)
-            positives, negatives = int(labels.sum()), int(len(labels) - labels.sum())
-            self.training_counts_[code_id] = (positives, negatives)
-            if positives < MIN_PER_CLASS or negatives < MIN_PER_CLASS:
-                logger.info("code %s: %d positive and %d negative examples; too few to train", code_id, positives, negatives)
-                continue
-            features = matrix[rows]
-            weights = np.array([examples[index].weight for index in rows])
-            groups = np.array([examples[index].group or str(index) for index in rows])
-            real = np.array([examples[index].origin != "example" for index in rows])
-            model = _base_model().fit(features, labels, sample_weight=weights)
-            self.models_[code_id] = (model, _platt_calibrator(features, labels, weights, groups, real))
-        self.feature_names_ = self.vectorizer_.get_feature_names_out() if examples else np.array([])
-        self.content_features_ = _content_mask(self.feature_names_)
+        self.model = train_model(self.code_ids, examples, self.nlp)
         return self
 
     @property
     def trained_codes(self) -> tuple[str, ...]:
-        return tuple(code_id for code_id in self.code_ids if code_id in self.models_)
+        return self.model.trained_codes
+
+    @property
+    def training_counts_(self) -> dict[str, tuple[int, int]]:
+        return self.model.training_counts
 
     def transform(self, texts: Sequence[str]):
-        return self.vectorizer_.transform(list(texts))
+        return self.model.features(ngram_hashes(self.nlp.tokenizer.pipe(list(texts))))
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return self.probabilities(self.transform(texts))
 
     def probabilities(self, features) -> np.ndarray:
-        """Calibrated probabilities (texts x codes) for texts already transformed; NaN for untrained codes."""
-        result = np.full((features.shape[0], len(self.code_ids)), np.nan)
-        if features.shape[0] == 0:
-            return result
-        for column, code_id in enumerate(self.code_ids):
-            if code_id in self.models_:
-                model, calibration = self.models_[code_id]
-                if calibration is None:
-                    result[:, column] = model.predict_proba(features)[:, 1]
-                else:
-                    calibrator, fold_models = calibration
-                    result[:, column] = np.mean([calibrator.predict_proba(fold.decision_function(features).reshape(-1, 1))[:, 1]
-                                                 for fold in fold_models], axis=0)
-        return result
+        return self.model.probabilities(features)
 
     def explain(self, features, row: int, code_id: str, top: int = 4) -> list[tuple[str, float]]:
-        """The content n-grams of text ``row`` of a transformed batch that pushed it most towards ``code_id``."""
-        coef = self.models_[code_id][0].coef_.ravel()
-        # Straight from the CSR arrays: slicing a row object costs more than the arithmetic.
-        begin, end = features.indptr[row], features.indptr[row + 1]
-        indices, values = features.indices[begin:end], features.data[begin:end]
-        weights = values * coef[indices]
-        keep = (weights > 0) & self.content_features_[indices]
-        indices, weights = indices[keep], weights[keep]
-        names = self.feature_names_[indices]
-        order = np.lexsort((names, -weights))[:top]
-        return [(str(names[i]), float(weights[i])) for i in order]
+        return self.model.explain(features, row, code_id, top)
 
 
 def examples_from_labels(label_file, segments: Sequence | None = None, *, weight: float = HUMAN_WEIGHT) -> list[TrainingExample]:

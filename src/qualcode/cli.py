@@ -7,6 +7,7 @@ is a bug and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import sys
@@ -22,7 +23,7 @@ from qualcode.coding import CodingOptions, code_corpus
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW
 from qualcode.errors import (CodebookError, InputDataError, InputMissingError, OutputError, QualcodeError,
                              ReviewWorkProtectedError)
-from qualcode.export import FORMATS, check_output_path, ensure_replaceable, write_result
+from qualcode.export import FORMATS, check_output_path, ensure_replaceable, streamed_workbook, write_result
 from qualcode.export.atomic import atomic_file
 from qualcode.ingest import read_documents
 from qualcode.labels import read_label_file
@@ -197,13 +198,13 @@ def _modified_at(path: Path) -> str | None:
 
 def _coding_options(unit, kind, text_column, id_column, code_interviewer, interviewer_labels, spacy_model, no_seed,
                     weak_labels, thresholds, veto_below, codebook_path, classifier=True, jobs=1, dask=None,
-                    **extra) -> CodingOptions:
+                    model_cache=True, **extra) -> CodingOptions:
     suggest_at, per_code = _parse_thresholds(thresholds)
     veto_below = DEFAULT_VETO_BELOW if veto_below is None else veto_below
     return CodingOptions(unit=unit, code_interviewer=code_interviewer, interviewer_labels=tuple(interviewer_labels),
                          spacy_model=spacy_model or "blank:en", classifier=classifier, seed=not no_seed,
                          weak_labels=weak_labels, suggest_at=suggest_at, veto_below=veto_below, thresholds=per_code,
-                         jobs=jobs, dask=dask,
+                         jobs=jobs, dask=dask, model_cache=model_cache,
                          extra={"kind": kind or "detected", "text_column": text_column or "detected",
                                 "id_column": id_column or "detected",
                                 "codebook": str(codebook_path or default_codebook_path()), **extra})
@@ -218,6 +219,9 @@ def _coding_options(unit, kind, text_column, id_column, code_interviewer, interv
 @click.option("--train", "train_paths", multiple=True, type=click.Path(path_type=Path), metavar="LABELS",
               help="Human labels to train the classifier on: a gold CSV or a reviewed workbook. Repeatable.")
 @click.option("--no-classifier", is_flag=True, help="Rules only: no classifier suggestions.")
+@click.option("--no-model-cache", is_flag=True,
+              help="Train the classifier even if a model trained on the same data is in the model cache "
+                   "($QUALCODE_CACHE_DIR, else ~/.cache/qualcode).")
 @click.option("--reviews", "review_paths", multiple=True, type=click.Path(path_type=Path), metavar="WORKBOOK",
               help="A reviewed workbook whose human decisions are final in this run and train the classifier. "
                    "Repeatable; where files disagree, the most recently saved decision counts.")
@@ -230,8 +234,8 @@ def _coding_options(unit, kind, text_column, id_column, code_interviewer, interv
 @_study_option
 @click.option("-v", "--verbose", is_flag=True, help="Also list skipped files and other notes.")
 @_quiet_option
-def code(paths, output, output_format, codebook_path, train_paths, no_classifier, review_paths, coder, force, jobs,
-         dask_address, study_dir, verbose, quiet, **corpus_options) -> None:
+def code(paths, output, output_format, codebook_path, train_paths, no_classifier, no_model_cache, review_paths, coder,
+         force, jobs, dask_address, study_dir, verbose, quiet, **corpus_options) -> None:
     """Code PATHS (files or folders) and write coded segments with their evidence.
 
     Inside a study (see qualcode init), every human decision stored in it is applied and the run
@@ -255,7 +259,8 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
     except ReviewWorkProtectedError:
         if study is None or not study.holds_decisions_of(output, codebook.code_ids):
             raise
-    options = _coding_options(codebook_path=codebook_path, classifier=not no_classifier, format=output_format,
+    options = _coding_options(codebook_path=codebook_path, classifier=not no_classifier,
+                              model_cache=not no_model_cache, format=output_format,
                               train=", ".join(str(path) for path in train_paths) or "none",
                               reviews=", ".join(str(path) for path in review_paths) or "none",
                               study=str(study.root) if study else "none",
@@ -273,12 +278,21 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
                                     progress=lambda done, total: progress("read", 1, total))
             training = [example for path in train_paths
                         for example in examples_from_labels(read_label_file(path, codebook.code_ids))]
-            result = code_corpus(corpus, codebook, options, training=training, progress=progress,
-                                 reviews=[*stored, *(decision for review in imports for decision in review.decisions)],
-                                 review_coder=study.config.decisive_coder if study else None)
+            coding = functools.partial(
+                code_corpus, corpus, codebook, options, training=training, progress=progress,
+                reviews=[*stored, *(decision for review in imports for decision in review.decisions)],
+                review_coder=study.config.decisive_coder if study else None)
+            if output_format == "xlsx":
+                # The workbook fills while later chunks are still being coded.
+                with streamed_workbook(output, corpus, codebook, force=True) as workbook:
+                    result = coding(on_chunk=workbook.add)
+                    workbook.finish(result)
+            else:
+                result = coding()
         finally:
             progress.close()
-        write_result(result, output, format=output_format, force=True)
+        if output_format != "xlsx":
+            write_result(result, output, format=output_format, force=True)
         if study is not None:
             run_id = study.record_run(result, started_at=started_at, output=str(output))
             if not quiet:

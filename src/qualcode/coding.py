@@ -1,4 +1,11 @@
-"""One coding run: segment the corpus, match the codebook's rules, ask the classifier, combine."""
+"""One coding run: segment the corpus, match the codebook's rules, ask the classifier, combine.
+
+Chunks of documents are segmented and matched (on other processes when asked) while this
+process trains or loads the classifier; each chunk is then classified and combined as it comes
+back, in document order, and handed to ``on_chunk`` (the streaming workbook writer), so writing
+overlaps the work still running elsewhere. Human decisions and weak labels need every segment
+before the classifier can be trained, so a run with either codes the chunks after all are back.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +14,20 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from qualcode.classify import CodeClassifier, TrainingExample, examples_from_codebook, seed_examples, weak_examples
+from qualcode.classify import (ClassifierModel, TrainingExample, examples_from_codebook, seed_examples, train_model,
+                               weak_examples)
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW, Policy, combine
-from qualcode.models import Codebook, CodingResult, Corpus, HumanDecision, Segment
+from qualcode.models import CodeAssignment, Codebook, CodingResult, Corpus, HumanDecision, Segment
+from qualcode.parallel import ChunkResult, ChunkTask, chunk_results, compiled, resolve_jobs
 from qualcode.reviews import apply_reviews, rereview_assignments, resolve_reviews, reviewed_examples
 from qualcode.rules import RuleMatcher
-from qualcode.parallel import ChunkTask, compiled, resolve_jobs, segment_and_match
 from qualcode.segment import DEFAULT_PIPELINE, build_pipeline
 
 # progress(stage, advance, total): ``advance`` more items of ``total`` are done in ``stage``.
 Progress = Callable[[str, int, int], None]
+# on_chunk(segments, assignments): a finished stretch of the corpus, in document order.
+ChunkSink = Callable[[Sequence[Segment], Sequence[CodeAssignment]], None]
 _PROGRESS_CHUNK = 256
-_CLASSIFY_CHUNK = 5000
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,7 @@ class CodingOptions:
     thresholds: tuple[tuple[str, float], ...] = ()
     jobs: int = 1
     dask: str | None = None
+    model_cache: bool = True
     extra: dict[str, object] = field(default_factory=dict)
 
     def policy(self, codebook: Codebook) -> Policy:
@@ -75,6 +85,23 @@ def training_examples(codebook: Codebook, options: CodingOptions, training: Sequ
     return examples
 
 
+def classifier_model(codebook: Codebook, options: CodingOptions, examples: Sequence[TrainingExample],
+                     nlp) -> tuple[ClassifierModel, str]:
+    """The classifier for these examples, from the model cache when it was trained on the same data before."""
+    if not options.model_cache:
+        return train_model(codebook.code_ids, examples, nlp), "trained"
+    from qualcode.model_cache import default_cache_dir, load_model, model_key, store_model
+
+    cache_dir = default_cache_dir()
+    key = model_key(codebook.code_ids, examples, options.spacy_model)
+    model = load_model(cache_dir, key)
+    if model is not None:
+        return model, f"loaded from the model cache ({key[:12]})"
+    model = train_model(codebook.code_ids, examples, nlp)
+    store_model(cache_dir, key, model)
+    return model, f"trained (cached as {key[:12]})"
+
+
 @dataclass(frozen=True)
 class CodingRun:
     """A coding result with what produced it: the coded segments and the classifier's probability matrix."""
@@ -85,91 +112,114 @@ class CodingRun:
     human_decided: frozenset[tuple[str, str]]
 
 
-def _classify_and_combine(codable: Sequence[Segment], rule_assignments, classifier: CodeClassifier | None,
-                          codebook: Codebook, policy) -> tuple[list, np.ndarray | None]:
-    """Classifier probabilities and the combined assignments, a slice of segments at a time.
-
-    Only one slice's TF-IDF matrix is alive at once, which keeps memory flat on large corpora;
-    the probabilities are kept (as float32) for active learning.
-    """
-    if classifier is None or not classifier.trained_codes or not codable:
-        return combine(codable, rule_assignments, None, codebook.code_ids, policy), None
-    by_segment: dict[str, list] = {}
-    for assignment in rule_assignments:
-        by_segment.setdefault(assignment.segment_id, []).append(assignment)
-    probabilities = np.empty((len(codable), len(codebook.code_ids)), dtype=np.float32)
-    merged = []
-    for offset in range(0, len(codable), _CLASSIFY_CHUNK):
-        chunk = codable[offset:offset + _CLASSIFY_CHUNK]
-        features = classifier.transform([segment.text for segment in chunk])
-        chunk_probabilities = classifier.probabilities(features)
-        probabilities[offset:offset + len(chunk)] = chunk_probabilities
-        rules = [a for segment in chunk for a in by_segment.get(segment.segment_id, ())]
-        merged.extend(combine(chunk, rules, chunk_probabilities, codebook.code_ids, policy,
-                              lambda row, code_id: classifier.explain(features, row, code_id)))
-    return merged, probabilities
+def classify_chunk(chunk: ChunkResult, model: ClassifierModel | None, codebook: Codebook, policy: Policy,
+                   code_interviewer: bool) -> tuple[list[Segment], list[CodeAssignment], np.ndarray | None]:
+    """A chunk's coded segments, their rule and classifier assignments combined, and the probabilities."""
+    codable = chunk.codable(code_interviewer)
+    if model is None or not model.codes or chunk.ngrams is None:
+        return codable, combine(codable, chunk.assignments, None, codebook.code_ids, policy), None
+    features = model.features(chunk.ngrams)
+    probabilities = model.probabilities(features)
+    merged = combine(codable, chunk.assignments, probabilities, codebook.code_ids, policy,
+                     lambda row, code_id: model.explain(features, row, code_id))
+    return codable, merged, probabilities.astype(np.float32)
 
 
 def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = CodingOptions(), *,
                 training: Sequence[TrainingExample] = (), reviews: Sequence[HumanDecision] = (),
-                review_coder: str | None = None, nlp=None, progress: Progress | None = None) -> CodingResult:
+                review_coder: str | None = None, nlp=None, progress: Progress | None = None,
+                on_chunk: ChunkSink | None = None) -> CodingResult:
     """Segment every document, suggest codes by rule and by classifier, combine them, then apply human decisions.
 
     Interviewer turns are segmented (they are exported) but coded only with ``code_interviewer``.
     ``training`` adds human labels (``classify.examples_from_labels``) to what the classifier learns.
     ``reviews`` are human decisions (``reviews.read_review_workbook`` or a study): each is final,
-    trains the classifier, and is orphaned, not dropped, when its text is gone.
+    trains the classifier, and is orphaned, not dropped, when its text is gone. ``on_chunk``
+    receives the coded segments and assignments stretch by stretch, in document order, as they
+    are finished (all at once when reviews or weak labels are used).
     """
     return run_coding(corpus, codebook, options, training=training, reviews=reviews, review_coder=review_coder,
-                      nlp=nlp, progress=progress).result
+                      nlp=nlp, progress=progress, on_chunk=on_chunk).result
 
 
 def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = CodingOptions(), *,
                training: Sequence[TrainingExample] = (), reviews: Sequence[HumanDecision] = (),
-               review_coder: str | None = None, nlp=None, progress: Progress | None = None) -> CodingRun:
+               review_coder: str | None = None, nlp=None, progress: Progress | None = None,
+               on_chunk: ChunkSink | None = None) -> CodingRun:
     """``code_corpus``, keeping the classifier's probabilities for every coded segment (for active learning)."""
     nlp = nlp if nlp is not None else build_pipeline(options.spacy_model)
     documents = corpus.documents
     task = ChunkTask(codebook, options.spacy_model, options.unit, tuple(options.interviewer_labels),
-                     options.code_interviewer)
+                     options.code_interviewer, features=options.classifier)
     compiled(task, nlp)  # a rule the pipeline cannot serve fails here, before any worker starts
-    # Without reviews or weak labels the classifier's data is known now: train it while workers match.
-    train_early = options.classifier and not reviews and not options.weak_labels
-
-    def train() -> CodeClassifier:
-        return CodeClassifier(codebook.code_ids).fit(training_examples(codebook, options, training))
-
-    segments, rule_assignments, early = segment_and_match(
-        documents, task, jobs=resolve_jobs(options.jobs, documents), dask_address=options.dask, nlp=nlp,
-        progress=progress, meanwhile=train if train_early else None)
-    codable = [segment for segment in segments if options.code_interviewer or not segment.is_interviewer]
-    current = [decision for decision in reviews if decision.code_id in codebook.code_ids]
-    resolved = resolve_reviews(current, segments, coder=review_coder)
-    training = [*training, *reviewed_examples(resolved, segments)]
-    record = options.as_record()
     policy = options.policy(codebook)
-    record.update(policy.as_record())
-    classifier = None
-    if options.classifier:
-        if early is not None:
-            classifier = early
-        else:
-            examples = training_examples(codebook, options, training, weak_examples(codable, rule_assignments))
-            classifier = CodeClassifier(codebook.code_ids).fit(examples)
+    record = {**options.as_record(), **policy.as_record()}
+    # Without reviews or weak labels the classifier's data is known now: get it while workers match,
+    # then code and hand on each chunk as it arrives.
+    streaming = not reviews and not options.weak_labels
+    model: ClassifierModel | None = None
+    segments: list[Segment] = []
+    codable: list[Segment] = []
+    assignments: list[CodeAssignment] = []
+    probabilities: list[np.ndarray] = []
+    held: list[ChunkResult] = []
+
+    def code(chunk: ChunkResult, sink: ChunkSink | None) -> None:
+        chunk_codable, merged, chunk_probabilities = classify_chunk(chunk, model, codebook, policy,
+                                                                    options.code_interviewer)
+        segments.extend(chunk.segments)
+        codable.extend(chunk_codable)
+        assignments.extend(merged)
+        if chunk_probabilities is not None:
+            probabilities.append(chunk_probabilities)
+        if sink:
+            sink(chunk.segments, merged)
+
+    with chunk_results(documents, task, jobs=resolve_jobs(options.jobs, documents), dask_address=options.dask,
+                       nlp=nlp) as results:
+        if streaming and options.classifier:
+            model, record["classifier model"] = classifier_model(
+                codebook, options, training_examples(codebook, options, training), nlp)
+        for chunk in results:
+            if streaming:
+                code(chunk, on_chunk)
+            else:
+                held.append(chunk)
+            if progress:
+                progress("code", chunk.documents, len(documents))
+    resolved = None
+    if not streaming:
+        everything = [segment for chunk in held for segment in chunk.segments]
+        current = [decision for decision in reviews if decision.code_id in codebook.code_ids]
+        resolved = resolve_reviews(current, everything, coder=review_coder)
+        if options.classifier:
+            weak = weak_examples([s for chunk in held for s in chunk.codable(options.code_interviewer)],
+                                 [a for chunk in held for a in chunk.assignments]) if options.weak_labels else []
+            examples = training_examples(codebook, options, [*training, *reviewed_examples(resolved, everything)], weak)
+            model, record["classifier model"] = classifier_model(codebook, options, examples, nlp)
+        for chunk in held:
+            code(chunk, None)
+        held.clear()
+    if model is not None:
         record["classifier training"] = "; ".join(
-            f"{code_id}: {positive}+/{negative}-" for code_id, (positive, negative) in classifier.training_counts_.items())
-        record["classifier codes"] = ", ".join(classifier.trained_codes) or "none (too few examples)"
-    assignments, probabilities = _classify_and_combine(codable, rule_assignments, classifier, codebook, policy)
-    if reviews:
-        assignments = apply_reviews(assignments, resolved)
-        flagged = rereview_assignments(reviews, segments, codebook, set(resolved.final))
-        flagged_pairs = {(a.segment_id, a.code_id) for a in flagged}
-        assignments = [a for a in assignments if (a.segment_id, a.code_id) not in flagged_pairs] + flagged
-        retired = len(reviews) - len(current)
-        record["human decisions"] = (f"{len(resolved.final)} applied ({resolved.reanchored} re-anchored), "
-                                     f"{len(resolved.orphaned)} orphaned, {len(flagged)} flagged for re-review, "
-                                     f"{retired} on codes not in this codebook (kept); "
-                                     f"coder: {review_coder or 'latest decision'}")
+            f"{code_id}: {positive}+/{negative}-" for code_id, (positive, negative) in model.training_counts.items())
+        record["classifier codes"] = ", ".join(model.trained_codes) or "none (too few examples)"
+    orphaned: tuple = ()
+    if resolved is not None:
+        if reviews:
+            assignments = apply_reviews(assignments, resolved)
+            flagged = rereview_assignments(reviews, segments, codebook, set(resolved.final))
+            flagged_pairs = {(a.segment_id, a.code_id) for a in flagged}
+            assignments = [a for a in assignments if (a.segment_id, a.code_id) not in flagged_pairs] + flagged
+            retired = len(reviews) - len([d for d in reviews if d.code_id in codebook.code_ids])
+            record["human decisions"] = (f"{len(resolved.final)} applied ({resolved.reanchored} re-anchored), "
+                                         f"{len(resolved.orphaned)} orphaned, {len(flagged)} flagged for re-review, "
+                                         f"{retired} on codes not in this codebook (kept); "
+                                         f"coder: {review_coder or 'latest decision'}")
+        orphaned = resolved.orphaned
+        if on_chunk:
+            on_chunk(segments, assignments)
     result = CodingResult(corpus=corpus, segments=tuple(segments), assignments=tuple(assignments), codebook=codebook,
-                          options=record, orphaned_reviews=resolved.orphaned)
-    return CodingRun(result, tuple(codable), probabilities, frozenset(resolved.final))
+                          options=record, orphaned_reviews=orphaned)
+    matrix = np.vstack(probabilities) if probabilities and codable else None
+    return CodingRun(result, tuple(codable), matrix, frozenset(resolved.final) if resolved is not None else frozenset())

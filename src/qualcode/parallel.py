@@ -1,25 +1,29 @@
 """Segmenting and rule-matching documents on all cores, or on a Dask cluster, with the same output as one process.
 
 Documents go out in chunks of whole documents, in order; each worker builds the spaCy pipeline
-and compiles the rules once, segments its chunk and matches the rules, and sends back plain
-segments and rule assignments. Results are put back together in the order the chunks left, so
-``--jobs 4`` and ``--dask ADDRESS`` write exactly what ``--jobs 1`` writes.
+and compiles the rules once, segments its chunk, matches the rules and reads off the classifier's
+n-gram features, and sends back plain segments, rule assignments and feature hashes. Results come
+back in the order the chunks left, so ``--jobs 4`` and ``--dask ADDRESS`` write exactly what
+``--jobs 1`` writes, and the caller can code and write each chunk while later ones are computed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from qualcode.errors import ConfigurationError
+from qualcode.features import NgramHashes, ngram_hashes
 from qualcode.models import CodeAssignment, Codebook, Document, Segment
 
 logger = logging.getLogger(__name__)
 
 WORDS_PER_CHUNK = 25_000
+DASK_CONNECT_TIMEOUT = "10s"
 _PR_SET_PDEATHSIG = 1
 # Below this many words, starting worker processes costs more than it saves.
 PARALLEL_FROM_WORDS = 150_000
@@ -34,9 +38,22 @@ class ChunkTask:
     unit: str | None
     interviewer_labels: tuple[str, ...]
     code_interviewer: bool
+    features: bool = False
 
 
-ChunkResult = tuple[list[Segment], list[CodeAssignment]]
+@dataclass(frozen=True)
+class ChunkResult:
+    """One chunk's segments, the rule assignments of its coded segments and (if asked) their n-gram hashes."""
+
+    documents: int
+    segments: list[Segment]
+    assignments: list[CodeAssignment]
+    ngrams: NgramHashes | None = None
+
+    def codable(self, code_interviewer: bool) -> list[Segment]:
+        """The segments that are coded, in the order of ``ngrams``."""
+        return [segment for segment in self.segments if code_interviewer or not segment.is_interviewer]
+
 _STATE: dict[tuple, tuple] = {}
 
 
@@ -56,16 +73,20 @@ def compiled(task: ChunkTask, nlp=None):
 
 
 def process_chunk(task: ChunkTask, documents: Sequence[Document], nlp=None) -> ChunkResult:
-    """Segment a chunk of documents and match the rules on the segments that are coded."""
+    """Segment a chunk of documents, match the rules on the segments that are coded, and read off their n-grams."""
     from qualcode.segment import segment_documents
 
     pipeline, matcher = compiled(task, nlp)
     segments = segment_documents(documents, unit=task.unit, nlp=pipeline, interviewer_labels=task.interviewer_labels)
     codable = [segment for segment in segments if task.code_interviewer or not segment.is_interviewer]
-    return segments, list(matcher.match(codable))
+    docs = list(matcher.docs(codable))
+    assignments = [assignment for segment, doc in zip(codable, docs) for assignment in matcher.match_doc(segment, doc)]
+    return ChunkResult(len(documents), segments, assignments, ngram_hashes(docs) if task.features else None)
 
 
-def chunk_documents(documents: Sequence[Document], words_per_chunk: int = WORDS_PER_CHUNK) -> list[list[Document]]:
+def chunk_documents(documents: Sequence[Document], words_per_chunk: int | None = None) -> list[list[Document]]:
+    """Consecutive runs of whole documents of about ``words_per_chunk`` words (default ``WORDS_PER_CHUNK``)."""
+    words_per_chunk = words_per_chunk or WORDS_PER_CHUNK
     chunks: list[list[Document]] = []
     current: list[Document] = []
     words = 0
@@ -117,31 +138,20 @@ def _run_in_worker(documents: Sequence[Document]) -> ChunkResult:
     return process_chunk(_WORKER_TASK, documents)
 
 
-def segment_and_match(documents: Sequence[Document], task: ChunkTask, *, jobs: int = 1, dask_address: str | None = None,
-                      nlp=None, progress: Callable[[str, int, int], None] | None = None,
-                      meanwhile: Callable[[], object] | None = None) -> tuple[list[Segment], list[CodeAssignment], object]:
-    """All segments and rule assignments, in document order, computed where asked.
+@contextlib.contextmanager
+def chunk_results(documents: Sequence[Document], task: ChunkTask, *, jobs: int = 1, dask_address: str | None = None,
+                  nlp=None) -> Iterator[Iterator[ChunkResult]]:
+    """Start segmenting and matching ``documents``; yield an iterator over the chunk results in document order.
 
-    ``meanwhile`` runs in this process while workers match (e.g. training the classifier), and
-    its result is returned third.
+    With workers or a cluster, every chunk is submitted on entry, so the caller can do other work
+    (train the classifier) before reading the first result. In one process, chunks are computed as
+    they are read.
     """
     chunks = chunk_documents(documents)
-    segments: list[Segment] = []
-    assignments: list[CodeAssignment] = []
-
-    def collect(results) -> None:
-        for chunk, (chunk_segments, chunk_assignments) in zip(chunks, results):
-            segments.extend(chunk_segments)
-            assignments.extend(chunk_assignments)
-            if progress:
-                progress("code", len(chunk), len(documents))
-
-    extra = None
     if dask_address:
         client, futures = _submit_to_dask(dask_address, task, chunks)
         try:
-            extra = meanwhile() if meanwhile else None
-            collect(future.result() for future in futures)
+            yield (future.result() for future in futures)
         finally:
             client.close()
     elif jobs > 1 and len(chunks) > 1:
@@ -152,13 +162,25 @@ def segment_and_match(documents: Sequence[Document], task: ChunkTask, *, jobs: i
         context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
         with ProcessPoolExecutor(min(jobs, len(chunks)), mp_context=context, initializer=_initialise_worker,
                                  initargs=(task,)) as pool:
-            results = pool.map(_run_in_worker, chunks)
-            extra = meanwhile() if meanwhile else None
-            collect(results)
+            try:
+                yield pool.map(_run_in_worker, chunks)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     else:
-        extra = meanwhile() if meanwhile else None
-        collect(process_chunk(task, chunk, nlp) for chunk in chunks)
-    return segments, assignments, extra
+        yield (process_chunk(task, chunk, nlp) for chunk in chunks)
+
+
+def segment_and_match(documents: Sequence[Document], task: ChunkTask, *, jobs: int = 1, dask_address: str | None = None,
+                      nlp=None) -> tuple[list[Segment], list[CodeAssignment]]:
+    """All segments and rule assignments, in document order, computed where asked."""
+    segments: list[Segment] = []
+    assignments: list[CodeAssignment] = []
+    with chunk_results(documents, task, jobs=jobs, dask_address=dask_address, nlp=nlp) as results:
+        for result in results:
+            segments.extend(result.segments)
+            assignments.extend(result.assignments)
+    return segments, assignments
 
 
 def _submit_to_dask(address: str, task: ChunkTask, chunks: list[list[Document]]):
@@ -167,7 +189,7 @@ def _submit_to_dask(address: str, task: ChunkTask, chunks: list[list[Document]])
     except ImportError:
         raise ConfigurationError("--dask needs the dask extra: pip install 'qualcode[dask]'") from None
     try:
-        client = Client(address, timeout="10s")
+        client = Client(address, timeout=DASK_CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as error:
         raise ConfigurationError(f"cannot reach the Dask scheduler at {address} ({error})") from error
     try:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from qualcode.errors import OutputError, ReviewWorkProtectedError
 from qualcode.export.atomic import atomic_file, atomic_folder, check_output_path
 from qualcode.export.csvfiles import write_csv_folder
 from qualcode.export.guard import existing_review_work
-from qualcode.export.xlsx import write_xlsx
-from qualcode.models import CodingResult
+from qualcode.export.xlsx import CodedWorkbook, write_xlsx
+from qualcode.models import Codebook, CodingResult, Corpus
 
 FORMATS = ("xlsx", "csv")
 
-__all__ = ["FORMATS", "check_output_path", "ensure_replaceable", "write_result", "existing_review_work"]
+__all__ = ["FORMATS", "check_output_path", "ensure_replaceable", "write_result", "streamed_workbook",
+           "existing_review_work"]
 
 
 def ensure_replaceable(output: str | os.PathLike[str], *, force: bool = False, format: str = "xlsx") -> None:
@@ -48,3 +51,25 @@ def write_result(result: CodingResult, output: str | os.PathLike[str], *, format
         with atomic_file(output) as temporary:
             write_xlsx(result, temporary)
     return output
+
+
+@contextlib.contextmanager
+def streamed_workbook(output: str | os.PathLike[str], corpus: Corpus, codebook: Codebook, *,
+                      force: bool = False) -> Iterator[CodedWorkbook]:
+    """A ``CodedWorkbook`` filled while coding runs (pass its ``add`` as ``on_chunk``), then ``finish``-ed.
+
+    It is written beside ``output`` and renamed into place only when the block ends without an
+    error after ``finish``; otherwise the earlier output stays as it was.
+    """
+    output = Path(output)
+    ensure_replaceable(output, force=force, format="xlsx")
+    with atomic_file(output) as temporary:
+        workbook = CodedWorkbook(temporary, corpus, codebook)
+        try:
+            yield workbook
+        except BaseException:
+            workbook.abandon()
+            raise
+        if not workbook.finished:
+            workbook.abandon()
+            raise OutputError(f"{output}: the coding run ended before its workbook was finished")

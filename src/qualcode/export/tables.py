@@ -8,14 +8,17 @@ from __future__ import annotations
 import datetime as dt
 import platform
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from qualcode import __version__
-from qualcode.models import COUNTED_STATUSES, CodeAssignment, CodingResult
+from qualcode.models import COUNTED_STATUSES, CodeAssignment, Codebook, CodingResult, Corpus, Segment
 
 SEGMENT_FIXED = ("segment_id", "document", "speaker", "start", "end", "timestamp")
 CODING_COLUMNS = ("segment_id", "document", "code", "source", "confidence", "evidence", "status", "text", "decision")
+CODING_TEXT_COLUMNS = ("evidence", "text")
+
+
 @dataclass(frozen=True)
 class Table:
     """A sheet: its header and rows. Big tables give their rows lazily, with ``count`` saying how many."""
@@ -31,10 +34,10 @@ class Table:
         return self.count if self.count is not None else len(self.rows)
 
 
-def attribute_names(result: CodingResult) -> list[str]:
+def attribute_names(corpus: Corpus) -> list[str]:
     """Document attributes in first-seen order (``segments_table`` prefixes any that clash with a fixed column)."""
     names: dict[str, None] = {}
-    for document in result.corpus.documents:
+    for document in corpus.documents:
         names.update(dict.fromkeys(document.attributes))
     return list(names)
 
@@ -47,7 +50,7 @@ def _column_name(attribute: str, taken: set[str]) -> str:
     return name
 
 
-def _active(assignments: tuple[CodeAssignment, ...]) -> dict[str, list[str]]:
+def _active(assignments: Iterable[CodeAssignment]) -> dict[str, list[str]]:
     codes: dict[str, list[str]] = defaultdict(list)
     for assignment in assignments:
         if assignment.status in COUNTED_STATUSES and assignment.code_id not in codes[assignment.segment_id]:
@@ -55,19 +58,24 @@ def _active(assignments: tuple[CodeAssignment, ...]) -> dict[str, list[str]]:
     return codes
 
 
-def segments_table(result: CodingResult) -> Table:
-    code_ids = result.codebook.code_ids
-    attributes = attribute_names(result)
-    taken = set(SEGMENT_FIXED) | {"text", "codes", "reviewed"} | set(code_ids)
-    attribute_columns = [_column_name(attribute, taken) for attribute in attributes]
-    header = (*SEGMENT_FIXED, *attribute_columns, "text", *code_ids, "codes", "reviewed")
-    documents = {document.doc_id: document for document in result.corpus.documents}
-    coded = _active(result.assignments)
+class SegmentRows:
+    """Rows of the Segments sheet for any stretch of segments: one per segment, a 1 under each active code."""
 
-    def rows() -> Iterator[tuple]:
-        for segment in result.segments:
-            document = documents[segment.doc_id]
-            order = [code_id for code_id in code_ids if code_id in coded.get(segment.segment_id, ())]
+    def __init__(self, corpus: Corpus, codebook: Codebook):
+        self.code_ids = codebook.code_ids
+        self.attributes = attribute_names(corpus)
+        taken = set(SEGMENT_FIXED) | {"text", "codes", "reviewed"} | set(self.code_ids)
+        attribute_columns = [_column_name(attribute, taken) for attribute in self.attributes]
+        self.header = (*SEGMENT_FIXED, *attribute_columns, "text", *self.code_ids, "codes", "reviewed")
+        self._documents = {document.doc_id: document for document in corpus.documents}
+
+    def rows(self, segments: Iterable[Segment], assignments: Iterable[CodeAssignment]) -> Iterator[tuple]:
+        coded = _active(assignments)
+        code_ids, attributes = self.code_ids, self.attributes
+        for segment in segments:
+            document = self._documents[segment.doc_id]
+            active = coded.get(segment.segment_id, ())
+            order = [code_id for code_id in code_ids if code_id in active]
             yield (
                 segment.segment_id, segment.doc_id, segment.speaker, segment.start_char, segment.end_char,
                 segment.timestamp, *(document.attributes.get(attribute) for attribute in attributes),
@@ -77,22 +85,29 @@ def segments_table(result: CodingResult) -> Table:
                 None,
             )
 
-    return Table("Segments", header, rows(), text_columns=("text",), count=len(result.segments))
+
+def coding_rows(segments: Sequence[Segment], assignments: Iterable[CodeAssignment],
+                code_ids: Sequence[str]) -> Iterator[tuple]:
+    """Rows of the Codings sheet for the assignments of ``segments``, in segment order then codebook order."""
+    by_id = {segment.segment_id: segment for segment in segments}
+    position = {segment.segment_id: index for index, segment in enumerate(segments)}
+    order = {code_id: index for index, code_id in enumerate(code_ids)}
+    for assignment in sorted(assignments, key=lambda a: (position[a.segment_id], order.get(a.code_id, len(order)))):
+        segment = by_id[assignment.segment_id]
+        confidence = round(assignment.confidence, 3) if assignment.confidence is not None else None
+        yield (assignment.segment_id, segment.doc_id, assignment.code_id, assignment.source, confidence,
+               assignment.evidence_text or None, assignment.status, segment.text, None)
+
+
+def segments_table(result: CodingResult) -> Table:
+    rows = SegmentRows(result.corpus, result.codebook)
+    return Table("Segments", rows.header, rows.rows(result.segments, result.assignments), text_columns=("text",),
+                 count=len(result.segments))
 
 
 def codings_table(result: CodingResult) -> Table:
-    segments = {segment.segment_id: segment for segment in result.segments}
-    order = {code_id: index for index, code_id in enumerate(result.codebook.code_ids)}
-    position = {segment.segment_id: index for index, segment in enumerate(result.segments)}
-    def rows() -> Iterator[tuple]:
-        ordered = sorted(result.assignments, key=lambda a: (position[a.segment_id], order.get(a.code_id, len(order))))
-        for assignment in ordered:
-            segment = segments[assignment.segment_id]
-            confidence = round(assignment.confidence, 3) if assignment.confidence is not None else None
-            yield (assignment.segment_id, segment.doc_id, assignment.code_id, assignment.source, confidence,
-                   assignment.evidence_text or None, assignment.status, segment.text, None)
-
-    return Table("Codings", CODING_COLUMNS, rows(), text_columns=("evidence", "text"), count=len(result.assignments))
+    return Table("Codings", CODING_COLUMNS, coding_rows(result.segments, result.assignments, result.codebook.code_ids),
+                 text_columns=CODING_TEXT_COLUMNS, count=len(result.assignments))
 
 
 def summary_table(result: CodingResult) -> Table:
@@ -172,7 +187,9 @@ def run_table(result: CodingResult, *, created: dt.datetime | None = None) -> Ta
         ("documents", len(result.corpus.documents), None),
         ("segments", len(result.segments), None),
         ("segments with a code", coded_segments, None),
-        ("codings", len(result.assignments), None),
+        ("codings", sum(1 for a in result.assignments if a.status in COUNTED_STATUSES),
+         "suggested and accepted codings (what the command line reports)"),
+        ("rows in Codings", len(result.assignments), "with the rejected and downgraded ones"),
     ])
     rows.extend(("input", file.path, file.sha256) for file in result.corpus.files)
     rows.extend(("skipped", skipped.path, skipped.reason) for skipped in result.corpus.skipped)
@@ -196,6 +213,11 @@ def orphaned_reviews_table(result: CodingResult) -> Table:
 def all_tables(result: CodingResult) -> Iterator[Table]:
     yield segments_table(result)
     yield codings_table(result)
+    yield from summary_tables(result)
+
+
+def summary_tables(result: CodingResult) -> Iterator[Table]:
+    """The sheets after Segments and Codings, which need the whole run."""
     yield summary_table(result)
     yield cooccurrence_table(result)
     yield codebook_table(result)

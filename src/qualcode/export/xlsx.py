@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from qualcode.errors import OutputError
-from qualcode.export.tables import Table, all_tables
-from qualcode.models import Codebook, CodingResult
+from qualcode.export.tables import (CODING_COLUMNS, CODING_TEXT_COLUMNS, SegmentRows, Table, coding_rows,
+                                    codings_table, segments_table, summary_tables)
+from qualcode.models import CodeAssignment, Codebook, CodingResult, Corpus, Segment
 
 logger = logging.getLogger(__name__)
 
@@ -58,67 +60,148 @@ def _write_value(sheet, row: int, column: int, value: object, cell_format) -> bo
     return False
 
 
-def _write_table(workbook, table: Table, formats: _Formats, codebook: Codebook | None) -> int:
-    sheet = workbook.add_worksheet(table.name)
-    code_ids = set(codebook.code_ids) if codebook else set()
-    column_formats = []
-    for column, name in enumerate(table.header):
-        wrap = name in table.text_columns
-        width = _WIDTHS.get(name, 12 if name in code_ids else 16)
-        sheet.set_column(column, column, width)
-        if table.name == "Segments" and name in formats.code_cell:
-            column_formats.append(formats.code_cell[name])
-        else:
-            column_formats.append(formats.wrap if wrap else formats.plain)
-    for column, name in enumerate(table.header):
-        header_format = formats.code_header.get(name, formats.header) if table.name in ("Segments", "Co-occurrence") else formats.header
-        sheet.write_string(0, column, name, header_format)
-    code_column = table.header.index("code") if table.name == "Codings" else None
-    truncated = 0
-    for number, values in enumerate(table.rows, start=1):
-        for column, value in enumerate(values):
-            cell_format = column_formats[column]
-            if column == code_column:
-                cell_format = formats.code_cell.get(value, cell_format)
-            truncated += _write_value(sheet, number, column, value, cell_format)
-    sheet.freeze_panes(1, 0)
-    sheet.autofilter(0, 0, max(table.size, 1), len(table.header) - 1)
-    if truncated:
-        logger.warning("sheet %s: %d cells longer than Excel allows were truncated; the CSV output keeps them whole",
-                       table.name, truncated)
-    return table.size
+class _Sheet:
+    """One worksheet being filled row by row: header styling, column widths, typed cells, then filter and freeze."""
+
+    def __init__(self, workbook, name: str, header: Sequence[str], text_columns: Sequence[str], formats: _Formats,
+                 codebook: Codebook | None):
+        self.name = name
+        self.header = tuple(header)
+        self.sheet = workbook.add_worksheet(name)
+        self.rows = 0
+        self.truncated = 0
+        code_ids = set(codebook.code_ids) if codebook else set()
+        self.formats = []
+        for column, column_name in enumerate(self.header):
+            width = _WIDTHS.get(column_name, 12 if column_name in code_ids else 16)
+            self.sheet.set_column(column, column, width)
+            if name == "Segments" and column_name in formats.code_cell:
+                self.formats.append(formats.code_cell[column_name])
+            else:
+                self.formats.append(formats.wrap if column_name in text_columns else formats.plain)
+        coloured_headers = name in ("Segments", "Co-occurrence")
+        for column, column_name in enumerate(self.header):
+            style = formats.code_header.get(column_name, formats.header) if coloured_headers else formats.header
+            self.sheet.write_string(0, column, column_name, style)
+        self.code_column = self.header.index("code") if name == "Codings" else None
+        self.code_formats = formats.code_cell
+
+    def write(self, rows: Iterable[tuple]) -> None:
+        # The innermost loop of every export: plain strings and numbers skip the general type dispatch.
+        sheet, formats = self.sheet, self.formats
+        write_string, write_number = sheet.write_string, sheet.write_number
+        number = self.rows
+        for values in rows:
+            number += 1
+            for column, value in enumerate(values):
+                if value is None:
+                    continue
+                cell_format = formats[column]
+                if column == self.code_column:
+                    cell_format = self.code_formats.get(value, cell_format)
+                kind = type(value)
+                if kind is str and len(value) <= EXCEL_MAX_CELL:
+                    write_string(number, column, value, cell_format)
+                elif kind is int or kind is float:
+                    write_number(number, column, value, cell_format)
+                else:
+                    self.truncated += _write_value(sheet, number, column, value, cell_format)
+        self.rows = number
+
+    def close(self) -> None:
+        self.sheet.freeze_panes(1, 0)
+        self.sheet.autofilter(0, 0, max(self.rows, 1), len(self.header) - 1)
+        if self.truncated:
+            logger.warning("sheet %s: %d cells longer than Excel allows were truncated; the CSV output keeps them whole",
+                           self.name, self.truncated)
+
+
+def _too_many_rows(name: str, rows: int) -> OutputError:
+    return OutputError(
+        f"sheet {name} would need {rows:,} rows, more than Excel's limit of {EXCEL_MAX_ROWS:,}; "
+        "write the tables as CSV with --format csv"
+    )
 
 
 def check_sheet_sizes(tables: Iterable[Table]) -> None:
     """Refuse, before writing anything, a sheet longer than Excel allows: never a silent cut."""
     for table in tables:
         if table.size + 1 > EXCEL_MAX_ROWS:
-            raise OutputError(
-                f"sheet {table.name} would need {table.size + 1:,} rows, more than Excel's limit of {EXCEL_MAX_ROWS:,}; "
-                "write the tables as CSV with --format csv"
-            )
+            raise _too_many_rows(table.name, table.size + 1)
 
 
-def write_xlsx(result: CodingResult, path: Path) -> None:
-    """Write the coded workbook to ``path`` (callers handle atomic replacement)."""
-    tables = list(all_tables(result))
-    check_sheet_sizes(tables)
-    write_tables(tables, path, result.codebook)
-
-
-def write_tables(tables: Iterable[Table], path: Path, codebook: Codebook | None = None) -> None:
-    """Write tables as sheets of one workbook, styled alike; code columns take the codebook's colours."""
+def _open_workbook(path: Path):
     import xlsxwriter
 
-    workbook = xlsxwriter.Workbook(str(path), {
+    return xlsxwriter.Workbook(str(path), {
         "constant_memory": True,
         "strings_to_formulas": False,
         "strings_to_urls": False,
         "strings_to_numbers": False,
     })
+
+
+class CodedWorkbook:
+    """The coded workbook, written while the coding runs.
+
+    ``add`` appends a stretch of coded segments to the Segments and Codings sheets (each streams
+    its rows to disk, so memory stays flat); ``finish`` writes the summary sheets from the whole
+    result and closes the file. Callers write to a temporary path and rename it (``export``).
+    """
+
+    def __init__(self, path: Path, corpus: Corpus, codebook: Codebook):
+        self._workbook = _open_workbook(path)
+        self._formats = _Formats(self._workbook, codebook)
+        self._codebook = codebook
+        self._segment_rows = SegmentRows(corpus, codebook)
+        self._segments = _Sheet(self._workbook, "Segments", self._segment_rows.header, ("text",), self._formats,
+                                codebook)
+        self._codings = _Sheet(self._workbook, "Codings", CODING_COLUMNS, CODING_TEXT_COLUMNS, self._formats, codebook)
+        self.finished = False
+
+    def add(self, segments: Sequence[Segment], assignments: Sequence[CodeAssignment]) -> None:
+        for sheet, count in ((self._segments, len(segments)), (self._codings, len(assignments))):
+            if sheet.rows + count + 1 > EXCEL_MAX_ROWS:
+                raise _too_many_rows(sheet.name, sheet.rows + count + 1)
+        self._segments.write(self._segment_rows.rows(segments, assignments))
+        self._codings.write(coding_rows(segments, assignments, self._codebook.code_ids))
+
+    def finish(self, result: CodingResult) -> None:
+        self._segments.close()
+        self._codings.close()
+        for table in summary_tables(result):
+            sheet = _Sheet(self._workbook, table.name, table.header, table.text_columns, self._formats, self._codebook)
+            sheet.write(table.rows)
+            sheet.close()
+        self._workbook.close()
+        self.finished = True
+
+    def abandon(self) -> None:
+        """Release the workbook's temporary files after a failed run (the caller deletes the output)."""
+        with contextlib.suppress(Exception):
+            self._workbook.close()
+
+
+def write_xlsx(result: CodingResult, path: Path) -> None:
+    """Write the coded workbook to ``path`` (callers handle atomic replacement)."""
+    check_sheet_sizes([segments_table(result), codings_table(result)])
+    workbook = CodedWorkbook(path, result.corpus, result.codebook)
+    try:
+        workbook.add(result.segments, result.assignments)
+        workbook.finish(result)
+    except BaseException:
+        workbook.abandon()
+        raise
+
+
+def write_tables(tables: Iterable[Table], path: Path, codebook: Codebook | None = None) -> None:
+    """Write tables as sheets of one workbook, styled alike; code columns take the codebook's colours."""
+    workbook = _open_workbook(path)
     try:
         formats = _Formats(workbook, codebook)
         for table in tables:
-            _write_table(workbook, table, formats, codebook)
+            sheet = _Sheet(workbook, table.name, table.header, table.text_columns, formats, codebook)
+            sheet.write(table.rows)
+            sheet.close()
     finally:
         workbook.close()
