@@ -137,7 +137,8 @@ def stages(corpus_dir: Path, workdir: Path, jobs: int) -> tuple[dict[str, float]
     from qualcode.export.tables import codings_table, segments_table
     from qualcode.ingest import read_documents
     from qualcode.models import CodingResult
-    from qualcode.parallel import ChunkTask, segment_and_match
+    from qualcode.chunks import ChunkTask
+    from qualcode.parallel import chunk_results
     from qualcode.rules import compile_rules
     from qualcode.segment import build_pipeline, segment_documents
 
@@ -150,8 +151,12 @@ def stages(corpus_dir: Path, workdir: Path, jobs: int) -> tuple[dict[str, float]
     matcher = compile_rules(codebook, nlp)
     rules, timings["rules"] = _timed(lambda: list(matcher.match(codable)))
     task = ChunkTask(codebook, "blank:en", None, (), False, features=True)
-    _, timings[f"segment+rules+features, {jobs} processes"] = _timed(segment_and_match, corpus.documents, task,
-                                                                      jobs=jobs)
+
+    def segment_match_and_hash():
+        with chunk_results(corpus.documents, task, jobs=jobs) as stream:
+            return sum(len(chunk.segments) for chunk in stream)
+
+    _, timings[f"segment+rules+features, {jobs} processes"] = _timed(segment_match_and_hash)
     start = time.perf_counter()
     classifier = CodeClassifier(codebook.code_ids, nlp).fit(training_examples(codebook, CodingOptions()))
     timings["classifier train (with imports)"] = time.perf_counter() - start

@@ -28,7 +28,7 @@ def test_code_on_the_sample_corpus_writes_the_whole_contract(sample_workbook):
     output, result = sample_workbook
     assert result.output.startswith("Coded ") and str(output) in result.output
     sheets = pd.read_excel(output, sheet_name=None)
-    assert list(sheets) == ["Segments", "Codings", "Summary", "Co-occurrence", "Codebook", "Run",
+    assert list(sheets) == ["Segments", "Codings", "Summary", "Documents", "Co-occurrence", "Codebook", "Run",
                            "Orphaned reviews"]
     segments = sheets["Segments"]
     assert list(segments.columns[:6]) == ["segment_id", "document", "speaker", "start", "end", "timestamp"]
@@ -61,7 +61,7 @@ def test_same_input_gives_the_same_segments_and_codings(sample_workbook, tmp_pat
     output, _ = sample_workbook
     again = tmp_path / "again.xlsx"
     assert run("code", SAMPLE, "-o", again, "-q").exit_code == 0
-    for sheet in ("Segments", "Codings", "Summary", "Co-occurrence"):
+    for sheet in ("Segments", "Codings", "Summary", "Documents", "Co-occurrence"):
         pd.testing.assert_frame_equal(pd.read_excel(output, sheet_name=sheet), pd.read_excel(again, sheet_name=sheet))
 
 

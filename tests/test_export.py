@@ -50,7 +50,7 @@ def result(tmp_path, nlp):
 def test_workbook_has_every_sheet_and_column(result, tmp_path):
     path = write_result(result, tmp_path / "coded.xlsx")
     sheets = pd.read_excel(path, sheet_name=None)
-    assert list(sheets) == ["Segments", "Codings", "Summary", "Co-occurrence", "Codebook", "Run",
+    assert list(sheets) == ["Segments", "Codings", "Summary", "Documents", "Co-occurrence", "Codebook", "Run",
                            "Orphaned reviews"]
     segments = sheets["Segments"]
     assert list(segments.columns) == ["segment_id", "document", "speaker", "start", "end", "timestamp", "respondent",
@@ -66,9 +66,15 @@ def test_workbook_has_every_sheet_and_column(result, tmp_path):
     assert (first["document"], first["code"], first["source"], first["status"]) == ("p1.txt", "trust", "rule", "suggested")
     assert first["evidence"] == '"trust her" (phrase "trust her"); "honest with me" (phrase "honest with me")'
     summary = sheets["Summary"].set_index("code")
-    assert summary.loc["trust", "segments"] == 2
-    assert summary.loc["accessibility", "p1.txt"] == 2
+    assert list(summary.columns) == ["name", "segments", "% of segments", "documents"]
+    assert summary.loc["trust", "segments"] == 2 and summary.loc["trust", "documents"] == 2
+    assert summary.loc["accessibility", "segments"] == 3
+    assert summary.loc["(any code)", "segments"] == 4
     assert summary.loc["(segments)", "segments"] == 5  # interviewer turns are not coded
+    documents = sheets["Documents"].set_index("document")
+    assert list(documents.columns) == ["kind", "segments", "segments with a code", "trust", "accessibility"]
+    assert documents.loc["p1.txt"].tolist() == ["transcript", 2, 2, 1, 2]
+    assert documents.loc["survey.csv#A", "trust"] == 1 and documents.loc["survey.csv#C", "segments with a code"] == 0
     cooccurrence = sheets["Co-occurrence"].set_index("code")
     assert cooccurrence.loc["trust", "accessibility"] == 1 and cooccurrence.loc["trust", "trust"] == 2
     run = dict(zip(sheets["Run"]["field"], sheets["Run"]["value"]))
@@ -98,7 +104,8 @@ def test_workbook_is_styled_for_review_and_never_writes_formulas(result, tmp_pat
 def test_csv_format_writes_the_same_tables(result, tmp_path):
     folder = write_result(result, tmp_path / "coded", format="csv")
     assert sorted(p.name for p in folder.iterdir()) == ["co-occurrence.csv", "codebook.csv", "codings.csv",
-                                                         "orphaned-reviews.csv", "run.csv", "segments.csv", "summary.csv"]
+                                                         "documents.csv", "orphaned-reviews.csv", "run.csv",
+                                                         "segments.csv", "summary.csv"]
     with (folder / "segments.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["codes"] for row in rows if row["document"] == "p1.txt"] == ["", "trust; accessibility", "", "accessibility"]

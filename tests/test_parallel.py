@@ -80,3 +80,19 @@ def test_chunks_reach_the_caller_in_document_order_from_all_cores(sample, one_pr
     assert len(calls) == len(parallel.chunk_documents(corpus.documents)) > 2
     assert len(streamed_segments) == len(result.segments) and len(streamed_assignments) == len(result.assignments)
     assert streamed_segments == list(result.segments) and streamed_assignments == list(result.assignments)
+
+
+def test_segments_and_assignments_cross_processes_with_every_field():
+    import dataclasses
+    import pickle
+
+    from qualcode.models import CodeAssignment, Evidence, Segment
+
+    segment = Segment("d:1-9", "d", 1, 9, "some text", 3, "P1", "00:01:02", True)
+    assignment = CodeAssignment("d:1-9", "trust", "classifier", "downgraded", 0.25,
+                                (Evidence('phrase "x"', "x", 4, 5), Evidence("classifier", "text")))
+    for value in (segment, assignment, *assignment.evidence):
+        fields = [getattr(value, field.name) for field in dataclasses.fields(value)]
+        defaults = [field.default for field in dataclasses.fields(value)]
+        assert fields != defaults
+        assert pickle.loads(pickle.dumps(value)) == value

@@ -258,11 +258,17 @@ def _check_hierarchy(checker: _Checker, codes: list[tuple[int, Code]]) -> None:
             ancestor = parents.get(ancestor)
 
 
+# libyaml's parser when PyYAML was built with it: the pure-Python one costs a quarter of a second
+# on the default codebook, before any worker can start.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def parse_codebook(text: str, source: str = "<codebook>") -> tuple[Codebook | None, list[str]]:
     """Parse and validate codebook YAML. Returns the codebook (None if invalid) and every problem as ``line N: ...``."""
+    loader = _SAFE_LOADER(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

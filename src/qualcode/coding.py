@@ -1,11 +1,12 @@
 """One coding run: segment the corpus, match the codebook's rules, ask the classifier, combine.
 
-Chunks of documents are segmented and matched (on other processes when asked) while this
-process trains or loads the classifier; each chunk is then classified and combined as it comes
-back, in document order, and handed to ``on_chunk`` (the streaming workbook writer), so writing
-overlaps the work still running elsewhere. Human decisions and weak labels need every segment
-before the classifier can be trained, so a run with either codes the chunks after all are back.
-"""
+Chunks of documents are segmented, matched, classified and combined where ``parallel`` runs
+them (this process, worker processes or a Dask cluster) and come back in document order, to be
+handed to ``on_chunk`` (the streaming workbook writer) while later chunks are still computed.
+The classifier comes from the model cache when its training data is unchanged; otherwise it is
+trained on a worker while the others segment, and the chunks that came back before it was ready
+are classified here. Human decisions and weak labels need every segment before the classifier
+can be trained, so a run with either codes the chunks after all are back."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import numpy as np
 
 from qualcode.classify import (ClassifierModel, TrainingExample, examples_from_codebook, seed_examples, train_model,
                                weak_examples)
-from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW, Policy, combine
+from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW, Policy
 from qualcode.models import CodeAssignment, Codebook, CodingResult, Corpus, HumanDecision, Segment
-from qualcode.parallel import ChunkResult, ChunkTask, chunk_results, compiled, resolve_jobs
+from qualcode.chunks import ChunkResult, ChunkTask, code_chunk, compiled
+from qualcode.parallel import chunk_results, resolve_jobs
 from qualcode.reviews import apply_reviews, rereview_assignments, resolve_reviews, reviewed_examples
 from qualcode.rules import RuleMatcher
 from qualcode.segment import DEFAULT_PIPELINE, build_pipeline
@@ -85,21 +87,42 @@ def training_examples(codebook: Codebook, options: CodingOptions, training: Sequ
     return examples
 
 
+def cached_model(codebook: Codebook, options: CodingOptions,
+                 examples: Sequence[TrainingExample]) -> tuple[ClassifierModel | None, str | None]:
+    """The model trained on exactly these examples before, if the cache has it, and its cache key.
+
+    Both are None when the run does not use the model cache.
+    """
+    if not options.model_cache:
+        return None, None
+    from qualcode.model_cache import default_cache_dir, load_model, model_key
+
+    key = model_key(codebook.code_ids, examples, options.spacy_model)
+    return load_model(default_cache_dir(), key), key
+
+
+def _remember(model: ClassifierModel, key: str | None) -> str:
+    """Keep a freshly trained model in the cache; say so for the Run sheet."""
+    if key is None:
+        return "trained"
+    from qualcode.model_cache import default_cache_dir, store_model
+
+    store_model(default_cache_dir(), key, model)
+    return f"trained (cached as {key[:12]})"
+
+
+def _loaded(key: str) -> str:
+    return f"loaded from the model cache ({key[:12]})"
+
+
 def classifier_model(codebook: Codebook, options: CodingOptions, examples: Sequence[TrainingExample],
                      nlp) -> tuple[ClassifierModel, str]:
     """The classifier for these examples, from the model cache when it was trained on the same data before."""
-    if not options.model_cache:
-        return train_model(codebook.code_ids, examples, nlp), "trained"
-    from qualcode.model_cache import default_cache_dir, load_model, model_key, store_model
-
-    cache_dir = default_cache_dir()
-    key = model_key(codebook.code_ids, examples, options.spacy_model)
-    model = load_model(cache_dir, key)
+    model, key = cached_model(codebook, options, examples)
     if model is not None:
-        return model, f"loaded from the model cache ({key[:12]})"
+        return model, _loaded(key)
     model = train_model(codebook.code_ids, examples, nlp)
-    store_model(cache_dir, key, model)
-    return model, f"trained (cached as {key[:12]})"
+    return model, _remember(model, key)
 
 
 @dataclass(frozen=True)
@@ -110,19 +133,6 @@ class CodingRun:
     codable: tuple[Segment, ...]
     probabilities: object | None
     human_decided: frozenset[tuple[str, str]]
-
-
-def classify_chunk(chunk: ChunkResult, model: ClassifierModel | None, codebook: Codebook, policy: Policy,
-                   code_interviewer: bool) -> tuple[list[Segment], list[CodeAssignment], np.ndarray | None]:
-    """A chunk's coded segments, their rule and classifier assignments combined, and the probabilities."""
-    codable = chunk.codable(code_interviewer)
-    if model is None or not model.codes or chunk.ngrams is None:
-        return codable, combine(codable, chunk.assignments, None, codebook.code_ids, policy), None
-    features = model.features(chunk.ngrams)
-    probabilities = model.probabilities(features)
-    merged = combine(codable, chunk.assignments, probabilities, codebook.code_ids, policy,
-                     lambda row, code_id: model.explain(features, row, code_id))
-    return codable, merged, probabilities.astype(np.float32)
 
 
 def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = CodingOptions(), *,
@@ -149,15 +159,23 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
     """``code_corpus``, keeping the classifier's probabilities for every coded segment (for active learning)."""
     nlp = nlp if nlp is not None else build_pipeline(options.spacy_model)
     documents = corpus.documents
-    task = ChunkTask(codebook, options.spacy_model, options.unit, tuple(options.interviewer_labels),
-                     options.code_interviewer, features=options.classifier)
-    compiled(task, nlp)  # a rule the pipeline cannot serve fails here, before any worker starts
     policy = options.policy(codebook)
+    task = ChunkTask(codebook, options.spacy_model, options.unit, tuple(options.interviewer_labels),
+                     options.code_interviewer, features=options.classifier, policy=policy)
+    compiled(task, nlp)  # a rule the pipeline cannot serve fails here, before any worker starts
     record = {**options.as_record(), **policy.as_record()}
-    # Without reviews or weak labels the classifier's data is known now: get it while workers match,
-    # then code and hand on each chunk as it arrives.
+    # Without reviews or weak labels the classifier's data is known now: load its model from the
+    # cache, or train it on a worker while the others segment; chunks come back coded and go
+    # straight to ``on_chunk``.
     streaming = not reviews and not options.weak_labels
     model: ClassifierModel | None = None
+    key: str | None = None
+    examples: list[TrainingExample] = []
+    if streaming and options.classifier:
+        examples = training_examples(codebook, options, training)
+        model, key = cached_model(codebook, options, examples)
+        if model is not None:
+            record["classifier model"] = _loaded(key)
     segments: list[Segment] = []
     codable: list[Segment] = []
     assignments: list[CodeAssignment] = []
@@ -165,22 +183,24 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
     held: list[ChunkResult] = []
 
     def code(chunk: ChunkResult, sink: ChunkSink | None) -> None:
-        chunk_codable, merged, chunk_probabilities = classify_chunk(chunk, model, codebook, policy,
-                                                                    options.code_interviewer)
+        chunk = code_chunk(chunk, model, task)
         segments.extend(chunk.segments)
-        codable.extend(chunk_codable)
-        assignments.extend(merged)
-        if chunk_probabilities is not None:
-            probabilities.append(chunk_probabilities)
+        codable.extend(chunk.codable(options.code_interviewer))
+        assignments.extend(chunk.assignments)
+        if chunk.probabilities is not None:
+            probabilities.append(chunk.probabilities)
         if sink:
-            sink(chunk.segments, merged)
+            sink(chunk.segments, chunk.assignments)
 
     with chunk_results(documents, task, jobs=resolve_jobs(options.jobs, documents), dask_address=options.dask,
-                       nlp=nlp) as results:
-        if streaming and options.classifier:
-            model, record["classifier model"] = classifier_model(
-                codebook, options, training_examples(codebook, options, training), nlp)
-        for chunk in results:
+                       nlp=nlp, model=model) as stream:
+        training_job = (stream.train(codebook.code_ids, examples)
+                        if streaming and options.classifier and model is None else None)
+        for chunk in stream:
+            if training_job is not None and model is None and (training_job.done() or not chunk.coded):
+                model = training_job.result()
+                stream.use_model(model)
+                record["classifier model"] = _remember(model, key)
             if streaming:
                 code(chunk, on_chunk)
             else:

@@ -54,22 +54,47 @@ def _path(cache_dir: Path, key: str) -> Path:
     return cache_dir / "models" / f"{key}.npz"
 
 
+def read_model(path: Path) -> ClassifierModel:
+    """A model written by ``write_model``; raises OSError, ValueError or KeyError if the file is not one."""
+    with np.load(path, allow_pickle=False) as arrays:
+        layout = json.loads(str(arrays["layout"]))
+        return ClassifierModel(
+            code_ids=tuple(layout["code_ids"]),
+            vocabulary=arrays["vocabulary"], idf=arrays["idf"], names=arrays["names"],
+            content=arrays["content"], weights=arrays["weights"], intercepts=arrays["intercepts"],
+            codes={code_id: CodeModel(code["full"], tuple(code["folds"]),
+                                      tuple(code["platt"]) if code["platt"] is not None else None)
+                   for code_id, code in layout["codes"].items()},
+            training_counts={code_id: tuple(pair) for code_id, pair in layout["training_counts"].items()},
+        )
+
+
+def write_model(path: Path, model: ClassifierModel) -> None:
+    """Write ``model`` to ``path`` atomically, as arrays and a JSON layout (no pickles)."""
+    layout = {
+        "code_ids": list(model.code_ids),
+        "codes": {code_id: {"full": code.full, "folds": list(code.folds), "platt": code.platt}
+                  for code_id, code in model.codes.items()},
+        "training_counts": model.training_counts,
+    }
+    handle, temporary = tempfile.mkstemp(prefix=".model.", suffix=".npz.tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, layout=np.array(json.dumps(layout)), vocabulary=model.vocabulary, idf=model.idf,
+                     names=model.names, content=model.content, weights=model.weights, intercepts=model.intercepts)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def load_model(cache_dir: Path, key: str) -> ClassifierModel | None:
+    """The cached model for ``key``, or None when there is none or it cannot be read."""
     path = _path(cache_dir, key)
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            layout = json.loads(str(arrays["layout"]))
-            model = ClassifierModel(
-                code_ids=tuple(layout["code_ids"]),
-                vocabulary=arrays["vocabulary"], idf=arrays["idf"], names=arrays["names"],
-                content=arrays["content"], weights=arrays["weights"], intercepts=arrays["intercepts"],
-                codes={code_id: CodeModel(code["full"], tuple(code["folds"]),
-                                          tuple(code["platt"]) if code["platt"] is not None else None)
-                       for code_id, code in layout["codes"].items()},
-                training_counts={code_id: tuple(pair) for code_id, pair in layout["training_counts"].items()},
-            )
+        model = read_model(path)
     except (OSError, ValueError, KeyError) as error:
         logger.warning("model cache %s unreadable (%s); training again", path, error)
         return None
@@ -82,24 +107,11 @@ def load_model(cache_dir: Path, key: str) -> ClassifierModel | None:
 
 def store_model(cache_dir: Path, key: str, model: ClassifierModel) -> None:
     path = _path(cache_dir, key)
-    layout = {
-        "code_ids": list(model.code_ids),
-        "codes": {code_id: {"full": code.full, "folds": list(code.folds), "platt": code.platt}
-                  for code_id, code in model.codes.items()},
-        "training_counts": model.training_counts,
-    }
-    temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".model.", suffix=".npz.tmp", dir=path.parent)
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, layout=np.array(json.dumps(layout)), vocabulary=model.vocabulary, idf=model.idf,
-                     names=model.names, content=model.content, weights=model.weights, intercepts=model.intercepts)
-        os.replace(temporary, path)
+        write_model(path, model)
     except OSError as error:
         logger.info("model cache %s not written (%s)", path.parent, error)
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
         return
     _prune(path.parent)
 

@@ -1,87 +1,41 @@
-"""Segmenting and rule-matching documents on all cores, or on a Dask cluster, with the same output as one process.
+"""Where chunks run: in this process, on all cores, or on a Dask cluster, with the same output as one process.
 
-Documents go out in chunks of whole documents, in order; each worker builds the spaCy pipeline
-and compiles the rules once, segments its chunk, matches the rules and reads off the classifier's
-n-gram features, and sends back plain segments, rule assignments and feature hashes. Results come
-back in the order the chunks left, so ``--jobs 4`` and ``--dask ADDRESS`` write exactly what
-``--jobs 1`` writes, and the caller can code and write each chunk while later ones are computed.
+Documents go out in chunks of whole documents, in order (``chunks.process_chunk`` is the work on
+one). Each worker builds the spaCy pipeline and compiles the rules once. Results come back in the
+order the chunks left, so ``--jobs 4`` and ``--dask ADDRESS`` write exactly what ``--jobs 1``
+writes, and the caller writes each chunk while later ones are computed.
+
+Only a few chunks per worker are in flight at a time, so a slow writer never piles up finished
+chunks in memory. The classifier can be trained on a worker while the others segment
+(``ChunkStream.train``); once the caller hands the model over (``ChunkStream.use_model``), the
+chunks sent after that come back classified and combined as well.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future
+from pathlib import Path
 
+from qualcode.chunks import ChunkResult, ChunkTask, compiled, process_chunk
 from qualcode.errors import ConfigurationError
-from qualcode.features import NgramHashes, ngram_hashes
-from qualcode.models import CodeAssignment, Codebook, Document, Segment
+from qualcode.models import Document
 
 logger = logging.getLogger(__name__)
 
 WORDS_PER_CHUNK = 25_000
+# Chunks in flight per worker: enough to keep every worker busy while the caller writes.
+CHUNKS_AHEAD_PER_WORKER = 4
 DASK_CONNECT_TIMEOUT = "10s"
 _PR_SET_PDEATHSIG = 1
 # Below this many words, starting worker processes costs more than it saves.
 PARALLEL_FROM_WORDS = 150_000
-
-
-@dataclass(frozen=True)
-class ChunkTask:
-    """Everything a worker needs besides the documents: plain, picklable data."""
-
-    codebook: Codebook
-    spacy_model: str
-    unit: str | None
-    interviewer_labels: tuple[str, ...]
-    code_interviewer: bool
-    features: bool = False
-
-
-@dataclass(frozen=True)
-class ChunkResult:
-    """One chunk's segments, the rule assignments of its coded segments and (if asked) their n-gram hashes."""
-
-    documents: int
-    segments: list[Segment]
-    assignments: list[CodeAssignment]
-    ngrams: NgramHashes | None = None
-
-    def codable(self, code_interviewer: bool) -> list[Segment]:
-        """The segments that are coded, in the order of ``ngrams``."""
-        return [segment for segment in self.segments if code_interviewer or not segment.is_interviewer]
-
-_STATE: dict[tuple, tuple] = {}
-
-
-def compiled(task: ChunkTask, nlp=None):
-    """The pipeline and compiled rules for ``task``, built once per process."""
-    from qualcode.rules import compile_rules
-    from qualcode.segment import build_pipeline
-
-    # Keyed by what the rules depend on, not by the pipeline object: a worker forked after the
-    # parent compiled the rules inherits them instead of compiling again.
-    key = (task.codebook.sha256, task.codebook.name, task.codebook.code_ids, task.spacy_model)
-    if key not in _STATE or (nlp is not None and _STATE[key][0] is not nlp):
-        pipeline = nlp if nlp is not None else build_pipeline(task.spacy_model)
-        _STATE.clear()
-        _STATE[key] = (pipeline, compile_rules(task.codebook, pipeline))
-    return _STATE[key]
-
-
-def process_chunk(task: ChunkTask, documents: Sequence[Document], nlp=None) -> ChunkResult:
-    """Segment a chunk of documents, match the rules on the segments that are coded, and read off their n-grams."""
-    from qualcode.segment import segment_documents
-
-    pipeline, matcher = compiled(task, nlp)
-    segments = segment_documents(documents, unit=task.unit, nlp=pipeline, interviewer_labels=task.interviewer_labels)
-    codable = [segment for segment in segments if task.code_interviewer or not segment.is_interviewer]
-    docs = list(matcher.docs(codable))
-    assignments = [assignment for segment, doc in zip(codable, docs) for assignment in matcher.match_doc(segment, doc)]
-    return ChunkResult(len(documents), segments, assignments, ngram_hashes(docs) if task.features else None)
 
 
 def chunk_documents(documents: Sequence[Document], words_per_chunk: int | None = None) -> list[list[Document]]:
@@ -109,7 +63,80 @@ def resolve_jobs(jobs: int, documents: Sequence[Document]) -> int:
     return (os.cpu_count() or 1) if words >= PARALLEL_FROM_WORDS else 1
 
 
+def _train(task: ChunkTask, code_ids: tuple[str, ...], examples: list, nlp=None):
+    from qualcode.classify import train_model
+
+    pipeline, _ = compiled(task, nlp)
+    return train_model(code_ids, examples, pipeline)
+
+
+class ChunkStream:
+    """The chunk results of a run, in document order, computed by a backend (see ``chunk_results``)."""
+
+    def __init__(self, backend, chunks: list[list[Document]], ahead: int):
+        self._backend = backend
+        self._waiting = collections.deque(chunks)
+        self._ahead = max(1, ahead)
+        self._in_flight: collections.deque = collections.deque()
+        self._model = None
+
+    def _fill(self) -> None:
+        while self._waiting and len(self._in_flight) < self._ahead:
+            self._in_flight.append(self._backend.submit(self._waiting.popleft(), self._model))
+
+    def use_model(self, model) -> None:
+        """Classify and combine the chunks sent from now on where they are computed."""
+        self._model = self._backend.share_model(model)
+
+    def train(self, code_ids: Sequence[str], examples: Sequence) -> Future:
+        """Train the classifier where the chunks run; the future's result is a ``ClassifierModel``.
+
+        Call it before reading the first chunk: training goes to a worker ahead of the chunks.
+        """
+        training = self._backend.train(tuple(code_ids), list(examples))
+        self._fill()
+        return training
+
+    def __iter__(self) -> Iterator[ChunkResult]:
+        self._fill()
+        while self._in_flight:
+            result = self._backend.result(self._in_flight.popleft())
+            self._fill()
+            yield result
+
+    def cancel(self) -> None:
+        for pending in self._in_flight:
+            pending.cancel()
+        self._in_flight.clear()
+        self._waiting.clear()
+
+
+class _InProcess:
+    """Chunks computed here, one at a time, when the caller reads them."""
+
+    def __init__(self, task: ChunkTask, nlp):
+        self.task, self.nlp = task, nlp
+
+    def submit(self, chunk, model) -> Future:
+        future: Future = Future()
+        future.set_result((chunk, model))
+        return future
+
+    def result(self, future: Future) -> ChunkResult:
+        chunk, model = future.result()
+        return process_chunk(self.task, chunk, self.nlp, model)
+
+    def share_model(self, model):
+        return model
+
+    def train(self, code_ids, examples) -> Future:
+        future: Future = Future()
+        future.set_result(_train(self.task, code_ids, examples, self.nlp))
+        return future
+
+
 _WORKER_TASK: ChunkTask | None = None
+_WORKER_MODELS: dict[str, object] = {}
 
 
 def _die_with_parent() -> None:
@@ -134,24 +161,99 @@ def _initialise_worker(task: ChunkTask) -> None:
     compiled(task)
 
 
-def _run_in_worker(documents: Sequence[Document]) -> ChunkResult:
-    return process_chunk(_WORKER_TASK, documents)
+def _run_in_worker(documents: Sequence[Document], model_path: str | None) -> ChunkResult:
+    model = None
+    if model_path is not None:
+        if model_path not in _WORKER_MODELS:
+            from qualcode.model_cache import read_model
+
+            _WORKER_MODELS.clear()
+            _WORKER_MODELS[model_path] = read_model(Path(model_path))
+        model = _WORKER_MODELS[model_path]
+    return process_chunk(_WORKER_TASK, documents, model=model)
+
+
+def _train_in_worker(code_ids: tuple[str, ...], examples: list):
+    return _train(_WORKER_TASK, code_ids, examples)
+
+
+class _LocalPool:
+    """Chunks computed by forked worker processes; the model reaches them as a file they read once."""
+
+    def __init__(self, pool, folder: Path):
+        self.pool, self.folder = pool, folder
+
+    def submit(self, chunk, model_path) -> Future:
+        return self.pool.submit(_run_in_worker, chunk, model_path)
+
+    def result(self, future: Future) -> ChunkResult:
+        return future.result()
+
+    def share_model(self, model) -> str:
+        from qualcode.model_cache import write_model
+
+        path = self.folder / "model.npz"
+        write_model(path, model)
+        return str(path)
+
+    def train(self, code_ids, examples) -> Future:
+        return self.pool.submit(_train_in_worker, code_ids, examples)
+
+
+class _Dask:
+    """Chunks computed on a Dask cluster; the task and the model are scattered to every worker once."""
+
+    def __init__(self, client, task: ChunkTask):
+        self.client = client
+        self.task = client.scatter(task, broadcast=True)
+
+    def submit(self, chunk, model) -> Future:
+        return self.client.submit(process_chunk, self.task, chunk, None, model, pure=False)
+
+    def result(self, future) -> ChunkResult:
+        return future.result()
+
+    def share_model(self, model):
+        return self.client.scatter(model, broadcast=True)
+
+    def train(self, code_ids, examples):
+        return self.client.submit(_train, self.task, code_ids, examples, pure=False)
+
+    def workers(self) -> int:
+        return max(1, sum(self.client.nthreads().values()))
+
+
+def _connect_to_dask(address: str):
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ConfigurationError("--dask needs the dask extra: pip install 'qualcode[dask]'") from None
+    try:
+        return Client(address, timeout=DASK_CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as error:
+        raise ConfigurationError(f"cannot reach the Dask scheduler at {address} ({error})") from error
 
 
 @contextlib.contextmanager
 def chunk_results(documents: Sequence[Document], task: ChunkTask, *, jobs: int = 1, dask_address: str | None = None,
-                  nlp=None) -> Iterator[Iterator[ChunkResult]]:
-    """Start segmenting and matching ``documents``; yield an iterator over the chunk results in document order.
+                  nlp=None, model=None) -> Iterator[ChunkStream]:
+    """A ``ChunkStream`` over ``documents``: iterate it for the chunk results in document order.
 
-    With workers or a cluster, every chunk is submitted on entry, so the caller can do other work
-    (train the classifier) before reading the first result. In one process, chunks are computed as
-    they are read.
+    With ``model`` (a ``ClassifierModel``), or without a classifier in ``task``, every chunk comes
+    back coded. Chunks are sent when the stream is first read, or right after ``train``.
     """
     chunks = chunk_documents(documents)
     if dask_address:
-        client, futures = _submit_to_dask(dask_address, task, chunks)
+        client = _connect_to_dask(dask_address)
         try:
-            yield (future.result() for future in futures)
+            backend = _Dask(client, task)
+            stream = ChunkStream(backend, chunks, CHUNKS_AHEAD_PER_WORKER * backend.workers())
+            if model is not None:
+                stream.use_model(model)
+            try:
+                yield stream
+            finally:
+                stream.cancel()
         finally:
             client.close()
     elif jobs > 1 and len(chunks) > 1:
@@ -160,41 +262,21 @@ def chunk_results(documents: Sequence[Document], task: ChunkTask, *, jobs: int =
 
         compiled(task, nlp)  # forked workers inherit the compiled rules
         context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
-        with ProcessPoolExecutor(min(jobs, len(chunks)), mp_context=context, initializer=_initialise_worker,
-                                 initargs=(task,)) as pool:
+        workers = min(jobs, len(chunks))
+        with tempfile.TemporaryDirectory(prefix="qualcode-run-") as folder, \
+                ProcessPoolExecutor(workers, mp_context=context, initializer=_initialise_worker,
+                                    initargs=(task,)) as pool:
+            stream = ChunkStream(_LocalPool(pool, Path(folder)), chunks, CHUNKS_AHEAD_PER_WORKER * workers)
+            if model is not None:
+                stream.use_model(model)
             try:
-                yield pool.map(_run_in_worker, chunks)
+                yield stream
             except BaseException:
+                stream.cancel()
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     else:
-        yield (process_chunk(task, chunk, nlp) for chunk in chunks)
-
-
-def segment_and_match(documents: Sequence[Document], task: ChunkTask, *, jobs: int = 1, dask_address: str | None = None,
-                      nlp=None) -> tuple[list[Segment], list[CodeAssignment]]:
-    """All segments and rule assignments, in document order, computed where asked."""
-    segments: list[Segment] = []
-    assignments: list[CodeAssignment] = []
-    with chunk_results(documents, task, jobs=jobs, dask_address=dask_address, nlp=nlp) as results:
-        for result in results:
-            segments.extend(result.segments)
-            assignments.extend(result.assignments)
-    return segments, assignments
-
-
-def _submit_to_dask(address: str, task: ChunkTask, chunks: list[list[Document]]):
-    try:
-        from distributed import Client
-    except ImportError:
-        raise ConfigurationError("--dask needs the dask extra: pip install 'qualcode[dask]'") from None
-    try:
-        client = Client(address, timeout=DASK_CONNECT_TIMEOUT)
-    except (OSError, TimeoutError) as error:
-        raise ConfigurationError(f"cannot reach the Dask scheduler at {address} ({error})") from error
-    try:
-        task_future = client.scatter(task, broadcast=True)
-        return client, client.map(process_chunk, [task_future] * len(chunks), chunks, pure=False)
-    except BaseException:
-        client.close()
-        raise
+        stream = ChunkStream(_InProcess(task, nlp), chunks, 1)
+        if model is not None:
+            stream.use_model(model)
+        yield stream

@@ -518,6 +518,7 @@ class RuleMatcher:
                 key = self._ref(code.code_id, "regex", index, regex_label(rule.pattern))
                 self._regexes.append((re.compile(rule.pattern, re.IGNORECASE), self._refs[key],
                                       regex_gates(rule.pattern)))
+        self._regex_gate_key = tuple(gates for _, _, gates in self._regexes)
         gated_words = {value for _, gates, _ in self._gated_patterns for _, hashes in gates for value in hashes}
         stop_words = nlp.Defaults.stop_words
         self._pattern_gates = _PatternGates([(gates, longest) for _, gates, longest in self._gated_patterns],
@@ -628,9 +629,9 @@ class RuleMatcher:
         return self._assign(segment, doc, self._literal_gates())
 
     def _literal_gates(self) -> LiteralGates:
-        # Looked up from the regexes' gates each time rather than kept: cached per process, and
-        # it cannot go stale if the regexes are replaced.
-        return _cached_literal_gates(tuple(gates for _, _, gates in self._regexes))
+        # Looked up rather than kept: the cache is per process, so a matcher unpickled on a worker
+        # finds (or builds) its own.
+        return _cached_literal_gates(self._regex_gate_key)
 
     def _token_matches(self, doc) -> list[tuple[int, int, int]]:
         """(match id, start token, end token) of the phrases, then of the token patterns whose gates the doc opens."""

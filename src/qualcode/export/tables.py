@@ -110,33 +110,48 @@ def codings_table(result: CodingResult) -> Table:
                  text_columns=CODING_TEXT_COLUMNS, count=len(result.assignments))
 
 
-def summary_table(result: CodingResult) -> Table:
-    """Codes x documents: segments coded, share of coded-eligible segments, documents touched, per-document counts."""
-    doc_ids = [document.doc_id for document in result.corpus.documents]
-    eligible = [segment for segment in result.segments
-                if result.options.get("code_interviewer") or not segment.is_interviewer]
+def _eligible(result: CodingResult) -> list[Segment]:
+    return [segment for segment in result.segments if result.options.get("code_interviewer") or not segment.is_interviewer]
+
+
+def _codes_by_document(result: CodingResult) -> dict[str, Counter]:
+    """For each document, how many of its segments carry each code (and ``None``: any code)."""
     doc_of = {segment.segment_id: segment.doc_id for segment in result.segments}
-    coded = _active(result.assignments)
-    per_code: dict[str, Counter] = {code_id: Counter() for code_id in result.codebook.code_ids}
-    for segment_id, code_ids in coded.items():
-        for code_id in code_ids:
-            if code_id in per_code:
-                per_code[code_id][doc_of[segment_id]] += 1
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for segment_id, code_ids in _active(result.assignments).items():
+        if code_ids:
+            document = counts[doc_of[segment_id]]
+            document.update(code_ids)
+            document[None] += 1
+    return counts
+
+
+def summary_table(result: CodingResult) -> Table:
+    """One row per code: segments coded, their share of the segments eligible for coding, documents touched."""
+    eligible = _eligible(result)
+    by_document = _codes_by_document(result)
     total = len(eligible) or 1
     rows = []
-    for code in result.codebook.codes:
-        counts = per_code[code.code_id]
-        segments = sum(counts.values())
-        rows.append((code.code_id, code.name, segments, round(100 * segments / total, 1), len(counts),
-                     *(counts.get(doc_id, 0) for doc_id in doc_ids)))
-    any_code = Counter(doc_of[segment_id] for segment_id, code_ids in coded.items() if code_ids)
-    rows.append(("(any code)", "segments with at least one code", sum(any_code.values()),
-                 round(100 * sum(any_code.values()) / total, 1), len(any_code), *(any_code.get(d, 0) for d in doc_ids)))
-    per_doc = Counter(segment.doc_id for segment in eligible)
-    rows.append(("(segments)", "segments eligible for coding", len(eligible), 100.0 if eligible else 0.0, len(per_doc),
-                 *(per_doc.get(d, 0) for d in doc_ids)))
-    header = ("code", "name", "segments", "% of segments", "documents", *doc_ids)
-    return Table("Summary", header, rows)
+    for code_id, name in [*((code.code_id, code.name) for code in result.codebook.codes),
+                          (None, "segments with at least one code")]:
+        segments = sum(counts[code_id] for counts in by_document.values())
+        documents = sum(1 for counts in by_document.values() if counts[code_id])
+        rows.append((code_id or "(any code)", name, segments, round(100 * segments / total, 1), documents))
+    documents = len({segment.doc_id for segment in eligible})
+    rows.append(("(segments)", "segments eligible for coding", len(eligible), 100.0 if eligible else 0.0, documents))
+    return Table("Summary", ("code", "name", "segments", "% of segments", "documents"), rows)
+
+
+def documents_table(result: CodingResult) -> Table:
+    """One row per document (a case, in NVivo's terms): its segments eligible for coding, coded, and per code."""
+    code_ids = result.codebook.code_ids
+    by_document = _codes_by_document(result)
+    eligible = Counter(segment.doc_id for segment in _eligible(result))
+    rows = [(document.doc_id, document.kind, eligible[document.doc_id], by_document[document.doc_id][None],
+             *(by_document[document.doc_id][code_id] for code_id in code_ids))
+            for document in result.corpus.documents]
+    return Table("Documents", ("document", "kind", "segments", "segments with a code", *code_ids), rows,
+                 count=len(result.corpus.documents))
 
 
 def cooccurrence_table(result: CodingResult) -> Table:
@@ -219,6 +234,7 @@ def all_tables(result: CodingResult) -> Iterator[Table]:
 def summary_tables(result: CodingResult) -> Iterator[Table]:
     """The sheets after Segments and Codings, which need the whole run."""
     yield summary_table(result)
+    yield documents_table(result)
     yield cooccurrence_table(result)
     yield codebook_table(result)
     yield run_table(result)

@@ -79,7 +79,7 @@ class _Sheet:
                 self.formats.append(formats.code_cell[column_name])
             else:
                 self.formats.append(formats.wrap if column_name in text_columns else formats.plain)
-        coloured_headers = name in ("Segments", "Co-occurrence")
+        coloured_headers = name in ("Segments", "Documents", "Co-occurrence")
         for column, column_name in enumerate(self.header):
             style = formats.code_header.get(column_name, formats.header) if coloured_headers else formats.header
             self.sheet.write_string(0, column, column_name, style)
@@ -150,6 +150,8 @@ class CodedWorkbook:
     """
 
     def __init__(self, path: Path, corpus: Corpus, codebook: Codebook):
+        if len(corpus.documents) + 1 > EXCEL_MAX_ROWS:
+            raise _too_many_rows("Documents", len(corpus.documents) + 1)
         self._workbook = _open_workbook(path)
         self._formats = _Formats(self._workbook, codebook)
         self._codebook = codebook
