@@ -94,14 +94,18 @@ def _content_mask(names: np.ndarray) -> np.ndarray:
     return np.array([not all(word in ENGLISH_STOP_WORDS for word in name.split()) for name in names], dtype=bool)
 
 
-def _base_model():
+def _base_model(features):
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(C=4.0, class_weight="balanced", solver="liblinear", max_iter=1000)
+    # The dual formulation solves the same problem, about twice as fast when there are fewer
+    # texts than n-grams (the usual case); probabilities agree to 1e-4.
+    dual = features.shape[0] < features.shape[1]
+    return LogisticRegression(C=4.0, class_weight="balanced", solver="liblinear", dual=dual, max_iter=1000,
+                              random_state=0)  # the dual solver visits examples in a random order
 
 
 # Part of the model cache key: change it whenever training would give a different model for the same data.
-MODEL_VERSION = f"liblinear-C4-balanced-platt{CALIBRATION_FOLDS}-v1"
+MODEL_VERSION = f"liblinear-C4-balanced-platt{CALIBRATION_FOLDS}-v2"
 
 
 def _platt_calibrator(features, labels: np.ndarray, weights: np.ndarray, groups: np.ndarray, real: np.ndarray):
@@ -126,7 +130,7 @@ def _platt_calibrator(features, labels: np.ndarray, weights: np.ndarray, groups:
     for train, held_out in StratifiedGroupKFold(folds).split(features, labels, groups):
         if len(set(labels[train])) < 2:
             return None
-        fold_model = _base_model().fit(features[train], labels[train], sample_weight=weights[train])
+        fold_model = _base_model(features).fit(features[train], labels[train], sample_weight=weights[train])
         scores[held_out] = fold_model.decision_function(features[held_out])
         fold_models.append(fold_model)
     use = real if labels[real].sum() >= MIN_PER_CLASS and (1 - labels[real]).sum() >= MIN_PER_CLASS else np.ones_like(real)
@@ -240,7 +244,7 @@ def train_model(code_ids: Sequence[str], examples: Sequence[TrainingExample], nl
         weights = np.array([examples[index].weight for index in rows])
         groups = np.array([examples[index].group or str(index) for index in rows])
         real = np.array([examples[index].origin != "example" for index in rows])
-        full = add(_base_model().fit(features, labels, sample_weight=weights))
+        full = add(_base_model(features).fit(features, labels, sample_weight=weights))
         calibration = _platt_calibrator(features, labels, weights, groups, real)
         if calibration is None:
             codes[code_id] = CodeModel(full)

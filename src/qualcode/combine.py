@@ -63,21 +63,33 @@ def combine(
 
     ``explain(row, code_id)`` returns [(n-gram, weight), ...] for a classifier suggestion.
     """
-    by_pair = {(assignment.segment_id, assignment.code_id): assignment for assignment in rule_assignments}
+    row_of = {segment.segment_id: row for row, segment in enumerate(segments)}
+    column_of = {code_id: column for column, code_id in enumerate(code_ids)}
+    rules = {(row_of[a.segment_id], column_of[a.code_id]): a for a in rule_assignments
+             if a.segment_id in row_of and a.code_id in column_of}
+    # Only (segment, code) pairs with a rule hit or a probability at the threshold can yield a
+    # coding; finding them with numpy skips the rest of the matrix.
+    candidates = set(rules)
+    values: list[list[float]] = []
+    if probabilities is not None:
+        thresholds = np.array([policy.threshold(code_id) for code_id in code_ids])
+        with np.errstate(invalid="ignore"):
+            candidates.update(map(tuple, np.argwhere(probabilities >= thresholds).tolist()))
+        values = probabilities.tolist()
     merged: list[CodeAssignment] = []
-    for row, segment in enumerate(segments):
-        for column, code_id in enumerate(code_ids):
-            rule = by_pair.get((segment.segment_id, code_id))
-            probability = None
-            if probabilities is not None and not math.isnan(probabilities[row, column]):
-                probability = float(probabilities[row, column])
-            if rule is not None:
-                if probability is not None and probability < policy.veto_below:
-                    merged.append(CodeAssignment(rule.segment_id, code_id, "rule", "downgraded", probability, rule.evidence))
-                else:
-                    merged.append(CodeAssignment(rule.segment_id, code_id, "rule", rule.status, probability, rule.evidence))
-            elif probability is not None and probability >= policy.threshold(code_id):
-                evidence = tuple(Evidence(f"classifier {weight:+.2f}", ngram) for ngram, weight in
-                                 (explain(row, code_id) if explain else []))
-                merged.append(CodeAssignment(segment.segment_id, code_id, "classifier", "suggested", probability, evidence))
+    for row, column in sorted(candidates):
+        segment, code_id = segments[row], code_ids[column]
+        rule = rules.get((row, column))
+        probability = None
+        if values and not math.isnan(values[row][column]):
+            probability = values[row][column]
+        if rule is not None:
+            if probability is not None and probability < policy.veto_below:
+                merged.append(CodeAssignment(rule.segment_id, code_id, "rule", "downgraded", probability, rule.evidence))
+            else:
+                merged.append(CodeAssignment(rule.segment_id, code_id, "rule", rule.status, probability, rule.evidence))
+        elif probability is not None and probability >= policy.threshold(code_id):
+            evidence = tuple(Evidence(f"classifier {weight:+.2f}", ngram) for ngram, weight in
+                             (explain(row, code_id) if explain else []))
+            merged.append(CodeAssignment(segment.segment_id, code_id, "classifier", "suggested", probability, evidence))
     return merged

@@ -39,9 +39,13 @@ def _words(doc) -> np.ndarray:
     return table[(table[:, 1] == 0) & (table[:, 2] == 0), 0]
 
 
-def _pairs(words: np.ndarray) -> np.ndarray:
+def _pairs_of(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     # Multiplying the first word makes "a b" and "b a" different features; uint64 arithmetic wraps.
-    return (words[:-1] * _PAIR_MIX) ^ words[1:]
+    return (first * _PAIR_MIX) ^ second
+
+
+def _pairs(words: np.ndarray) -> np.ndarray:
+    return _pairs_of(words[:-1], words[1:])
 
 
 def ngram_hashes(docs: Iterable) -> NgramHashes:
@@ -58,15 +62,23 @@ def ngram_hashes(docs: Iterable) -> NgramHashes:
 
 def ngram_names(docs: Iterable) -> dict[int, str]:
     """Readable text for every word and word-pair hash of the docs ("never", "never rang")."""
-    names: dict[int, str] = {}
+    docs = list(docs)
+    if not docs:
+        return {}
+    strings = docs[0].vocab.strings
+    words, firsts, seconds = [], [], []
     for doc in docs:
-        words = _words(doc)
-        if not len(words):
-            continue
-        strings = doc.vocab.strings
-        texts = [strings[int(word)] for word in words]
-        names.update(zip(words.tolist(), texts))
-        names.update(zip(_pairs(words).tolist(), (f"{first} {second}" for first, second in zip(texts, texts[1:]))))
+        doc_words = _words(doc)
+        words.append(doc_words)
+        firsts.append(doc_words[:-1])
+        seconds.append(doc_words[1:])
+    # Each distinct word and pair is looked up once, however often it occurs.
+    text = {word: strings[word] for word in np.unique(np.concatenate(words)).tolist()}
+    first, second = np.concatenate(firsts), np.concatenate(seconds)
+    pairs, where = np.unique(_pairs_of(first, second), return_index=True)
+    names = dict(text)
+    names.update(zip(pairs.tolist(), (f"{text[a]} {text[b]}" for a, b in zip(first[where].tolist(),
+                                                                              second[where].tolist()))))
     return names
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import logging
 import os
 import sys
@@ -136,6 +137,7 @@ class _InProcess:
 
 
 _WORKER_TASK: ChunkTask | None = None
+_WORKER_DOCUMENTS: Sequence[Document] = ()
 _WORKER_MODELS: dict[str, object] = {}
 
 
@@ -154,14 +156,14 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _initialise_worker(task: ChunkTask) -> None:
-    global _WORKER_TASK
+def _initialise_worker(task: ChunkTask, documents: Sequence[Document]) -> None:
+    global _WORKER_TASK, _WORKER_DOCUMENTS
     _die_with_parent()
-    _WORKER_TASK = task
+    _WORKER_TASK, _WORKER_DOCUMENTS = task, documents
     compiled(task)
 
 
-def _run_in_worker(documents: Sequence[Document], model_path: str | None) -> ChunkResult:
+def _run_in_worker(span: tuple[int, int], model_path: str | None) -> ChunkResult:
     model = None
     if model_path is not None:
         if model_path not in _WORKER_MODELS:
@@ -170,7 +172,7 @@ def _run_in_worker(documents: Sequence[Document], model_path: str | None) -> Chu
             _WORKER_MODELS.clear()
             _WORKER_MODELS[model_path] = read_model(Path(model_path))
         model = _WORKER_MODELS[model_path]
-    return process_chunk(_WORKER_TASK, documents, model=model)
+    return process_chunk(_WORKER_TASK, _WORKER_DOCUMENTS[span[0]:span[1]], model=model)
 
 
 def _train_in_worker(code_ids: tuple[str, ...], examples: list):
@@ -178,13 +180,18 @@ def _train_in_worker(code_ids: tuple[str, ...], examples: list):
 
 
 class _LocalPool:
-    """Chunks computed by forked worker processes; the model reaches them as a file they read once."""
+    """Chunks computed by worker processes.
+
+    The workers are given every document when they start (a forked worker inherits them without
+    copying), so a chunk goes out as its span of document positions; the model reaches them as a
+    file they read once.
+    """
 
     def __init__(self, pool, folder: Path):
         self.pool, self.folder = pool, folder
 
-    def submit(self, chunk, model_path) -> Future:
-        return self.pool.submit(_run_in_worker, chunk, model_path)
+    def submit(self, span: tuple[int, int], model_path) -> Future:
+        return self.pool.submit(_run_in_worker, span, model_path)
 
     def result(self, future: Future) -> ChunkResult:
         return future.result()
@@ -263,10 +270,12 @@ def chunk_results(documents: Sequence[Document], task: ChunkTask, *, jobs: int =
         compiled(task, nlp)  # forked workers inherit the compiled rules
         context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
         workers = min(jobs, len(chunks))
+        ends = list(itertools.accumulate(len(chunk) for chunk in chunks))
+        spans = list(zip([0, *ends[:-1]], ends))
         with tempfile.TemporaryDirectory(prefix="qualcode-run-") as folder, \
                 ProcessPoolExecutor(workers, mp_context=context, initializer=_initialise_worker,
-                                    initargs=(task,)) as pool:
-            stream = ChunkStream(_LocalPool(pool, Path(folder)), chunks, CHUNKS_AHEAD_PER_WORKER * workers)
+                                    initargs=(task, documents)) as pool:
+            stream = ChunkStream(_LocalPool(pool, Path(folder)), spans, CHUNKS_AHEAD_PER_WORKER * workers)
             if model is not None:
                 stream.use_model(model)
             try:

@@ -72,18 +72,21 @@ class SegmentRows:
     def rows(self, segments: Iterable[Segment], assignments: Iterable[CodeAssignment]) -> Iterator[tuple]:
         coded = _active(assignments)
         code_ids, attributes = self.code_ids, self.attributes
+        uncoded = (None,) * len(code_ids) + (None, None)  # code columns, codes, reviewed
+        attribute_values: dict[str, tuple] = {}
         for segment in segments:
-            document = self._documents[segment.doc_id]
-            active = coded.get(segment.segment_id, ())
-            order = [code_id for code_id in code_ids if code_id in active]
-            yield (
-                segment.segment_id, segment.doc_id, segment.speaker, segment.start_char, segment.end_char,
-                segment.timestamp, *(document.attributes.get(attribute) for attribute in attributes),
-                segment.text,
-                *(1 if code_id in order else None for code_id in code_ids),
-                "; ".join(order) or None,
-                None,
-            )
+            values = attribute_values.get(segment.doc_id)
+            if values is None:
+                document = self._documents[segment.doc_id]
+                values = attribute_values[segment.doc_id] = tuple(document.attributes.get(name) for name in attributes)
+            active = coded.get(segment.segment_id)
+            if active:
+                order = [code_id for code_id in code_ids if code_id in active]
+                codes = (*(1 if code_id in active else None for code_id in code_ids), "; ".join(order), None)
+            else:
+                codes = uncoded
+            yield (segment.segment_id, segment.doc_id, segment.speaker, segment.start_char, segment.end_char,
+                   segment.timestamp, *values, segment.text, *codes)
 
 
 def coding_rows(segments: Sequence[Segment], assignments: Iterable[CodeAssignment],
