@@ -101,6 +101,26 @@ def test_workbook_is_styled_for_review_and_never_writes_formulas(result, tmp_pat
     assert all(cell.data_type == "s" for cell in injected)
 
 
+def test_the_workbook_is_deflated_quickly_and_xlsxwriter_is_left_as_it_was(result, tmp_path):
+    import zipfile
+    import zlib
+
+    import xlsxwriter.workbook
+
+    path = write_result(result, tmp_path / "coded.xlsx")
+    with zipfile.ZipFile(path) as archive:
+        sheet = archive.getinfo("xl/worksheets/sheet1.xml")
+        data = archive.read(sheet)
+    assert sheet.compress_type == zipfile.ZIP_DEFLATED
+
+    def deflated(level):
+        compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
+        return len(compressor.compress(data) + compressor.flush())
+
+    assert sheet.compress_size == deflated(1)
+    assert xlsxwriter.workbook.ZipFile is zipfile.ZipFile
+
+
 def test_csv_format_writes_the_same_tables(result, tmp_path):
     folder = write_result(result, tmp_path / "coded", format="csv")
     assert sorted(p.name for p in folder.iterdir()) == ["co-occurrence.csv", "codebook.csv", "codings.csv",
