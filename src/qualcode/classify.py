@@ -18,7 +18,8 @@ from importlib import resources
 
 import numpy as np
 
-from qualcode.features import NgramHashes, count_matrix, ngram_hashes, ngram_names, smooth_idf, tfidf, tfidf_matrix
+from qualcode.features import (NgramHashes, count_matrix, doc_words, hashes_of_words, names_of_words, ngram_hashes,
+                               smooth_idf, tfidf, tfidf_matrix)
 from qualcode.models import Codebook
 
 logger = logging.getLogger(__name__)
@@ -216,13 +217,13 @@ class ClassifierModel:
 def train_model(code_ids: Sequence[str], examples: Sequence[TrainingExample], nlp) -> ClassifierModel:
     """Fit one calibrated logistic regression per code on the examples that carry a label for it."""
     examples = [example for example in examples if example.text.strip()]
-    docs = list(nlp.tokenizer.pipe([example.text for example in examples]))
-    batch = ngram_hashes(docs)
+    words = doc_words(nlp.tokenizer.pipe([example.text for example in examples]))
+    batch = hashes_of_words(words)
     vocabulary = np.unique(batch.hashes)
     counts = count_matrix(batch, vocabulary)
     idf = smooth_idf(counts)
     matrix = tfidf(counts, idf)
-    names_by_hash = ngram_names(docs)
+    names_by_hash = names_of_words(words, nlp.vocab.strings)
     names = np.array([names_by_hash[int(value)] for value in vocabulary], dtype=str)
     scorers: list[tuple[np.ndarray, float]] = []
     codes: dict[str, CodeModel] = {}

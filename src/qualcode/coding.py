@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from qualcode.chunks import ChunkResult, ChunkTask, code_chunk, compiled
 from qualcode.classify import (ClassifierModel, TrainingExample, examples_from_codebook, seed_examples, train_model,
                                weak_examples)
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW, Policy
 from qualcode.models import CodeAssignment, Codebook, CodingResult, Corpus, HumanDecision, Segment
-from qualcode.chunks import ChunkResult, ChunkTask, code_chunk, compiled
 from qualcode.parallel import chunk_results, resolve_jobs
 from qualcode.reviews import apply_reviews, rereview_assignments, resolve_reviews, reviewed_examples
 from qualcode.rules import RuleMatcher
@@ -231,7 +231,7 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
             flagged = rereview_assignments(reviews, segments, codebook, set(resolved.final))
             flagged_pairs = {(a.segment_id, a.code_id) for a in flagged}
             assignments = [a for a in assignments if (a.segment_id, a.code_id) not in flagged_pairs] + flagged
-            retired = len(reviews) - len([d for d in reviews if d.code_id in codebook.code_ids])
+            retired = len(reviews) - len(current)
             record["human decisions"] = (f"{len(resolved.final)} applied ({resolved.reanchored} re-anchored), "
                                          f"{len(resolved.orphaned)} orphaned, {len(flagged)} flagged for re-review, "
                                          f"{retired} on codes not in this codebook (kept); "

@@ -103,10 +103,11 @@ def _group_folds(groups: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.nd
     return list(splitter.split(np.zeros(len(groups)), groups=groups))
 
 
-def _train(code_ids, base: list[TrainingExample], segments, gold: np.ndarray, rows) -> CodeClassifier:
+def _train(code_ids, base: list[TrainingExample], segments, gold: np.ndarray, rows, nlp) -> CodeClassifier:
     human = [TrainingExample(segments[row].text, dict(zip(code_ids, map(int, gold[row]))), 1.0, segments[row].doc_id)
              for row in rows]
-    return CodeClassifier(code_ids).fit(base + human)
+    # The run's pipeline: the classifier tokenizes as the rules do, and no fold builds its own.
+    return CodeClassifier(code_ids, nlp).fit(base + human)
 
 
 def _calibration(probabilities: np.ndarray, gold: np.ndarray) -> tuple[CalibrationBin, ...]:
@@ -163,7 +164,7 @@ def evaluate(
     combined_matrix = np.zeros_like(truth)
     machine_assignments = []
     for train_rows, test_rows in split:
-        classifier = _train(code_ids, base, segments, truth, train_rows)
+        classifier = _train(code_ids, base, segments, truth, train_rows, nlp)
         test_segments = [segments[row] for row in test_rows]
         features = classifier.transform([segment.text for segment in test_segments])
         fold_probabilities = classifier.probabilities(features)
@@ -182,7 +183,8 @@ def evaluate(
                        for column, code_id in enumerate(code_ids)} for method, matrix in matrices.items()}
     macro = {method: macro_average(list(per_code.values())) for method, per_code in scores.items()}
 
-    curve = _learning_curve(code_ids, base, segments, truth, split, rule_assignments, policy) if learning_curve else ()
+    curve = (_learning_curve(code_ids, base, segments, truth, split, rule_assignments, policy, nlp)
+             if learning_curve else ())
     evidence = {}
     for assignment in machine_assignments:
         if assignment.status in COUNTED_STATUSES:
@@ -217,7 +219,7 @@ def evaluate(
     )
 
 
-def _learning_curve(code_ids, base, segments, truth, split, rule_assignments, policy):
+def _learning_curve(code_ids, base, segments, truth, split, rule_assignments, policy, nlp):
     """Combined macro F1 after training on a growing share of each fold's training documents."""
     rng = np.random.default_rng(0)
     by_segment: dict[str, list] = {}
@@ -232,7 +234,7 @@ def _learning_curve(code_ids, base, segments, truth, split, rule_assignments, po
             keep = set(rng.permutation(documents)[:max(1, math.ceil(fraction * len(documents)))])
             documents_used += len(keep)
             rows = [row for row in train_rows if segments[row].doc_id in keep]
-            classifier = _train(code_ids, base, segments, truth, rows)
+            classifier = _train(code_ids, base, segments, truth, rows, nlp)
             test_segments = [segments[row] for row in test_rows]
             fold_rules = [a for s in test_segments for a in by_segment.get(s.segment_id, [])]
             merged = combine(test_segments, fold_rules, classifier.predict_proba([s.text for s in test_segments]),

@@ -9,7 +9,7 @@ as two compact arrays; the model then maps them onto its own columns (``tfidf_ma
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,11 +48,20 @@ def _pairs(words: np.ndarray) -> np.ndarray:
     return _pairs_of(words[:-1], words[1:])
 
 
+def doc_words(docs: Iterable) -> list[np.ndarray]:
+    """Each doc's word hashes (NORM, punctuation and spaces left out): what hashes and names are made of."""
+    return [_words(doc) for doc in docs]
+
+
 def ngram_hashes(docs: Iterable) -> NgramHashes:
     """The word and word-pair hashes of each doc, in order."""
+    return hashes_of_words(doc_words(docs))
+
+
+def hashes_of_words(words_per_text: Sequence[np.ndarray]) -> NgramHashes:
+    """``ngram_hashes`` from ``doc_words``."""
     parts, offsets = [], [0]
-    for doc in docs:
-        words = _words(doc)
+    for words in words_per_text:
         grams = np.concatenate([words, _pairs(words)]) if len(words) > 1 else words
         parts.append(grams)
         offsets.append(offsets[-1] + len(grams))
@@ -63,18 +72,17 @@ def ngram_hashes(docs: Iterable) -> NgramHashes:
 def ngram_names(docs: Iterable) -> dict[int, str]:
     """Readable text for every word and word-pair hash of the docs ("never", "never rang")."""
     docs = list(docs)
-    if not docs:
+    return names_of_words(doc_words(docs), docs[0].vocab.strings) if docs else {}
+
+
+def names_of_words(words_per_text: Sequence[np.ndarray], strings) -> dict[int, str]:
+    """``ngram_names`` from ``doc_words`` and the docs' ``vocab.strings``."""
+    if not words_per_text:
         return {}
-    strings = docs[0].vocab.strings
-    words, firsts, seconds = [], [], []
-    for doc in docs:
-        doc_words = _words(doc)
-        words.append(doc_words)
-        firsts.append(doc_words[:-1])
-        seconds.append(doc_words[1:])
     # Each distinct word and pair is looked up once, however often it occurs.
-    text = {word: strings[word] for word in np.unique(np.concatenate(words)).tolist()}
-    first, second = np.concatenate(firsts), np.concatenate(seconds)
+    text = {word: strings[word] for word in np.unique(np.concatenate(words_per_text)).tolist()}
+    first = np.concatenate([words[:-1] for words in words_per_text])
+    second = np.concatenate([words[1:] for words in words_per_text])
     pairs, where = np.unique(_pairs_of(first, second), return_index=True)
     names = dict(text)
     names.update(zip(pairs.tolist(), (f"{text[a]} {text[b]}" for a, b in zip(first[where].tolist(),

@@ -60,8 +60,12 @@ def resolve_jobs(jobs: int, documents: Sequence[Document]) -> int:
     """``jobs`` 0 means automatic: every core for a corpus big enough to gain, else one process."""
     if jobs > 0:
         return jobs
-    words = sum(len(document.text.split()) for document in documents)
-    return (os.cpu_count() or 1) if words >= PARALLEL_FROM_WORDS else 1
+    words = 0
+    for document in documents:  # stops counting once the corpus is big enough: start-up cost
+        words += len(document.text.split())
+        if words >= PARALLEL_FROM_WORDS:
+            return os.cpu_count() or 1
+    return 1
 
 
 def _train(task: ChunkTask, code_ids: tuple[str, ...], examples: list, nlp=None):
@@ -74,12 +78,14 @@ def _train(task: ChunkTask, code_ids: tuple[str, ...], examples: list, nlp=None)
 class ChunkStream:
     """The chunk results of a run, in document order, computed by a backend (see ``chunk_results``)."""
 
-    def __init__(self, backend, chunks: list[list[Document]], ahead: int):
+    def __init__(self, backend, chunks: Sequence, ahead: int, model=None):
         self._backend = backend
-        self._waiting = collections.deque(chunks)
+        self._waiting = collections.deque(chunks)  # what the backend's ``submit`` takes: documents or spans
         self._ahead = max(1, ahead)
         self._in_flight: collections.deque = collections.deque()
         self._model = None
+        if model is not None:
+            self.use_model(model)
 
     def _fill(self) -> None:
         while self._waiting and len(self._in_flight) < self._ahead:
@@ -254,9 +260,7 @@ def chunk_results(documents: Sequence[Document], task: ChunkTask, *, jobs: int =
         client = _connect_to_dask(dask_address)
         try:
             backend = _Dask(client, task)
-            stream = ChunkStream(backend, chunks, CHUNKS_AHEAD_PER_WORKER * backend.workers())
-            if model is not None:
-                stream.use_model(model)
+            stream = ChunkStream(backend, chunks, CHUNKS_AHEAD_PER_WORKER * backend.workers(), model)
             try:
                 yield stream
             finally:
@@ -275,9 +279,7 @@ def chunk_results(documents: Sequence[Document], task: ChunkTask, *, jobs: int =
         with tempfile.TemporaryDirectory(prefix="qualcode-run-") as folder, \
                 ProcessPoolExecutor(workers, mp_context=context, initializer=_initialise_worker,
                                     initargs=(task, documents)) as pool:
-            stream = ChunkStream(_LocalPool(pool, Path(folder)), spans, CHUNKS_AHEAD_PER_WORKER * workers)
-            if model is not None:
-                stream.use_model(model)
+            stream = ChunkStream(_LocalPool(pool, Path(folder)), spans, CHUNKS_AHEAD_PER_WORKER * workers, model)
             try:
                 yield stream
             except BaseException:
@@ -285,7 +287,4 @@ def chunk_results(documents: Sequence[Document], task: ChunkTask, *, jobs: int =
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     else:
-        stream = ChunkStream(_InProcess(task, nlp), chunks, 1)
-        if model is not None:
-            stream.use_model(model)
-        yield stream
+        yield ChunkStream(_InProcess(task, nlp), chunks, 1, model)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import platform
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from qualcode import __version__
@@ -117,11 +117,16 @@ def _eligible(result: CodingResult) -> list[Segment]:
     return [segment for segment in result.segments if result.options.get("code_interviewer") or not segment.is_interviewer]
 
 
-def _codes_by_document(result: CodingResult) -> dict[str, Counter]:
+# The summary sheets each take ``coded``, the counted codes of each segment (``_active``), so
+# ``summary_tables`` works it out once for all of them.
+Coded = Mapping[str, list[str]]
+
+
+def _codes_by_document(result: CodingResult, coded: Coded) -> dict[str, Counter]:
     """For each document, how many of its segments carry each code (and ``None``: any code)."""
     doc_of = {segment.segment_id: segment.doc_id for segment in result.segments}
     counts: dict[str, Counter] = defaultdict(Counter)
-    for segment_id, code_ids in _active(result.assignments).items():
+    for segment_id, code_ids in coded.items():
         if code_ids:
             document = counts[doc_of[segment_id]]
             document.update(code_ids)
@@ -129,10 +134,10 @@ def _codes_by_document(result: CodingResult) -> dict[str, Counter]:
     return counts
 
 
-def summary_table(result: CodingResult) -> Table:
+def summary_table(result: CodingResult, coded: Coded | None = None) -> Table:
     """One row per code: segments coded, their share of the segments eligible for coding, documents touched."""
     eligible = _eligible(result)
-    by_document = _codes_by_document(result)
+    by_document = _codes_by_document(result, _active(result.assignments) if coded is None else coded)
     total = len(eligible) or 1
     rows = []
     for code_id, name in [*((code.code_id, code.name) for code in result.codebook.codes),
@@ -145,10 +150,10 @@ def summary_table(result: CodingResult) -> Table:
     return Table("Summary", ("code", "name", "segments", "% of segments", "documents"), rows)
 
 
-def documents_table(result: CodingResult) -> Table:
+def documents_table(result: CodingResult, coded: Coded | None = None) -> Table:
     """One row per document (a case, in NVivo's terms): its segments eligible for coding, coded, and per code."""
     code_ids = result.codebook.code_ids
-    by_document = _codes_by_document(result)
+    by_document = _codes_by_document(result, _active(result.assignments) if coded is None else coded)
     eligible = Counter(segment.doc_id for segment in _eligible(result))
     rows = [(document.doc_id, document.kind, eligible[document.doc_id], by_document[document.doc_id][None],
              *(by_document[document.doc_id][code_id] for code_id in code_ids))
@@ -157,10 +162,10 @@ def documents_table(result: CodingResult) -> Table:
                  count=len(result.corpus.documents))
 
 
-def cooccurrence_table(result: CodingResult) -> Table:
+def cooccurrence_table(result: CodingResult, coded: Coded | None = None) -> Table:
     code_ids = result.codebook.code_ids
     pairs: Counter = Counter()
-    for assigned in _active(result.assignments).values():
+    for assigned in (_active(result.assignments) if coded is None else coded).values():
         for first in assigned:
             for second in assigned:
                 pairs[first, second] += 1
@@ -184,12 +189,12 @@ def codebook_table(result: CodingResult) -> Table:
                                                          "negative examples"))
 
 
-def run_table(result: CodingResult, *, created: dt.datetime | None = None) -> Table:
+def run_table(result: CodingResult, *, created: dt.datetime | None = None, coded: Coded | None = None) -> Table:
     import spacy
 
     created = created or dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     codebook = result.codebook
-    coded_segments = len(_active(result.assignments))
+    coded_segments = len(_active(result.assignments) if coded is None else coded)
     rows: list[tuple] = [
         ("qualcode version", __version__, None),
         ("created", created.isoformat(), None),
@@ -236,9 +241,10 @@ def all_tables(result: CodingResult) -> Iterator[Table]:
 
 def summary_tables(result: CodingResult) -> Iterator[Table]:
     """The sheets after Segments and Codings, which need the whole run."""
-    yield summary_table(result)
-    yield documents_table(result)
-    yield cooccurrence_table(result)
+    coded = _active(result.assignments)
+    yield summary_table(result, coded)
+    yield documents_table(result, coded)
+    yield cooccurrence_table(result, coded)
     yield codebook_table(result)
-    yield run_table(result)
+    yield run_table(result, coded=coded)
     yield orphaned_reviews_table(result)

@@ -88,7 +88,7 @@ class _Sheet:
 
     def write(self, rows: Iterable[tuple]) -> None:
         # The innermost loop of every export: plain strings and numbers skip the general type dispatch.
-        sheet, formats = self.sheet, self.formats
+        sheet, formats, code_column, code_formats = self.sheet, self.formats, self.code_column, self.code_formats
         write_string, write_number = sheet.write_string, sheet.write_number
         number = self.rows
         for values in rows:
@@ -97,8 +97,8 @@ class _Sheet:
                 if value is None:
                     continue
                 cell_format = formats[column]
-                if column == self.code_column:
-                    cell_format = self.code_formats.get(value, cell_format)
+                if column == code_column:
+                    cell_format = code_formats.get(value, cell_format)
                 kind = type(value)
                 if kind is str and len(value) <= EXCEL_MAX_CELL:
                     write_string(number, column, value, cell_format)
