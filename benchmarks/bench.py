@@ -134,7 +134,8 @@ def stages(corpus_dir: Path, workdir: Path, jobs: int) -> tuple[dict[str, float]
     """Each stage of qualcode code, timed in this process; also the texts and table rows for the floor."""
     from qualcode.classify import CodeClassifier
     from qualcode.codebook import load_codebook
-    from qualcode.coding import CodingOptions, training_examples
+    from qualcode.coding import CodingOptions
+    from qualcode.training import training_examples
     from qualcode.combine import combine
     from qualcode.export import write_result
     from qualcode.export.tables import codings_table, segments_table

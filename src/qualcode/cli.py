@@ -30,6 +30,7 @@ from qualcode.labels import read_label_file
 from qualcode.models import COUNTED_STATUSES, UNITS
 from qualcode.reviews import read_review_workbook
 from qualcode.study import Study, find_study
+from qualcode.training import start_classifier
 
 
 class _QualcodeGroup(click.Group):
@@ -269,19 +270,23 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
     imports = [read_review_workbook(path, coder=coder or path.stem, code_ids=codebook.code_ids,
                                     decided_at=_modified_at(path)) for path in review_paths]
     stored = study.decisions() if study is not None else []
+    reviews = [*stored, *(decision for review in imports for decision in review.decisions)]
     started_at = _now()
     progress = _ProgressBars(enabled=not quiet and sys.stderr.isatty())
-    with _logging_to_stderr(quiet, verbose):
+    with _logging_to_stderr(quiet, verbose), contextlib.ExitStack() as stack:
         try:
+            training = [example for path in train_paths
+                        for example in examples_from_labels(read_label_file(path, codebook.code_ids))]
+            # Training needs no documents: it runs in another process while they are read and
+            # segmented. Human decisions and weak labels are known only after coding.
+            classifier = (stack.enter_context(start_classifier(codebook, options, training, background=jobs != 1))
+                          if options.classifier and not reviews and not options.weak_labels else None)
             corpus = read_documents(paths, kind=corpus_options["kind"], text_column=corpus_options["text_column"],
                                     id_column=corpus_options["id_column"],
                                     progress=lambda done, total: progress("read", 1, total))
-            training = [example for path in train_paths
-                        for example in examples_from_labels(read_label_file(path, codebook.code_ids))]
             coding = functools.partial(
-                code_corpus, corpus, codebook, options, training=training, progress=progress,
-                reviews=[*stored, *(decision for review in imports for decision in review.decisions)],
-                review_coder=study.config.decisive_coder if study else None)
+                code_corpus, corpus, codebook, options, training=training, progress=progress, reviews=reviews,
+                review_coder=study.config.decisive_coder if study else None, classifier=classifier)
             if output_format == "xlsx":
                 # The workbook fills while later chunks are still being coded.
                 with streamed_workbook(output, corpus, codebook, force=True) as workbook:

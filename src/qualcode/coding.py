@@ -4,26 +4,28 @@ Chunks of documents are segmented, matched, classified and combined where ``para
 them (this process, worker processes or a Dask cluster) and come back in document order, to be
 handed to ``on_chunk`` (the streaming workbook writer) while later chunks are still computed.
 The classifier comes from the model cache when its training data is unchanged; otherwise it is
-trained on a worker while the others segment, and the chunks that came back before it was ready
-are classified here. Human decisions and weak labels need every segment before the classifier
+trained in another process, started as early as the caller can (``training.start_classifier``:
+the command line starts it before reading the documents), and the chunks that came back before
+it was ready are classified here. Human decisions and weak labels need every segment before the classifier
 can be trained, so a run with either codes the chunks after all are back."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from qualcode.chunks import ChunkResult, ChunkTask, code_chunk, compiled
-from qualcode.classify import (ClassifierModel, TrainingExample, examples_from_codebook, seed_examples, train_model,
-                               weak_examples)
+from qualcode.classify import ClassifierModel, TrainingExample, weak_examples
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW, Policy
 from qualcode.models import CodeAssignment, Codebook, CodingResult, Corpus, HumanDecision, Segment
 from qualcode.parallel import chunk_results, resolve_jobs
 from qualcode.reviews import apply_reviews, rereview_assignments, resolve_reviews, reviewed_examples
 from qualcode.rules import RuleMatcher
 from qualcode.segment import DEFAULT_PIPELINE, build_pipeline
+from qualcode.training import PendingClassifier, classifier_model, start_classifier, training_examples
 
 # progress(stage, advance, total): ``advance`` more items of ``total`` are done in ``stage``.
 Progress = Callable[[str, int, int], None]
@@ -76,55 +78,6 @@ def match_rules(segments: Sequence[Segment], matcher: RuleMatcher, progress: Pro
     return assignments
 
 
-def training_examples(codebook: Codebook, options: CodingOptions, training: Sequence[TrainingExample] = (),
-                      weak: Sequence[TrainingExample] = ()) -> list[TrainingExample]:
-    """What the classifier learns from: human labels, codebook examples, the seed set, and weak rule labels if asked."""
-    examples = list(training) + examples_from_codebook(codebook)
-    if options.seed:
-        examples += seed_examples(codebook)
-    if options.weak_labels:
-        examples += list(weak)
-    return examples
-
-
-def cached_model(codebook: Codebook, options: CodingOptions,
-                 examples: Sequence[TrainingExample]) -> tuple[ClassifierModel | None, str | None]:
-    """The model trained on exactly these examples before, if the cache has it, and its cache key.
-
-    Both are None when the run does not use the model cache.
-    """
-    if not options.model_cache:
-        return None, None
-    from qualcode.model_cache import default_cache_dir, load_model, model_key
-
-    key = model_key(codebook.code_ids, examples, options.spacy_model)
-    return load_model(default_cache_dir(), key), key
-
-
-def _remember(model: ClassifierModel, key: str | None) -> str:
-    """Keep a freshly trained model in the cache; say so for the Run sheet."""
-    if key is None:
-        return "trained"
-    from qualcode.model_cache import default_cache_dir, store_model
-
-    store_model(default_cache_dir(), key, model)
-    return f"trained (cached as {key[:12]})"
-
-
-def _loaded(key: str) -> str:
-    return f"loaded from the model cache ({key[:12]})"
-
-
-def classifier_model(codebook: Codebook, options: CodingOptions, examples: Sequence[TrainingExample],
-                     nlp) -> tuple[ClassifierModel, str]:
-    """The classifier for these examples, from the model cache when it was trained on the same data before."""
-    model, key = cached_model(codebook, options, examples)
-    if model is not None:
-        return model, _loaded(key)
-    model = train_model(codebook.code_ids, examples, nlp)
-    return model, _remember(model, key)
-
-
 @dataclass(frozen=True)
 class CodingRun:
     """A coding result with what produced it: the coded segments and the classifier's probability matrix."""
@@ -138,7 +91,7 @@ class CodingRun:
 def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = CodingOptions(), *,
                 training: Sequence[TrainingExample] = (), reviews: Sequence[HumanDecision] = (),
                 review_coder: str | None = None, nlp=None, progress: Progress | None = None,
-                on_chunk: ChunkSink | None = None) -> CodingResult:
+                on_chunk: ChunkSink | None = None, classifier: PendingClassifier | None = None) -> CodingResult:
     """Segment every document, suggest codes by rule and by classifier, combine them, then apply human decisions.
 
     Interviewer turns are segmented (they are exported) but coded only with ``code_interviewer``.
@@ -146,41 +99,36 @@ def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = Cod
     ``reviews`` are human decisions (``reviews.read_review_workbook`` or a study): each is final,
     trains the classifier, and is orphaned, not dropped, when its text is gone. ``on_chunk``
     receives the coded segments and assignments stretch by stretch, in document order, as they
-    are finished (all at once when reviews or weak labels are used).
+    are finished (all at once when reviews or weak labels are used). ``classifier``, from
+    ``training.start_classifier`` with the same codebook, options and training, is the model
+    already on its way (used only without reviews and weak labels); without it the run starts one.
     """
     return run_coding(corpus, codebook, options, training=training, reviews=reviews, review_coder=review_coder,
-                      nlp=nlp, progress=progress, on_chunk=on_chunk).result
+                      nlp=nlp, progress=progress, on_chunk=on_chunk, classifier=classifier).result
 
 
 def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = CodingOptions(), *,
                training: Sequence[TrainingExample] = (), reviews: Sequence[HumanDecision] = (),
                review_coder: str | None = None, nlp=None, progress: Progress | None = None,
-               on_chunk: ChunkSink | None = None) -> CodingRun:
+               on_chunk: ChunkSink | None = None, classifier: PendingClassifier | None = None) -> CodingRun:
     """``code_corpus``, keeping the classifier's probabilities for every coded segment (for active learning)."""
     nlp = nlp if nlp is not None else build_pipeline(options.spacy_model)
     documents = corpus.documents
+    jobs = resolve_jobs(options.jobs, documents)
     policy = options.policy(codebook)
     task = ChunkTask(codebook, options.spacy_model, options.unit, tuple(options.interviewer_labels),
                      options.code_interviewer, features=options.classifier, policy=policy)
-    compiled(task, nlp)  # a rule the pipeline cannot serve fails here, before any worker starts
     record = {**options.as_record(), **policy.as_record()}
-    # Without reviews or weak labels the classifier's data is known now: load its model from the
-    # cache, or train it on a worker while the others segment; chunks come back coded and go
-    # straight to ``on_chunk``.
+    # Without reviews or weak labels the classifier's data is known now: its model comes from the
+    # cache or is being trained in another process while the chunks are segmented; chunks come
+    # back coded and go straight to ``on_chunk``.
     streaming = not reviews and not options.weak_labels
-    model: ClassifierModel | None = None
-    key: str | None = None
-    examples: list[TrainingExample] = []
-    if streaming and options.classifier:
-        examples = training_examples(codebook, options, training)
-        model, key = cached_model(codebook, options, examples)
-        if model is not None:
-            record["classifier model"] = _loaded(key)
     segments: list[Segment] = []
     codable: list[Segment] = []
     assignments: list[CodeAssignment] = []
     probabilities: list[np.ndarray] = []
     held: list[ChunkResult] = []
+    model: ClassifierModel | None = None
 
     def code(chunk: ChunkResult, sink: ChunkSink | None) -> None:
         chunk = code_chunk(chunk, model, task)
@@ -192,21 +140,28 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
         if sink:
             sink(chunk.segments, chunk.assignments)
 
-    with chunk_results(documents, task, jobs=resolve_jobs(options.jobs, documents), dask_address=options.dask,
-                       nlp=nlp, model=model) as stream:
-        training_job = (stream.train(codebook.code_ids, examples)
-                        if streaming and options.classifier and model is None else None)
-        for chunk in stream:
-            if training_job is not None and model is None and (training_job.done() or not chunk.coded):
-                model = training_job.result()
-                stream.use_model(model)
-                record["classifier model"] = _remember(model, key)
-            if streaming:
-                code(chunk, on_chunk)
-            else:
-                held.append(chunk)
-            if progress:
-                progress("code", chunk.documents, len(documents))
+    with contextlib.ExitStack() as stack:
+        pending = classifier if streaming and options.classifier else None
+        if streaming and options.classifier and pending is None:
+            # Worker processes are forked anyway with --jobs 2 or more; the training process is one more.
+            pending = stack.enter_context(start_classifier(codebook, options, training, nlp=nlp,
+                                                           background=jobs > 1 and not options.dask))
+        compiled(task, nlp)  # a rule the pipeline cannot serve fails here, before any worker starts
+        if pending is not None and (pending.done() or not pending.in_background):
+            model = pending.result()
+            record["classifier model"] = pending.description
+        with chunk_results(documents, task, jobs=jobs, dask_address=options.dask, nlp=nlp, model=model) as stream:
+            for chunk in stream:
+                if pending is not None and model is None and (pending.done() or not chunk.coded):
+                    model = pending.result()
+                    stream.use_model(model)
+                    record["classifier model"] = pending.description
+                if streaming:
+                    code(chunk, on_chunk)
+                else:
+                    held.append(chunk)
+                if progress:
+                    progress("code", chunk.documents, len(documents))
     resolved = None
     if not streaming:
         everything = [segment for chunk in held for segment in chunk.segments]

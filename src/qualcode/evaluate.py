@@ -16,13 +16,14 @@ import numpy as np
 
 from qualcode.agreement import Scores, binary_scores, macro_average
 from qualcode.classify import CodeClassifier, TrainingExample
-from qualcode.coding import CodingOptions, match_rules, training_examples
+from qualcode.coding import CodingOptions, match_rules
 from qualcode.combine import combine
 from qualcode.errors import InputDataError
 from qualcode.labels import LabelFile, match_units
 from qualcode.models import COUNTED_STATUSES, Codebook, Corpus, Segment
 from qualcode.rules import compile_rules, rule_labels
 from qualcode.segment import build_pipeline, segment_documents
+from qualcode.training import training_examples
 
 logger = logging.getLogger(__name__)
 

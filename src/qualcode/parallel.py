@@ -6,8 +6,7 @@ order the chunks left, so ``--jobs 4`` and ``--dask ADDRESS`` write exactly what
 writes, and the caller writes each chunk while later ones are computed.
 
 Only a few chunks per worker are in flight at a time, so a slow writer never piles up finished
-chunks in memory. The classifier can be trained on a worker while the others segment
-(``ChunkStream.train``); once the caller hands the model over (``ChunkStream.use_model``), the
+chunks in memory. Once the caller hands the classifier over (``ChunkStream.use_model``), the
 chunks sent after that come back classified and combined as well.
 """
 
@@ -68,13 +67,6 @@ def resolve_jobs(jobs: int, documents: Sequence[Document]) -> int:
     return 1
 
 
-def _train(task: ChunkTask, code_ids: tuple[str, ...], examples: list, nlp=None):
-    from qualcode.classify import train_model
-
-    pipeline, _ = compiled(task, nlp)
-    return train_model(code_ids, examples, pipeline)
-
-
 class ChunkStream:
     """The chunk results of a run, in document order, computed by a backend (see ``chunk_results``)."""
 
@@ -94,15 +86,6 @@ class ChunkStream:
     def use_model(self, model) -> None:
         """Classify and combine the chunks sent from now on where they are computed."""
         self._model = self._backend.share_model(model)
-
-    def train(self, code_ids: Sequence[str], examples: Sequence) -> Future:
-        """Train the classifier where the chunks run; the future's result is a ``ClassifierModel``.
-
-        Call it before reading the first chunk: training goes to a worker ahead of the chunks.
-        """
-        training = self._backend.train(tuple(code_ids), list(examples))
-        self._fill()
-        return training
 
     def __iter__(self) -> Iterator[ChunkResult]:
         self._fill()
@@ -136,18 +119,13 @@ class _InProcess:
     def share_model(self, model):
         return model
 
-    def train(self, code_ids, examples) -> Future:
-        future: Future = Future()
-        future.set_result(_train(self.task, code_ids, examples, self.nlp))
-        return future
-
 
 _WORKER_TASK: ChunkTask | None = None
 _WORKER_DOCUMENTS: Sequence[Document] = ()
 _WORKER_MODELS: dict[str, object] = {}
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask Linux to end this worker when the coding process dies, so a killed run leaves no orphans."""
     if not sys.platform.startswith("linux"):
         return
@@ -164,7 +142,7 @@ def _die_with_parent() -> None:
 
 def _initialise_worker(task: ChunkTask, documents: Sequence[Document]) -> None:
     global _WORKER_TASK, _WORKER_DOCUMENTS
-    _die_with_parent()
+    die_with_parent()
     _WORKER_TASK, _WORKER_DOCUMENTS = task, documents
     compiled(task)
 
@@ -179,10 +157,6 @@ def _run_in_worker(span: tuple[int, int], model_path: str | None) -> ChunkResult
             _WORKER_MODELS[model_path] = read_model(Path(model_path))
         model = _WORKER_MODELS[model_path]
     return process_chunk(_WORKER_TASK, _WORKER_DOCUMENTS[span[0]:span[1]], model=model)
-
-
-def _train_in_worker(code_ids: tuple[str, ...], examples: list):
-    return _train(_WORKER_TASK, code_ids, examples)
 
 
 class _LocalPool:
@@ -209,8 +183,6 @@ class _LocalPool:
         write_model(path, model)
         return str(path)
 
-    def train(self, code_ids, examples) -> Future:
-        return self.pool.submit(_train_in_worker, code_ids, examples)
 
 
 class _Dask:
@@ -229,8 +201,6 @@ class _Dask:
     def share_model(self, model):
         return self.client.scatter(model, broadcast=True)
 
-    def train(self, code_ids, examples):
-        return self.client.submit(_train, self.task, code_ids, examples, pure=False)
 
     def workers(self) -> int:
         return max(1, sum(self.client.nthreads().values()))
@@ -253,7 +223,7 @@ def chunk_results(documents: Sequence[Document], task: ChunkTask, *, jobs: int =
     """A ``ChunkStream`` over ``documents``: iterate it for the chunk results in document order.
 
     With ``model`` (a ``ClassifierModel``), or without a classifier in ``task``, every chunk comes
-    back coded. Chunks are sent when the stream is first read, or right after ``train``.
+    back coded. Chunks are sent when the stream is first read.
     """
     chunks = chunk_documents(documents)
     if dask_address:

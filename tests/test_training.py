@@ -1,0 +1,60 @@
+"""A run's classifier comes from the model cache or is trained in another process while the documents are read."""
+
+import multiprocessing
+
+import numpy as np
+import pytest
+
+from qualcode.codebook import load_codebook
+from qualcode.coding import CodingOptions
+from qualcode.errors import ConfigurationError
+from qualcode.training import background_training_available, start_classifier
+
+needs_fork = pytest.mark.skipif(not background_training_available(), reason="this platform cannot fork")
+
+
+def _training_children():
+    return [child for child in multiprocessing.active_children() if child.name == "qualcode-training"]
+
+
+@needs_fork
+def test_a_model_trained_in_the_background_is_the_one_trained_here(nlp):
+    codebook, options = load_codebook(), CodingOptions(model_cache=False)
+    with start_classifier(codebook, options, nlp=nlp, background=False) as here:
+        assert not here.in_background and not here.done()
+        expected = here.result()
+    with start_classifier(codebook, options, background=True) as elsewhere:
+        assert elsewhere.in_background and _training_children()
+        model = elsewhere.result()
+    assert not _training_children()
+    assert elsewhere.description == here.description == "trained"
+    assert model.codes == expected.codes and model.code_ids == expected.code_ids
+    np.testing.assert_array_equal(model.vocabulary, expected.vocabulary)
+    np.testing.assert_allclose(model.weights, expected.weights)
+
+
+def test_a_cached_model_is_ready_without_training(nlp, tmp_path, monkeypatch):
+    monkeypatch.setenv("QUALCODE_CACHE_DIR", str(tmp_path))
+    codebook, options = load_codebook(), CodingOptions()
+    with start_classifier(codebook, options, nlp=nlp, background=False) as first:
+        trained = first.result()
+    assert first.description.startswith("trained (cached as ")
+    with start_classifier(codebook, options, nlp=nlp) as second:
+        assert second.done() and not second.in_background
+        assert second.result().codes == trained.codes
+    assert second.description.startswith("loaded from the model cache (")
+
+
+@needs_fork
+def test_a_training_no_one_waits_for_is_stopped():
+    with start_classifier(load_codebook(), CodingOptions(model_cache=False), background=True) as pending:
+        assert pending.in_background and _training_children()
+    assert not _training_children()
+
+
+@needs_fork
+def test_a_failure_in_the_training_process_is_raised_in_the_run():
+    options = CodingOptions(model_cache=False, spacy_model="no_such_pipeline_installed")
+    with start_classifier(load_codebook(), options, background=True) as pending:
+        with pytest.raises(ConfigurationError, match="no_such_pipeline_installed"):
+            pending.result()
