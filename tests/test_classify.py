@@ -56,6 +56,22 @@ def test_explain_names_content_words_that_pushed_the_code(classifier):
     assert "the" not in words
 
 
+def test_explaining_many_pairs_at_once_gives_each_pair_its_strongest_content_ngrams(classifier):
+    texts = ["she never had time, the phone rang out", "I trusted her, she was honest and kept her promises",
+             "we went to the park", "never time never honest never trusted"]
+    features = classifier.transform(texts)
+    model = classifier.model
+    pairs = [(row, code) for row in (3, 0, 1, 2) for code in ("trust", "time")]
+    explained = classifier.explain_rows(features, pairs, top=3)
+    for (row, code), ngrams in zip(pairs, explained):
+        weights = features[row].toarray().ravel() * model.weights[:, model.codes[code].full]
+        ranked = sorted((-weight, str(model.names[column])) for column, weight in enumerate(weights)
+                        if weight > 0 and model.content[column])
+        assert ngrams == [(name, -negative) for negative, name in ranked[:3]]
+    assert any(explained) and not explained[6] and not explained[7]  # the park pushes towards neither code
+    assert classifier.explain(features, 1, "trust", top=3) == explained[pairs.index((1, "trust"))]
+
+
 def test_partial_labels_train_only_their_code():
     examples = [TrainingExample(text, {"time": 1}) for text in TIME] + [TrainingExample(t, {"time": 0}) for t in NEITHER]
     model = CodeClassifier(["time", "trust"]).fit(examples)
@@ -82,7 +98,7 @@ RULE_CONTRADICTED = CodeAssignment("s1", "a", "rule", evidence=(Evidence('phrase
 def test_policy_combines_rules_and_probabilities():
     probabilities = np.array([[0.7, np.nan], [0.01, np.nan], [0.55, np.nan]])
     merged = combine(SEGMENTS, [RULE, RULE_CONTRADICTED], probabilities, ["a", "b"], Policy(),
-                     explain=lambda row, code: [("word", 0.5)])
+                     explain=lambda pairs: [[("word", 0.5)] for _ in pairs])
     assert [(m.segment_id, m.code_id, m.source, m.status, m.confidence) for m in merged] == [
         ("s0", "a", "rule", "suggested", 0.7),
         ("s1", "a", "rule", "downgraded", 0.01),

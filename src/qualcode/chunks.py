@@ -104,5 +104,5 @@ def code_chunk(result: ChunkResult, model, task: ChunkTask) -> ChunkResult:
     features = model.features(result.ngrams)
     probabilities = model.probabilities(features)
     merged = combine(codable, result.assignments, probabilities, code_ids, task.policy,
-                     lambda row, code_id: model.explain(features, row, code_id))
+                     lambda pairs: model.explain_rows(features, pairs))
     return replace(result, assignments=merged, ngrams=None, coded=True, probabilities=probabilities.astype(np.float32))

@@ -61,7 +61,8 @@ def combine(
 ) -> list[CodeAssignment]:
     """Merge rule assignments and a (segments x codes) probability matrix under ``policy``.
 
-    ``explain(row, code_id)`` returns [(n-gram, weight), ...] for a classifier suggestion.
+    ``explain(pairs)`` returns, for each (row, code_id) classifier suggestion, its [(n-gram, weight), ...]
+    (``ClassifierModel.explain_rows``); it is called once, for all of them.
     """
     row_of = {segment.segment_id: row for row, segment in enumerate(segments)}
     column_of = {code_id: column for column, code_id in enumerate(code_ids)}
@@ -76,9 +77,10 @@ def combine(
         with np.errstate(invalid="ignore"):
             candidates.update(map(tuple, np.argwhere(probabilities >= thresholds).tolist()))
         values = probabilities.tolist()
-    merged: list[CodeAssignment] = []
+    merged: list[CodeAssignment | None] = []
+    suggestions: list[tuple[int, int, str, float]] = []  # (place in merged, row, code, probability)
     for row, column in sorted(candidates):
-        segment, code_id = segments[row], code_ids[column]
+        code_id = code_ids[column]
         rule = rules.get((row, column))
         probability = None
         if values and not math.isnan(values[row][column]):
@@ -89,7 +91,13 @@ def combine(
             else:
                 merged.append(CodeAssignment(rule.segment_id, code_id, "rule", rule.status, probability, rule.evidence))
         elif probability is not None and probability >= policy.threshold(code_id):
-            evidence = tuple(Evidence(f"classifier {weight:+.2f}", ngram) for ngram, weight in
-                             (explain(row, code_id) if explain else []))
-            merged.append(CodeAssignment(segment.segment_id, code_id, "classifier", "suggested", probability, evidence))
+            suggestions.append((len(merged), row, code_id, probability))
+            merged.append(None)  # filled below, once every suggestion's evidence is known
+    if suggestions:
+        explained = explain([(row, code_id) for _, row, code_id, _ in suggestions]) if explain else None
+        for number, (place, row, code_id, probability) in enumerate(suggestions):
+            evidence = tuple(Evidence(f"classifier {weight:+.2f}", ngram)
+                             for ngram, weight in (explained[number] if explained else ()))
+            merged[place] = CodeAssignment(segments[row].segment_id, code_id, "classifier", "suggested", probability,
+                                           evidence)
     return merged

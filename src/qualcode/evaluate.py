@@ -173,7 +173,7 @@ def evaluate(
         test_ids = {segment.segment_id for segment in test_segments}
         fold_rules = [assignment for assignment in rule_assignments if assignment.segment_id in test_ids]
         merged = combine(test_segments, fold_rules, fold_probabilities, code_ids, policy,
-                         lambda row, code_id: classifier.explain(features, row, code_id))
+                         lambda pairs: classifier.explain_rows(features, pairs))
         machine_assignments.extend(merged)
         combined_matrix[test_rows] = _matrix(test_segments, merged, code_ids)
 
