@@ -8,7 +8,7 @@ import pytest
 from qualcode.codebook import load_codebook
 from qualcode.coding import CodingOptions
 from qualcode.errors import ConfigurationError
-from qualcode.training import background_training_available, start_classifier
+from qualcode.training import background_training_available, start_classifier, training_process
 
 needs_fork = pytest.mark.skipif(not background_training_available(), reason="this platform cannot fork")
 
@@ -58,3 +58,22 @@ def test_a_failure_in_the_training_process_is_raised_in_the_run():
     with start_classifier(load_codebook(), options, background=True) as pending:
         with pytest.raises(ConfigurationError, match="no_such_pipeline_installed"):
             pending.result()
+
+
+@needs_fork
+def test_a_training_process_started_before_the_data_is_known_trains_the_same_model(nlp, tmp_path, monkeypatch):
+    monkeypatch.setenv("QUALCODE_CACHE_DIR", str(tmp_path))
+    codebook, options = load_codebook(), CodingOptions()
+    with training_process(options.spacy_model) as trainer:
+        assert trainer is not None and _training_children()
+        with start_classifier(codebook, options, trainer=trainer) as early:
+            assert early.in_background
+            model = early.result()
+    assert not _training_children()
+    assert early.description.startswith("trained (cached as ")
+    with start_classifier(codebook, options, nlp=nlp, background=False) as cached:
+        assert cached.done()
+        np.testing.assert_allclose(cached.result().weights, model.weights)
+    with training_process(options.spacy_model) as unused:
+        with start_classifier(codebook, options, trainer=unused) as again:
+            assert not again.in_background and not _training_children()  # the cache had it: stopped unused

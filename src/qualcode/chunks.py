@@ -1,8 +1,9 @@
 """The work on one chunk of documents: segment, match the rules, read off n-grams, classify and combine.
 
 A chunk is a run of whole documents. ``process_chunk`` does everything that needs only the chunk
-and the task, so it can run on any process; ``code_chunk`` classifies and combines a chunk whose
-classifier was not ready when it was computed. Both give the same result wherever they run.
+and the task, so it can run on any process; ``code_chunk`` classifies and combines a chunk computed
+without a classifier (a run with human decisions or weak labels trains one once every chunk is
+back). Both give the same result wherever they run.
 """
 
 from __future__ import annotations

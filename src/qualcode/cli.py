@@ -29,8 +29,9 @@ from qualcode.ingest import read_documents
 from qualcode.labels import read_label_file
 from qualcode.models import COUNTED_STATUSES, UNITS
 from qualcode.reviews import read_review_workbook
+from qualcode.segment import DEFAULT_PIPELINE, build_pipeline
 from qualcode.study import Study, find_study
-from qualcode.training import start_classifier
+from qualcode.training import start_classifier, training_process
 
 
 class _QualcodeGroup(click.Group):
@@ -203,7 +204,7 @@ def _coding_options(unit, kind, text_column, id_column, code_interviewer, interv
     suggest_at, per_code = _parse_thresholds(thresholds)
     veto_below = DEFAULT_VETO_BELOW if veto_below is None else veto_below
     return CodingOptions(unit=unit, code_interviewer=code_interviewer, interviewer_labels=tuple(interviewer_labels),
-                         spacy_model=spacy_model or "blank:en", classifier=classifier, seed=not no_seed,
+                         spacy_model=spacy_model or DEFAULT_PIPELINE, classifier=classifier, seed=not no_seed,
                          weak_labels=weak_labels, suggest_at=suggest_at, veto_below=veto_below, thresholds=per_code,
                          jobs=jobs, dask=dask, model_cache=model_cache,
                          extra={"kind": kind or "detected", "text_column": text_column or "detected",
@@ -254,67 +255,74 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
         if not corpus_options["thresholds"]:
             corpus_options["thresholds"] = (str(study.config.suggest_at),)
         corpus_options["no_seed"] = corpus_options["no_seed"] or not study.config.seed
-    codebook = load_codebook(codebook_path)
-    try:
-        ensure_replaceable(output, force=force, format=output_format)
-    except ReviewWorkProtectedError:
-        if study is None or not study.holds_decisions_of(output, codebook.code_ids):
-            raise
-    options = _coding_options(codebook_path=codebook_path, classifier=not no_classifier,
-                              model_cache=not no_model_cache, format=output_format,
-                              train=", ".join(str(path) for path in train_paths) or "none",
-                              reviews=", ".join(str(path) for path in review_paths) or "none",
-                              study=str(study.root) if study else "none",
-                              paths=json.dumps([str(path) for path in paths]), jobs=jobs, dask=dask_address,
-                              **corpus_options)
-    imports = [read_review_workbook(path, coder=coder or path.stem, code_ids=codebook.code_ids,
-                                    decided_at=_modified_at(path)) for path in review_paths]
     stored = study.decisions() if study is not None else []
-    reviews = [*stored, *(decision for review in imports for decision in review.decisions)]
-    started_at = _now()
-    progress = _ProgressBars(enabled=not quiet and sys.stderr.isatty())
-    with _logging_to_stderr(quiet, verbose), contextlib.ExitStack() as stack:
+    spacy_model = corpus_options["spacy_model"] or DEFAULT_PIPELINE
+    nlp = build_pipeline(spacy_model)
+    # Training needs scikit-learn imported, about a second: a process that inherits the pipeline
+    # gets that done while this one reads the codebook and the documents, then trains unless the
+    # model is in the cache.
+    early = not no_classifier and not review_paths and not stored and not corpus_options["weak_labels"]
+    with training_process(spacy_model, wanted=early and jobs != 1, nlp=nlp) as trainer:
+        codebook = load_codebook(codebook_path)
         try:
-            training = [example for path in train_paths
-                        for example in examples_from_labels(read_label_file(path, codebook.code_ids))]
-            # Training needs no documents: it runs in another process while they are read and
-            # segmented. Human decisions and weak labels are known only after coding.
-            classifier = (stack.enter_context(start_classifier(codebook, options, training, background=jobs != 1))
-                          if options.classifier and not reviews and not options.weak_labels else None)
-            corpus = read_documents(paths, kind=corpus_options["kind"], text_column=corpus_options["text_column"],
-                                    id_column=corpus_options["id_column"],
-                                    progress=lambda done, total: progress("read", 1, total))
-            coding = functools.partial(
-                code_corpus, corpus, codebook, options, training=training, progress=progress, reviews=reviews,
-                review_coder=study.config.decisive_coder if study else None, classifier=classifier)
-            if output_format == "xlsx":
-                # The workbook fills while later chunks are still being coded.
-                with streamed_workbook(output, corpus, codebook, force=True) as workbook:
-                    result = coding(on_chunk=workbook.add)
-                    workbook.finish(result)
-            else:
-                result = coding()
-        finally:
-            progress.close()
-        if output_format != "xlsx":
-            write_result(result, output, format=output_format, force=True)
-        if study is not None:
-            run_id = study.record_run(result, started_at=started_at, output=str(output))
-            if not quiet:
-                click.echo(f"Recorded as run {run_id} of the study in {study.root}", err=True)
-    if not quiet:
-        for review in imports:
-            click.echo(f"{review.path}: {review.summary()}", err=True)
-        if result.orphaned_reviews:
-            click.echo(f"Warning: {len(result.orphaned_reviews)} human decisions match no segment now; "
-                       "they are listed in the 'Orphaned reviews' sheet", err=True)
-        coded = len({a.segment_id for a in result.assignments if a.status in COUNTED_STATUSES})
-        sources = Counter(a.source for a in result.assignments if a.status in COUNTED_STATUSES)
-        by_source = ", ".join(f"{count} by {source}" for source, count in sorted(sources.items()))
-        skipped = f"; {len(corpus.skipped)} files skipped (-v lists them)" if corpus.skipped and not verbose else ""
-        click.echo(f"Coded {len(result.segments)} segments from {len(corpus.documents)} documents: "
-                   f"{sum(sources.values())} codings ({by_source or 'none'}) on {coded} segments -> {output}{skipped}",
-                   err=True)
+            ensure_replaceable(output, force=force, format=output_format)
+        except ReviewWorkProtectedError:
+            if study is None or not study.holds_decisions_of(output, codebook.code_ids):
+                raise
+        options = _coding_options(codebook_path=codebook_path, classifier=not no_classifier,
+                                  model_cache=not no_model_cache, format=output_format,
+                                  train=", ".join(str(path) for path in train_paths) or "none",
+                                  reviews=", ".join(str(path) for path in review_paths) or "none",
+                                  study=str(study.root) if study else "none",
+                                  paths=json.dumps([str(path) for path in paths]), jobs=jobs, dask=dask_address,
+                                  **corpus_options)
+        imports = [read_review_workbook(path, coder=coder or path.stem, code_ids=codebook.code_ids,
+                                        decided_at=_modified_at(path)) for path in review_paths]
+        reviews = [*stored, *(decision for review in imports for decision in review.decisions)]
+        started_at = _now()
+        progress = _ProgressBars(enabled=not quiet and sys.stderr.isatty())
+        with _logging_to_stderr(quiet, verbose), contextlib.ExitStack() as stack:
+            try:
+                training = [example for path in train_paths
+                            for example in examples_from_labels(read_label_file(path, codebook.code_ids))]
+                # Human decisions and weak labels are known only after coding: those runs train then.
+                classifier = (stack.enter_context(start_classifier(codebook, options, training, trainer=trainer,
+                                                               background=jobs != 1, nlp=nlp))
+                              if options.classifier and not reviews and not options.weak_labels else None)
+                corpus = read_documents(paths, kind=corpus_options["kind"], text_column=corpus_options["text_column"],
+                                        id_column=corpus_options["id_column"],
+                                        progress=lambda done, total: progress("read", 1, total))
+                coding = functools.partial(
+                    code_corpus, corpus, codebook, options, training=training, progress=progress, reviews=reviews,
+                    review_coder=study.config.decisive_coder if study else None, classifier=classifier, nlp=nlp)
+                if output_format == "xlsx":
+                    # The workbook fills while later chunks are still being coded.
+                    with streamed_workbook(output, corpus, codebook, force=True) as workbook:
+                        result = coding(on_chunk=workbook.add)
+                        workbook.finish(result)
+                else:
+                    result = coding()
+            finally:
+                progress.close()
+            if output_format != "xlsx":
+                write_result(result, output, format=output_format, force=True)
+            if study is not None:
+                run_id = study.record_run(result, started_at=started_at, output=str(output))
+                if not quiet:
+                    click.echo(f"Recorded as run {run_id} of the study in {study.root}", err=True)
+        if not quiet:
+            for review in imports:
+                click.echo(f"{review.path}: {review.summary()}", err=True)
+            if result.orphaned_reviews:
+                click.echo(f"Warning: {len(result.orphaned_reviews)} human decisions match no segment now; "
+                           "they are listed in the 'Orphaned reviews' sheet", err=True)
+            coded = len({a.segment_id for a in result.assignments if a.status in COUNTED_STATUSES})
+            sources = Counter(a.source for a in result.assignments if a.status in COUNTED_STATUSES)
+            by_source = ", ".join(f"{count} by {source}" for source, count in sorted(sources.items()))
+            skipped = f"; {len(corpus.skipped)} files skipped (-v lists them)" if corpus.skipped and not verbose else ""
+            click.echo(f"Coded {len(result.segments)} segments from {len(corpus.documents)} documents: "
+                       f"{sum(sources.values())} codings ({by_source or 'none'}) on {coded} segments -> {output}{skipped}",
+                       err=True)
 
 
 @cli.command()

@@ -5,9 +5,9 @@ them (this process, worker processes or a Dask cluster) and come back in documen
 handed to ``on_chunk`` (the streaming workbook writer) while later chunks are still computed.
 The classifier comes from the model cache when its training data is unchanged; otherwise it is
 trained in another process, started as early as the caller can (``training.start_classifier``:
-the command line starts it before reading the documents), and the chunks that came back before
-it was ready are classified here. Human decisions and weak labels need every segment before the classifier
-can be trained, so a run with either codes the chunks after all are back."""
+the command line starts it before reading the codebook), and the chunks are sent once it is
+ready, so every chunk comes back classified. Human decisions and weak labels need every segment
+before the classifier can be trained, so a run with either codes the chunks after all are back."""
 
 from __future__ import annotations
 
@@ -119,9 +119,9 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
     task = ChunkTask(codebook, options.spacy_model, options.unit, tuple(options.interviewer_labels),
                      options.code_interviewer, features=options.classifier, policy=policy)
     record = {**options.as_record(), **policy.as_record()}
-    # Without reviews or weak labels the classifier's data is known now: its model comes from the
-    # cache or is being trained in another process while the chunks are segmented; chunks come
-    # back coded and go straight to ``on_chunk``.
+    # Without reviews or weak labels the classifier's data is known before any chunk is computed:
+    # its model comes from the cache or is trained in another process (started by the caller, or
+    # here while the rules compile); chunks come back coded and go straight to ``on_chunk``.
     streaming = not reviews and not options.weak_labels
     segments: list[Segment] = []
     codable: list[Segment] = []
@@ -147,15 +147,14 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
             pending = stack.enter_context(start_classifier(codebook, options, training, nlp=nlp,
                                                            background=jobs > 1 and not options.dask))
         compiled(task, nlp)  # a rule the pipeline cannot serve fails here, before any worker starts
-        if pending is not None and (pending.done() or not pending.in_background):
+        if pending is not None:
+            # Waiting for a model still in training beats starting without it: chunks computed
+            # before it is ready would come back to be classified here, in the process that writes
+            # the workbook, while the training competed with the workers for the cores.
             model = pending.result()
             record["classifier model"] = pending.description
         with chunk_results(documents, task, jobs=jobs, dask_address=options.dask, nlp=nlp, model=model) as stream:
             for chunk in stream:
-                if pending is not None and model is None and (pending.done() or not chunk.coded):
-                    model = pending.result()
-                    stream.use_model(model)
-                    record["classifier model"] = pending.description
                 if streaming:
                     code(chunk, on_chunk)
                 else:

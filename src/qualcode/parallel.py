@@ -6,8 +6,7 @@ order the chunks left, so ``--jobs 4`` and ``--dask ADDRESS`` write exactly what
 writes, and the caller writes each chunk while later ones are computed.
 
 Only a few chunks per worker are in flight at a time, so a slow writer never piles up finished
-chunks in memory. Once the caller hands the classifier over (``ChunkStream.use_model``), the
-chunks sent after that come back classified and combined as well.
+chunks in memory. Given the classifier, workers classify and combine the chunks as well.
 """
 
 from __future__ import annotations
@@ -18,10 +17,8 @@ import itertools
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
-from pathlib import Path
 
 from qualcode.chunks import ChunkResult, ChunkTask, compiled, process_chunk
 from qualcode.errors import ConfigurationError
@@ -70,22 +67,15 @@ def resolve_jobs(jobs: int, documents: Sequence[Document]) -> int:
 class ChunkStream:
     """The chunk results of a run, in document order, computed by a backend (see ``chunk_results``)."""
 
-    def __init__(self, backend, chunks: Sequence, ahead: int, model=None):
+    def __init__(self, backend, chunks: Sequence, ahead: int):
         self._backend = backend
         self._waiting = collections.deque(chunks)  # what the backend's ``submit`` takes: documents or spans
         self._ahead = max(1, ahead)
         self._in_flight: collections.deque = collections.deque()
-        self._model = None
-        if model is not None:
-            self.use_model(model)
 
     def _fill(self) -> None:
         while self._waiting and len(self._in_flight) < self._ahead:
-            self._in_flight.append(self._backend.submit(self._waiting.popleft(), self._model))
-
-    def use_model(self, model) -> None:
-        """Classify and combine the chunks sent from now on where they are computed."""
-        self._model = self._backend.share_model(model)
+            self._in_flight.append(self._backend.submit(self._waiting.popleft()))
 
     def __iter__(self) -> Iterator[ChunkResult]:
         self._fill()
@@ -104,29 +94,25 @@ class ChunkStream:
 class _InProcess:
     """Chunks computed here, one at a time, when the caller reads them."""
 
-    def __init__(self, task: ChunkTask, nlp):
-        self.task, self.nlp = task, nlp
+    def __init__(self, task: ChunkTask, nlp, model):
+        self.task, self.nlp, self.model = task, nlp, model
 
-    def submit(self, chunk, model) -> Future:
+    def submit(self, chunk) -> Future:
         future: Future = Future()
-        future.set_result((chunk, model))
+        future.set_result(chunk)
         return future
 
     def result(self, future: Future) -> ChunkResult:
-        chunk, model = future.result()
-        return process_chunk(self.task, chunk, self.nlp, model)
-
-    def share_model(self, model):
-        return model
+        return process_chunk(self.task, future.result(), self.nlp, self.model)
 
 
 _WORKER_TASK: ChunkTask | None = None
 _WORKER_DOCUMENTS: Sequence[Document] = ()
-_WORKER_MODELS: dict[str, object] = {}
+_WORKER_MODEL = None
 
 
 def die_with_parent() -> None:
-    """Ask Linux to end this worker when the coding process dies, so a killed run leaves no orphans."""
+    """Ask Linux to end this process when the coding process dies, so a killed run leaves no orphans."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -140,67 +126,47 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def _initialise_worker(task: ChunkTask, documents: Sequence[Document]) -> None:
-    global _WORKER_TASK, _WORKER_DOCUMENTS
+def _initialise_worker(task: ChunkTask, documents: Sequence[Document], model) -> None:
+    global _WORKER_TASK, _WORKER_DOCUMENTS, _WORKER_MODEL
     die_with_parent()
-    _WORKER_TASK, _WORKER_DOCUMENTS = task, documents
+    _WORKER_TASK, _WORKER_DOCUMENTS, _WORKER_MODEL = task, documents, model
     compiled(task)
 
 
-def _run_in_worker(span: tuple[int, int], model_path: str | None) -> ChunkResult:
-    model = None
-    if model_path is not None:
-        if model_path not in _WORKER_MODELS:
-            from qualcode.model_cache import read_model
-
-            _WORKER_MODELS.clear()
-            _WORKER_MODELS[model_path] = read_model(Path(model_path))
-        model = _WORKER_MODELS[model_path]
-    return process_chunk(_WORKER_TASK, _WORKER_DOCUMENTS[span[0]:span[1]], model=model)
+def _run_in_worker(span: tuple[int, int]) -> ChunkResult:
+    return process_chunk(_WORKER_TASK, _WORKER_DOCUMENTS[span[0]:span[1]], model=_WORKER_MODEL)
 
 
 class _LocalPool:
     """Chunks computed by worker processes.
 
-    The workers are given every document when they start (a forked worker inherits them without
-    copying), so a chunk goes out as its span of document positions; the model reaches them as a
-    file they read once.
+    The workers are given every document and the model when they start (a forked worker inherits
+    them without copying), so a chunk goes out as its span of document positions.
     """
 
-    def __init__(self, pool, folder: Path):
-        self.pool, self.folder = pool, folder
+    def __init__(self, pool):
+        self.pool = pool
 
-    def submit(self, span: tuple[int, int], model_path) -> Future:
-        return self.pool.submit(_run_in_worker, span, model_path)
+    def submit(self, span: tuple[int, int]) -> Future:
+        return self.pool.submit(_run_in_worker, span)
 
     def result(self, future: Future) -> ChunkResult:
         return future.result()
-
-    def share_model(self, model) -> str:
-        from qualcode.model_cache import write_model
-
-        path = self.folder / "model.npz"
-        write_model(path, model)
-        return str(path)
-
 
 
 class _Dask:
     """Chunks computed on a Dask cluster; the task and the model are scattered to every worker once."""
 
-    def __init__(self, client, task: ChunkTask):
+    def __init__(self, client, task: ChunkTask, model):
         self.client = client
         self.task = client.scatter(task, broadcast=True)
+        self.model = client.scatter(model, broadcast=True) if model is not None else None
 
-    def submit(self, chunk, model) -> Future:
-        return self.client.submit(process_chunk, self.task, chunk, None, model, pure=False)
+    def submit(self, chunk) -> Future:
+        return self.client.submit(process_chunk, self.task, chunk, None, self.model, pure=False)
 
     def result(self, future) -> ChunkResult:
         return future.result()
-
-    def share_model(self, model):
-        return self.client.scatter(model, broadcast=True)
-
 
     def workers(self) -> int:
         return max(1, sum(self.client.nthreads().values()))
@@ -229,8 +195,8 @@ def chunk_results(documents: Sequence[Document], task: ChunkTask, *, jobs: int =
     if dask_address:
         client = _connect_to_dask(dask_address)
         try:
-            backend = _Dask(client, task)
-            stream = ChunkStream(backend, chunks, CHUNKS_AHEAD_PER_WORKER * backend.workers(), model)
+            backend = _Dask(client, task, model)
+            stream = ChunkStream(backend, chunks, CHUNKS_AHEAD_PER_WORKER * backend.workers())
             try:
                 yield stream
             finally:
@@ -246,10 +212,9 @@ def chunk_results(documents: Sequence[Document], task: ChunkTask, *, jobs: int =
         workers = min(jobs, len(chunks))
         ends = list(itertools.accumulate(len(chunk) for chunk in chunks))
         spans = list(zip([0, *ends[:-1]], ends))
-        with tempfile.TemporaryDirectory(prefix="qualcode-run-") as folder, \
-                ProcessPoolExecutor(workers, mp_context=context, initializer=_initialise_worker,
-                                    initargs=(task, documents)) as pool:
-            stream = ChunkStream(_LocalPool(pool, Path(folder)), spans, CHUNKS_AHEAD_PER_WORKER * workers, model)
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_initialise_worker,
+                                 initargs=(task, documents, model)) as pool:
+            stream = ChunkStream(_LocalPool(pool), spans, CHUNKS_AHEAD_PER_WORKER * workers)
             try:
                 yield stream
             except BaseException:
@@ -257,4 +222,4 @@ def chunk_results(documents: Sequence[Document], task: ChunkTask, *, jobs: int =
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     else:
-        yield ChunkStream(_InProcess(task, nlp), chunks, 1, model)
+        yield ChunkStream(_InProcess(task, nlp, model), chunks, 1)

@@ -75,21 +75,86 @@ def _train(code_ids: tuple[str, ...], examples: list[TrainingExample], spacy_mod
     return train_model(code_ids, examples, nlp if nlp is not None else build_pipeline(spacy_model))
 
 
-def _train_and_send(connection, code_ids, examples, spacy_model, nlp) -> None:
-    """The training process: one message back, ("model", model) or ("error", exception)."""
+def _import_training_libraries() -> None:
+    import importlib
+
+    for module in ("sklearn.feature_extraction.text", "sklearn.linear_model", "sklearn.model_selection"):
+        importlib.import_module(module)
+
+
+def _serve_one_training(connection, spacy_model: str, nlp) -> None:
+    """The training process: get ready, wait for (code ids, examples), send ("model", model) or ("error", exception)."""
     from qualcode.parallel import die_with_parent
+    from qualcode.segment import build_pipeline
 
     die_with_parent()
+    outcome = None
     try:
-        outcome = ("model", _train(code_ids, examples, spacy_model, nlp))
-    except BaseException as error:  # reported to the run, which raises it
+        _import_training_libraries()
+        nlp = nlp if nlp is not None else build_pipeline(spacy_model)
+    except BaseException as error:  # reported when a model is asked for, raised there
         outcome = ("error", error)
+    try:
+        code_ids, examples = connection.recv()
+    except EOFError:  # the run needs no training (the model was in the cache)
+        return
+    if outcome is None:
+        try:
+            outcome = ("model", train_model(code_ids, examples, nlp))
+        except BaseException as error:
+            outcome = ("error", error)
     try:
         connection.send(outcome)
     except Exception as error:  # an exception that cannot be pickled
         connection.send(("error", RuntimeError(f"training failed: {outcome[1]!r} ({error})")))
     finally:
         connection.close()
+
+
+class TrainingProcess:
+    """A process that imports scikit-learn and builds the pipeline when it starts, then trains one model when asked.
+
+    Started before the training data is known (the command line starts it before reading the
+    codebook), it has those imports, about 1.5 s, behind it by the time ``train`` is called. A
+    run whose model comes from the cache stops it unused. It is forked: it inherits ``nlp`` (and
+    the training data sent later goes through a pipe).
+    """
+
+    def __init__(self, spacy_model: str, nlp=None):
+        context = multiprocessing.get_context("fork")
+        self._connection, theirs = context.Pipe()
+        self._process = context.Process(target=_serve_one_training, args=(theirs, spacy_model, nlp),
+                                        name="qualcode-training", daemon=True)
+        self._process.start()
+        theirs.close()
+        self.spacy_model = spacy_model
+
+    def train(self, code_ids: Sequence[str], examples: list[TrainingExample]) -> None:
+        self._connection.send((tuple(code_ids), examples))
+
+    def done(self) -> bool:
+        return self._process is not None and self._connection.poll()
+
+    def result(self) -> ClassifierModel:
+        try:
+            kind, value = self._connection.recv()
+        except EOFError:
+            raise RuntimeError(f"the classifier's training process ended with exit code {self._process.exitcode} "
+                               "and sent no model") from None
+        finally:
+            self.stop()
+        if kind == "error":
+            raise value
+        return value
+
+    def stop(self) -> None:
+        """End the process, whether or not it trained (a failed run, or a model from the cache)."""
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.terminate()
+            self._process.join()
+            self._connection.close()
+            self._process = None
 
 
 class PendingClassifier:
@@ -99,54 +164,29 @@ class PendingClassifier:
     """
 
     def __init__(self, code_ids: Sequence[str], examples: list[TrainingExample], spacy_model: str, *,
-                 key: str | None = None, model: ClassifierModel | None = None, background: bool = False, nlp=None):
+                 key: str | None = None, model: ClassifierModel | None = None,
+                 trainer: TrainingProcess | None = None, nlp=None):
         self.code_ids = tuple(code_ids)
         self._examples, self._spacy_model, self._key, self._nlp = examples, spacy_model, key, nlp
         self._model = model
         self.description = loaded(key) if model is not None else None
-        self._process = self._receive = None
-        self.in_background = model is None and background
-        if self.in_background:
-            # fork: the child inherits the examples and pipeline instead of receiving them pickled.
-            context = multiprocessing.get_context("fork")
-            self._receive, send = context.Pipe(duplex=False)
-            self._process = context.Process(target=_train_and_send, name="qualcode-training", daemon=True,
-                                            args=(send, self.code_ids, examples, spacy_model, nlp))
-            self._process.start()
-            send.close()
+        self._trainer = trainer if model is None else None
+        self.in_background = self._trainer is not None
+        if self._trainer is not None:
+            self._trainer.train(self.code_ids, examples)
 
     def done(self) -> bool:
         """Whether ``result`` would return without waiting (or training here)."""
-        return self._model is not None or (self._receive is not None and self._receive.poll())
+        return self._model is not None or (self._trainer is not None and self._trainer.done())
 
     def result(self) -> ClassifierModel:
-        if self._model is not None:
-            return self._model
-        if self._receive is None:
-            model = _train(self.code_ids, self._examples, self._spacy_model, self._nlp)
-        else:
-            try:
-                kind, value = self._receive.recv()
-            except EOFError:
-                raise RuntimeError(f"the classifier's training process ended with exit code "
-                                   f"{self._process.exitcode} and sent no model") from None
-            finally:
-                self.close()
-            if kind == "error":
-                raise value
-            model = value
-        self._model = model
-        self.description = remember(model, self._key)
-        return model
-
-    def close(self) -> None:
-        """Stop a training no one will wait for (a failed run); harmless once the model is in."""
-        if self._process is not None:
-            if self._process.is_alive():
-                self._process.terminate()
-            self._process.join()
-            self._receive.close()
-            self._process = None
+        if self._model is None:
+            if self._trainer is not None:
+                self._model = self._trainer.result()
+            else:
+                self._model = _train(self.code_ids, self._examples, self._spacy_model, self._nlp)
+            self.description = remember(self._model, self._key)
+        return self._model
 
 
 def background_training_available() -> bool:
@@ -155,20 +195,44 @@ def background_training_available() -> bool:
 
 @contextlib.contextmanager
 def start_classifier(codebook: Codebook, options, training: Sequence[TrainingExample] = (), *,
-                     background: bool = True, nlp=None) -> Iterator[PendingClassifier]:
+                     background: bool = True, trainer: TrainingProcess | None = None,
+                     nlp=None) -> Iterator[PendingClassifier]:
     """The classifier of a run with these ``options`` (``coding.CodingOptions``) and human labels.
 
-    From the model cache when it has the model; otherwise trained in a separate process from now
-    on when ``background`` (and the platform can fork), else here when ``result`` is first asked.
-    ``nlp`` is the pipeline to tokenize with (built from ``options.spacy_model`` if not given).
+    From the model cache when it has the model; otherwise trained from now on in ``trainer`` (a
+    ``TrainingProcess`` started earlier) or, when ``background`` and the platform can fork, in a
+    new one; else here when ``result`` is first asked. ``nlp`` is the pipeline to tokenize with
+    (built from ``options.spacy_model`` if not given). ``trainer`` is stopped on leaving.
     Weak labels and human decisions are not known before the documents are coded, so a run that
     uses them trains its classifier itself (``coding.run_coding``).
     """
-    examples = training_examples(codebook, options, training)
-    model, key = cached_model(codebook, options, examples)
-    pending = PendingClassifier(codebook.code_ids, examples, options.spacy_model, key=key, model=model,
-                                background=background and background_training_available(), nlp=nlp)
     try:
-        yield pending
+        examples = training_examples(codebook, options, training)
+        model, key = cached_model(codebook, options, examples)
+        if trainer is not None and (model is not None or trainer.spacy_model != options.spacy_model):
+            trainer.stop()  # not needed, or ready to tokenize as another pipeline would
+            trainer = None
+        if model is None and trainer is None and background and background_training_available():
+            trainer = TrainingProcess(options.spacy_model, nlp)
+        yield PendingClassifier(codebook.code_ids, examples, options.spacy_model, key=key, model=model,
+                                trainer=trainer, nlp=nlp)
     finally:
-        pending.close()
+        if trainer is not None:
+            trainer.stop()
+
+
+@contextlib.contextmanager
+def training_process(spacy_model: str, wanted: bool = True, nlp=None) -> Iterator[TrainingProcess | None]:
+    """A ``TrainingProcess`` started now when ``wanted`` and the machine has a core to spare; stopped on leaving.
+
+    Given the run's pipeline ``nlp``, the process inherits it (and spaCy) instead of building its own.
+    """
+    import os
+
+    trainer = (TrainingProcess(spacy_model, nlp)
+               if wanted and (os.cpu_count() or 1) > 1 and background_training_available() else None)
+    try:
+        yield trainer
+    finally:
+        if trainer is not None:
+            trainer.stop()
