@@ -1,5 +1,6 @@
 """A run's classifier comes from the model cache or is trained in another process while the documents are read."""
 
+import dataclasses
 import multiprocessing
 
 import numpy as np
@@ -7,7 +8,6 @@ import pytest
 
 from qualcode.codebook import load_codebook
 from qualcode.coding import CodingOptions
-from qualcode.errors import ConfigurationError
 from qualcode.training import background_training_available, start_classifier, training_process
 
 needs_fork = pytest.mark.skipif(not background_training_available(), reason="this platform cannot fork")
@@ -53,18 +53,24 @@ def test_a_training_no_one_waits_for_is_stopped():
 
 
 @needs_fork
-def test_a_failure_in_the_training_process_is_raised_in_the_run():
-    options = CodingOptions(model_cache=False, spacy_model="no_such_pipeline_installed")
-    with start_classifier(load_codebook(), options, background=True) as pending:
-        with pytest.raises(ConfigurationError, match="no_such_pipeline_installed"):
-            pending.result()
+def test_a_failure_in_the_training_process_is_raised_where_the_model_is_asked_for(nlp):
+    from qualcode.classify import TrainingExample, training_matrix
+
+    data = training_matrix([TrainingExample(text, {"trust": label}) for text, label in
+                            (("I told her everything", 1), ("she kept her word", 1), ("the bus was late", 0),
+                             ("it rained", 0))], nlp)
+    with training_process() as trainer:
+        trainer.fit(["trust"], dataclasses.replace(data, matrix=None))  # not a matrix: fitting fails there
+        with pytest.raises(TypeError):
+            trainer.result()
+        assert not _training_children()
 
 
 @needs_fork
 def test_a_training_process_started_before_the_data_is_known_trains_the_same_model(nlp, tmp_path, monkeypatch):
     monkeypatch.setenv("QUALCODE_CACHE_DIR", str(tmp_path))
     codebook, options = load_codebook(), CodingOptions()
-    with training_process(options.spacy_model) as trainer:
+    with training_process() as trainer:
         assert trainer is not None and _training_children()
         with start_classifier(codebook, options, trainer=trainer) as early:
             assert early.in_background
@@ -74,6 +80,6 @@ def test_a_training_process_started_before_the_data_is_known_trains_the_same_mod
     with start_classifier(codebook, options, nlp=nlp, background=False) as cached:
         assert cached.done()
         np.testing.assert_allclose(cached.result().weights, model.weights)
-    with training_process(options.spacy_model) as unused:
+    with training_process() as unused:
         with start_classifier(codebook, options, trainer=unused) as again:
             assert not again.in_background and not _training_children()  # the cache had it: stopped unused

@@ -242,17 +242,41 @@ class ClassifierModel:
         return explained
 
 
-def train_model(code_ids: Sequence[str], examples: Sequence[TrainingExample], nlp) -> ClassifierModel:
-    """Fit one calibrated logistic regression per code on the examples that carry a label for it."""
-    examples = [example for example in examples if example.text.strip()]
+@dataclass(frozen=True)
+class TrainingMatrix:
+    """Labelled examples as TF-IDF features (examples x ``vocabulary``): all that fitting needs, without spaCy.
+
+    ``fit_model`` can run in a process that never imports spaCy, while this one tokenizes.
+    """
+
+    examples: tuple[TrainingExample, ...]
+    vocabulary: np.ndarray
+    idf: np.ndarray
+    names: np.ndarray
+    matrix: object
+
+
+def training_matrix(examples: Sequence[TrainingExample], nlp) -> TrainingMatrix:
+    """Tokenize the examples that have text with ``nlp`` and weigh their n-grams (see ``features``)."""
+    examples = tuple(example for example in examples if example.text.strip())
     words = doc_words(nlp.tokenizer.pipe([example.text for example in examples]))
     batch = hashes_of_words(words)
     vocabulary = np.unique(batch.hashes)
     counts = count_matrix(batch, vocabulary)
     idf = smooth_idf(counts)
-    matrix = tfidf(counts, idf)
     names_by_hash = names_of_words(words, nlp.vocab.strings)
     names = np.array([names_by_hash[int(value)] for value in vocabulary], dtype=str)
+    return TrainingMatrix(examples, vocabulary, idf, names, tfidf(counts, idf))
+
+
+def train_model(code_ids: Sequence[str], examples: Sequence[TrainingExample], nlp) -> ClassifierModel:
+    """Fit one calibrated logistic regression per code on the examples that carry a label for it."""
+    return fit_model(code_ids, training_matrix(examples, nlp))
+
+
+def fit_model(code_ids: Sequence[str], data: TrainingMatrix) -> ClassifierModel:
+    """``train_model`` on examples already turned into features."""
+    examples, vocabulary, idf, names, matrix = data.examples, data.vocabulary, data.idf, data.names, data.matrix
     scorers: list[tuple[np.ndarray, float]] = []
     codes: dict[str, CodeModel] = {}
     counts_by_code: dict[str, tuple[int, int]] = {}

@@ -256,13 +256,12 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
             corpus_options["thresholds"] = (str(study.config.suggest_at),)
         corpus_options["no_seed"] = corpus_options["no_seed"] or not study.config.seed
     stored = study.decisions() if study is not None else []
-    spacy_model = corpus_options["spacy_model"] or DEFAULT_PIPELINE
-    nlp = build_pipeline(spacy_model)
-    # Training needs scikit-learn imported, about a second: a process that inherits the pipeline
-    # gets that done while this one reads the codebook and the documents, then trains unless the
-    # model is in the cache.
+    # Fitting the classifier needs scikit-learn imported, about a second: a process gets that done
+    # while this one builds the pipeline, reads the codebook and tokenizes the training examples,
+    # then fits the model unless it is in the cache.
     early = not no_classifier and not review_paths and not stored and not corpus_options["weak_labels"]
-    with training_process(spacy_model, wanted=early and jobs != 1, nlp=nlp) as trainer:
+    with training_process(wanted=early and jobs != 1) as trainer:
+        nlp = build_pipeline(corpus_options["spacy_model"] or DEFAULT_PIPELINE)
         codebook = load_codebook(codebook_path)
         try:
             ensure_replaceable(output, force=force, format=output_format)

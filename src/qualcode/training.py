@@ -13,7 +13,8 @@ import contextlib
 import multiprocessing
 from collections.abc import Iterator, Sequence
 
-from qualcode.classify import (ClassifierModel, TrainingExample, examples_from_codebook, seed_examples, train_model)
+from qualcode.classify import (ClassifierModel, TrainingExample, TrainingMatrix, examples_from_codebook, fit_model,
+                               seed_examples, train_model, training_matrix)
 from qualcode.models import Codebook
 
 
@@ -75,32 +76,29 @@ def _train(code_ids: tuple[str, ...], examples: list[TrainingExample], spacy_mod
     return train_model(code_ids, examples, nlp if nlp is not None else build_pipeline(spacy_model))
 
 
-def _import_training_libraries() -> None:
+def _serve_one_fit(connection) -> None:
+    """The training process: import scikit-learn, wait for (code ids, ``TrainingMatrix``), send back the outcome.
+
+    The outcome is ("model", ClassifierModel) or ("error", exception).
+    """
     import importlib
 
-    for module in ("sklearn.feature_extraction.text", "sklearn.linear_model", "sklearn.model_selection"):
-        importlib.import_module(module)
-
-
-def _serve_one_training(connection, spacy_model: str, nlp) -> None:
-    """The training process: get ready, wait for (code ids, examples), send ("model", model) or ("error", exception)."""
     from qualcode.parallel import die_with_parent
-    from qualcode.segment import build_pipeline
 
     die_with_parent()
     outcome = None
     try:
-        _import_training_libraries()
-        nlp = nlp if nlp is not None else build_pipeline(spacy_model)
+        for module in ("sklearn.feature_extraction.text", "sklearn.linear_model", "sklearn.model_selection"):
+            importlib.import_module(module)
     except BaseException as error:  # reported when a model is asked for, raised there
         outcome = ("error", error)
     try:
-        code_ids, examples = connection.recv()
+        code_ids, data = connection.recv()
     except EOFError:  # the run needs no training (the model was in the cache)
         return
     if outcome is None:
         try:
-            outcome = ("model", train_model(code_ids, examples, nlp))
+            outcome = ("model", fit_model(code_ids, data))
         except BaseException as error:
             outcome = ("error", error)
     try:
@@ -112,25 +110,24 @@ def _serve_one_training(connection, spacy_model: str, nlp) -> None:
 
 
 class TrainingProcess:
-    """A process that imports scikit-learn and builds the pipeline when it starts, then trains one model when asked.
+    """A process that imports scikit-learn as soon as it starts, then fits one model when asked.
 
-    Started before the training data is known (the command line starts it before reading the
-    codebook), it has those imports, about 1.5 s, behind it by the time ``train`` is called. A
-    run whose model comes from the cache stops it unused. It is forked: it inherits ``nlp`` (and
-    the training data sent later goes through a pipe).
+    Importing scikit-learn takes about a second. Started before the training data is known (the
+    command line starts it first thing), the process has that behind it by the time ``fit`` is
+    called; meanwhile this process imports spaCy, reads the codebook and tokenizes the examples
+    (``classify.training_matrix``), so the two halves of training overlap. A run whose model comes
+    from the cache stops it unused.
     """
 
-    def __init__(self, spacy_model: str, nlp=None):
+    def __init__(self):
         context = multiprocessing.get_context("fork")
         self._connection, theirs = context.Pipe()
-        self._process = context.Process(target=_serve_one_training, args=(theirs, spacy_model, nlp),
-                                        name="qualcode-training", daemon=True)
+        self._process = context.Process(target=_serve_one_fit, args=(theirs,), name="qualcode-training", daemon=True)
         self._process.start()
         theirs.close()
-        self.spacy_model = spacy_model
 
-    def train(self, code_ids: Sequence[str], examples: list[TrainingExample]) -> None:
-        self._connection.send((tuple(code_ids), examples))
+    def fit(self, code_ids: Sequence[str], data: TrainingMatrix) -> None:
+        self._connection.send((tuple(code_ids), data))
 
     def done(self) -> bool:
         return self._process is not None and self._connection.poll()
@@ -161,6 +158,7 @@ class PendingClassifier:
     """A run's classifier while it is loaded or trained; ``result`` waits for it.
 
     ``description`` says for the Run sheet where the model came from once ``result`` has returned.
+    With a ``trainer``, the examples are tokenized here and fitted there.
     """
 
     def __init__(self, code_ids: Sequence[str], examples: list[TrainingExample], spacy_model: str, *,
@@ -173,7 +171,10 @@ class PendingClassifier:
         self._trainer = trainer if model is None else None
         self.in_background = self._trainer is not None
         if self._trainer is not None:
-            self._trainer.train(self.code_ids, examples)
+            from qualcode.segment import build_pipeline
+
+            self._trainer.fit(self.code_ids, training_matrix(examples, nlp if nlp is not None else
+                                                             build_pipeline(spacy_model)))
 
     def done(self) -> bool:
         """Whether ``result`` would return without waiting (or training here)."""
@@ -209,11 +210,11 @@ def start_classifier(codebook: Codebook, options, training: Sequence[TrainingExa
     try:
         examples = training_examples(codebook, options, training)
         model, key = cached_model(codebook, options, examples)
-        if trainer is not None and (model is not None or trainer.spacy_model != options.spacy_model):
-            trainer.stop()  # not needed, or ready to tokenize as another pipeline would
+        if trainer is not None and model is not None:
+            trainer.stop()  # not needed: the cache had the model
             trainer = None
         if model is None and trainer is None and background and background_training_available():
-            trainer = TrainingProcess(options.spacy_model, nlp)
+            trainer = TrainingProcess()
         yield PendingClassifier(codebook.code_ids, examples, options.spacy_model, key=key, model=model,
                                 trainer=trainer, nlp=nlp)
     finally:
@@ -222,15 +223,12 @@ def start_classifier(codebook: Codebook, options, training: Sequence[TrainingExa
 
 
 @contextlib.contextmanager
-def training_process(spacy_model: str, wanted: bool = True, nlp=None) -> Iterator[TrainingProcess | None]:
-    """A ``TrainingProcess`` started now when ``wanted`` and the machine has a core to spare; stopped on leaving.
-
-    Given the run's pipeline ``nlp``, the process inherits it (and spaCy) instead of building its own.
-    """
+def training_process(wanted: bool = True) -> Iterator[TrainingProcess | None]:
+    """A ``TrainingProcess`` started now when ``wanted`` and the machine has a core to spare; stopped on leaving."""
     import os
 
-    trainer = (TrainingProcess(spacy_model, nlp)
-               if wanted and (os.cpu_count() or 1) > 1 and background_training_available() else None)
+    trainer = (TrainingProcess() if wanted and (os.cpu_count() or 1) > 1 and background_training_available()
+               else None)
     try:
         yield trainer
     finally:
