@@ -95,6 +95,9 @@ def test_workbook_is_styled_for_review_and_never_writes_formulas(result, tmp_pat
     header = [cell.value for cell in segments[1]]
     text_column = header.index("text") + 1
     assert segments.cell(2, text_column).alignment.wrap_text
+    assert {cell.alignment.vertical for sheet in (segments, book["Codings"]) for cell in sheet[2]
+            if cell.value is not None} == {"top"}
+    assert not segments.cell(2, 1).alignment.wrap_text and segments.cell(2, 1).font.sz == 11
     assert segments.cell(1, header.index("trust") + 1).fill.fgColor.rgb.endswith("E15759")
     injected = [cell for row in segments.iter_rows() for cell in row if str(cell.value).startswith(("=", "@"))]
     assert {cell.value for cell in injected} == {"=SUM(1+1) I trust her", "@worker never rings back"}

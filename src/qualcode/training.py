@@ -1,10 +1,12 @@
 """Where a coding run's classifier comes from: the model cache, or training started early in another process.
 
-Training needs the codebook and the labelled examples but not the documents. ``start_classifier``
-is called as soon as those are known (the command line calls it right after loading the codebook):
-a model trained on the same data before comes from the model cache; otherwise a separate process
-trains it while this one reads the documents, builds the pipeline and compiles the rules. Importing
-scikit-learn alone takes about a second, which a first run used to spend waiting.
+Training needs the codebook and the labelled examples but not the documents, and it splits where
+the libraries split: tokenizing the examples needs spaCy (``classify.training_matrix``), fitting
+needs scikit-learn (``classify.fit_model``), whose import alone takes about a second. The command
+line starts a ``TrainingProcess`` first thing, which imports scikit-learn while this process
+builds the pipeline and reads the codebook; ``start_classifier`` then takes the model from the
+model cache, or tokenizes the examples here and has that process fit them while the documents
+are read and the rules compile.
 """
 
 from __future__ import annotations

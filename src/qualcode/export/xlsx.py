@@ -29,10 +29,12 @@ def _text_color_for(fill: str) -> str:
 
 
 class _Formats:
+    """The cell styles; every one is aligned to the top, as unstyled cells are (``_open_workbook``)."""
+
     def __init__(self, workbook, codebook: Codebook | None):
         self.header = workbook.add_format({"bold": True, "bottom": 1, "text_wrap": True, "valign": "top"})
         self.wrap = workbook.add_format({"text_wrap": True, "valign": "top"})
-        self.plain = workbook.add_format({"valign": "top"})
+        self.plain = None  # the workbook's default style
         self.code_header: dict[str, object] = {}
         self.code_cell: dict[str, object] = {}
         for code in codebook.codes if codebook else ():
@@ -138,6 +140,10 @@ def _open_workbook(path: Path):
         "strings_to_formulas": False,
         "strings_to_urls": False,
         "strings_to_numbers": False,
+        # Ids, numbers and codes sit at the top of their row, beside the start of its wrapped text.
+        # Set on the default style, this costs nothing per cell; a style of their own cost each
+        # of those cells about a microsecond, about 0.4 s on a million words.
+        "default_format_properties": {"font_name": "Calibri", "font_size": 11, "valign": "top"},
     })
 
 
