@@ -105,7 +105,7 @@ def process_chunk(task: ChunkTask, documents: Sequence[Document], nlp=None, mode
     segments = segment_documents(documents, unit=task.unit, nlp=pipeline, interviewer_labels=task.interviewer_labels)
     codable = [segment for segment in segments if task.code_interviewer or not segment.is_interviewer]
     docs = list(matcher.docs(codable))
-    assignments = [assignment for segment, doc in zip(codable, docs) for assignment in matcher.match_doc(segment, doc)]
+    assignments = matcher.match_docs(codable, docs)
     result = ChunkResult(len(documents), segments, assignments, ngram_hashes(docs) if task.features else None)
     if not task.features or model is not None:
         return code_chunk(result, model, task)

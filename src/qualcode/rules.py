@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from functools import lru_cache, reduce
 from operator import or_
 
+import numpy as np
+
 from qualcode.errors import ConfigurationError
 from qualcode.models import Code, Codebook, CodeAssignment, Evidence, Segment
 from qualcode.segment import lemma_lookup_table
@@ -412,15 +414,14 @@ def longest_match(pattern: Sequence[dict]) -> int | None:
     return total
 
 
-def in_order_within(columns: dict[int, list[int]], gates: Sequence[tuple[int, frozenset[int]]],
-                    most_tokens: int | None) -> bool:
-    """Whether the doc has, for each gate in turn, a later token meeting it, all within ``most_tokens``.
+def in_order_within(positions: Sequence[Sequence[int]], most_tokens: int | None) -> bool:
+    """Whether there is a token from each list of positions in turn, each after the last, all within ``most_tokens``.
 
-    ``columns`` holds each attribute's value per token. A match of a token pattern has one token per
-    required token, in order and within its longest span; checking that in Python is much cheaper
-    than calling a spaCy ``Matcher``, whose set tests run in Python for every token of the doc.
+    ``positions`` holds, for each required token of a token pattern in order, the ascending
+    positions of the doc's tokens that could be it. A match of the pattern has one token per
+    required token, in order and within its longest span; checking that in Python is much
+    cheaper than calling a spaCy ``Matcher``, whose set tests run in Python for every token.
     """
-    positions = [[index for index, value in enumerate(columns[attr]) if value in hashes] for attr, hashes in gates]
     for first in positions[0]:
         last = first
         for later in positions[1:]:
@@ -437,42 +438,69 @@ class _PatternGates:
     """Which token patterns to run on a doc: those whose gates its tokens meet in order, close enough together.
 
     A gate is the string hashes one of which a required token of the pattern has (its NORM or LOWER);
-    a pattern's gates are in pattern order, with the longest span a match can have. Each pattern is
-    indexed under the hashes of the gate likely to be met least often: the one with the fewest
-    ``common`` (stop) words, then the fewest words. A doc is then checked against only the few
-    patterns one of whose indexed words it holds rather than against every pattern, and positions
-    are looked at only for patterns whose every gate the doc's words meet.
+    a pattern's gates are in pattern order, with the longest span a match can have. Which gates
+    each doc meets is worked out for a batch of docs at once in numpy (gates hold common words, so
+    a good share of all tokens meet one); token positions are compared, in Python, only for the
+    patterns whose every gate a doc meets.
     """
 
-    def __init__(self, patterns: Sequence[tuple[Sequence[tuple[int, frozenset[int]]], int | None]],
-                 common: frozenset[int]):
+    def __init__(self, patterns: Sequence[tuple[Sequence[tuple[int, frozenset[int]]], int | None]]):
         self._gates = [tuple(gates) for gates, _ in patterns]
         self._longest = [longest for _, longest in patterns]
         self.attrs = sorted({attr for gates in self._gates for attr, _ in gates})
-        self._always_run = [index for index, gates in enumerate(self._gates) if not gates]
-        self._patterns_by_hash: dict[int, dict[int, list[int]]] = {attr: defaultdict(list) for attr in self.attrs}
-        for index, gates in enumerate(self._gates):
-            if gates:
-                attr, hashes = min(gates, key=lambda gate: (len(gate[1] & common), len(gate[1])))
-                for value in hashes:
-                    self._patterns_by_hash[attr][value].append(index)
-        self._indexed = {attr: frozenset(by_hash) for attr, by_hash in self._patterns_by_hash.items()}
+        # Every gate of every pattern gets a column; a pattern needs all of its columns met.
+        self._gate_columns: list[list[int]] = []
+        flat: list[tuple[int, frozenset[int]]] = []
+        for gates in self._gates:
+            self._gate_columns.append(list(range(len(flat), len(flat) + len(gates))))
+            flat.extend(gates)
+        self._needs = np.zeros((len(flat), len(self._gates)), dtype=np.int32)
+        for pattern, columns in enumerate(self._gate_columns):
+            self._needs[columns, pattern] = 1
+        # Per attribute: the sorted hashes some gate looks for, and which gates each one meets.
+        self._hashes: dict[int, np.ndarray] = {}
+        self._meets: dict[int, np.ndarray] = {}
+        for attr in self.attrs:
+            hashes = sorted({value for gate_attr, values in flat if gate_attr == attr for value in values})
+            self._hashes[attr] = np.array(hashes, dtype=np.uint64)
+            self._meets[attr] = np.array([[gate_attr == attr and value in values for gate_attr, values in flat]
+                                          for value in hashes], dtype=bool).reshape(len(hashes), len(flat))
 
-    def open_patterns(self, doc) -> list[int]:
-        """The indices, in order, of the patterns to run on ``doc``."""
-        if not self.attrs:
-            return list(self._always_run)
+    def open_patterns(self, docs: Sequence) -> list[list[int]]:
+        """For each doc, the indices, in order, of the patterns to run on it."""
+        if not self.attrs or not docs:
+            return [list(range(len(self._gates))) for _ in docs]
         # to_array gives one value per token, not a row, when there is one attribute.
-        values = doc.to_array(self.attrs).reshape(len(doc), len(self.attrs))
-        columns = dict(zip(self.attrs, values.T.tolist()))
-        words = {attr: set(column) for attr, column in columns.items()}
-        candidates = set(self._always_run)
-        for attr, indexed in self._indexed.items():
-            for value in words[attr] & indexed:
-                candidates.update(self._patterns_by_hash[attr][value])
-        return [index for index in sorted(candidates)
-                if all(not hashes.isdisjoint(words[attr]) for attr, hashes in self._gates[index])
-                and (len(self._gates[index]) < 2 or in_order_within(columns, self._gates[index], self._longest[index]))]
+        values = np.concatenate([doc.to_array(self.attrs).reshape(len(doc), len(self.attrs)) for doc in docs])
+        starts = np.cumsum([0, *(len(doc) for doc in docs)])
+        met = np.zeros((len(docs), len(self._needs)), dtype=bool)
+        hits = []  # per attribute: the rows of tokens meeting some gate, and which gates they meet
+        for column, attr in enumerate(self.attrs):
+            hashes, tokens = self._hashes[attr], values[:, column]
+            if not len(hashes):
+                continue
+            nearest = np.minimum(np.searchsorted(hashes, tokens), len(hashes) - 1)  # a binary search per token
+            rows = np.flatnonzero(hashes[nearest] == tokens)
+            meets = self._meets[attr][nearest[rows]]
+            owners = np.searchsorted(starts, rows, side="right") - 1
+            if len(rows):
+                first = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+                met[owners[first]] |= np.logical_or.reduceat(meets, first, axis=0)
+            hits.append((rows, meets, np.searchsorted(rows, starts).tolist()))  # each doc's stretch of rows
+        complete = ((~met).astype(np.int32) @ self._needs) == 0  # docs x patterns: every gate met
+        opened: list[list[int]] = []
+        for number, patterns in enumerate(complete.tolist()):
+            candidates = [index for index, ok in enumerate(patterns) if ok]
+            if any(len(self._gate_columns[index]) > 1 for index in candidates):
+                mine = [(rows[cuts[number]:cuts[number + 1]] - starts[number], meets[cuts[number]:cuts[number + 1]])
+                        for rows, meets, cuts in hits]
+                candidates = [index for index in candidates
+                              if len(self._gate_columns[index]) < 2 or in_order_within(
+                                  [sorted(itertools.chain.from_iterable(positions[meets[:, gate]].tolist()
+                                                                        for positions, meets in mine))
+                                   for gate in self._gate_columns[index]], self._longest[index])]
+            opened.append(candidates)
+        return opened
 
 
 @dataclass(frozen=True)
@@ -519,11 +547,7 @@ class RuleMatcher:
                 self._regexes.append((re.compile(rule.pattern, re.IGNORECASE), self._refs[key],
                                       regex_gates(rule.pattern)))
         self._regex_gate_key = tuple(gates for _, _, gates in self._regexes)
-        gated_words = {value for _, gates, _ in self._gated_patterns for _, hashes in gates for value in hashes}
-        stop_words = nlp.Defaults.stop_words
-        self._pattern_gates = _PatternGates([(gates, longest) for _, gates, longest in self._gated_patterns],
-                                            common=frozenset(value for value in gated_words
-                                                             if nlp.vocab.strings[value] in stop_words))
+        self._pattern_gates = _PatternGates([(gates, longest) for _, gates, longest in self._gated_patterns])
 
     def _ref(self, code_id: str, kind: str, index: int, description: str) -> str:
         key = f"{code_id}\x1f{kind}\x1f{index}"
@@ -615,28 +639,31 @@ class RuleMatcher:
     def match(self, segments: Iterable[Segment], *, batch_size: int = 64) -> Iterator[CodeAssignment]:
         """Rule assignments for the segments, one per (segment, code) with all its evidence."""
         segments = list(segments)
-        literal_gates = self._literal_gates()
-        for segment, doc in zip(segments, self.docs(segments, batch_size=batch_size)):
-            yield from self._assign(segment, doc, literal_gates)
+        docs = self.docs(segments, batch_size=batch_size)
+        for start in range(0, len(segments), 256):
+            batch = segments[start:start + 256]
+            yield from self.match_docs(batch, list(itertools.islice(docs, len(batch))))
 
     def docs(self, segments: Iterable[Segment], *, batch_size: int = 64) -> Iterator:
         """The segments' docs, made by only the pipeline components matching needs (``pipes_needed``)."""
         with self.nlp.select_pipes(enable=list(self.pipes_needed)):
             yield from self.nlp.pipe((segment.text for segment in segments), batch_size=batch_size)
 
-    def match_doc(self, segment: Segment, doc) -> Iterator[CodeAssignment]:
-        """Rule assignments for one segment, given its doc from ``docs``."""
-        return self._assign(segment, doc, self._literal_gates())
+    def match_docs(self, segments: Sequence[Segment], docs: Sequence) -> list[CodeAssignment]:
+        """Rule assignments for the segments, given their docs from ``docs``."""
+        literal_gates = self._literal_gates()
+        return [assignment for segment, doc, opened in zip(segments, docs, self._pattern_gates.open_patterns(docs))
+                for assignment in self._assign(segment, doc, literal_gates, opened)]
 
     def _literal_gates(self) -> LiteralGates:
         # Looked up rather than kept: the cache is per process, so a matcher unpickled on a worker
         # finds (or builds) its own.
         return _cached_literal_gates(self._regex_gate_key)
 
-    def _token_matches(self, doc) -> list[tuple[int, int, int]]:
-        """(match id, start token, end token) of the phrases, then of the token patterns whose gates the doc opens."""
+    def _token_matches(self, doc, opened: Sequence[int]) -> list[tuple[int, int, int]]:
+        """(match id, start token, end token) of the phrases, then of the ``opened`` token patterns."""
         matches = list(self._phrases(doc)) if len(self._phrases) else []
-        for index in self._pattern_gates.open_patterns(doc):
+        for index in opened:
             matches.extend(self._gated_patterns[index][0](doc))
         return matches
 
@@ -648,10 +675,11 @@ class RuleMatcher:
             hits.extend((found.start(), found.end(), ref) for found in pattern.finditer(text) if found.end() > found.start())
         return hits
 
-    def _assign(self, segment: Segment, doc, literal_gates: LiteralGates) -> Iterator[CodeAssignment]:
+    def _assign(self, segment: Segment, doc, literal_gates: LiteralGates,
+                opened: Sequence[int]) -> Iterator[CodeAssignment]:
         strings = self.nlp.vocab.strings
         hits = [(doc[start].idx, doc[end - 1].idx + len(doc[end - 1]), self._refs[strings[match_id]])
-                for match_id, start, end in self._token_matches(doc)]
+                for match_id, start, end in self._token_matches(doc, opened)]
         hits.extend(self._regex_hits(segment.text, literal_gates))
         if not hits:  # most segments: no exclusions to look for, no evidence to gather
             return
