@@ -92,7 +92,8 @@ def _content_mask(names: np.ndarray) -> np.ndarray:
     """Function words help the model but explain nothing to a researcher, so evidence leaves them out."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-    return np.array([not all(word in ENGLISH_STOP_WORDS for word in name.split()) for name in names], dtype=bool)
+    return np.fromiter((not ENGLISH_STOP_WORDS.issuperset(name.split()) for name in names.tolist()), dtype=bool,
+                       count=len(names))
 
 
 def _base_model(features):

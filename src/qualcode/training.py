@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import threading
 from collections.abc import Iterator, Sequence
 
 from qualcode.classify import (ClassifierModel, TrainingExample, TrainingMatrix, examples_from_codebook, fit_model,
@@ -127,9 +128,17 @@ class TrainingProcess:
         self._process = context.Process(target=_serve_one_fit, args=(theirs,), name="qualcode-training", daemon=True)
         self._process.start()
         theirs.close()
+        self._sending: threading.Thread | None = None
 
     def fit(self, code_ids: Sequence[str], data: TrainingMatrix) -> None:
-        self._connection.send((tuple(code_ids), data))
+        # The data (a few MB) fills the pipe, and the process reads it only once its imports are
+        # done: sending from a thread keeps this process from waiting on the pipe meanwhile.
+        self._sending = threading.Thread(target=self._send, args=((tuple(code_ids), data),), daemon=True)
+        self._sending.start()
+
+    def _send(self, message) -> None:
+        with contextlib.suppress(OSError):  # the process was stopped: no one needs the data now
+            self._connection.send(message)
 
     def done(self) -> bool:
         return self._process is not None and self._connection.poll()
@@ -152,6 +161,8 @@ class TrainingProcess:
             if self._process.is_alive():
                 self._process.terminate()
             self._process.join()
+            if self._sending is not None:
+                self._sending.join()
             self._connection.close()
             self._process = None
 
