@@ -65,6 +65,17 @@ def test_same_input_gives_the_same_segments_and_codings(sample_workbook, tmp_pat
         pd.testing.assert_frame_equal(pd.read_excel(output, sheet_name=sheet), pd.read_excel(again, sheet_name=sheet))
 
 
+def test_code_leaves_the_garbage_collector_as_it_found_it(tmp_path):
+    import gc
+
+    before = gc.get_threshold(), gc.get_freeze_count()
+    for extra in ([], ["--format", "csv"]):
+        output = tmp_path / ("coded.xlsx" if not extra else "tables")
+        result = CliRunner().invoke(cli, ["code", str(SAMPLE / "survey"), "-o", str(output), "-q", *extra])
+        assert result.exit_code == 0, result.output
+        assert (gc.get_threshold(), gc.get_freeze_count()) == before
+
+
 def test_csv_format_and_sentence_unit(tmp_path):
     result = run("code", SAMPLE / "essays", "-o", tmp_path / "out", "--format", "csv", "--unit", "sentence", "-q")
     assert result.exit_code == 0, result.output

@@ -212,6 +212,27 @@ def _coding_options(unit, kind, text_column, id_column, code_interviewer, interv
                                 "codebook": str(codebook_path or default_codebook_path()), **extra})
 
 
+@contextlib.contextmanager
+def _garbage_collected_less():
+    """Keep Python's cyclic garbage collector off what is loaded before coding: spaCy, the documents.
+
+    A full collection rescans every object alive, and a million-word run made six of them, about
+    0.4 s of the process that writes the workbook. Freezing what is loaded (forked workers share
+    it untouched) and collecting the young generation less often halve the collector's time. The
+    command undoes both when it ends; the library never touches the collector.
+    """
+    import gc
+
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 @cli.command()
 @_corpus_options
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
@@ -296,11 +317,12 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
                     review_coder=study.config.decisive_coder if study else None, classifier=classifier, nlp=nlp)
                 if output_format == "xlsx":
                     # The workbook fills while later chunks are still being coded.
-                    with streamed_workbook(output, corpus, codebook, force=True) as workbook:
+                    with _garbage_collected_less(), streamed_workbook(output, corpus, codebook, force=True) as workbook:
                         result = coding(on_chunk=workbook.add)
                         workbook.finish(result)
                 else:
-                    result = coding()
+                    with _garbage_collected_less():
+                        result = coding()
             finally:
                 progress.close()
             if output_format != "xlsx":
