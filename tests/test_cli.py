@@ -76,6 +76,23 @@ def test_code_leaves_the_garbage_collector_as_it_found_it(tmp_path):
         assert (gc.get_threshold(), gc.get_freeze_count()) == before
 
 
+def test_verbose_shows_what_the_training_process_logs(tmp_path):
+    import subprocess
+    import sys
+
+    codebook = tmp_path / "book.yaml"
+    codebook.write_text(
+        "name: Book\ncodes:\n  - id: time\n    name: Time\n    definition: Time for us.\n"
+        "    examples:\n      positive: [She never had time., Always rushing off., Weeks before a call.]\n"
+        "      negative: [We had chips., The bus was late., It rained all week.]\n"
+        "  - id: silent\n    name: Silent\n    definition: Nothing to learn from.\n", encoding="utf-8")
+    completed = subprocess.run([sys.executable, "-m", "qualcode", "code", str(SAMPLE / "survey"), "--codebook",
+                                str(codebook), "-o", str(tmp_path / "coded.xlsx"), "-v", "--no-model-cache"],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert "code silent: 0 positive and 0 negative examples; too few to train" in completed.stderr
+
+
 def test_csv_format_and_sentence_unit(tmp_path):
     result = run("code", SAMPLE / "essays", "-o", tmp_path / "out", "--format", "csv", "--unit", "sentence", "-q")
     assert result.exit_code == 0, result.output

@@ -10,7 +10,8 @@ from qualcode.codebook import load_codebook
 from qualcode.coding import CodingOptions
 from qualcode.training import background_training_available, start_classifier, training_process
 
-needs_fork = pytest.mark.skipif(not background_training_available(), reason="this platform cannot fork")
+needs_fork = pytest.mark.skipif(not background_training_available(),
+                                reason="no training in a process of its own here: no fork, or a single core")
 
 
 def _training_children():
@@ -83,3 +84,13 @@ def test_a_training_process_started_before_the_data_is_known_trains_the_same_mod
     with training_process() as unused:
         with start_classifier(codebook, options, trainer=unused) as again:
             assert not again.in_background and not _training_children()  # the cache had it: stopped unused
+
+
+@needs_fork
+def test_training_data_that_cannot_be_sent_fails_where_it_is_sent():
+    import pickle
+
+    with training_process() as trainer:
+        with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+            trainer.fit(["trust"], lambda: None)
+    assert not _training_children()

@@ -278,11 +278,10 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
         corpus_options["no_seed"] = corpus_options["no_seed"] or not study.config.seed
     stored = study.decisions() if study is not None else []
     # Fitting the classifier needs scikit-learn imported, about a second: a process gets that done
-    # while this one builds the pipeline, reads the codebook and tokenizes the training examples,
-    # then fits the model unless it is in the cache.
+    # while this one reads the codebook, builds the pipeline and tokenizes the training examples,
+    # then fits the model unless it is in the cache. It logs as this command does.
     early = not no_classifier and not review_paths and not stored and not corpus_options["weak_labels"]
-    with training_process(wanted=early and jobs != 1) as trainer:
-        nlp = build_pipeline(corpus_options["spacy_model"] or DEFAULT_PIPELINE)
+    with _logging_to_stderr(quiet, verbose), training_process(wanted=early and jobs != 1) as trainer:
         codebook = load_codebook(codebook_path)
         try:
             ensure_replaceable(output, force=force, format=output_format)
@@ -299,9 +298,10 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
         imports = [read_review_workbook(path, coder=coder or path.stem, code_ids=codebook.code_ids,
                                         decided_at=_modified_at(path)) for path in review_paths]
         reviews = [*stored, *(decision for review in imports for decision in review.decisions)]
+        nlp = build_pipeline(options.spacy_model)
         started_at = _now()
         progress = _ProgressBars(enabled=not quiet and sys.stderr.isatty())
-        with _logging_to_stderr(quiet, verbose), contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack:
             try:
                 training = [example for path in train_paths
                             for example in examples_from_labels(read_label_file(path, codebook.code_ids))]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
+import pickle
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -79,7 +81,15 @@ def _train(code_ids: tuple[str, ...], examples: list[TrainingExample], spacy_mod
     return train_model(code_ids, examples, nlp if nlp is not None else build_pipeline(spacy_model))
 
 
-def _serve_one_fit(connection) -> None:
+def _portable(error: BaseException) -> BaseException:
+    """``error`` if it survives pickling (to be raised in the run as it is), else a RuntimeError saying what it was."""
+    try:
+        return pickle.loads(pickle.dumps(error))
+    except Exception:
+        return RuntimeError(f"training the classifier failed: {error!r}")
+
+
+def _serve_one_fit(connection, parents_end) -> None:
     """The training process: import scikit-learn, wait for (code ids, ``TrainingMatrix``), send back the outcome.
 
     The outcome is ("model", ClassifierModel) or ("error", exception).
@@ -88,26 +98,25 @@ def _serve_one_fit(connection) -> None:
 
     from qualcode.parallel import die_with_parent
 
+    parents_end.close()  # so that the parent closing its end, or dying, reads here as the end of input
     die_with_parent()
     outcome = None
     try:
         for module in ("sklearn.feature_extraction.text", "sklearn.linear_model", "sklearn.model_selection"):
             importlib.import_module(module)
     except BaseException as error:  # reported when a model is asked for, raised there
-        outcome = ("error", error)
+        outcome = ("error", _portable(error))
     try:
         code_ids, data = connection.recv()
-    except EOFError:  # the run needs no training (the model was in the cache)
+    except EOFError:  # no training asked for: the model was in the cache, or the run has ended
         return
     if outcome is None:
         try:
             outcome = ("model", fit_model(code_ids, data))
         except BaseException as error:
-            outcome = ("error", error)
+            outcome = ("error", _portable(error))
     try:
         connection.send(outcome)
-    except Exception as error:  # an exception that cannot be pickled
-        connection.send(("error", RuntimeError(f"training failed: {outcome[1]!r} ({error})")))
     finally:
         connection.close()
 
@@ -125,25 +134,31 @@ class TrainingProcess:
     def __init__(self):
         context = multiprocessing.get_context("fork")
         self._connection, theirs = context.Pipe()
-        self._process = context.Process(target=_serve_one_fit, args=(theirs,), name="qualcode-training", daemon=True)
+        self._process = context.Process(target=_serve_one_fit, args=(theirs, self._connection),
+                                        name="qualcode-training", daemon=True)
         self._process.start()
         theirs.close()
         self._sending: threading.Thread | None = None
 
     def fit(self, code_ids: Sequence[str], data: TrainingMatrix) -> None:
+        from multiprocessing.reduction import ForkingPickler
+
+        payload = ForkingPickler.dumps((tuple(code_ids), data))  # here, so that a failure is raised here
         # The data (a few MB) fills the pipe, and the process reads it only once its imports are
         # done: sending from a thread keeps this process from waiting on the pipe meanwhile.
-        self._sending = threading.Thread(target=self._send, args=((tuple(code_ids), data),), daemon=True)
+        self._sending = threading.Thread(target=self._send, args=(payload,), daemon=True)
         self._sending.start()
 
-    def _send(self, message) -> None:
+    def _send(self, payload) -> None:
         with contextlib.suppress(OSError):  # the process was stopped: no one needs the data now
-            self._connection.send(message)
+            self._connection.send_bytes(payload)
 
     def done(self) -> bool:
         return self._process is not None and self._connection.poll()
 
     def result(self) -> ClassifierModel:
+        if self._process is None:
+            raise RuntimeError("the classifier's training process was stopped before it sent a model")
         try:
             kind, value = self._connection.recv()
         except EOFError:
@@ -204,7 +219,8 @@ class PendingClassifier:
 
 
 def background_training_available() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
+    """Whether training can run in a process of its own: the platform can fork and there is a core to spare."""
+    return "fork" in multiprocessing.get_all_start_methods() and (os.cpu_count() or 1) > 1
 
 
 @contextlib.contextmanager
@@ -214,8 +230,8 @@ def start_classifier(codebook: Codebook, options, training: Sequence[TrainingExa
     """The classifier of a run with these ``options`` (``coding.CodingOptions``) and human labels.
 
     From the model cache when it has the model; otherwise trained from now on in ``trainer`` (a
-    ``TrainingProcess`` started earlier) or, when ``background`` and the platform can fork, in a
-    new one; else here when ``result`` is first asked. ``nlp`` is the pipeline to tokenize with
+    ``TrainingProcess`` started earlier) or, when ``background`` and ``background_training_available``,
+    in a new one; else here when ``result`` is first asked. ``nlp`` is the pipeline to tokenize with
     (built from ``options.spacy_model`` if not given). ``trainer`` is stopped on leaving.
     Weak labels and human decisions are not known before the documents are coded, so a run that
     uses them trains its classifier itself (``coding.run_coding``).
@@ -237,11 +253,8 @@ def start_classifier(codebook: Codebook, options, training: Sequence[TrainingExa
 
 @contextlib.contextmanager
 def training_process(wanted: bool = True) -> Iterator[TrainingProcess | None]:
-    """A ``TrainingProcess`` started now when ``wanted`` and the machine has a core to spare; stopped on leaving."""
-    import os
-
-    trainer = (TrainingProcess() if wanted and (os.cpu_count() or 1) > 1 and background_training_available()
-               else None)
+    """A ``TrainingProcess`` started now when ``wanted`` and ``background_training_available``; stopped on leaving."""
+    trainer = TrainingProcess() if wanted and background_training_available() else None
     try:
         yield trainer
     finally:
