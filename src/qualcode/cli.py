@@ -315,13 +315,13 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
                 coding = functools.partial(
                     code_corpus, corpus, codebook, options, training=training, progress=progress, reviews=reviews,
                     review_coder=study.config.decisive_coder if study else None, classifier=classifier, nlp=nlp)
-                if output_format == "xlsx":
-                    # The workbook fills while later chunks are still being coded.
-                    with _garbage_collected_less(), streamed_workbook(output, corpus, codebook, force=True) as workbook:
-                        result = coding(on_chunk=workbook.add)
-                        workbook.finish(result)
-                else:
-                    with _garbage_collected_less():
+                with _garbage_collected_less():
+                    if output_format == "xlsx":
+                        # The workbook fills while later chunks are still being coded.
+                        with streamed_workbook(output, corpus, codebook, force=True) as workbook:
+                            result = coding(on_chunk=workbook.add)
+                            workbook.finish(result)
+                    else:
                         result = coding()
             finally:
                 progress.close()

@@ -141,11 +141,11 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
             sink(chunk.segments, chunk.assignments)
 
     with contextlib.ExitStack() as stack:
-        pending = classifier if streaming and options.classifier else None
-        if streaming and options.classifier and pending is None:
+        pending = None
+        if streaming and options.classifier:
             # Worker processes are forked anyway with --jobs 2 or more; the training process is one more.
-            pending = stack.enter_context(start_classifier(codebook, options, training, nlp=nlp,
-                                                           background=jobs > 1 and not options.dask))
+            pending = classifier or stack.enter_context(start_classifier(codebook, options, training, nlp=nlp,
+                                                                         background=jobs > 1 and not options.dask))
         compiled(task, nlp)  # a rule the pipeline cannot serve fails here, before any worker starts
         if pending is not None:
             # Waiting for a model still in training beats starting without it: chunks computed

@@ -492,13 +492,17 @@ class _PatternGates:
         for number, patterns in enumerate(complete.tolist()):
             candidates = [index for index, ok in enumerate(patterns) if ok]
             if any(len(self._gate_columns[index]) > 1 for index in candidates):
+                # This doc's tokens that meet some gate: their positions in it, and which gates.
                 mine = [(rows[cuts[number]:cuts[number + 1]] - starts[number], meets[cuts[number]:cuts[number + 1]])
                         for rows, meets, cuts in hits]
+
+                def meeting(gate: int) -> list[int]:
+                    return sorted(itertools.chain.from_iterable(positions[meets[:, gate]].tolist()
+                                                                for positions, meets in mine))
+
                 candidates = [index for index in candidates
                               if len(self._gate_columns[index]) < 2 or in_order_within(
-                                  [sorted(itertools.chain.from_iterable(positions[meets[:, gate]].tolist()
-                                                                        for positions, meets in mine))
-                                   for gate in self._gate_columns[index]], self._longest[index])]
+                                  [meeting(gate) for gate in self._gate_columns[index]], self._longest[index])]
             opened.append(candidates)
         return opened
 

@@ -69,16 +69,8 @@ def classifier_model(codebook: Codebook, options, examples: Sequence[TrainingExa
                      nlp) -> tuple[ClassifierModel, str]:
     """The classifier for these examples, from the model cache when it was trained on the same data before."""
     model, key = cached_model(codebook, options, examples)
-    if model is not None:
-        return model, loaded(key)
-    model = train_model(codebook.code_ids, examples, nlp)
-    return model, remember(model, key)
-
-
-def _train(code_ids: tuple[str, ...], examples: list[TrainingExample], spacy_model: str, nlp) -> ClassifierModel:
-    from qualcode.segment import build_pipeline
-
-    return train_model(code_ids, examples, nlp if nlp is not None else build_pipeline(spacy_model))
+    pending = PendingClassifier(codebook.code_ids, examples, options.spacy_model, key=key, model=model, nlp=nlp)
+    return pending.result(), pending.description
 
 
 def _portable(error: BaseException) -> BaseException:
@@ -199,10 +191,15 @@ class PendingClassifier:
         self._trainer = trainer if model is None else None
         self.in_background = self._trainer is not None
         if self._trainer is not None:
+            self._trainer.fit(self.code_ids, training_matrix(examples, self._pipeline()))
+
+    def _pipeline(self):
+        """The pipeline the examples are tokenized with: the run's, else one built from ``spacy_model``."""
+        if self._nlp is None:
             from qualcode.segment import build_pipeline
 
-            self._trainer.fit(self.code_ids, training_matrix(examples, nlp if nlp is not None else
-                                                             build_pipeline(spacy_model)))
+            self._nlp = build_pipeline(self._spacy_model)
+        return self._nlp
 
     def done(self) -> bool:
         """Whether ``result`` would return without waiting (or training here)."""
@@ -213,7 +210,7 @@ class PendingClassifier:
             if self._trainer is not None:
                 self._model = self._trainer.result()
             else:
-                self._model = _train(self.code_ids, self._examples, self._spacy_model, self._nlp)
+                self._model = train_model(self.code_ids, self._examples, self._pipeline())
             self.description = remember(self._model, self._key)
         return self._model
 
