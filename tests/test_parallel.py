@@ -121,3 +121,22 @@ def test_a_chunk_crosses_processes_with_every_field_of_its_segments_and_assignme
     assert len(segment_rows[0]) == len(dataclasses.fields(Segment))  # a new field must cross too
     assert len(assignment_rows[0]) == len(dataclasses.fields(CodeAssignment))
     assert len(assignment_rows[0][-1][0]) == len(dataclasses.fields(Evidence))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "nice"), reason="the platform has no process priorities")
+def test_workers_yield_the_cpu_to_the_process_writing_the_output(sample):
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from qualcode.chunks import ChunkTask
+
+    if os.nice(0) >= 19:
+        pytest.skip("the tests already run at the lowest priority")
+    _, codebook = sample
+    task = ChunkTask(codebook, "blank:en", None, (), False)
+    context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+    with ProcessPoolExecutor(1, mp_context=context, initializer=parallel._initialise_worker,
+                             initargs=(task, (), None)) as pool:
+        worker_niceness = pool.submit(os.nice, 0).result()
+    assert worker_niceness == min(19, os.nice(0) + parallel.WORKER_NICENESS)
