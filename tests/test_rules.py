@@ -239,24 +239,46 @@ def test_longest_match_bounds_every_match(pattern, longest):
     assert longest_match(pattern) == longest
 
 
+def _gated_docs(nlp, columns):
+    """Docs of one-letter words: a token is "a" where it meets the first gate, "b" the second, "c" both."""
+    from spacy.tokens import Doc
+
+    words = {1: "a", 2: "b", 3: "c"}
+    return [Doc(nlp.vocab, words=[words.get(value, "x") for value in column]) for column in columns]
+
+
+def _two_gates(nlp, most):
+    from spacy.attrs import LOWER
+
+    from qualcode.rules import _PatternGates
+
+    strings = nlp.vocab.strings
+    return _PatternGates([([(LOWER, frozenset({strings.add("a"), strings.add("c")})),
+                            (LOWER, frozenset({strings.add("b"), strings.add("c")}))], most)])
+
+
 @pytest.mark.parametrize("first,second,most,expected", [
     ([1], [2], 2, True),
     ([2], [1], None, False),        # out of order
     ([0], [5], 3, False),           # too far apart
     ([0, 4], [5], 3, True),         # the later first token is close enough
     ([0], [0], None, False),        # one token cannot stand for two
+    ([0, 3], [3, 6], 4, True),      # a token meeting both gates serves as the second after an earlier first
 ])
-def test_in_order_within_finds_ordered_tokens_close_together(first, second, most, expected):
-    from qualcode.rules import in_order_within
-
+def test_pattern_gates_open_a_pattern_for_ordered_tokens_close_together(nlp, first, second, most, expected):
     column = [0] * 8
     for position in first:
         column[position] = 1
     for position in second:
         column[position] = 2 if column[position] == 0 else 3
-    gates = [(0, frozenset({1, 3})), (0, frozenset({2, 3}))]
-    positions = [[index for index, value in enumerate(column) if value in hashes] for _, hashes in gates]
-    assert in_order_within(positions, most) is expected
+    assert _two_gates(nlp, most).open_patterns(_gated_docs(nlp, [column])) == [[0] if expected else []]
+
+
+def test_pattern_gates_never_pair_tokens_of_different_docs_in_a_batch(nlp):
+    columns = [[0, 0, 1], [2, 0, 0], [0, 1, 2], [], [1, 0, 0, 0, 2]]
+    gates = _two_gates(nlp, None)
+    assert gates.open_patterns(_gated_docs(nlp, columns)) == [[], [], [0], [], [0]]
+    assert _two_gates(nlp, 4).open_patterns(_gated_docs(nlp, columns)) == [[], [], [0], [], []]
 
 
 def test_pattern_gates_read_keys_in_any_case_as_spacy_does(nlp):

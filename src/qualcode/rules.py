@@ -414,96 +414,94 @@ def longest_match(pattern: Sequence[dict]) -> int | None:
     return total
 
 
-def in_order_within(positions: Sequence[Sequence[int]], most_tokens: int | None) -> bool:
-    """Whether there is a token from each list of positions in turn, each after the last, all within ``most_tokens``.
-
-    ``positions`` holds, for each required token of a token pattern in order, the ascending
-    positions of the doc's tokens that could be it. A match of the pattern has one token per
-    required token, in order and within its longest span; checking that in Python is much
-    cheaper than calling a spaCy ``Matcher``, whose set tests run in Python for every token.
-    """
-    for first in positions[0]:
-        last = first
-        for later in positions[1:]:
-            # The earliest token that will do keeps the span shortest.
-            last = next((index for index in later if index > last), None)
-            if last is None:
-                return False
-        if most_tokens is None or last - first < most_tokens:
-            return True
-    return False
-
-
 class _PatternGates:
-    """Which token patterns to run on a doc: those whose gates its tokens meet in order, close enough together.
+    """Which token patterns to run on a doc: those with a token meeting each of their gates in turn, close together.
 
-    A gate is the string hashes one of which a required token of the pattern has (its NORM or LOWER);
-    a pattern's gates are in pattern order, with the longest span a match can have. Which gates
-    each doc meets is worked out for a batch of docs at once in numpy (gates hold common words, so
-    a good share of all tokens meet one); token positions are compared, in Python, only for the
-    patterns whose every gate a doc meets.
+    A gate is the string hashes one of which a required token of the pattern has (its NORM or
+    LOWER); a pattern's gates are in pattern order, with the longest span a match can have. A
+    match needs a token for each gate, each after the last, all within that span, so a pattern
+    is run only on docs that have such tokens. This is worked out in numpy for a batch of docs at
+    once, one array operation per gate of each pattern: most docs hold some of the gates' common
+    words, and a test per doc in Python cost more than the spaCy matchers it spared.
     """
 
     def __init__(self, patterns: Sequence[tuple[Sequence[tuple[int, frozenset[int]]], int | None]]):
-        self._gates = [tuple(gates) for gates, _ in patterns]
         self._longest = [longest for _, longest in patterns]
-        self.attrs = sorted({attr for gates in self._gates for attr, _ in gates})
-        # Every gate of every pattern gets a column; a pattern needs all of its columns met.
+        # Every gate of every pattern gets a column number; a pattern's columns are in pattern order.
         self._gate_columns: list[list[int]] = []
         flat: list[tuple[int, frozenset[int]]] = []
-        for gates in self._gates:
+        for gates, _ in patterns:
             self._gate_columns.append(list(range(len(flat), len(flat) + len(gates))))
             flat.extend(gates)
-        self._needs = np.zeros((len(flat), len(self._gates)), dtype=np.int32)
-        for pattern, columns in enumerate(self._gate_columns):
-            self._needs[columns, pattern] = 1
-        # Per attribute: the sorted hashes some gate looks for, and which gates each one meets.
+        self._columns = len(flat)
+        # Small column numbers sort by radix, in linear time (numpy's stable sort of 16-bit integers).
+        self._column_type = np.int16 if len(flat) < 2 ** 15 else np.int64
+        self.attrs = sorted({attr for attr, _ in flat})
+        # Per attribute: the sorted hashes some gate looks for and, as compressed rows, the columns
+        # each hash meets (those of hash i are columns[starts[i]:starts[i] + counts[i]]).
         self._hashes: dict[int, np.ndarray] = {}
-        self._meets: dict[int, np.ndarray] = {}
+        self._columns_of_hash: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for attr in self.attrs:
             hashes = sorted({value for gate_attr, values in flat if gate_attr == attr for value in values})
+            met = [[column for column, (gate_attr, values) in enumerate(flat) if gate_attr == attr and value in values]
+                   for value in hashes]
             self._hashes[attr] = np.array(hashes, dtype=np.uint64)
-            self._meets[attr] = np.array([[gate_attr == attr and value in values for gate_attr, values in flat]
-                                          for value in hashes], dtype=bool).reshape(len(hashes), len(flat))
+            self._columns_of_hash[attr] = (np.cumsum([0, *map(len, met)])[:-1], np.array(list(map(len, met))),
+                                           np.array([column for columns in met for column in columns],
+                                                    dtype=self._column_type))
+
+    def _positions_by_column(self, values: np.ndarray) -> list[np.ndarray]:
+        """For each gate column, the ascending positions (rows of ``values``) of the tokens meeting it."""
+        positions, columns = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=self._column_type)]
+        for number, attr in enumerate(self.attrs):
+            hashes, tokens = self._hashes[attr], values[:, number]
+            nearest = np.minimum(np.searchsorted(hashes, tokens), len(hashes) - 1)  # a binary search per token
+            rows = np.flatnonzero(hashes[nearest] == tokens)
+            starts, counts, flat_columns = self._columns_of_hash[attr]
+            first, counts = starts[nearest[rows]], counts[nearest[rows]]
+            # One entry per (token, column it meets): each token repeated once per column.
+            offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+            positions.append(np.repeat(rows, counts))
+            columns.append(flat_columns[np.repeat(first, counts) + offsets])
+        positions, columns = np.concatenate(positions), np.concatenate(columns)
+        order = np.argsort(columns, kind="stable")  # by column; within one, positions stay ascending per attribute
+        bounds = np.searchsorted(columns[order], np.arange(self._columns + 1))
+        by_column = positions[order]
+        return [by_column[bounds[column]:bounds[column + 1]] for column in range(self._columns)]
 
     def open_patterns(self, docs: Sequence) -> list[list[int]]:
         """For each doc, the indices, in order, of the patterns to run on it."""
         if not self.attrs or not docs:
-            return [list(range(len(self._gates))) for _ in docs]
+            return [list(range(len(self._gate_columns))) for _ in docs]
         # to_array gives one value per token, not a row, when there is one attribute.
         values = np.concatenate([doc.to_array(self.attrs).reshape(len(doc), len(self.attrs)) for doc in docs])
-        starts = np.cumsum([0, *(len(doc) for doc in docs)])
-        met = np.zeros((len(docs), len(self._needs)), dtype=bool)
-        hits = []  # per attribute: the rows of tokens meeting some gate, and which gates they meet
-        for column, attr in enumerate(self.attrs):
-            hashes, tokens = self._hashes[attr], values[:, column]
-            if not len(hashes):
+        doc_starts = np.cumsum([0, *(len(doc) for doc in docs)])
+        by_column = self._positions_by_column(values)
+        opened: list[list[int]] = [[] for _ in docs]
+        for pattern, (columns, longest) in enumerate(zip(self._gate_columns, self._longest)):
+            if not columns:
+                for doc_patterns in opened:
+                    doc_patterns.append(pattern)
                 continue
-            nearest = np.minimum(np.searchsorted(hashes, tokens), len(hashes) - 1)  # a binary search per token
-            rows = np.flatnonzero(hashes[nearest] == tokens)
-            meets = self._meets[attr][nearest[rows]]
-            owners = np.searchsorted(starts, rows, side="right") - 1
-            if len(rows):
-                first = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
-                met[owners[first]] |= np.logical_or.reduceat(meets, first, axis=0)
-            hits.append((rows, meets, np.searchsorted(rows, starts).tolist()))  # each doc's stretch of rows
-        complete = ((~met).astype(np.int32) @ self._needs) == 0  # docs x patterns: every gate met
-        opened: list[list[int]] = []
-        for number, patterns in enumerate(complete.tolist()):
-            candidates = [index for index, ok in enumerate(patterns) if ok]
-            if any(len(self._gate_columns[index]) > 1 for index in candidates):
-                # This doc's tokens that meet some gate: their positions in it, and which gates.
-                mine = [(rows[cuts[number]:cuts[number + 1]] - starts[number], meets[cuts[number]:cuts[number + 1]])
-                        for rows, meets, cuts in hits]
-
-                def meeting(gate: int) -> list[int]:
-                    return sorted(itertools.chain.from_iterable(positions[meets[:, gate]].tolist()
-                                                                for positions, meets in mine))
-
-                candidates = [index for index in candidates
-                              if len(self._gate_columns[index]) < 2 or in_order_within(
-                                  [meeting(gate) for gate in self._gate_columns[index]], self._longest[index])]
-            opened.append(candidates)
+            # From each token meeting the first gate, the earliest token meeting each later gate in
+            # turn: the shortest stretch starting there. One that stays inside its doc and its span opens it.
+            first = by_column[columns[0]]
+            owners = np.searchsorted(doc_starts, first, side="right") - 1
+            doc_ends = doc_starts[owners + 1]
+            last, ok = first, np.ones(len(first), dtype=bool)
+            for column in columns[1:]:
+                later = by_column[column]
+                if not len(later):
+                    ok[:] = False
+                    break
+                index = np.searchsorted(later, last, side="right")
+                following = later[np.minimum(index, len(later) - 1)]
+                ok &= (index < len(later)) & (following < doc_ends)
+                last = np.where(ok, following, last)
+            if longest is not None:
+                ok &= last - first < longest
+            for doc in np.unique(owners[ok]).tolist():
+                opened[doc].append(pattern)
         return opened
 
 
