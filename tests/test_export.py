@@ -213,7 +213,9 @@ def _without_creation_time(sheets):
     return sheets
 
 
-def test_a_streamed_workbook_equals_one_written_from_the_whole_result(tmp_path, nlp):
+@pytest.mark.parametrize("code_interviewer", [False, True])
+def test_a_streamed_workbook_equals_one_written_from_the_whole_result(tmp_path, nlp, monkeypatch, code_interviewer):
+    from qualcode import parallel
     from qualcode.export import streamed_workbook
 
     folder = tmp_path / "corpus"
@@ -223,19 +225,54 @@ def test_a_streamed_workbook_equals_one_written_from_the_whole_result(tmp_path, 
     (folder / "survey.csv").write_text(SURVEY, encoding="utf-8")
     codebook, _ = parse_codebook(BOOK, "export-test.yaml")
     corpus = read_documents([folder])
+    monkeypatch.setattr(parallel, "WORDS_PER_CHUNK", 10)  # about a document per chunk
     chunks = []
-    with streamed_workbook(tmp_path / "streamed.xlsx", corpus, codebook) as workbook:
+    with streamed_workbook(tmp_path / "streamed.xlsx", corpus, codebook, code_interviewer=code_interviewer) as workbook:
         def add(segments, assignments):
             chunks.append(len(segments))
             workbook.add(segments, assignments)
 
-        result = code_corpus(corpus, codebook, CodingOptions(), nlp=nlp, on_chunk=add)
+        options = CodingOptions(code_interviewer=code_interviewer)
+        result = code_corpus(corpus, codebook, options, nlp=nlp, on_chunk=add)
         workbook.finish(result)
     write_result(result, tmp_path / "whole.xlsx")
-    assert sum(chunks) == len(result.segments)
+    assert len(chunks) > 2 and sum(chunks) == len(result.segments)
     streamed, whole = _sheets(tmp_path / "streamed.xlsx"), _sheets(tmp_path / "whole.xlsx")
     assert len(streamed["Codings"]) > 3
     assert _without_creation_time(streamed) == _without_creation_time(whole)
+    documents = streamed["Documents"]
+    assert [row[0] for row in documents[1:]] == [document.doc_id for document in corpus.documents]
+    interviewer_turns = sum(segment.is_interviewer for segment in result.segments)
+    assert interviewer_turns and sum(row[2] for row in documents[1:]) == (
+        len(result.segments) - (0 if code_interviewer else interviewer_turns))
+    any_code = next(row for row in streamed["Summary"] if row[0] == "(any code)")
+    assert any_code[2] > 0 and sum(row[3] for row in documents[1:]) == any_code[2]
+
+
+def test_a_streamed_workbook_refuses_stretches_out_of_document_order(result, tmp_path):
+    from qualcode.export import streamed_workbook
+
+    documents = [document.doc_id for document in result.corpus.documents]
+    later = [segment for segment in result.segments if segment.doc_id == documents[2]]
+    earlier = [segment for segment in result.segments if segment.doc_id == documents[0]]
+    with pytest.raises(ValueError, match=f"segments of {documents[0]} came after its row in the Documents sheet"):
+        with streamed_workbook(tmp_path / "coded.xlsx", result.corpus, result.codebook) as workbook:
+            workbook.add(later, [])
+            workbook.add(earlier, [])
+    assert not (tmp_path / "coded.xlsx").exists()
+
+
+def test_a_streamed_workbook_refuses_a_run_with_another_interviewer_option(result, tmp_path):
+    import dataclasses
+
+    from qualcode.export import streamed_workbook
+
+    other = dataclasses.replace(result, options={**result.options, "code_interviewer": True})
+    with pytest.raises(ValueError, match="code_interviewer option differs"):
+        with streamed_workbook(tmp_path / "coded.xlsx", result.corpus, result.codebook) as workbook:
+            workbook.add(result.segments, result.assignments)
+            workbook.finish(other)
+    assert not (tmp_path / "coded.xlsx").exists()
 
 
 def test_a_streamed_run_that_fails_or_never_finishes_leaves_the_previous_output(result, tmp_path):

@@ -318,7 +318,8 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
                 with _garbage_collected_less():
                     if output_format == "xlsx":
                         # The workbook fills while later chunks are still being coded.
-                        with streamed_workbook(output, corpus, codebook, force=True) as workbook:
+                        with streamed_workbook(output, corpus, codebook, force=True,
+                                               code_interviewer=options.code_interviewer) as workbook:
                             result = coding(on_chunk=workbook.add)
                             workbook.finish(result)
                     else:

@@ -55,8 +55,10 @@ def write_result(result: CodingResult, output: str | os.PathLike[str], *, format
 
 @contextlib.contextmanager
 def streamed_workbook(output: str | os.PathLike[str], corpus: Corpus, codebook: Codebook, *,
-                      force: bool = False) -> Iterator[CodedWorkbook]:
+                      force: bool = False, code_interviewer: bool = False) -> Iterator[CodedWorkbook]:
     """A ``CodedWorkbook`` filled while coding runs (pass its ``add`` as ``on_chunk``), then ``finish``-ed.
+
+    ``code_interviewer`` is the run's option of that name.
 
     It is written beside ``output`` and renamed into place only when the block ends without an
     error after ``finish``; otherwise the earlier output stays as it was.
@@ -64,7 +66,7 @@ def streamed_workbook(output: str | os.PathLike[str], corpus: Corpus, codebook: 
     output = Path(output)
     ensure_replaceable(output, force=force, format="xlsx")
     with atomic_file(output) as temporary:
-        workbook = CodedWorkbook(temporary, corpus, codebook)
+        workbook = CodedWorkbook(temporary, corpus, codebook, code_interviewer=code_interviewer)
         try:
             yield workbook
         except BaseException:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import datetime as dt
 import platform
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from qualcode import __version__
-from qualcode.models import COUNTED_STATUSES, CodeAssignment, Codebook, CodingResult, Corpus, Segment
+from qualcode.models import COUNTED_STATUSES, CodeAssignment, Codebook, CodingResult, Corpus, Document, Segment
 
 SEGMENT_FIXED = ("segment_id", "document", "speaker", "start", "end", "timestamp")
 CODING_COLUMNS = ("segment_id", "document", "code", "source", "confidence", "evidence", "status", "text", "decision")
@@ -113,62 +113,88 @@ def codings_table(result: CodingResult) -> Table:
                  text_columns=CODING_TEXT_COLUMNS, count=len(result.assignments))
 
 
-def _eligible(result: CodingResult) -> list[Segment]:
-    return [segment for segment in result.segments if result.options.get("code_interviewer") or not segment.is_interviewer]
+class CodeCounts:
+    """What the summary sheets count, gathered stretch by stretch as coded segments come in.
 
+    A stretch (``add``) must hold every assignment of its segments, as a chunk of whole documents
+    or a whole run does. ``code_interviewer`` says whether interviewer turns were coded, which
+    makes them eligible for coding.
+    """
 
-# The summary sheets each take ``coded``, the counted codes of each segment (``_active``), so
-# ``summary_tables`` works it out once for all of them.
-Coded = Mapping[str, list[str]]
+    def __init__(self, codebook: Codebook, code_interviewer: bool = False):
+        self.code_ids = codebook.code_ids
+        self.code_interviewer = code_interviewer
+        self.eligible: Counter[str] = Counter()  # per document: its segments eligible for coding
+        # Per document: its segments carrying each code, and under None those carrying any.
+        self.by_document: dict[str, Counter] = defaultdict(Counter)
+        self.pairs: Counter[tuple[str, str]] = Counter()  # segments carrying both codes (the same code twice: it)
+        self.coded_segments = 0
+        self.codings = 0  # suggested and accepted
+        self.rows = 0  # every assignment, with the rejected and downgraded ones
 
+    @classmethod
+    def of(cls, result: CodingResult) -> CodeCounts:
+        counts = cls(result.codebook, bool(result.options.get("code_interviewer")))
+        counts.add(result.segments, result.assignments)
+        return counts
 
-def _codes_by_document(result: CodingResult, coded: Coded) -> dict[str, Counter]:
-    """For each document, how many of its segments carry each code (and ``None``: any code)."""
-    doc_of = {segment.segment_id: segment.doc_id for segment in result.segments}
-    counts: dict[str, Counter] = defaultdict(Counter)
-    for segment_id, code_ids in coded.items():
-        if code_ids:
-            document = counts[doc_of[segment_id]]
+    def add(self, segments: Sequence[Segment], assignments: Sequence[CodeAssignment]) -> None:
+        self.eligible.update(segment.doc_id for segment in segments
+                             if self.code_interviewer or not segment.is_interviewer)
+        coded = _active(assignments)
+        doc_of = {segment.segment_id: segment.doc_id for segment in segments}
+        for segment_id, code_ids in coded.items():
+            document = self.by_document[doc_of[segment_id]]
             document.update(code_ids)
             document[None] += 1
-    return counts
+            self.pairs.update((first, second) for first in code_ids for second in code_ids)
+        self.coded_segments += len(coded)
+        self.codings += sum(1 for assignment in assignments if assignment.status in COUNTED_STATUSES)
+        self.rows += len(assignments)
 
 
-def summary_table(result: CodingResult, coded: Coded | None = None) -> Table:
+SUMMARY_COLUMNS = ("code", "name", "segments", "% of segments", "documents")
+
+
+def summary_table(result: CodingResult, counts: CodeCounts | None = None) -> Table:
     """One row per code: segments coded, their share of the segments eligible for coding, documents touched."""
-    eligible = _eligible(result)
-    by_document = _codes_by_document(result, _active(result.assignments) if coded is None else coded)
-    total = len(eligible) or 1
+    counts = counts or CodeCounts.of(result)
+    eligible = sum(counts.eligible.values())
+    total = eligible or 1
     rows = []
     for code_id, name in [*((code.code_id, code.name) for code in result.codebook.codes),
                           (None, "segments with at least one code")]:
-        segments = sum(counts[code_id] for counts in by_document.values())
-        documents = sum(1 for counts in by_document.values() if counts[code_id])
+        segments = sum(document[code_id] for document in counts.by_document.values())
+        documents = sum(1 for document in counts.by_document.values() if document[code_id])
         rows.append((code_id or "(any code)", name, segments, round(100 * segments / total, 1), documents))
-    documents = len({segment.doc_id for segment in eligible})
-    rows.append(("(segments)", "segments eligible for coding", len(eligible), 100.0 if eligible else 0.0, documents))
-    return Table("Summary", ("code", "name", "segments", "% of segments", "documents"), rows)
+    documents = sum(1 for count in counts.eligible.values() if count)
+    rows.append(("(segments)", "segments eligible for coding", eligible, 100.0 if eligible else 0.0, documents))
+    return Table("Summary", SUMMARY_COLUMNS, rows)
 
 
-def documents_table(result: CodingResult, coded: Coded | None = None) -> Table:
+def documents_header(codebook: Codebook) -> tuple[str, ...]:
+    return ("document", "kind", "segments", "segments with a code", *codebook.code_ids)
+
+
+def document_rows(documents: Iterable[Document], counts: CodeCounts) -> Iterator[tuple]:
+    """Rows of the Documents sheet: each document's segments eligible for coding, coded, and per code."""
+    empty: Counter = Counter()
+    for document in documents:
+        coded = counts.by_document.get(document.doc_id, empty)
+        yield (document.doc_id, document.kind, counts.eligible[document.doc_id], coded[None],
+               *(coded[code_id] for code_id in counts.code_ids))
+
+
+def documents_table(result: CodingResult, counts: CodeCounts | None = None) -> Table:
     """One row per document (a case, in NVivo's terms): its segments eligible for coding, coded, and per code."""
-    code_ids = result.codebook.code_ids
-    by_document = _codes_by_document(result, _active(result.assignments) if coded is None else coded)
-    eligible = Counter(segment.doc_id for segment in _eligible(result))
-    rows = [(document.doc_id, document.kind, eligible[document.doc_id], by_document[document.doc_id][None],
-             *(by_document[document.doc_id][code_id] for code_id in code_ids))
-            for document in result.corpus.documents]
-    return Table("Documents", ("document", "kind", "segments", "segments with a code", *code_ids), rows,
+    counts = counts or CodeCounts.of(result)
+    return Table("Documents", documents_header(result.codebook), document_rows(result.corpus.documents, counts),
                  count=len(result.corpus.documents))
 
 
-def cooccurrence_table(result: CodingResult, coded: Coded | None = None) -> Table:
+def cooccurrence_table(result: CodingResult, counts: CodeCounts | None = None) -> Table:
     code_ids = result.codebook.code_ids
-    pairs: Counter = Counter()
-    for assigned in (_active(result.assignments) if coded is None else coded).values():
-        for first in assigned:
-            for second in assigned:
-                pairs[first, second] += 1
+    pairs = (counts or CodeCounts.of(result)).pairs
     rows = [(first, *(pairs.get((first, second), 0) for second in code_ids)) for first in code_ids]
     return Table("Co-occurrence", ("code", *code_ids), rows)
 
@@ -189,12 +215,12 @@ def codebook_table(result: CodingResult) -> Table:
                                                          "negative examples"))
 
 
-def run_table(result: CodingResult, *, created: dt.datetime | None = None, coded: Coded | None = None) -> Table:
+def run_table(result: CodingResult, *, created: dt.datetime | None = None, counts: CodeCounts | None = None) -> Table:
     import spacy
 
     created = created or dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     codebook = result.codebook
-    coded_segments = len(_active(result.assignments) if coded is None else coded)
+    counts = counts or CodeCounts.of(result)
     rows: list[tuple] = [
         ("qualcode version", __version__, None),
         ("created", created.isoformat(), None),
@@ -209,10 +235,9 @@ def run_table(result: CodingResult, *, created: dt.datetime | None = None, coded
     rows.extend([
         ("documents", len(result.corpus.documents), None),
         ("segments", len(result.segments), None),
-        ("segments with a code", coded_segments, None),
-        ("codings", sum(1 for a in result.assignments if a.status in COUNTED_STATUSES),
-         "suggested and accepted codings (what the command line reports)"),
-        ("rows in Codings", len(result.assignments), "with the rejected and downgraded ones"),
+        ("segments with a code", counts.coded_segments, None),
+        ("codings", counts.codings, "suggested and accepted codings (what the command line reports)"),
+        ("rows in Codings", counts.rows, "with the rejected and downgraded ones"),
     ])
     rows.extend(("input", file.path, file.sha256) for file in result.corpus.files)
     rows.extend(("skipped", skipped.path, skipped.reason) for skipped in result.corpus.skipped)
@@ -239,12 +264,17 @@ def all_tables(result: CodingResult) -> Iterator[Table]:
     yield from summary_tables(result)
 
 
-def summary_tables(result: CodingResult) -> Iterator[Table]:
-    """The sheets after Segments and Codings, which need the whole run."""
-    coded = _active(result.assignments)
-    yield summary_table(result, coded)
-    yield documents_table(result, coded)
-    yield cooccurrence_table(result, coded)
+def summary_tables(result: CodingResult, counts: CodeCounts | None = None) -> Iterator[Table]:
+    """The sheets after Segments and Codings, which need the whole run (``counts``: its ``CodeCounts``)."""
+    counts = counts or CodeCounts.of(result)
+    yield summary_table(result, counts)
+    yield documents_table(result, counts)
+    yield from closing_tables(result, counts)
+
+
+def closing_tables(result: CodingResult, counts: CodeCounts) -> Iterator[Table]:
+    """The sheets after Documents."""
+    yield cooccurrence_table(result, counts)
     yield codebook_table(result)
-    yield run_table(result, coded=coded)
+    yield run_table(result, counts=counts)
     yield orphaned_reviews_table(result)

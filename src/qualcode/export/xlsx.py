@@ -8,8 +8,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from qualcode.errors import OutputError
-from qualcode.export.tables import (CODING_COLUMNS, CODING_TEXT_COLUMNS, SegmentRows, Table, coding_rows,
-                                    codings_table, segments_table, summary_tables)
+from qualcode.export.tables import (CODING_COLUMNS, CODING_TEXT_COLUMNS, SUMMARY_COLUMNS, CodeCounts, SegmentRows,
+                                    Table, closing_tables, coding_rows, codings_table, document_rows, documents_header,
+                                    segments_table, summary_table)
 from qualcode.models import CodeAssignment, Codebook, CodingResult, Corpus, Segment
 
 logger = logging.getLogger(__name__)
@@ -177,35 +178,64 @@ def _close(workbook) -> None:
 class CodedWorkbook:
     """The coded workbook, written while the coding runs.
 
-    ``add`` appends a stretch of coded segments to the Segments and Codings sheets (each streams
-    its rows to disk, so memory stays flat); ``finish`` writes the summary sheets from the whole
-    result and closes the file. Callers write to a temporary path and rename it (``export``).
+    ``add`` appends a stretch of coded segments, with every assignment of those segments, to the
+    Segments and Codings sheets (each streams its rows to disk, so memory stays flat), and the
+    rows of the documents it has finished to the Documents sheet; ``finish`` writes the rest of
+    the summary sheets from what the stretches counted and closes the file. Stretches come in
+    document order. ``code_interviewer`` is the run's option: coded interviewer turns count as
+    segments eligible for coding. Callers write to a temporary path and rename it (``export``).
     """
 
-    def __init__(self, path: Path, corpus: Corpus, codebook: Codebook):
+    def __init__(self, path: Path, corpus: Corpus, codebook: Codebook, *, code_interviewer: bool = False):
         if len(corpus.documents) + 1 > EXCEL_MAX_ROWS:
             raise _too_many_rows("Documents", len(corpus.documents) + 1)
         self._workbook = _open_workbook(path)
         self._formats = _Formats(self._workbook, codebook)
         self._codebook = codebook
+        self._documents = corpus.documents
+        self._position = {document.doc_id: position for position, document in enumerate(corpus.documents)}
         self._segment_rows = SegmentRows(corpus, codebook)
-        self._segments = _Sheet(self._workbook, "Segments", self._segment_rows.header, ("text",), self._formats,
-                                codebook)
-        self._codings = _Sheet(self._workbook, "Codings", CODING_COLUMNS, CODING_TEXT_COLUMNS, self._formats, codebook)
+        self._counts = CodeCounts(codebook, code_interviewer)
+        self._segments = self._sheet("Segments", self._segment_rows.header, ("text",))
+        self._codings = self._sheet("Codings", CODING_COLUMNS, CODING_TEXT_COLUMNS)
+        # Summary is filled last but comes first; a document's row is written once a later one has begun.
+        self._summary = self._sheet("Summary", SUMMARY_COLUMNS, ())
+        self._documents_sheet = self._sheet("Documents", documents_header(codebook), ())
+        self._documents_written = 0
         self.finished = False
+
+    def _sheet(self, name: str, header: Sequence[str], text_columns: Sequence[str]) -> _Sheet:
+        return _Sheet(self._workbook, name, header, text_columns, self._formats, self._codebook)
 
     def add(self, segments: Sequence[Segment], assignments: Sequence[CodeAssignment]) -> None:
         for sheet, count in ((self._segments, len(segments)), (self._codings, len(assignments))):
             if sheet.rows + count + 1 > EXCEL_MAX_ROWS:
                 raise _too_many_rows(sheet.name, sheet.rows + count + 1)
+        positions = [self._position[segment.doc_id] for segment in segments]
+        if positions and min(positions) < self._documents_written:
+            raise ValueError(f"segments of {self._documents[min(positions)].doc_id} came after its row in the "
+                             "Documents sheet was written: stretches must come in document order")
         self._segments.write(self._segment_rows.rows(segments, assignments))
         self._codings.write(coding_rows(segments, assignments, self._codebook.code_ids))
+        self._counts.add(segments, assignments)
+        if positions:
+            # The last document here may go on in the next stretch; the ones before it are done.
+            self._write_documents_before(positions[-1])
+
+    def _write_documents_before(self, position: int) -> None:
+        if position > self._documents_written:
+            self._documents_sheet.write(document_rows(self._documents[self._documents_written:position], self._counts))
+            self._documents_written = position
 
     def finish(self, result: CodingResult) -> None:
-        self._segments.close()
-        self._codings.close()
-        for table in summary_tables(result):
-            sheet = _Sheet(self._workbook, table.name, table.header, table.text_columns, self._formats, self._codebook)
+        if bool(result.options.get("code_interviewer")) != self._counts.code_interviewer:
+            raise ValueError("the run's code_interviewer option differs from the workbook's")
+        self._write_documents_before(len(self._documents))
+        self._summary.write(summary_table(result, self._counts).rows)
+        for sheet in (self._segments, self._codings, self._summary, self._documents_sheet):
+            sheet.close()
+        for table in closing_tables(result, self._counts):
+            sheet = self._sheet(table.name, table.header, table.text_columns)
             sheet.write(table.rows)
             sheet.close()
         _close(self._workbook)
@@ -220,7 +250,8 @@ class CodedWorkbook:
 def write_xlsx(result: CodingResult, path: Path) -> None:
     """Write the coded workbook to ``path`` (callers handle atomic replacement)."""
     check_sheet_sizes([segments_table(result), codings_table(result)])
-    workbook = CodedWorkbook(path, result.corpus, result.codebook)
+    workbook = CodedWorkbook(path, result.corpus, result.codebook,
+                             code_interviewer=bool(result.options.get("code_interviewer")))
     try:
         workbook.add(result.segments, result.assignments)
         workbook.finish(result)
