@@ -256,9 +256,22 @@ def test_a_streamed_workbook_refuses_stretches_out_of_document_order(result, tmp
     later = [segment for segment in result.segments if segment.doc_id == documents[2]]
     earlier = [segment for segment in result.segments if segment.doc_id == documents[0]]
     with pytest.raises(ValueError, match=f"segments of {documents[0]} came after its row in the Documents sheet"):
-        with streamed_workbook(tmp_path / "coded.xlsx", result.corpus, result.codebook) as workbook:
+        with streamed_workbook(tmp_path / "coded.xlsx", result.corpus, result.codebook,
+                               code_interviewer=False) as workbook:
             workbook.add(later, [])
             workbook.add(earlier, [])
+    assert not (tmp_path / "coded.xlsx").exists()
+
+
+def test_a_streamed_workbook_refuses_a_run_other_than_the_one_it_was_given(result, tmp_path):
+    from qualcode.export import streamed_workbook
+
+    with pytest.raises(ValueError, match=rf"given {len(result.segments) - 1} segments and 0 assignments, the run has "
+                                         rf"{len(result.segments)} and {len(result.assignments)}"):
+        with streamed_workbook(tmp_path / "coded.xlsx", result.corpus, result.codebook,
+                               code_interviewer=False) as workbook:
+            workbook.add(result.segments[:-1], [])
+            workbook.finish(result)
     assert not (tmp_path / "coded.xlsx").exists()
 
 
@@ -269,7 +282,8 @@ def test_a_streamed_workbook_refuses_a_run_with_another_interviewer_option(resul
 
     other = dataclasses.replace(result, options={**result.options, "code_interviewer": True})
     with pytest.raises(ValueError, match="code_interviewer option differs"):
-        with streamed_workbook(tmp_path / "coded.xlsx", result.corpus, result.codebook) as workbook:
+        with streamed_workbook(tmp_path / "coded.xlsx", result.corpus, result.codebook,
+                               code_interviewer=False) as workbook:
             workbook.add(result.segments, result.assignments)
             workbook.finish(other)
     assert not (tmp_path / "coded.xlsx").exists()
@@ -282,11 +296,11 @@ def test_a_streamed_run_that_fails_or_never_finishes_leaves_the_previous_output(
     path = write_result(result, tmp_path / "coded.xlsx")
     before = path.read_bytes()
     with pytest.raises(KeyboardInterrupt):
-        with streamed_workbook(path, result.corpus, result.codebook) as workbook:
+        with streamed_workbook(path, result.corpus, result.codebook, code_interviewer=False) as workbook:
             workbook.add(result.segments[:2], [])
             raise KeyboardInterrupt
     with pytest.raises(OutputError, match=r"coded.xlsx: the coding run ended before its workbook was finished"):
-        with streamed_workbook(path, result.corpus, result.codebook) as workbook:
+        with streamed_workbook(path, result.corpus, result.codebook, code_interviewer=False) as workbook:
             workbook.add(result.segments, result.assignments)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["coded.xlsx", "corpus"]

@@ -124,7 +124,8 @@ def test_a_chunk_crosses_processes_with_every_field_of_its_segments_and_assignme
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "nice"), reason="the platform has no process priorities")
-def test_workers_yield_the_cpu_to_the_process_writing_the_output(sample):
+@pytest.mark.parametrize("yields", [True, False])
+def test_workers_yield_the_cpu_to_the_process_writing_the_output_when_they_fill_the_cores(sample, yields):
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
@@ -137,6 +138,6 @@ def test_workers_yield_the_cpu_to_the_process_writing_the_output(sample):
     task = ChunkTask(codebook, "blank:en", None, (), False)
     context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
     with ProcessPoolExecutor(1, mp_context=context, initializer=parallel._initialise_worker,
-                             initargs=(task, (), None)) as pool:
+                             initargs=(task, (), None, yields)) as pool:
         worker_niceness = pool.submit(os.nice, 0).result()
-    assert worker_niceness == min(19, os.nice(0) + parallel.WORKER_NICENESS)
+    assert worker_niceness == (min(19, os.nice(0) + parallel.WORKER_NICENESS) if yields else os.nice(0))

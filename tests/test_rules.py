@@ -281,6 +281,15 @@ def test_pattern_gates_never_pair_tokens_of_different_docs_in_a_batch(nlp):
     assert _two_gates(nlp, 4).open_patterns(_gated_docs(nlp, columns)) == [[], [], [0], [], []]
 
 
+def test_pattern_gates_keep_closed_a_pattern_whose_gate_no_word_meets(nlp):
+    from spacy.attrs import LOWER, NORM
+
+    from qualcode.rules import _PatternGates
+
+    gates = _PatternGates([([(NORM, frozenset())], None), ([(LOWER, frozenset({nlp.vocab.strings.add("a")}))], None)])
+    assert gates.open_patterns(_gated_docs(nlp, [[1], [0]])) == [[1], []]
+
+
 def test_pattern_gates_read_keys_in_any_case_as_spacy_does(nlp):
     text = ("name: x\ncodes:\n  - id: a\n    name: A\n    definition: d\n    rules:\n      patterns:\n"
             "        - name: held\n          pattern: [{LOWER: meeting, op: '?'}, {LOWER: held}]\n")

@@ -132,20 +132,22 @@ def die_with_parent() -> None:
 def yield_to_the_writer() -> None:
     """Lower this worker's scheduling priority below the process that writes the output.
 
-    A run has one more process than cores: the workers and the process writing the workbook,
-    which no one else can help and which the whole run waits for. At equal priority it got about
-    two thirds of a core and fell behind, then wrote its backlog alone while a core stood idle;
-    yielding to it, the workers take every cycle it leaves. Where the platform has no ``nice``
-    (or refuses it), the workers run as they are.
+    With a worker per core (the default), a run has one more process than cores: the workers
+    and the process writing the workbook, which no one can help and which the whole run waits
+    for. At equal priority it got about two thirds of a core and fell behind, then wrote its
+    backlog alone while a core stood idle; yielding to it, the workers take every cycle it
+    leaves. They yield to the machine's other work too, as a batch job should. Where the
+    platform has no ``nice`` (or refuses it), the workers run as they are.
     """
     with contextlib.suppress(AttributeError, OSError):
         os.nice(WORKER_NICENESS)
 
 
-def _initialise_worker(task: ChunkTask, documents: Sequence[Document], model) -> None:
+def _initialise_worker(task: ChunkTask, documents: Sequence[Document], model, yields: bool) -> None:
     global _WORKER_TASK, _WORKER_DOCUMENTS, _WORKER_MODEL
     die_with_parent()
-    yield_to_the_writer()
+    if yields:
+        yield_to_the_writer()
     _WORKER_TASK, _WORKER_DOCUMENTS, _WORKER_MODEL = task, documents, model
     compiled(task)
 
@@ -229,8 +231,10 @@ def chunk_results(documents: Sequence[Document], task: ChunkTask, *, jobs: int =
         workers = min(jobs, len(chunks))
         ends = list(itertools.accumulate(len(chunk) for chunk in chunks))
         spans = list(zip([0, *ends[:-1]], ends))
+        # Workers leave a core to the writing process when there is one to spare.
+        yields = workers >= (os.cpu_count() or 1)
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_initialise_worker,
-                                 initargs=(task, documents, model)) as pool:
+                                 initargs=(task, documents, model, yields)) as pool:
             stream = ChunkStream(_LocalPool(pool), spans, CHUNKS_AHEAD_PER_WORKER * workers)
             try:
                 yield stream

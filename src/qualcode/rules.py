@@ -421,8 +421,8 @@ class _PatternGates:
     LOWER); a pattern's gates are in pattern order, with the longest span a match can have. A
     match needs a token for each gate, each after the last, all within that span, so a pattern
     is run only on docs that have such tokens. This is worked out in numpy for a batch of docs at
-    once, one array operation per gate of each pattern: most docs hold some of the gates' common
-    words, and a test per doc in Python cost more than the spaCy matchers it spared.
+    once, a few array operations per gate of each pattern: most docs hold some of the gates'
+    common words, and testing them one by one in Python cost twice as much.
     """
 
     def __init__(self, patterns: Sequence[tuple[Sequence[tuple[int, frozenset[int]]], int | None]]):
@@ -446,7 +446,8 @@ class _PatternGates:
             met = [[column for column, (gate_attr, values) in enumerate(flat) if gate_attr == attr and value in values]
                    for value in hashes]
             self._hashes[attr] = np.array(hashes, dtype=np.uint64)
-            self._columns_of_hash[attr] = (np.cumsum([0, *map(len, met)])[:-1], np.array(list(map(len, met))),
+            self._columns_of_hash[attr] = (np.cumsum([0, *map(len, met)], dtype=np.int64)[:-1],
+                                           np.array(list(map(len, met)), dtype=np.int64),
                                            np.array([column for columns in met for column in columns],
                                                     dtype=self._column_type))
 
@@ -455,16 +456,21 @@ class _PatternGates:
         positions, columns = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=self._column_type)]
         for number, attr in enumerate(self.attrs):
             hashes, tokens = self._hashes[attr], values[:, number]
+            if not len(hashes):  # only gates that no hash meets
+                continue
             nearest = np.minimum(np.searchsorted(hashes, tokens), len(hashes) - 1)  # a binary search per token
             rows = np.flatnonzero(hashes[nearest] == tokens)
-            starts, counts, flat_columns = self._columns_of_hash[attr]
-            first, counts = starts[nearest[rows]], counts[nearest[rows]]
+            column_starts, column_counts, flat_columns = self._columns_of_hash[attr]
+            found = nearest[rows]
+            repeats = column_counts[found]
             # One entry per (token, column it meets): each token repeated once per column.
-            offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-            positions.append(np.repeat(rows, counts))
-            columns.append(flat_columns[np.repeat(first, counts) + offsets])
+            offsets = np.arange(repeats.sum()) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+            positions.append(np.repeat(rows, repeats))
+            columns.append(flat_columns[np.repeat(column_starts[found], repeats) + offsets])
         positions, columns = np.concatenate(positions), np.concatenate(columns)
-        order = np.argsort(columns, kind="stable")  # by column; within one, positions stay ascending per attribute
+        # By column. A column belongs to one attribute, whose rows were found in ascending order,
+        # and the sort is stable: each column's positions come out ascending, as searchsorted needs.
+        order = np.argsort(columns, kind="stable")
         bounds = np.searchsorted(columns[order], np.arange(self._columns + 1))
         by_column = positions[order]
         return [by_column[bounds[column]:bounds[column + 1]] for column in range(self._columns)]
@@ -485,10 +491,10 @@ class _PatternGates:
                 continue
             # From each token meeting the first gate, the earliest token meeting each later gate in
             # turn: the shortest stretch starting there. One that stays inside its doc and its span opens it.
-            first = by_column[columns[0]]
-            owners = np.searchsorted(doc_starts, first, side="right") - 1
+            starts = by_column[columns[0]]
+            owners = np.searchsorted(doc_starts, starts, side="right") - 1
             doc_ends = doc_starts[owners + 1]
-            last, ok = first, np.ones(len(first), dtype=bool)
+            last, ok = starts, np.ones(len(starts), dtype=bool)
             for column in columns[1:]:
                 later = by_column[column]
                 if not len(later):
@@ -499,7 +505,7 @@ class _PatternGates:
                 ok &= (index < len(later)) & (following < doc_ends)
                 last = np.where(ok, following, last)
             if longest is not None:
-                ok &= last - first < longest
+                ok &= last - starts < longest
             for doc in np.unique(owners[ok]).tolist():
                 opened[doc].append(pattern)
         return opened

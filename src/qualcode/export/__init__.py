@@ -55,7 +55,7 @@ def write_result(result: CodingResult, output: str | os.PathLike[str], *, format
 
 @contextlib.contextmanager
 def streamed_workbook(output: str | os.PathLike[str], corpus: Corpus, codebook: Codebook, *,
-                      force: bool = False, code_interviewer: bool = False) -> Iterator[CodedWorkbook]:
+                      code_interviewer: bool, force: bool = False) -> Iterator[CodedWorkbook]:
     """A ``CodedWorkbook`` filled while coding runs (pass its ``add`` as ``on_chunk``), then ``finish``-ed.
 
     ``code_interviewer`` is the run's option of that name.

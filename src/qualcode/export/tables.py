@@ -121,24 +121,26 @@ class CodeCounts:
     makes them eligible for coding.
     """
 
-    def __init__(self, codebook: Codebook, code_interviewer: bool = False):
+    def __init__(self, codebook: Codebook, *, code_interviewer: bool):
         self.code_ids = codebook.code_ids
         self.code_interviewer = code_interviewer
         self.eligible: Counter[str] = Counter()  # per document: its segments eligible for coding
         # Per document: its segments carrying each code, and under None those carrying any.
         self.by_document: dict[str, Counter] = defaultdict(Counter)
         self.pairs: Counter[tuple[str, str]] = Counter()  # segments carrying both codes (the same code twice: it)
+        self.segments = 0
         self.coded_segments = 0
         self.codings = 0  # suggested and accepted
         self.rows = 0  # every assignment, with the rejected and downgraded ones
 
     @classmethod
     def of(cls, result: CodingResult) -> CodeCounts:
-        counts = cls(result.codebook, bool(result.options.get("code_interviewer")))
+        counts = cls(result.codebook, code_interviewer=bool(result.options.get("code_interviewer")))
         counts.add(result.segments, result.assignments)
         return counts
 
     def add(self, segments: Sequence[Segment], assignments: Sequence[CodeAssignment]) -> None:
+        self.segments += len(segments)
         self.eligible.update(segment.doc_id for segment in segments
                              if self.code_interviewer or not segment.is_interviewer)
         coded = _active(assignments)
@@ -188,8 +190,7 @@ def document_rows(documents: Iterable[Document], counts: CodeCounts) -> Iterator
 def documents_table(result: CodingResult, counts: CodeCounts | None = None) -> Table:
     """One row per document (a case, in NVivo's terms): its segments eligible for coding, coded, and per code."""
     counts = counts or CodeCounts.of(result)
-    return Table("Documents", documents_header(result.codebook), document_rows(result.corpus.documents, counts),
-                 count=len(result.corpus.documents))
+    return Table("Documents", documents_header(result.codebook), list(document_rows(result.corpus.documents, counts)))
 
 
 def cooccurrence_table(result: CodingResult, counts: CodeCounts | None = None) -> Table:
@@ -264,9 +265,9 @@ def all_tables(result: CodingResult) -> Iterator[Table]:
     yield from summary_tables(result)
 
 
-def summary_tables(result: CodingResult, counts: CodeCounts | None = None) -> Iterator[Table]:
-    """The sheets after Segments and Codings, which need the whole run (``counts``: its ``CodeCounts``)."""
-    counts = counts or CodeCounts.of(result)
+def summary_tables(result: CodingResult) -> Iterator[Table]:
+    """The sheets after Segments and Codings, which need the whole run."""
+    counts = CodeCounts.of(result)
     yield summary_table(result, counts)
     yield documents_table(result, counts)
     yield from closing_tables(result, counts)

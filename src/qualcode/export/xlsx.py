@@ -186,7 +186,7 @@ class CodedWorkbook:
     segments eligible for coding. Callers write to a temporary path and rename it (``export``).
     """
 
-    def __init__(self, path: Path, corpus: Corpus, codebook: Codebook, *, code_interviewer: bool = False):
+    def __init__(self, path: Path, corpus: Corpus, codebook: Codebook, *, code_interviewer: bool):
         if len(corpus.documents) + 1 > EXCEL_MAX_ROWS:
             raise _too_many_rows("Documents", len(corpus.documents) + 1)
         self._workbook = _open_workbook(path)
@@ -195,7 +195,7 @@ class CodedWorkbook:
         self._documents = corpus.documents
         self._position = {document.doc_id: position for position, document in enumerate(corpus.documents)}
         self._segment_rows = SegmentRows(corpus, codebook)
-        self._counts = CodeCounts(codebook, code_interviewer)
+        self._counts = CodeCounts(codebook, code_interviewer=code_interviewer)
         self._segments = self._sheet("Segments", self._segment_rows.header, ("text",))
         self._codings = self._sheet("Codings", CODING_COLUMNS, CODING_TEXT_COLUMNS)
         # Summary is filled last but comes first; a document's row is written once a later one has begun.
@@ -228,13 +228,19 @@ class CodedWorkbook:
             self._documents_written = position
 
     def finish(self, result: CodingResult) -> None:
-        if bool(result.options.get("code_interviewer")) != self._counts.code_interviewer:
+        """Write the summary sheets for ``result``, the run whose segments and assignments were added, and close."""
+        counts = self._counts
+        # The summary sheets count what was added; the Run sheet also states the result's totals.
+        if (counts.segments, counts.rows) != (len(result.segments), len(result.assignments)):
+            raise ValueError(f"the workbook was given {counts.segments} segments and {counts.rows} assignments, "
+                             f"the run has {len(result.segments)} and {len(result.assignments)}")
+        if bool(result.options.get("code_interviewer")) != counts.code_interviewer:
             raise ValueError("the run's code_interviewer option differs from the workbook's")
         self._write_documents_before(len(self._documents))
-        self._summary.write(summary_table(result, self._counts).rows)
+        self._summary.write(summary_table(result, counts).rows)
         for sheet in (self._segments, self._codings, self._summary, self._documents_sheet):
             sheet.close()
-        for table in closing_tables(result, self._counts):
+        for table in closing_tables(result, counts):
             sheet = self._sheet(table.name, table.header, table.text_columns)
             sheet.write(table.rows)
             sheet.close()
