@@ -16,9 +16,9 @@ sentences recombined: interview transcripts (60% of the words), essays (25%) and
   from the cache, as after a codebook change that leaves the labelled data alone);
 
 and prints a table (and --json FILE) with the ratio end-to-end / floor. On a shared machine the
-speed drifts by a third within minutes, so the floor, a first run and a re-run are measured in
-rounds (``--repeat``, default 3) and the best of each is compared; each round's ratios are shown
-too. Targets (issue 6): the ratio at or under 1.5 at 1M words, peak RSS under 1 GB at 10M words,
+speed drifts by a third within minutes, so the floor, a first run, a re-run and the training
+speed are measured in rounds (``--repeat``, default 3) and the best of each is compared; each
+round's figures are shown too. Targets (issue 6): the ratio at or under 1.5 at 1M words, peak RSS under 1 GB at 10M words,
 training on 10,000 labelled segments under 5 s.
 """
 
@@ -236,7 +236,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     parser.add_argument("--keep", type=Path, help="Write the corpus here and keep it.")
     parser.add_argument("--repeat", type=int, default=3,
-                        help="Rounds of floor, first run and re-run, alternating; the best of each counts (default 3).")
+                        help="Rounds of floor, first run, re-run and training, alternating; the best of each counts "
+                             "(default 3).")
     arguments = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
     with tempfile.TemporaryDirectory() as scratch:
@@ -250,6 +251,7 @@ def main() -> None:
         firsts: list[dict[str, float]] = []
         reruns: list[dict[str, float]] = []
         floors: list[dict[str, float]] = []
+        trainings: list[float] = []
         if not arguments.no_stages:
             timings, texts, segment_rows, coding_rows = stages(corpus_dir, workdir, arguments.jobs)
             results.update({"stages": timings, "segments_rows": len(segment_rows) - 1,
@@ -262,6 +264,7 @@ def main() -> None:
             model_cache = workdir / f"model-cache-{round_number}"
             firsts.append(end_to_end(corpus_dir, workdir, arguments.jobs, model_cache))
             reruns.append(end_to_end(corpus_dir, workdir, arguments.jobs, model_cache))
+            trainings.append(training_speed())
         first = min(firsts, key=lambda run: run["wall"])
         e2e = min(reruns, key=lambda run: run["wall"])
         results.update({"end_to_end_first_run": first, "end_to_end_first_run_all": [run["wall"] for run in firsts],
@@ -279,7 +282,7 @@ def main() -> None:
             rows += [(f"stage: {name}", seconds) for name, seconds in timings.items()]
         rows.append((f"qualcode code, first run (trains the model, best of {len(firsts)})", first["wall"]))
         rows.append((f"qualcode code, re-run (--jobs {arguments.jobs}, best of {len(reruns)})", e2e["wall"]))
-        results["train_10k_seconds"] = training_speed()
+        results.update({"train_10k_seconds": min(trainings), "train_10k_all": trainings})
         print(f"\n{'what':<56} {'seconds':>9} {'words/s':>11}")
         for name, seconds in rows:
             print(f"{name:<56} {seconds:>9.2f} {words / seconds if seconds else 0:>11,.0f}")
@@ -291,7 +294,9 @@ def main() -> None:
             first_pairs = ", ".join(f"{ratio:.2f}" for ratio in results["ratio_first_run_pairs"])
             print(f"ratio end-to-end / floor (target <= 1.5): {results['ratio']:.2f} on a re-run (each round: {pairs}), "
                   f"{results['ratio_first_run']:.2f} on a first run (each round: {first_pairs})")
-        print(f"classifier training on 10,000 labelled segments: {results['train_10k_seconds']:.2f} s (target < 5)")
+        each = ", ".join(f"{seconds:.2f}" for seconds in trainings)
+        print(f"classifier training on 10,000 labelled segments (target < 5 s): {min(trainings):.2f} s, "
+              f"best of {len(trainings)} (each round: {each})")
         if arguments.json:
             arguments.json.write_text(json.dumps(results, indent=2))
 

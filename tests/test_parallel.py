@@ -30,6 +30,13 @@ def test_chunks_keep_whole_documents_in_order(sample):
     chunks = parallel.chunk_documents(corpus.documents, words_per_chunk=3000)
     assert len(chunks) > 3
     assert [d.doc_id for chunk in chunks for d in chunk] == [d.doc_id for d in corpus.documents]
+    # Each chunk stops at the document that takes it to its size: the first (small, so the
+    # writing starts soon) to 3000 // FIRST_CHUNK_SHARE words, the others to 3000.
+    targets = [3000 // parallel.FIRST_CHUNK_SHARE] + [3000] * (len(chunks) - 1)
+    for chunk, target in zip(chunks, targets):
+        words = [len(document.text.split()) for document in chunk]
+        assert sum(words[:-1]) < target
+        assert sum(words) >= target or chunk is chunks[-1]
 
 
 def test_all_cores_give_the_same_output(sample, one_process, monkeypatch, nlp):

@@ -27,6 +27,7 @@ from qualcode.models import Document
 logger = logging.getLogger(__name__)
 
 WORDS_PER_CHUNK = 25_000
+FIRST_CHUNK_SHARE = 8  # the first chunk holds WORDS_PER_CHUNK // FIRST_CHUNK_SHARE words (chunk_documents)
 # Chunks in flight per worker: enough to keep every worker busy while the caller writes.
 CHUNKS_AHEAD_PER_WORKER = 4
 DASK_CONNECT_TIMEOUT = "10s"
@@ -39,7 +40,11 @@ PARALLEL_FROM_WORDS = 150_000
 
 
 def chunk_documents(documents: Sequence[Document], words_per_chunk: int | None = None) -> list[list[Document]]:
-    """Consecutive runs of whole documents of about ``words_per_chunk`` words (default ``WORDS_PER_CHUNK``)."""
+    """Consecutive runs of whole documents of about ``words_per_chunk`` words (default ``WORDS_PER_CHUNK``).
+
+    The first run is an eighth of that: the process writing the output has nothing to do until
+    the first chunk is back, and a small one comes back sooner.
+    """
     words_per_chunk = words_per_chunk or WORDS_PER_CHUNK
     chunks: list[list[Document]] = []
     current: list[Document] = []
@@ -47,7 +52,7 @@ def chunk_documents(documents: Sequence[Document], words_per_chunk: int | None =
     for document in documents:
         current.append(document)
         words += len(document.text.split())
-        if words >= words_per_chunk:
+        if words >= (words_per_chunk if chunks else words_per_chunk // FIRST_CHUNK_SHARE):
             chunks.append(current)
             current, words = [], 0
     if current:
