@@ -48,6 +48,41 @@ def test_training_is_deterministic():
     np.testing.assert_array_equal(first, second)
 
 
+@pytest.mark.skipif(__import__("os").cpu_count() == 1, reason="one core: codes are always fitted in one process")
+def test_codes_fitted_in_several_processes_give_the_model_of_one_process(monkeypatch, nlp):
+    from qualcode import classify
+
+    examples = [*_examples(), *(TrainingExample(text, {"time": 0}, group="d") for text in NEITHER)]
+    monkeypatch.setattr(classify, "PARALLEL_FIT_FROM", 10 ** 9)
+    alone = classify.train_model(["time", "trust", "unused"], examples, nlp)
+    monkeypatch.setattr(classify, "PARALLEL_FIT_FROM", 0)
+    assert classify._fitting_processes(2, len(examples)) > 1
+    shared = classify.train_model(["time", "trust", "unused"], examples, nlp)
+    assert shared.codes == alone.codes and shared.training_counts == alone.training_counts
+    assert shared.weights.shape == alone.weights.shape == (len(alone.vocabulary), 8)  # 2 codes: full + 3 folds each
+    np.testing.assert_array_equal(shared.weights, alone.weights)
+    np.testing.assert_array_equal(shared.intercepts, alone.intercepts)
+
+
+def _report_fitting_processes(queue):
+    from qualcode import classify
+
+    queue.put(classify._fitting_processes(6, 10 ** 6))
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods()
+                    or __import__("os").cpu_count() == 1, reason="needs fork and two cores")
+def test_a_daemonic_process_fits_codes_itself():
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=_report_fitting_processes, args=(queue,), daemon=True)
+    process.start()
+    assert queue.get(timeout=30) == 1  # it may not start processes of its own (the training process is one)
+    process.join()
+
+
 def test_explain_names_content_words_that_pushed_the_code(classifier):
     features = classifier.transform(["we went to the park", "she never had time, the phone rang out"])
     words = [ngram for ngram, weight in classifier.explain(features, 1, "time")]

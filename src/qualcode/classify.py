@@ -275,36 +275,103 @@ def train_model(code_ids: Sequence[str], examples: Sequence[TrainingExample], nl
     return fit_model(code_ids, training_matrix(examples, nlp))
 
 
+# From this many examples, codes are fitted in several processes (``fit_model``): below it, starting
+# them costs more than the fits.
+PARALLEL_FIT_FROM = 2_000
+
+
+def _fitting_processes(codes: int, examples: int) -> int:
+    """How many processes ``fit_model`` fits codes in: one per core, when the data is big and this process may fork."""
+    import multiprocessing
+    import os
+
+    if (codes < 2 or examples < PARALLEL_FIT_FROM or "fork" not in multiprocessing.get_all_start_methods()
+            or multiprocessing.current_process().daemon):  # a daemonic process may not start others
+        return 1
+    return min(codes, os.cpu_count() or 1)
+
+
+# (coefficients, intercept) of one linear scorer; a code's fit is its full scorer and, when
+# calibrated, its Platt scaling and fold scorers.
+Scorer = tuple[np.ndarray, float]
+CodeFit = tuple[Scorer, tuple[tuple[float, float], list[Scorer]] | None]
+
+_FITTING: tuple[TrainingMatrix, dict[str, list[int]]] | None = None  # what forked fitting processes inherit
+
+
+def _fit_code(data: TrainingMatrix, rows: list[int], code_id: str) -> CodeFit:
+    examples, matrix = data.examples, data.matrix
+    labels = np.array([examples[index].labels[code_id] for index in rows], dtype=int)
+    features = matrix[rows]
+    weights = np.array([examples[index].weight for index in rows])
+    groups = np.array([examples[index].group or str(index) for index in rows])
+    real = np.array([examples[index].origin != "example" for index in rows])
+
+    def scorer(model) -> Scorer:
+        return model.coef_.ravel(), float(model.intercept_[0])
+
+    full = scorer(_base_model(features).fit(features, labels, sample_weight=weights))
+    calibration = _platt_calibrator(features, labels, weights, groups, real)
+    if calibration is None:
+        return full, None
+    platt, fold_models = calibration
+    return full, (platt, [scorer(model) for model in fold_models])
+
+
+def _fit_inherited_code(code_id: str) -> CodeFit:
+    data, rows = _FITTING
+    return _fit_code(data, rows[code_id], code_id)
+
+
+def _fit_codes(data: TrainingMatrix, rows: dict[str, list[int]]) -> list[CodeFit]:
+    """Each code's fit, in the order of ``rows``; in several forked processes when that pays.
+
+    Every fit seeds liblinear's random generator, which is per process, so a code gets the same
+    model wherever it is fitted (threads would share the generator and race for it).
+    """
+    global _FITTING
+    processes = _fitting_processes(len(rows), len(data.examples))
+    if processes == 1:
+        return [_fit_code(data, code_rows, code_id) for code_id, code_rows in rows.items()]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _FITTING = (data, rows)
+    try:
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_fit_inherited_code, rows))
+    finally:
+        _FITTING = None
+
+
 def fit_model(code_ids: Sequence[str], data: TrainingMatrix) -> ClassifierModel:
     """``train_model`` on examples already turned into features."""
-    examples, vocabulary, idf, names, matrix = data.examples, data.vocabulary, data.idf, data.names, data.matrix
-    scorers: list[tuple[np.ndarray, float]] = []
-    codes: dict[str, CodeModel] = {}
+    examples, vocabulary, idf, names = data.examples, data.vocabulary, data.idf, data.names
     counts_by_code: dict[str, tuple[int, int]] = {}
-
-    def add(model) -> int:
-        scorers.append((model.coef_.ravel(), float(model.intercept_[0])))
-        return len(scorers) - 1
-
+    trainable: dict[str, list[int]] = {}
     for code_id in code_ids:
         rows = [index for index, example in enumerate(examples) if code_id in example.labels]
-        labels = np.array([examples[index].labels[code_id] for index in rows], dtype=int)
-        positives, negatives = int(labels.sum()), int(len(labels) - labels.sum())
+        positives = sum(examples[index].labels[code_id] for index in rows)
+        negatives = len(rows) - positives
         counts_by_code[code_id] = (positives, negatives)
         if positives < MIN_PER_CLASS or negatives < MIN_PER_CLASS:
             logger.info("code %s: %d positive and %d negative examples; too few to train", code_id, positives, negatives)
             continue
-        features = matrix[rows]
-        weights = np.array([examples[index].weight for index in rows])
-        groups = np.array([examples[index].group or str(index) for index in rows])
-        real = np.array([examples[index].origin != "example" for index in rows])
-        full = add(_base_model(features).fit(features, labels, sample_weight=weights))
-        calibration = _platt_calibrator(features, labels, weights, groups, real)
+        trainable[code_id] = rows
+    scorers: list[Scorer] = []
+    codes: dict[str, CodeModel] = {}
+
+    def add(scorer: Scorer) -> int:
+        scorers.append(scorer)
+        return len(scorers) - 1
+
+    for code_id, (full, calibration) in zip(trainable, _fit_codes(data, trainable)):
         if calibration is None:
-            codes[code_id] = CodeModel(full)
+            codes[code_id] = CodeModel(add(full))
         else:
-            platt, fold_models = calibration
-            codes[code_id] = CodeModel(full, tuple(add(model) for model in fold_models), platt)
+            platt, folds = calibration
+            full_column = add(full)
+            codes[code_id] = CodeModel(full_column, tuple(add(fold) for fold in folds), platt)
     weight_matrix = (np.column_stack([coefficients for coefficients, _ in scorers]) if scorers
                      else np.zeros((len(vocabulary), 0)))
     return ClassifierModel(tuple(code_ids), vocabulary, idf, names, _content_mask(names), weight_matrix,
