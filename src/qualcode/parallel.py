@@ -42,8 +42,8 @@ PARALLEL_FROM_WORDS = 150_000
 def chunk_documents(documents: Sequence[Document], words_per_chunk: int | None = None) -> list[list[Document]]:
     """Consecutive runs of whole documents of about ``words_per_chunk`` words (default ``WORDS_PER_CHUNK``).
 
-    The first run is an eighth of that: the process writing the output has nothing to do until
-    the first chunk is back, and a small one comes back sooner.
+    The first chunk is an eighth of that: the process writing the output has nothing to do until
+    it is back, and a small one comes back sooner.
     """
     words_per_chunk = words_per_chunk or WORDS_PER_CHUNK
     chunks: list[list[Document]] = []
@@ -236,7 +236,7 @@ def chunk_results(documents: Sequence[Document], task: ChunkTask, *, jobs: int =
         workers = min(jobs, len(chunks))
         ends = list(itertools.accumulate(len(chunk) for chunk in chunks))
         spans = list(zip([0, *ends[:-1]], ends))
-        # Workers leave a core to the writing process when there is one to spare.
+        # Workers yield to the writing process when they leave it no core of its own.
         yields = workers >= (os.cpu_count() or 1)
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_initialise_worker,
                                  initargs=(task, documents, model, yields)) as pool:
