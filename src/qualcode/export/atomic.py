@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -35,17 +35,44 @@ def check_output_path(output: str | os.PathLike[str], inputs: Sequence[str | os.
     return output
 
 
+def _create_beside(target: Path, kind: str, create) -> Path:
+    """A new temporary path beside ``target``, made by ``create(path)`` (a ``kind``: file or folder).
+
+    Unlike ``tempfile``, whose files only their owner may read, ``create`` lets the umask decide,
+    as for any file a program writes: a workbook in a shared project folder stays readable there.
+    """
+    for _ in range(100):
+        temporary = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            create(temporary)
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise OutputError(f"{target}: cannot create a {kind} in {target.parent} ({error.strerror})") from error
+        return temporary
+    raise OutputError(f"{target}: cannot find a free temporary name in {target.parent}")
+
+
+def _new_file(path: Path) -> None:
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+
+
+def _keep_permissions(target: Path, replacement: Path) -> None:
+    """Give ``replacement`` the permissions of the ``target`` it replaces, if there is one."""
+    with contextlib.suppress(OSError):  # gone meanwhile, or not ours to change: the umask's say stands
+        shutil.copymode(target, replacement)
+
+
 @contextlib.contextmanager
 def atomic_file(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success it replaces ``target`` in one rename."""
-    try:
-        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as error:
-        raise OutputError(f"{target}: cannot create a file in {target.parent} ({error.strerror})") from error
-    os.close(handle)
-    temporary = Path(name)
+    """Yield a temporary path beside ``target``; on success it replaces ``target`` in one rename.
+
+    The new file has the permissions of the one it replaces, else those the umask gives.
+    """
+    temporary = _create_beside(target, "file", _new_file)
     try:
         yield temporary
+        _keep_permissions(target, temporary)
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -54,16 +81,13 @@ def atomic_file(target: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_folder(target: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; on success it takes ``target``'s place."""
-    try:
-        temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    except OSError as error:
-        raise OutputError(f"{target}: cannot create a folder in {target.parent} ({error.strerror})") from error
+    """Yield a temporary folder beside ``target``; on success it takes ``target``'s place (permissions as ``atomic_file``)."""
+    temporary = _create_beside(target, "folder", lambda path: os.mkdir(path, 0o777))
     try:
         yield temporary
+        _keep_permissions(target, temporary)
         if target.exists():
-            previous = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            previous.rmdir()
+            previous = target.parent / f".{target.name}.{secrets.token_hex(6)}.old"
             os.replace(target, previous)
             os.replace(temporary, target)
             shutil.rmtree(previous, ignore_errors=True)
