@@ -22,7 +22,7 @@ def _training_children():
 def test_a_model_trained_in_the_background_is_the_one_trained_here(nlp):
     codebook, options = load_codebook(), CodingOptions(model_cache=False)
     with start_classifier(codebook, options, nlp=nlp, background=False) as here:
-        assert not here.in_background and not here.done()
+        assert not here.in_background and here.description is None  # not trained yet
         expected = here.result()
     with start_classifier(codebook, options, background=True) as elsewhere:
         assert elsewhere.in_background and _training_children()
@@ -41,7 +41,7 @@ def test_a_cached_model_is_ready_without_training(nlp, tmp_path, monkeypatch):
         trained = first.result()
     assert first.description.startswith("trained (cached as ")
     with start_classifier(codebook, options, nlp=nlp) as second:
-        assert second.done() and not second.in_background
+        assert second.description.startswith("loaded from the model cache (") and not second.in_background
         assert second.result().codes == trained.codes
     assert second.description.startswith("loaded from the model cache (")
 
@@ -79,7 +79,7 @@ def test_a_training_process_started_before_the_data_is_known_trains_the_same_mod
     assert not _training_children()
     assert early.description.startswith("trained (cached as ")
     with start_classifier(codebook, options, nlp=nlp, background=False) as cached:
-        assert cached.done()
+        assert cached.description.startswith("loaded from the model cache (")
         np.testing.assert_allclose(cached.result().weights, model.weights)
     with training_process() as unused:
         with start_classifier(codebook, options, trainer=unused) as again:

@@ -145,9 +145,6 @@ class TrainingProcess:
         with contextlib.suppress(OSError):  # the process was stopped: no one needs the data now
             self._connection.send_bytes(payload)
 
-    def done(self) -> bool:
-        return self._process is not None and self._connection.poll()
-
     def result(self) -> ClassifierModel:
         if self._process is None:
             raise RuntimeError("the classifier's training process was stopped before it sent a model")
@@ -200,10 +197,6 @@ class PendingClassifier:
 
             self._nlp = build_pipeline(self._spacy_model)
         return self._nlp
-
-    def done(self) -> bool:
-        """Whether ``result`` would return without waiting (or training here)."""
-        return self._model is not None or (self._trainer is not None and self._trainer.done())
 
     def result(self) -> ClassifierModel:
         if self._model is None:
