@@ -18,6 +18,7 @@ from importlib import resources
 
 import numpy as np
 
+from qualcode.arrays import concatenated_ranges
 from qualcode.features import (NgramHashes, count_matrix, doc_words, hashes_of_words, names_of_words, ngram_hashes,
                                smooth_idf, tfidf, tfidf_matrix)
 from qualcode.models import Codebook
@@ -229,7 +230,7 @@ class ClassifierModel:
             starts = features.indptr[rows]
             lengths = features.indptr[rows + 1] - starts
             owner = np.repeat(np.arange(len(rows)), lengths)
-            entries = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths) + np.repeat(starts, lengths)
+            entries = concatenated_ranges(starts, lengths)
             indices = features.indices[entries]
             weights = features.data[entries] * coefficients[indices]
             keep = (weights > 0) & self.content[indices]

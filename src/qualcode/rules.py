@@ -26,6 +26,7 @@ from operator import or_
 
 import numpy as np
 
+from qualcode.arrays import concatenated_ranges
 from qualcode.errors import ConfigurationError
 from qualcode.models import Code, Codebook, CodeAssignment, Evidence, Segment
 from qualcode.segment import lemma_lookup_table
@@ -464,9 +465,8 @@ class _PatternGates:
             found = nearest[rows]
             repeats = column_counts[found]
             # One entry per (token, column it meets): each token repeated once per column.
-            offsets = np.arange(repeats.sum()) - np.repeat(np.cumsum(repeats) - repeats, repeats)
             positions.append(np.repeat(rows, repeats))
-            columns.append(flat_columns[np.repeat(column_starts[found], repeats) + offsets])
+            columns.append(flat_columns[concatenated_ranges(column_starts[found], repeats)])
         positions, columns = np.concatenate(positions), np.concatenate(columns)
         # By column. A column belongs to one attribute, whose rows were found in ascending order,
         # and the sort is stable: each column's positions come out ascending, as searchsorted needs.
