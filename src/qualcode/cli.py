@@ -19,7 +19,7 @@ import click
 from qualcode import __version__
 from qualcode.classify import examples_from_labels
 from qualcode.codebook import default_codebook_path, load_codebook, validate_codebook
-from qualcode.coding import CodingOptions, code_corpus
+from qualcode.coding import CodingOptions, code_corpus, codes_as_it_goes
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW
 from qualcode.errors import (CodebookError, InputDataError, InputMissingError, OutputError, QualcodeError,
                              ReviewWorkProtectedError)
@@ -308,7 +308,7 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
                 # Human decisions and weak labels are known only after coding: those runs train then.
                 classifier = (stack.enter_context(start_classifier(codebook, options, training, trainer=trainer,
                                                                background=jobs != 1, nlp=nlp))
-                              if options.classifier and not reviews and not options.weak_labels else None)
+                              if options.classifier and codes_as_it_goes(options, reviews) else None)
                 corpus = read_documents(paths, kind=corpus_options["kind"], text_column=corpus_options["text_column"],
                                         id_column=corpus_options["id_column"],
                                         progress=lambda done, total: progress("read", 1, total))

@@ -78,6 +78,12 @@ def match_rules(segments: Sequence[Segment], matcher: RuleMatcher, progress: Pro
     return assignments
 
 
+def codes_as_it_goes(options: CodingOptions, reviews: Sequence[HumanDecision]) -> bool:
+    """Whether a run codes each chunk as it comes back: not with human decisions or weak labels,
+    which the classifier learns from but which are known only once every chunk is back."""
+    return not reviews and not options.weak_labels
+
+
 @dataclass(frozen=True)
 class CodingRun:
     """A coding result with what produced it: the coded segments and the classifier's probability matrix."""
@@ -122,7 +128,7 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
     # Without reviews or weak labels the classifier's data is known before any chunk is computed:
     # its model comes from the cache or is trained in another process (started by the caller, or
     # here while the rules compile); chunks come back coded and go straight to ``on_chunk``.
-    streaming = not reviews and not options.weak_labels
+    streaming = codes_as_it_goes(options, reviews)
     segments: list[Segment] = []
     codable: list[Segment] = []
     assignments: list[CodeAssignment] = []
