@@ -129,7 +129,7 @@ def test_bad_codebook_names_file_and_line(tmp_path):
     book.write_text("name: x\ncodes:\n  - id: a\n    name: A\n    definition: d\n    rules:\n      regex: ['(']\n")
     result = run("code", SAMPLE / "essays", "-o", tmp_path / "o.xlsx", "--codebook", book)
     _fails(result, 78, f"Error: {book}: line 7: codes[0] (a).rules.regex[0]: bad regular expression '(': "
-                       "missing ), unterminated subpattern at position 0")
+                       "missing ) at position 1")
     assert not (tmp_path / "o.xlsx").exists()
 
 

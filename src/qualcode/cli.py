@@ -18,7 +18,7 @@ import click
 
 from qualcode import __version__
 from qualcode.classify import examples_from_labels
-from qualcode.codebook import default_codebook_path, load_codebook, validate_codebook
+from qualcode.codebook import codebook_warnings, default_codebook_path, load_codebook, validate_codebook
 from qualcode.coding import CodingOptions, code_corpus, codes_as_it_goes
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW
 from qualcode.errors import (CodebookError, InputDataError, InputMissingError, OutputError, QualcodeError,
@@ -724,10 +724,15 @@ def codebook_validate(path, quiet) -> None:
     if problems:
         click.echo(f"Error: {path}: {len(problems)} problem{'s' if len(problems) != 1 else ''}", err=True)
         sys.exit(78)
+    loaded = load_codebook(path)
+    warnings = codebook_warnings(loaded)
+    for warning in warnings:
+        line, _, message = warning.removeprefix("line ").partition(": ")
+        click.echo(f"{path}:{line}: warning: {message}", err=True)
     if not quiet:
-        loaded = load_codebook(path)
         rules = sum(len(code.rules) for code in loaded.codes)
-        click.echo(f"{path}: valid; {len(loaded.codes)} codes, {rules} rules "
+        more = f", {len(warnings)} warning{'s' if len(warnings) != 1 else ''}" if warnings else ""
+        click.echo(f"{path}: valid; {len(loaded.codes)} codes, {rules} rules{more} "
                    f"(codebook '{loaded.name}' version {loaded.version})")
 
 

@@ -15,10 +15,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import regex
 import yaml
 
 from qualcode.errors import CodebookError, InputMissingError
 from qualcode.models import Code, Codebook, PatternRule, PhraseRule, RegexRule, Rules
+from qualcode.regexes import REGEX_TIME_LIMIT, compile_regex, runaway_repeats
 
 DEFAULT_CODEBOOK_NAME = "relationship-themes.yaml"
 _CODE_ID = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -126,8 +128,8 @@ class _Checker:
 
 def _check_regex(checker: _Checker, pattern: str, path: Path_) -> None:
     try:
-        re.compile(pattern, re.IGNORECASE)
-    except re.error as error:
+        compile_regex(pattern)
+    except regex.error as error:
         checker.report(path, f"bad regular expression {pattern!r}: {error}")
 
 
@@ -326,6 +328,21 @@ def validate_codebook(path: str | os.PathLike[str]) -> list[str]:
     path = Path(path)
     _, problems = parse_codebook(_read_codebook_text(path), str(path))
     return problems
+
+
+def codebook_warnings(codebook: Codebook) -> list[str]:
+    """What in a valid codebook is likely to go wrong, as ``line N: where: what`` strings."""
+    warnings = []
+    for code in codebook.codes:
+        for index, rule in enumerate(code.rules.regex):
+            if runaway_repeats(rule.pattern):
+                warnings.append(
+                    f"line {rule.line or 1}: codes ({code.code_id}).rules.regex[{index}]: /{rule.pattern}/ repeats a "
+                    "group that itself repeats without limit, which can backtrack without end on a text it does not "
+                    f"match; a run stops it after {REGEX_TIME_LIMIT:g} s per segment. Bound the inner repeat or drop "
+                    "the outer one"
+                )
+    return warnings
 
 
 def load_codebook(path: str | os.PathLike[str] | None = None) -> Codebook:

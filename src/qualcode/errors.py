@@ -54,3 +54,7 @@ class ConfigurationError(QualcodeError):
     """An option or environment requirement is wrong (EX_CONFIG), e.g. a spaCy model not installed."""
 
     exit_code = 78
+
+
+class RuleTimeoutError(ConfigurationError):
+    """A codebook regex ran past its time limit on one segment: it backtracks catastrophically."""

@@ -25,10 +25,12 @@ from functools import lru_cache, reduce
 from operator import or_
 
 import numpy as np
+import regex
 
 from qualcode.arrays import concatenated_ranges
-from qualcode.errors import ConfigurationError
+from qualcode.errors import ConfigurationError, RuleTimeoutError
 from qualcode.models import Code, Codebook, CodeAssignment, Evidence, Segment
+from qualcode.regexes import REGEX_TIME_LIMIT, compile_regex
 from qualcode.segment import lemma_lookup_table
 
 logger = logging.getLogger(__name__)
@@ -532,7 +534,7 @@ class RuleMatcher:
         # rules, and most texts hold none of their anchor words.
         self._gated_patterns: list[tuple[object, list[tuple[int, frozenset[int]]], int | None]] = []
         self._refs: dict[str, _RuleRef] = {}
-        self._regexes: list[tuple[re.Pattern[str], _RuleRef, tuple[frozenset[str], ...]]] = []
+        self._regexes: list[tuple[regex.Pattern[str], _RuleRef, tuple[frozenset[str], ...]]] = []
         self._needs_lemmas = False
         for code in codebook.codes:
             for index, phrase in enumerate(code.rules.phrases):
@@ -552,7 +554,7 @@ class RuleMatcher:
                 self._gated_patterns.append((matcher, self._gates(final), longest_match(final)))
             for index, rule in enumerate(code.rules.regex):
                 key = self._ref(code.code_id, "regex", index, regex_label(rule.pattern))
-                self._regexes.append((re.compile(rule.pattern, re.IGNORECASE), self._refs[key],
+                self._regexes.append((compile_regex(rule.pattern), self._refs[key],
                                       regex_gates(rule.pattern)))
         self._regex_gate_key = tuple(gates for _, _, gates in self._regexes)
         self._pattern_gates = _PatternGates([(gates, longest) for _, gates, longest in self._gated_patterns])
@@ -675,12 +677,21 @@ class RuleMatcher:
             matches.extend(self._gated_patterns[index][0](doc))
         return matches
 
-    def _regex_hits(self, text: str, gates: LiteralGates) -> list[tuple[int, int, _RuleRef]]:
-        """(start, end, rule) of every non-empty regex match in ``text``, trying only the regexes its words let through."""
+    def _regex_hits(self, segment: Segment, gates: LiteralGates) -> list[tuple[int, int, _RuleRef]]:
+        """(start, end, rule) of every non-empty regex match in the segment, trying only the regexes its words let through."""
         hits = []
+        text = segment.text
         for index in gates.open_rules(text):
             pattern, ref, _ = self._regexes[index]
-            hits.extend((found.start(), found.end(), ref) for found in pattern.finditer(text) if found.end() > found.start())
+            try:
+                hits.extend((found.start(), found.end(), ref)
+                            for found in pattern.finditer(text, timeout=REGEX_TIME_LIMIT) if found.end() > found.start())
+            except TimeoutError:
+                raise RuleTimeoutError(
+                    f"code {ref.code_id}: {ref.description} ran for over {REGEX_TIME_LIMIT:g} s on segment "
+                    f"{segment.segment_id} and was stopped; it backtracks without end (often a repeated group that "
+                    "holds a repeat, such as (\\w+\\s?)*): rewrite it, and see qualcode codebook validate"
+                ) from None
         return hits
 
     def _assign(self, segment: Segment, doc, literal_gates: LiteralGates,
@@ -688,7 +699,7 @@ class RuleMatcher:
         strings = self.nlp.vocab.strings
         hits = [(doc[start].idx, doc[end - 1].idx + len(doc[end - 1]), self._refs[strings[match_id]])
                 for match_id, start, end in self._token_matches(doc, opened)]
-        hits.extend(self._regex_hits(segment.text, literal_gates))
+        hits.extend(self._regex_hits(segment, literal_gates))
         if not hits:  # most segments: no exclusions to look for, no evidence to gather
             return
         vetoes: dict[str, list[tuple[int, int]]] = defaultdict(list)

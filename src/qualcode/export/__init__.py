@@ -9,7 +9,7 @@ from pathlib import Path
 
 from qualcode.errors import OutputError, ReviewWorkProtectedError
 from qualcode.export.atomic import atomic_file, atomic_folder, check_output_path
-from qualcode.export.csvfiles import write_csv_folder
+from qualcode.export.csvfiles import foreign_entries, write_csv_folder
 from qualcode.export.guard import existing_review_work
 from qualcode.export.xlsx import CodedWorkbook, write_xlsx
 from qualcode.models import Codebook, CodingResult, Corpus
@@ -29,6 +29,12 @@ def ensure_replaceable(output: str | os.PathLike[str], *, force: bool = False, f
         raise OutputError(f"{output}: a workbook's name should end in .xlsx (or use --format csv for a folder)")
     if format == "csv" and output.exists() and not output.is_dir():
         raise OutputError(f"{output}: is a file, but --format csv writes a folder of CSV files; name a folder")
+    if format == "csv" and output.is_dir():
+        foreign = foreign_entries(output)
+        if foreign:  # not even --force: these files are not ours to delete
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise OutputError(f"{output}: not replaced, because it holds files qualcode did not write ({shown}); "
+                              "name a new or empty folder")
     work = None if force else existing_review_work(output)
     if work:
         raise ReviewWorkProtectedError(

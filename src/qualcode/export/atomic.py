@@ -13,7 +13,7 @@ from qualcode.errors import OutputError
 
 
 def check_output_path(output: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]]) -> Path:
-    """Refuse an output that is an input, lies inside an input folder, or has no folder to go in."""
+    """Refuse an output that is an input, lies inside an input folder, holds an input, or has no folder to go in."""
     output = Path(output)
     resolved = output.resolve()
     sources = [(raw, Path(raw).resolve()) for raw in inputs]
@@ -25,6 +25,9 @@ def check_output_path(output: str | os.PathLike[str], inputs: Sequence[str | os.
                 f"{output}: the output is inside the input folder {raw}, so the next run would read it as input; "
                 "write it elsewhere"
             )
+        if resolved in source.parents:
+            # Replacing a folder of CSV files would take the input with it.
+            raise OutputError(f"{output}: the output folder holds the input {raw}; write the output elsewhere")
     parent = resolved.parent
     if not parent.is_dir():
         raise OutputError(f"{output}: folder {output.parent} does not exist")

@@ -87,6 +87,8 @@ def _csv_rows(path: Path) -> Iterator[tuple]:
 
 def _csv_folder_review_work(path: Path) -> str | None:
     segments = path / "segments.csv"
+    if not any(path.iterdir()):
+        return None
     if not segments.is_file():
         return "it is not a qualcode CSV folder (no segments.csv)"
     try:
