@@ -86,3 +86,78 @@ def test_classic_runaway_patterns_finish_and_are_warned_about(tmp_path):
 def test_the_default_codebook_has_no_runaway_regex():
     result = run("codebook", "validate", REPO / "codebooks" / "relationship-themes.yaml")
     assert result.exit_code == 0 and "warning" not in result.output
+
+
+def test_a_segment_over_a_million_characters_is_coded(tmp_path):
+    (tmp_path / "long.txt").write_text("she listens. " * 80_000)
+    result = run("code", tmp_path / "long.txt", "-o", tmp_path / "o.xlsx")
+    assert result.exit_code == 0, result.output
+    assert "Coded 1 segments from 1 documents" in result.output
+
+
+def test_segments_longer_than_the_pipeline_takes_are_cut_at_sentence_ends(nlp):
+    from qualcode.models import Document
+    from qualcode.segment import segment_documents
+
+    text = "She came every week and she listened to me. " * 100 + "word " * 300
+    document = Document(doc_id="d", source="d.txt", kind="essay", text=text)
+    saved = nlp.max_length
+    nlp.max_length = 1_000
+    try:
+        for unit in ("paragraph", "sentence"):
+            segments = segment_documents([document], unit=unit, nlp=nlp)
+            assert all(len(segment.text) <= 1_000 for segment in segments)
+            assert all(text[segment.start_char:segment.end_char] == segment.text for segment in segments)
+            covered = "".join(segment.text for segment in segments)
+            assert covered.replace(" ", "") == text.replace(" ", "")
+        paragraph_pieces = segment_documents([document], unit="paragraph", nlp=nlp)
+        assert all(piece.text.endswith(".") for piece in paragraph_pieces[:4])
+    finally:
+        nlp.max_length = saved
+
+
+def _run_with_file_size_limit(args, limit_bytes):
+    """The command in a process that may write no file larger than ``limit_bytes``: as a full disk, writes fail."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return subprocess.run([sys.executable, "-m", "qualcode", *map(str, args)], capture_output=True, text=True,
+                          preexec_fn=limit, timeout=120)
+
+
+def test_an_output_that_does_not_fit_gives_one_line_and_leaves_the_old_output(tmp_path):
+    old = tmp_path / "coded.xlsx"
+    old.write_bytes(b"the earlier workbook")
+    folder = tmp_path / "csv"
+    for output, extra in ((old, ["--force"]), (folder, ["--format", "csv"])):
+        completed = _run_with_file_size_limit(["code", SAMPLE, "-o", output, "--no-classifier", *extra], 20_000)
+        assert completed.returncode == 73, completed.stderr
+        assert "Traceback" not in completed.stderr and "Exception ignored" not in completed.stderr
+        assert completed.stderr.strip().splitlines()[-1] == (
+            f"Error: {output}: cannot be written (File too large); nothing was replaced, and no partial file is left")
+    assert old.read_bytes() == b"the earlier workbook"
+    assert not folder.exists()
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["coded.xlsx"]
+
+
+def test_a_full_disk_while_writing_is_an_output_error(tmp_path):
+    import errno
+    import os
+
+    import pytest
+
+    from qualcode.errors import OutputError
+    from qualcode.export.atomic import atomic_file
+
+    target = tmp_path / "out.xlsx"
+    with pytest.raises(OutputError, match=r"out.xlsx: cannot be written \(No space left on device\)"):
+        with atomic_file(target) as temporary:
+            temporary.write_bytes(b"part")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert list(tmp_path.iterdir()) == []

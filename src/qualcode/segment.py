@@ -25,6 +25,11 @@ logger = logging.getLogger(__name__)
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 DEFAULT_PIPELINE = "blank:en"
+# spaCy refuses texts over ``nlp.max_length`` characters (1,000,000) because a parser or NER needs
+# about 1 GB per 100,000 characters. The blank pipeline has neither: a 10-million-character text
+# takes about 600 MB, so it is allowed that much. Longer segments are cut into pieces (see _pieces).
+BLANK_PIPELINE_MAX_CHARS = 10_000_000
+_PIECE_BREAKS = (re.compile(r"[.!?][\"'”’)\]]*\s+"), re.compile(r"\s+"))
 
 
 @lru_cache(maxsize=1)
@@ -89,6 +94,7 @@ def build_pipeline(model: str | None = None):
     nlp.add_pipe("lemmatizer", config={"mode": "lookup"})
     nlp.add_pipe("qualcode_lemma_lower_fallback")
     nlp.initialize()
+    nlp.max_length = BLANK_PIPELINE_MAX_CHARS
     return nlp
 
 
@@ -110,6 +116,36 @@ def _paragraphs(text: str, block: _Block) -> Iterator[_Block]:
     start, end = strip_span(text, cursor, block.end)
     if end > start:
         yield _Block(start, end, block.speaker, block.timestamp)
+
+
+def _pieces(text: str, block: _Block, limit: int) -> Iterator[_Block]:
+    """``block`` cut into pieces of at most ``limit`` characters: at the last sentence end before the
+    limit, else the last whitespace, else at the limit itself."""
+    start = block.start
+    while block.end - start > limit:
+        cut = start + limit
+        for breaks in _PIECE_BREAKS:
+            ends = [found.end() for found in breaks.finditer(text, start + limit // 2, cut)]
+            if ends:
+                cut = ends[-1]
+                break
+        piece_start, piece_end = strip_span(text, start, cut)
+        if piece_end > piece_start:
+            yield _Block(piece_start, piece_end, block.speaker, block.timestamp)
+        start = cut
+    piece_start, piece_end = strip_span(text, start, block.end)
+    if piece_end > piece_start:
+        yield _Block(piece_start, piece_end, block.speaker, block.timestamp)
+
+
+def _within(document: Document, blocks: list[_Block], limit: int) -> list[_Block]:
+    """The blocks, with any longer than ``limit`` characters cut into pieces (and a warning)."""
+    if all(block.end - block.start <= limit for block in blocks):
+        return blocks
+    longest = max(block.end - block.start for block in blocks)
+    logger.warning("%s: a segment of %s characters is longer than the pipeline takes (%s); it is cut into pieces "
+                   "at sentence ends", document.source, f"{longest:,}", f"{limit:,}")
+    return [piece for block in blocks for piece in _pieces(document.text, block, limit)]
 
 
 def _whole(text: str) -> list[_Block]:
@@ -168,13 +204,16 @@ def segment_documents(
     """Cut every document into segments at ``unit`` (default: turn / paragraph / document by kind).
 
     ``nlp`` is needed only for sentences; it is built on demand. Extra ``interviewer_labels``
-    add to the built-in ones (Interviewer, INT, I, Q, Researcher, Facilitator, Moderator).
+    add to the built-in ones (Interviewer, INT, I, Q, Researcher, Facilitator, Moderator). No
+    segment is longer than ``nlp.max_length`` (the blank pipeline's when ``nlp`` is None): a longer
+    one is cut into pieces, so that every later stage can take it.
     """
     labels = DEFAULT_INTERVIEWER_LABELS | {label.strip().lower() for label in interviewer_labels}
     segments: list[Segment] = []
     for document in documents:
         document_unit = resolve_unit(document, unit)
-        blocks = _blocks(document, document_unit)
+        limit = nlp.max_length if nlp is not None else BLANK_PIPELINE_MAX_CHARS
+        blocks = _within(document, _blocks(document, document_unit), limit)
         if document_unit == "sentence":
             if nlp is None:
                 nlp = build_pipeline()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import gc
 import os
 import secrets
 import shutil
+import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -56,6 +60,47 @@ def _create_beside(target: Path, kind: str, create) -> Path:
     raise OutputError(f"{target}: cannot find a free temporary name in {target.parent}")
 
 
+# Errors that mean the output's disk or quota, not the run, failed.
+_WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+
+
+def _write_failure(error: BaseException) -> OSError | None:
+    """The OSError behind ``error`` when writing the output failed for lack of room (or a bad disk)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _WRITE_FAILURES:
+            return error
+        # xlsxwriter wraps the OSError as its only argument; others chain it.
+        wrapped = error.args[0] if error.args and isinstance(error.args[0], BaseException) else None
+        error = wrapped or error.__cause__ or error.__context__
+    return None
+
+
+def _release_quietly(error: BaseException) -> None:
+    """Drop what the failed writer still holds, without the tracebacks its finalizers print.
+
+    A zip file left open by the writer tries to flush once more when it is collected, fails again
+    for the same lack of room, and Python prints that second failure, which says nothing new.
+    """
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None if isinstance(unraisable.exc_value, OSError) else hook(unraisable)
+    try:
+        while error is not None:
+            traceback.clear_frames(error.__traceback__)
+            error = error.__cause__ or error.__context__
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+
+
+def _cannot_write(target: Path, error: BaseException) -> OutputError:
+    failure = _write_failure(error)
+    _release_quietly(error)
+    return OutputError(f"{target}: cannot be written ({failure.strerror}); nothing was replaced, "
+                       "and no partial file is left")
+
+
 def _new_file(path: Path) -> None:
     os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
 
@@ -77,8 +122,10 @@ def atomic_file(target: Path) -> Iterator[Path]:
         yield temporary
         _keep_permissions(target, temporary)
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if _write_failure(error):
+            raise _cannot_write(target, error) from error
         raise
 
 
@@ -96,6 +143,8 @@ def atomic_folder(target: Path) -> Iterator[Path]:
             shutil.rmtree(previous, ignore_errors=True)
         else:
             os.replace(temporary, target)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(temporary, ignore_errors=True)
+        if _write_failure(error):
+            raise _cannot_write(target, error) from error
         raise
