@@ -161,3 +161,43 @@ def test_a_full_disk_while_writing_is_an_output_error(tmp_path):
             temporary.write_bytes(b"part")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_missing_or_empty_study_database_is_refused_with_the_backup_to_restore(tmp_path):
+    study = tmp_path / "study"
+    assert run("init", study, "--coder", "ana").exit_code == 0
+    assert run("code", SAMPLE / "essays", "-o", tmp_path / "one.xlsx", "--study", study, "-q").exit_code == 0
+    backups = sorted((study / "backups").glob("qualcode-*.sqlite"))
+    assert len(backups) == 1
+    database = study / "qualcode.sqlite"
+    sound = database.read_bytes()
+    restore = f"restore the latest backup by copying {backups[-1]} to {database}"
+
+    with database.open("r+b") as handle:
+        handle.truncate(len(sound) // 3)
+    assert f"{database}: the study database is damaged" in _one_line_error(run("status", "--study", study), 65)
+    assert restore in _one_line_error(run("status", "--study", study), 65)
+    database.write_bytes(b"")
+    assert f"{database}: the study database is empty; {restore}" in _one_line_error(run("status", "--study", study), 65)
+    database.unlink()
+    for leftover in study.glob("qualcode.sqlite-*"):
+        leftover.unlink()
+    assert f"{database}: the study database is missing" in _one_line_error(run("status", "--study", study), 65)
+
+    # Restoring the backup gives back the study as it was before the run.
+    database.write_bytes(backups[-1].read_bytes())
+    result = run("status", "--study", study)
+    assert result.exit_code == 0 and "Runs: 0" in result.output
+
+
+def test_a_study_keeps_the_last_five_backups(tmp_path):
+    from qualcode.study import BACKUPS_KEPT, Study
+
+    with Study.create(tmp_path / "study", coder="ana") as study:
+        made = [study.back_up() for _ in range(BACKUPS_KEPT + 2)]
+        kept = sorted((tmp_path / "study" / "backups").iterdir())
+    assert kept == made[-BACKUPS_KEPT:]
+    import sqlite3
+
+    with sqlite3.connect(kept[-1]) as copy:
+        assert copy.execute("PRAGMA user_version").fetchone()[0] >= 1

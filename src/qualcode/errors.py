@@ -58,3 +58,9 @@ class ConfigurationError(QualcodeError):
 
 class RuleTimeoutError(ConfigurationError):
     """A codebook regex ran past its time limit on one segment: it backtracks catastrophically."""
+
+
+class StudyDatabaseError(QualcodeError):
+    """A study's database is missing, empty or damaged (EX_DATAERR): restore a backup."""
+
+    exit_code = 65

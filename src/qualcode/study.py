@@ -23,7 +23,7 @@ from pathlib import Path
 
 from qualcode import __version__
 from qualcode.codebook import default_codebook_path
-from qualcode.errors import ConfigurationError, InputMissingError, OutputError
+from qualcode.errors import ConfigurationError, InputMissingError, OutputError, StudyDatabaseError
 from qualcode.models import Codebook, CodingResult, Corpus, Document, HumanDecision
 from qualcode.reviews import ReviewImport
 
@@ -34,6 +34,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 CONFIG_NAME = "qualcode.toml"
 DATABASE_NAME = "qualcode.sqlite"
+BACKUP_FOLDER = "backups"
+BACKUPS_KEPT = 5
 BUSY_TIMEOUT_MS = 30_000
 
 MIGRATIONS: tuple[str, ...] = (
@@ -157,6 +159,14 @@ def _read_config(root: Path) -> StudyConfig:
     )
 
 
+def _restore_hint(root: Path) -> str:
+    backups = sorted((root / BACKUP_FOLDER).glob("qualcode-*.sqlite"))
+    if backups:
+        return (f"restore the latest backup by copying {backups[-1]} to {root / DATABASE_NAME} "
+                "(the README's 'Restoring a study' says how)")
+    return "no backup was found in its backups folder; restore the file from your own backups"
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -220,16 +230,50 @@ class Study:
             raise InputMissingError(f"{codebook}: no such codebook file") from None
         except OSError as error:
             raise OutputError(f"{root}: cannot create the study ({error.strerror})") from error
-        return cls.open(root)
+        return cls.open(root, new=True)
 
     @classmethod
-    def open(cls, root: str | os.PathLike[str]) -> Study:
+    def open(cls, root: str | os.PathLike[str], *, new: bool = False) -> Study:
+        """Open the study at ``root``; its database must exist and be sound unless ``new``."""
         root = Path(root).resolve()
         config = _read_config(root)
         path = root / DATABASE_NAME
-        connection = _connect(path)
-        _migrate(connection, path)
+        if not new and (not path.is_file() or path.stat().st_size == 0):
+            state = "is empty" if path.is_file() else "is missing"
+            raise StudyDatabaseError(f"{path}: the study database {state}; {_restore_hint(root)}")
+        try:
+            connection = _connect(path)
+            try:
+                _migrate(connection, path)
+                verdict = connection.execute("PRAGMA quick_check(1)").fetchone()[0]
+            except BaseException:
+                connection.close()
+                raise
+        except sqlite3.DatabaseError as error:
+            raise StudyDatabaseError(f"{path}: the study database is damaged ({error}); {_restore_hint(root)}") from None
+        if verdict != "ok":
+            connection.close()
+            raise StudyDatabaseError(f"{path}: the study database is damaged ({verdict}); {_restore_hint(root)}")
         return cls(config, connection)
+
+    def back_up(self) -> Path:
+        """Copy the database to ``backups/`` (a consistent copy, even while others write); keep the last few."""
+        folder = self.root / BACKUP_FOLDER
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        target = folder / f"qualcode-{stamp}.sqlite"
+        try:
+            folder.mkdir(exist_ok=True)
+            copy = sqlite3.connect(target)
+            try:
+                self.connection.backup(copy)
+            finally:
+                copy.close()
+        except (OSError, sqlite3.Error) as error:
+            target.unlink(missing_ok=True)
+            raise OutputError(f"{target}: cannot back up the study database before changing it ({error})") from error
+        for old in sorted(folder.glob("qualcode-*.sqlite"))[:-BACKUPS_KEPT]:
+            old.unlink(missing_ok=True)
+        return target
 
     def close(self) -> None:
         self.connection.close()
@@ -245,6 +289,7 @@ class Study:
     def import_reviews(self, review: ReviewImport) -> int:
         """Store every decision of one reviewed workbook in one transaction; returns the import id."""
         digest = hashlib.sha256(Path(review.path).read_bytes()).hexdigest()
+        self.back_up()
         with _transaction(self.connection) as db:
             cursor = db.execute("INSERT INTO imports (path, sha256, coder, imported_at, summary) VALUES (?, ?, ?, ?, ?)",
                                 (review.path, digest, review.coder, _now(), review.summary()))
@@ -315,6 +360,7 @@ class Study:
 
     def record_run(self, result: CodingResult, *, started_at: str, output: str | None = None) -> int:
         """Store a finished run (documents, segments, machine codings, the codebook) in one transaction."""
+        self.back_up()
         with _transaction(self.connection) as db:
             codebook_id = self._codebook_id(db, result.codebook)
             cursor = db.execute(
