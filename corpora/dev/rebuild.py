@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""Cut the development corpus into units, or rebuild the unit texts from page texts.
+
+The repository holds no third-party text: only ``units.csv`` (each unit's source, position, word
+count and SHA-1), ``sources.csv`` (URL, title, kind, split) and the codings. The unit texts are
+rebuilt on your machine from the pages themselves:
+
+    python corpora/dev/rebuild.py                 # from page texts saved in corpora/dev/pages/
+    python corpora/dev/rebuild.py --fetch         # fetch each source URL first (needs web access)
+
+Each unit is found by its hash, not its position: the page's text is split into paragraphs, and
+every run of as many consecutive paragraphs as the unit has is hashed until one matches. A page
+that has changed since it was read loses only the units whose words changed. Units are written
+to ``texts/dev/`` and ``texts/test/`` as ``<unit id>.txt``, one document each, for
+``qualcode code --unit document`` and ``qualcode evaluate --gold gold.csv``.
+
+``--cut`` (used once, when the corpus was made) writes ``units.csv`` from the saved pages; see
+``cut_units`` for the rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import html.parser
+import re
+import sys
+import unicodedata
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+UNIT_COLUMNS = ("unit_id", "source_id", "first_paragraph", "paragraphs", "words", "sha1")
+# A paragraph of running prose ends a sentence; headings, menus, bylines and an excerpt's cut-off
+# last line do not.
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
+MIN_PROSE_WORDS = 5
+MIN_UNIT_WORDS = 40
+MIN_LEFTOVER_WORDS = 20
+MAX_UNIT_WORDS = 200
+
+
+@dataclass(frozen=True)
+class Unit:
+    unit_id: str
+    source_id: str
+    first_paragraph: int
+    paragraphs: int
+    words: int
+    sha1: str
+
+
+def paragraphs_of(page_text: str) -> list[str]:
+    """A page's non-empty lines, whitespace-normalised: the paragraphs units are cut from and found in."""
+    text = unicodedata.normalize("NFC", page_text.replace("\r\n", "\n").replace("\r", "\n"))
+    lines = (" ".join(line.split()) for line in text.split("\n"))
+    return [line for line in lines if line]
+
+
+def unit_text(paragraphs: list[str]) -> str:
+    return "\n\n".join(paragraphs)
+
+
+def sha1(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def _is_prose(paragraph: str) -> bool:
+    return len(paragraph.split()) >= MIN_PROSE_WORDS and bool(_SENTENCE_END.search(paragraph))
+
+
+def cut_units(source_id: str, page_text: str) -> list[tuple[int, list[str]]]:
+    """(index of first paragraph, paragraphs) of each unit of a page.
+
+    Consecutive prose paragraphs are gathered until they hold at least 40 words, without passing
+    200 words; a paragraph that is not prose (a heading, a menu, a cut-off last line) closes the
+    unit being gathered, which is kept if it holds at least 20 words. Every prose paragraph of a
+    page therefore lands in a unit, on theme or not: units are not chosen for their content.
+    """
+    paragraphs = paragraphs_of(page_text)
+    units: list[tuple[int, list[str]]] = []
+    gathered: list[str] = []
+    first = 0
+
+    def close(minimum: int) -> None:
+        nonlocal gathered
+        if gathered and sum(len(p.split()) for p in gathered) >= minimum:
+            units.append((first, gathered))
+        gathered = []
+
+    for index, paragraph in enumerate(paragraphs):
+        if not _is_prose(paragraph):
+            close(MIN_LEFTOVER_WORDS)
+            continue
+        words = len(paragraph.split())
+        held = sum(len(p.split()) for p in gathered)
+        if gathered and held + words > MAX_UNIT_WORDS:
+            close(MIN_LEFTOVER_WORDS)
+        if not gathered:
+            first = index
+        gathered.append(paragraph)
+        if held + words >= MIN_UNIT_WORDS:
+            close(MIN_UNIT_WORDS)
+    close(MIN_LEFTOVER_WORDS)
+    return units
+
+
+def find_unit(unit: Unit, paragraphs: list[str]) -> str | None:
+    """The unit's text among a page's paragraphs, found by its hash; None if the page no longer has it."""
+    candidates = [unit.first_paragraph] + [i for i in range(len(paragraphs)) if i != unit.first_paragraph]
+    for start in candidates:
+        window = paragraphs[start:start + unit.paragraphs]
+        if len(window) == unit.paragraphs and sha1(unit_text(window)) == unit.sha1:
+            return unit_text(window)
+    return None
+
+
+class _TextOfPage(html.parser.HTMLParser):
+    """The visible text of an HTML page, a line per block element."""
+
+    _BLOCKS = {"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "tr", "section", "article"}
+    _HIDDEN = {"script", "style", "noscript", "template"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._hidden = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self._HIDDEN:
+            self._hidden += 1
+        elif tag in self._BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag):
+        if tag in self._HIDDEN and self._hidden:
+            self._hidden -= 1
+        elif tag in self._BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data):
+        if not self._hidden:
+            self.parts.append(data)
+
+
+def text_of_html(page: str) -> str:
+    parser = _TextOfPage()
+    parser.feed(page)
+    return "".join(parser.parts)
+
+
+def fetch_page(url: str) -> str:
+    request = urllib.request.Request(url, headers={"User-Agent": "qualcode-dev-corpus-rebuild"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        charset = response.headers.get_content_charset() or "utf-8"
+        return text_of_html(response.read().decode(charset, errors="replace"))
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def read_units(path: Path) -> list[Unit]:
+    return [Unit(row["unit_id"], row["source_id"], int(row["first_paragraph"]), int(row["paragraphs"]),
+                 int(row["words"]), row["sha1"]) for row in read_csv(path)]
+
+
+def write_units(units: list[Unit], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(UNIT_COLUMNS)
+        writer.writerows((u.unit_id, u.source_id, u.first_paragraph, u.paragraphs, u.words, u.sha1) for u in units)
+
+
+def cut_corpus(sources: list[dict[str, str]], pages: Path) -> list[Unit]:
+    units = []
+    for source in sources:
+        page = (pages / f"{source['source_id']}.txt").read_text(encoding="utf-8")
+        for first, paragraphs in cut_units(source["source_id"], page):
+            text = unit_text(paragraphs)
+            units.append(Unit(f"U{len(units) + 1:04d}", source["source_id"], first, len(paragraphs),
+                              len(text.split()), sha1(text)))
+    return units
+
+
+def rebuild(units: list[Unit], sources: list[dict[str, str]], pages: Path, out: Path, *,
+            fetch: bool = False) -> tuple[int, list[str]]:
+    """Write every unit found to ``out/<split>/<unit id>.txt``; returns (written, units not found)."""
+    by_source = {source["source_id"]: source for source in sources}
+    page_paragraphs: dict[str, list[str]] = {}
+    written, missing = 0, []
+    for unit in units:
+        source = by_source[unit.source_id]
+        if unit.source_id not in page_paragraphs:
+            saved = pages / f"{unit.source_id}.txt"
+            if fetch:
+                try:
+                    page = fetch_page(source["url"])
+                except OSError as error:
+                    print(f"{source['url']}: not fetched ({error})", file=sys.stderr)
+                    page = ""
+            else:
+                page = saved.read_text(encoding="utf-8") if saved.is_file() else ""
+            page_paragraphs[unit.source_id] = paragraphs_of(page)
+        text = find_unit(unit, page_paragraphs[unit.source_id])
+        if text is None:
+            missing.append(unit.unit_id)
+            continue
+        folder = out / source.get("split", "dev")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{unit.unit_id}.txt").write_text(text + "\n", encoding="utf-8")
+        written += 1
+    return written, missing
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pages", type=Path, default=HERE / "pages", help="folder of page texts, <source_id>.txt")
+    parser.add_argument("--out", type=Path, default=HERE / "texts", help="where the unit texts go")
+    parser.add_argument("--fetch", action="store_true", help="fetch each source URL instead of reading --pages")
+    parser.add_argument("--cut", action="store_true", help="(re)make units.csv from the pages")
+    args = parser.parse_args(argv)
+    sources = read_csv(HERE / "sources.csv")
+    if args.cut:
+        units = cut_corpus(sources, args.pages)
+        write_units(units, HERE / "units.csv")
+        print(f"{len(units)} units from {len(sources)} sources -> {HERE / 'units.csv'}")
+        return 0
+    units = read_units(HERE / "units.csv")
+    written, missing = rebuild(units, sources, args.pages, args.out, fetch=args.fetch)
+    print(f"{written} of {len(units)} units rebuilt -> {args.out}")
+    if missing:
+        print(f"{len(missing)} units not found (their page changed or is missing): {', '.join(missing[:20])}"
+              + (" ..." if len(missing) > 20 else ""), file=sys.stderr)
+    return 0 if not missing else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

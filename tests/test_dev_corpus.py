@@ -1,0 +1,128 @@
+"""The development corpus of real writing: its index, and the script that rebuilds its texts."""
+
+import csv
+import importlib.util
+import re
+
+import pytest
+
+from conftest import REPO, SHARED
+
+DEV = REPO / "corpora" / "dev"
+
+
+@pytest.fixture(scope="module")
+def rebuild():
+    import sys
+
+    spec = importlib.util.spec_from_file_location("qualcode_dev_rebuild", DEV / "rebuild.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+# Written for this test: a page as a reader's browser shows it, menus and a cut-off last line included.
+PAGE = """Skip to content
+Home | About | Blog
+
+My worker and me
+
+Posted on 3 May
+
+I met my new worker in March. She sat with me in the kitchen and asked what I wanted from the plan, and she wrote it down.
+She rang back the same day when I left a message.
+Short line here.
+
+Then in June she told me she was moving to another team. Nobody had said anything before, and I had to start again with someone who had not read my file or met my kids. It felt like the whole year had been wasted and I would have to explain everything from the beginning once more to a stranger who did not know us.
+
+Share this:
+The next worker came twice and then went off sick, so for most of the autumn there was nob"""
+
+
+def test_units_gather_prose_paragraphs_and_leave_out_menus_and_a_cut_off_line(rebuild):
+    units = rebuild.cut_units("S1", PAGE)
+    texts = [rebuild.unit_text(paragraphs) for _, paragraphs in units]
+    assert len(units) == 2
+    assert texts[0].startswith("I met my new worker in March.") and texts[0].endswith("left a message.")
+    assert texts[0].count("\n\n") == 1
+    assert not any("Short line here." in text for text in texts)  # under five words: not prose
+    assert texts[1].startswith("Then in June") and texts[1].endswith("did not know us.")
+    assert not any("Skip to content" in text or "nob" == text[-3:] for text in texts)
+
+
+def test_a_unit_is_found_by_its_hash_in_a_page_that_moved_around_it(rebuild):
+    first, paragraphs = rebuild.cut_units("S1", PAGE)[1]
+    text = rebuild.unit_text(paragraphs)
+    unit = rebuild.Unit("U0002", "S1", first, len(paragraphs), len(text.split()), rebuild.sha1(text))
+    moved = "Cookie notice\nAccept all\n" + PAGE.replace("Then in June she told", "Then in June  she\ttold")
+    assert rebuild.find_unit(unit, rebuild.paragraphs_of(moved)) == text
+    edited = PAGE.replace("wasted", "lost")
+    assert rebuild.find_unit(unit, rebuild.paragraphs_of(edited)) is None
+
+
+def test_the_text_of_an_html_page_gives_the_same_units(rebuild):
+    body = "".join(f"<p>{line}</p>" for line in PAGE.splitlines() if line)
+    html = f"<html><head><script>var x = 'I met my new worker';</script><style>p {{}}</style></head><body>{body}</body></html>"
+    expected = [rebuild.unit_text(paragraphs) for _, paragraphs in rebuild.cut_units("S1", PAGE)]
+    got = [rebuild.unit_text(paragraphs) for _, paragraphs in rebuild.cut_units("S1", rebuild.text_of_html(html))]
+    assert got == expected
+
+
+def test_rebuild_writes_each_unit_to_its_split_and_reports_what_it_cannot_find(rebuild, tmp_path):
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    (pages / "S1.txt").write_text(PAGE, encoding="utf-8")
+    sources = [{"source_id": "S1", "url": "http://127.0.0.1/none", "split": "test"},
+               {"source_id": "S2", "url": "http://127.0.0.1/none", "split": "dev"}]
+    units = rebuild.cut_corpus(sources[:1], pages)
+    units.append(rebuild.Unit("U0003", "S2", 0, 1, 10, "0" * 40))
+    written, missing = rebuild.rebuild(units, sources, pages, tmp_path / "texts")
+    assert (written, missing) == (2, ["U0003"])
+    assert sorted(path.name for path in (tmp_path / "texts" / "test").iterdir()) == ["U0001.txt", "U0002.txt"]
+    assert (tmp_path / "texts" / "test" / "U0002.txt").read_text(encoding="utf-8").startswith("Then in June")
+
+
+def _rows(name):
+    with (DEV / name).open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_the_index_is_whole_and_holds_no_text():
+    sources = {row["source_id"]: row for row in _rows("sources.csv")}
+    units = _rows("units.csv")
+    assert list(units[0]) == ["unit_id", "source_id", "first_paragraph", "paragraphs", "words", "sha1"]
+    assert [row["unit_id"] for row in units] == [f"U{i:04d}" for i in range(1, len(units) + 1)]
+    assert len(units) >= 600 and len({row["source_id"] for row in units}) >= 40
+    assert all(row["source_id"] in sources for row in units)
+    assert all(re.fullmatch(r"[0-9a-f]{40}", row["sha1"]) for row in units)
+    assert {row["split"] for row in sources.values()} == {"dev", "test"}
+    test_share = sum(row["split"] == "test" for row in sources.values()) / len(sources)
+    assert 0.2 <= test_share <= 0.3
+
+
+def test_no_held_out_page_is_in_the_corpus():
+    listing = SHARED / "heldout-sources.md"
+    if not listing.is_file():
+        pytest.skip(f"{listing} is not on this machine")
+
+    def address(url):
+        return re.sub(r"^https?://(www\.)?", "", url.strip()).split("?")[0].rstrip("/").lower()
+
+    held_out = {address(line[2:]) for line in listing.read_text().splitlines() if line.startswith("- http")}
+    assert held_out and not held_out & {address(row["url"]) for row in _rows("sources.csv")}
+
+
+def test_the_texts_match_the_index_where_they_have_been_rebuilt():
+    texts = DEV / "texts"
+    if not texts.is_dir():
+        pytest.skip("the unit texts are not rebuilt here (python corpora/dev/rebuild.py)")
+    import hashlib
+
+    splits = {row["source_id"]: row["split"] for row in _rows("sources.csv")}
+    for row in _rows("units.csv"):
+        path = texts / splits[row["source_id"]] / f"{row['unit_id']}.txt"
+        if path.is_file():
+            text = path.read_text(encoding="utf-8").removesuffix("\n")
+            assert hashlib.sha1(text.encode("utf-8")).hexdigest() == row["sha1"], path
