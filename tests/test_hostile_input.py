@@ -201,3 +201,33 @@ def test_a_study_keeps_the_last_five_backups(tmp_path):
 
     with sqlite3.connect(kept[-1]) as copy:
         assert copy.execute("PRAGMA user_version").fetchone()[0] >= 1
+
+
+def test_a_docx_zip_bomb_is_refused_before_it_is_unpacked(tmp_path):
+    import zipfile
+
+    from qualcode.ingest.word import MAX_DOCX_PART_BYTES
+
+    bomb = tmp_path / "in" / "bomb.docx"
+    bomb.parent.mkdir()
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        with archive.open("word/document.xml", "w", force_zip64=True) as part:
+            chunk = b" " * (1 << 20)
+            for _ in range(MAX_DOCX_PART_BYTES // len(chunk) + 1):
+                part.write(chunk)
+    assert bomb.stat().st_size < 1_000_000
+    message = _one_line_error(run("code", bomb.parent, "-o", tmp_path / "o.xlsx"), 65)
+    assert f"{bomb}: entry 'word/document.xml' unpacks to" in message and "refused as too large" in message
+
+
+def test_a_file_that_is_not_a_docx_says_what_it_is_and_what_to_do(tmp_path):
+    (tmp_path / "in").mkdir()
+    old = tmp_path / "in" / "old.docx"
+    old.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 600)
+    message = _one_line_error(run("code", old, "-o", tmp_path / "o.xlsx"), 65)
+    assert message == (f"Error: {old}: not a readable Word .docx document (it is an old Word .doc file); "
+                       "open it in Word or LibreOffice and save it again as .docx")
+    text = tmp_path / "in" / "notes.docx"
+    text.write_text("just text")
+    assert "(it is not the zip package a .docx is)" in _one_line_error(run("code", text, "-o", tmp_path / "o.xlsx"), 65)

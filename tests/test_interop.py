@@ -237,7 +237,7 @@ def test_hostile_xml_is_refused_with_a_clear_error(tmp_path, content):
 def test_zip_slip_and_zip_bombs_are_refused(tmp_path):
     slip = tmp_path / "slip.qdpx"
     slip.write_bytes(_qdpx({"project.qde": _project_xml([]), "../../evil.txt": b"x"}))
-    with pytest.raises(InputDataError, match=r"entry '../../evil.txt' points outside the project folder \(zip slip\)"):
+    with pytest.raises(InputDataError, match=r"entry '../../evil.txt' points outside the archive's folder \(zip slip\)"):
         read_qdpx(slip)
     bomb = tmp_path / "bomb.qdpx"
     bomb.write_bytes(_qdpx({"project.qde": _project_xml([]), "sources/a1.txt": b"\0" * 20_000_000}))

@@ -24,7 +24,7 @@ import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from qualcode import __version__
 from qualcode.errors import InputDataError, InputMissingError
@@ -32,15 +32,12 @@ from qualcode.interop.qdc import code_guid, codes_element, read_code_tree
 from qualcode.interop.safexml import (PROJECT_NS, child, children, local, normalise_guid, parse_xml, serialise,
                                       stable_guid, text_of)
 from qualcode.models import Code, Codebook, Document, Segment
+from qualcode.safezip import check_archive
 from qualcode.turns import looks_like_transcript
 
 logger = logging.getLogger(__name__)
 
 MACHINE_USER = "qualcode"
-MAX_ENTRY_BYTES = 512 * 1024 * 1024
-MAX_TOTAL_BYTES = 2 * 1024 * 1024 * 1024
-MAX_RATIO = 200
-MAX_ENTRIES = 100_000
 COVERAGE = 0.5
 _DATE = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -158,23 +155,7 @@ class _SafeArchive:
             raise InputMissingError(f"{path}: no such file") from None
         except (zipfile.BadZipFile, OSError) as error:
             raise InputDataError(f"{path}: not a .qdpx (zip) archive ({error})") from None
-        infos = self.archive.infolist()
-        if len(infos) > MAX_ENTRIES:
-            raise InputDataError(f"{path}: {len(infos)} entries; refused as absurdly many")
-        total = 0
-        for info in infos:
-            name = info.filename
-            parts = PurePosixPath(name.replace("\\", "/")).parts
-            if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
-                raise InputDataError(f"{path}: entry '{name}' points outside the project folder (zip slip); refused")
-            if info.file_size > MAX_ENTRY_BYTES:
-                raise InputDataError(f"{path}: entry '{name}' unpacks to {info.file_size:,} bytes; refused as too large")
-            if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 10_000_000:
-                raise InputDataError(f"{path}: entry '{name}' expands {info.file_size // info.compress_size}-fold; "
-                                     "refused as a likely zip bomb")
-            total += info.file_size
-        if total > MAX_TOTAL_BYTES:
-            raise InputDataError(f"{path}: unpacks to {total:,} bytes; refused as too large")
+        infos = check_archive(path, self.archive)
         self.names = {info.filename: info for info in infos if not info.is_dir()}
 
     def read(self, name: str) -> bytes:
