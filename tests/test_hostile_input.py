@@ -231,3 +231,59 @@ def test_a_file_that_is_not_a_docx_says_what_it_is_and_what_to_do(tmp_path):
     text = tmp_path / "in" / "notes.docx"
     text.write_text("just text")
     assert "(it is not the zip package a .docx is)" in _one_line_error(run("code", text, "-o", tmp_path / "o.xlsx"), 65)
+
+
+def _without_root_powers():
+    """A prefix that runs a command as root without its power to read any file, or [] when not root."""
+    import os
+
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        import pytest
+
+        pytest.skip("running as root without util-linux's setpriv: an unreadable folder cannot be made")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def test_an_unreadable_subfolder_is_an_error_naming_it(tmp_path):
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(SAMPLE / "essays", corpus)
+    locked = corpus / "locked"
+    locked.mkdir()
+    (locked / "more.txt").write_text("She listened to me.\n")
+    locked.chmod(0)
+    try:
+        completed = subprocess.run([*_without_root_powers(), sys.executable, "-m", "qualcode", "code", str(corpus),
+                                    "-o", str(tmp_path / "o.xlsx")], capture_output=True, text=True, timeout=120)
+    finally:
+        locked.chmod(0o755)
+    assert completed.returncode == 65, completed.stderr
+    assert completed.stderr.strip().splitlines()[-1] == f"Error: {locked}: cannot be read (Permission denied)"
+    assert "Traceback" not in completed.stderr and not (tmp_path / "o.xlsx").exists()
+
+
+def test_linked_folders_are_read_once_and_loops_are_listed(tmp_path):
+    import openpyxl
+
+    outside = tmp_path / "outside"
+    shutil.copytree(SAMPLE / "essays", outside)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "note.txt").write_text("She rang back the same day.\n")
+    (corpus / "essays").symlink_to(outside, target_is_directory=True)
+    (corpus / "again").symlink_to(outside, target_is_directory=True)
+    (outside / "loop").symlink_to(corpus, target_is_directory=True)
+    result = run("code", corpus, "-o", tmp_path / "o.xlsx", "-v")
+    assert result.exit_code == 0, result.output
+    essays = len(list((SAMPLE / "essays").iterdir()))
+    assert f"from {essays + 1} documents" in result.output
+    assert f"skipped {corpus / 'essays'}: a link to a folder read already" in result.output
+    assert f"skipped {corpus / 'again' / 'loop'}: a link to a folder read already" in result.output
+    run_sheet = openpyxl.load_workbook(tmp_path / "o.xlsx", read_only=True)["Run"]
+    listed = " ".join(str(cell) for row in run_sheet.iter_rows(values_only=True) for cell in row if cell)
+    assert "a link to a folder read already" in listed

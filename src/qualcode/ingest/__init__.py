@@ -26,13 +26,31 @@ SUPPORTED_SUFFIXES = TEXT_SUFFIXES | CAPTION_SUFFIXES | TABLE_SUFFIXES | {".docx
 __all__ = ["read_documents", "SUPPORTED_SUFFIXES", "list_input_files"]
 
 
-def _candidate_files(path: Path) -> list[tuple[Path, str]]:
-    """(file, document id) pairs under ``path``; ids are paths relative to the folder named."""
+def _unreadable(error: OSError) -> None:
+    raise InputDataError(f"{error.filename}: cannot be read ({error.strerror})") from error
+
+
+def _candidate_files(path: Path, skipped: list[SkippedFile]) -> list[tuple[Path, str]]:
+    """(file, document id) pairs under ``path``; ids are paths relative to the folder named.
+
+    Linked folders are followed once: a link back to a folder already read is listed in
+    ``skipped`` instead of being read again (or forever). An unreadable folder is an error, as an
+    unreadable file is: nothing named is left out without a word.
+    """
     if path.is_file():
         return [(path, path.name)]
     found = []
-    for root, folders, files in os.walk(path):
-        folders[:] = sorted(folder for folder in folders if not folder.startswith("."))
+    seen = {_identity(path)}
+    for root, folders, files in os.walk(path, onerror=_unreadable, followlinks=True):
+        kept = []
+        for folder in sorted(folder for folder in folders if not folder.startswith(".")):
+            identity = _identity(Path(root) / folder)
+            if identity in seen:
+                skipped.append(SkippedFile(str(Path(root) / folder), "a link to a folder read already"))
+            else:
+                seen.add(identity)
+                kept.append(folder)
+        folders[:] = kept
         for name in sorted(files):
             if not name.startswith("."):
                 file = Path(root) / name
@@ -40,14 +58,27 @@ def _candidate_files(path: Path) -> list[tuple[Path, str]]:
     return found
 
 
-def list_input_files(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, str]]:
-    """Every candidate file with its document id, in a stable order. Missing paths are an error."""
+def _identity(folder: Path) -> tuple[int, int]:
+    try:
+        status = folder.stat()
+    except OSError as error:
+        _unreadable(error)
+    return status.st_dev, status.st_ino
+
+
+def list_input_files(paths: Iterable[str | os.PathLike[str]],
+                     skipped: list[SkippedFile] | None = None) -> list[tuple[Path, str]]:
+    """Every candidate file with its document id, in a stable order. Missing paths are an error.
+
+    Folders not read (links to folders read already) are added to ``skipped``.
+    """
     files: list[tuple[Path, str]] = []
+    skipped = [] if skipped is None else skipped
     for raw in paths:
         path = Path(raw)
         if not path.exists():
             raise InputMissingError(f"{path}: no such file or folder")
-        files.extend(_candidate_files(path))
+        files.extend(_candidate_files(path, skipped))
     return files
 
 
@@ -89,10 +120,10 @@ def read_documents(
     unreadable file or duplicate document ids.
     """
     paths = list(paths)
-    candidates = list_input_files(paths)
+    skipped: list[SkippedFile] = []
+    candidates = list_input_files(paths, skipped)
     documents: list[Document] = []
     files: list[InputFile] = []
-    skipped: list[SkippedFile] = []
     origin: dict[str, str] = {}
     for done, (file, doc_id) in enumerate(candidates, start=1):
         suffix = file.suffix.lower()
