@@ -287,3 +287,176 @@ def test_linked_folders_are_read_once_and_loops_are_listed(tmp_path):
     run_sheet = openpyxl.load_workbook(tmp_path / "o.xlsx", read_only=True)["Run"]
     listed = " ".join(str(cell) for row in run_sheet.iter_rows(values_only=True) for cell in row if cell)
     assert "a link to a folder read already" in listed
+
+
+def _start_run(output, *extra):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "qualcode", "code", str(SAMPLE), "-o", str(output), "--force",
+                             "--no-model-cache", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _temporaries(folder):
+    return sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".tmp"))
+
+
+def _wait_for_temporary(process, folder):
+    import time
+
+    deadline = time.monotonic() + 60
+    while not _temporaries(folder):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no temporary appeared"
+        time.sleep(0.005)
+
+
+def test_sigterm_unwinds_the_run_and_leaves_no_temporary(tmp_path):
+    import signal
+
+    output = tmp_path / "coded.xlsx"
+    output.write_bytes(b"the earlier workbook")
+    process = _start_run(output)
+    _wait_for_temporary(process, tmp_path)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr
+    assert _temporaries(tmp_path) == []
+    assert output.read_bytes() == b"the earlier workbook"
+
+
+def test_a_killed_runs_temporary_is_removed_by_the_next_run_of_that_output(tmp_path):
+    import signal
+
+    output = tmp_path / "coded.xlsx"
+    process = _start_run(output)
+    _wait_for_temporary(process, tmp_path)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    left = _temporaries(tmp_path)
+    assert len(left) == 1 and left[0].startswith(".coded.xlsx.")
+    (tmp_path / ".other.xlsx.0123456789ab.tmp").write_text("not this output's")
+    assert run("code", SAMPLE / "essays", "-o", output, "-q").exit_code == 0
+    assert _temporaries(tmp_path) == [".other.xlsx.0123456789ab.tmp"]
+
+
+def test_a_running_runs_temporary_is_left_alone(tmp_path):
+    from qualcode.export.atomic import atomic_file, atomic_folder, remove_stale_temporaries
+
+    with atomic_file(tmp_path / "coded.xlsx") as temporary:
+        temporary.write_bytes(b"being written")
+        assert remove_stale_temporaries(tmp_path / "coded.xlsx") == []
+        assert temporary.exists()
+    with atomic_folder(tmp_path / "csv") as folder:
+        assert remove_stale_temporaries(tmp_path / "csv") == [] and folder.is_dir()
+    assert _temporaries(tmp_path) == []
+
+
+# Written for this test in the shape of a Zoom export: "Name: words" cues, a name with brackets,
+# a speaker going on over several cues, and cues without a name that continue the turn before.
+ZOOM = """WEBVTT
+
+1
+00:00:01.020 --> 00:00:03.110
+Ashlee Kupor (SL): So what did you do on a normal day
+
+2
+00:00:03.500 --> 00:00:05.000
+Ashlee Kupor (SL): when you were on placement?
+
+3
+00:00:06.200 --> 00:00:08.900
+Dr. Amal Osei: Do a lot of work
+
+4
+00:00:09.000 --> 00:00:10.400
+to like, get to know the families.
+
+5
+00:00:11.000 --> 00:00:12.000
+Ashlee Kupor (SL): But did they trust you?
+
+6
+00:00:12.300 --> 00:00:14.000
+Dr. Amal Osei: Not at first.
+
+7
+00:00:14.100 --> 00:00:15.000
+Note that it took months.
+"""
+
+
+def test_a_zoom_export_keeps_speakers_and_gives_label_less_cues_to_the_turn_before(write):
+    from qualcode.ingest import read_documents
+    from qualcode.segment import segment_documents
+
+    (document,) = read_documents([write("call.vtt", ZOOM)]).documents
+    assert document.text == (
+        "[00:00:01] Ashlee Kupor SL: So what did you do on a normal day when you were on placement?\n\n"
+        "[00:00:06] Dr. Amal Osei: Do a lot of work to like, get to know the families.\n\n"
+        "[00:00:11] Ashlee Kupor SL: But did they trust you?\n\n"
+        "[00:00:12] Dr. Amal Osei: Not at first. Note that it took months.\n")
+    turns = segment_documents([document], unit="turn")
+    assert [(turn.speaker, turn.timestamp) for turn in turns] == [
+        ("Ashlee Kupor SL", "00:00:01"), ("Dr. Amal Osei", "00:00:06"), ("Ashlee Kupor SL", "00:00:11"),
+        ("Dr. Amal Osei", "00:00:12")]
+
+
+def test_caption_errors_name_the_timing_line_and_refuse_impossible_times(write):
+    import pytest
+
+    from qualcode.errors import InputDataError
+    from qualcode.ingest import read_documents
+
+    srt = write("bad.srt", "1\n00:00:01,000 --> 00:00:02,000\nfine\n\n2\n00:00:03,000 -> 00:00:04,000\nbroken\n")
+    with pytest.raises(InputDataError, match=r"bad.srt: line 6: expected a cue timing"):
+        read_documents([srt])
+    vtt = write("late.vtt", "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\nfine\n\n00:61:99.999 --> 00:62:00.000\nno\n")
+    with pytest.raises(InputDataError, match=r"late.vtt: line 6: impossible cue time '00:61:99.999'; "
+                                             r"expected hh:mm:ss.ttt with minutes and seconds below 60"):
+        read_documents([vtt])
+
+
+def test_utf16_without_a_byte_order_mark_and_binary_files_are_refused_with_a_hint(tmp_path):
+    (tmp_path / "in").mkdir()
+    utf16 = tmp_path / "in" / "interview.txt"
+    utf16.write_bytes("Interviewer: How was it?\nJo: She listened to me.\n".encode("utf-16-le"))
+    assert _one_line_error(run("code", utf16, "-o", tmp_path / "o.xlsx"), 65) == (
+        f"Error: {utf16}: looks like UTF-16 (little-endian) text without a byte order mark; "
+        "save it as UTF-8 (in Notepad or Word: Save As, Encoding UTF-8)")
+    big = tmp_path / "in" / "big.csv"
+    big.write_bytes("id,response\n1,She came every week.\n".encode("utf-16-be"))
+    assert "looks like UTF-16 (big-endian) text" in _one_line_error(run("code", big, "-o", tmp_path / "o.xlsx"), 65)
+    binary = tmp_path / "in" / "photo.txt"
+    binary.write_bytes(bytes(range(256)) * 40)
+    assert "holds NUL bytes, so it is not a text file" in _one_line_error(run("code", binary, "-o", tmp_path / "o.xlsx"), 65)
+    controls = tmp_path / "in" / "dump.md"
+    controls.write_bytes(b"\x01\x02\x03\x04 text \x05\x06\x07\x08" * 100)
+    assert "of its first bytes are control codes" in _one_line_error(run("code", controls, "-o", tmp_path / "o.xlsx"), 65)
+    assert not (tmp_path / "o.xlsx").exists()
+    # The byte order mark still says what UTF-16 is: such a file is read.
+    marked = tmp_path / "marked.txt"
+    marked.write_bytes("She listened to me, every time.\n".encode("utf-16"))
+    assert run("code", marked, "-o", tmp_path / "o.xlsx", "-q").exit_code == 0
+
+
+def test_a_survey_workbook_whose_first_sheet_is_empty_names_the_others_and_sheet_picks_one(tmp_path):
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    workbook.active.title = "Notes"
+    answers = workbook.create_sheet("Answers")
+    answers.append(["id", "response"])
+    answers.append(["R1", "My worker rang back the same day, every time."])
+    answers.append(["R2", "Nobody asked me what I wanted."])
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / "survey.xlsx"
+    workbook.save(path)
+    assert _one_line_error(run("code", path, "-o", tmp_path / "o.xlsx"), 65) == (
+        f"Error: {path}: sheet 'Notes' is empty; expected a header row; name the sheet to read with --sheet "
+        "(the others: Answers)")
+    result = run("code", path, "-o", tmp_path / "o.xlsx", "--sheet", "Answers")
+    assert result.exit_code == 0 and "Coded 2 segments from 2 documents" in result.output
+    assert "no sheet named 'Answer' (sheets: Notes, Answers)" in _one_line_error(
+        run("code", path, "-o", tmp_path / "o.xlsx", "--sheet", "Answer", "--force"), 65)

@@ -68,7 +68,7 @@ def test_srt_without_speakers_merges_until_a_sentence_ends(write):
 
 def test_malformed_caption_names_the_line(write):
     path = write("bad.vtt", "WEBVTT\n\n1\nnot a timing\nhello\n")
-    with pytest.raises(InputDataError, match=r"bad.vtt: line 3: expected a cue timing"):
+    with pytest.raises(InputDataError, match=r"bad.vtt: line 4: expected a cue timing"):
         read_documents([path])
 
 

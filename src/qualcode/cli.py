@@ -10,6 +10,8 @@ import contextlib
 import functools
 import json
 import logging
+import os
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -112,6 +114,7 @@ def _corpus_options(function):
                      help="Treat every text file as this kind instead of detecting speaker turns."),
         click.option("--text-column", help="Survey tables: the column holding the answer text."),
         click.option("--id-column", help="Survey tables: the column holding the respondent id."),
+        click.option("--sheet", help="Survey workbooks (.xlsx): the sheet to read (default: the first)."),
         click.option("--code-interviewer", is_flag=True, help="Code interviewer turns too (they are exported either way)."),
         click.option("--interviewer", "interviewer_labels", multiple=True, metavar="LABEL",
                      help="A speaker label that marks the interviewer, besides Interviewer, INT, I, Q, Researcher, "
@@ -198,8 +201,8 @@ def _modified_at(path: Path) -> str | None:
     return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _coding_options(unit, kind, text_column, id_column, code_interviewer, interviewer_labels, spacy_model, no_seed,
-                    weak_labels, thresholds, veto_below, codebook_path, classifier=True, jobs=1, dask=None,
+def _coding_options(unit, kind, text_column, id_column, sheet, code_interviewer, interviewer_labels, spacy_model,
+                    no_seed, weak_labels, thresholds, veto_below, codebook_path, classifier=True, jobs=1, dask=None,
                     model_cache=True, **extra) -> CodingOptions:
     suggest_at, per_code = _parse_thresholds(thresholds)
     veto_below = DEFAULT_VETO_BELOW if veto_below is None else veto_below
@@ -208,7 +211,7 @@ def _coding_options(unit, kind, text_column, id_column, code_interviewer, interv
                          weak_labels=weak_labels, suggest_at=suggest_at, veto_below=veto_below, thresholds=per_code,
                          jobs=jobs, dask=dask, model_cache=model_cache,
                          extra={"kind": kind or "detected", "text_column": text_column or "detected",
-                                "id_column": id_column or "detected",
+                                "id_column": id_column or "detected", **({"sheet": sheet} if sheet else {}),
                                 "codebook": str(codebook_path or default_codebook_path()), **extra})
 
 
@@ -310,7 +313,7 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
                                                                background=jobs != 1, nlp=nlp))
                               if options.classifier and codes_as_it_goes(options, reviews) else None)
                 corpus = read_documents(paths, kind=corpus_options["kind"], text_column=corpus_options["text_column"],
-                                        id_column=corpus_options["id_column"],
+                                        id_column=corpus_options["id_column"], sheet=corpus_options["sheet"],
                                         progress=lambda done, total: progress("read", 1, total))
                 coding = functools.partial(
                     code_corpus, corpus, codebook, options, training=training, progress=progress, reviews=reviews,
@@ -375,7 +378,7 @@ def evaluate(paths, codebook_path, gold_path, folds, min_rule_precision, no_lear
     options = _coding_options(codebook_path=codebook_path, **corpus_options)
     with _logging_to_stderr(quiet, False):
         corpus = read_documents(paths, kind=corpus_options["kind"], text_column=corpus_options["text_column"],
-                                id_column=corpus_options["id_column"])
+                                id_column=corpus_options["id_column"], sheet=corpus_options["sheet"])
         gold = read_label_file(gold_path, codebook.code_ids)
         report = run_evaluation(corpus, codebook, gold, options=options, folds=folds,
                                 min_rule_precision=min_rule_precision, learning_curve=not no_learning_curve)
@@ -736,7 +739,31 @@ def codebook_validate(path, quiet) -> None:
                    f"(codebook '{loaded.name}' version {loaded.version})")
 
 
+def _stop_at_once(signum: int, frame) -> None:
+    """SIGTERM (a batch system's time limit, ``kill``): remove this run's temporaries, then end.
+
+    Raising an exception here, as Ctrl-C does, is not enough: one that lands in a finalizer or an
+    import's callback is printed and dropped, and the run goes on. Ending at once loses nothing:
+    outputs are renamed into place whole or not at all, a study's writes are transactions, and
+    workers end with the process that started them.
+    """
+    if os.getpid() == _COMMAND_PID:
+        from qualcode.export.atomic import remove_temporaries_in_use
+
+        remove_temporaries_in_use()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"Stopped by signal {signal.Signals(signum).name}; earlier outputs are as they were\n")
+            sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+_COMMAND_PID = os.getpid()
+
+
 def main() -> None:
+    global _COMMAND_PID
+    _COMMAND_PID = os.getpid()
+    signal.signal(signal.SIGTERM, _stop_at_once)
     cli(prog_name="qualcode")
 
 

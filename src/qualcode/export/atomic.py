@@ -6,6 +6,7 @@ import contextlib
 import errno
 import gc
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -14,6 +15,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from qualcode.errors import OutputError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX
+    fcntl = None
 
 
 def check_output_path(output: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]]) -> Path:
@@ -42,12 +48,62 @@ def check_output_path(output: str | os.PathLike[str], inputs: Sequence[str | os.
     return output
 
 
-def _create_beside(target: Path, kind: str, create) -> Path:
-    """A new temporary path beside ``target``, made by ``create(path)`` (a ``kind``: file or folder).
+def _temporary_names(target: Path) -> Iterator[Path]:
+    """Temporaries this module has made for ``target``, by any run."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[0-9a-f]{{12}}\.tmp")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(target.parent):
+            if pattern.fullmatch(entry.name):
+                yield target.parent / entry.name
+
+
+def _lock(path: Path) -> int | None:
+    """Hold an exclusive lock on ``path`` for as long as the returned descriptor is open; None if another holds it.
+
+    The lock marks a temporary as in use: it goes when its run ends, however it ends (kill -9
+    included), which is how a later run tells a stale temporary from a running one's.
+    """
+    if fcntl is None:  # pragma: no cover - not on POSIX
+        return None
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Delete temporaries of ``target`` left by runs that were killed; a running run's are left alone."""
+    removed = []
+    for temporary in _temporary_names(target):
+        descriptor = _lock(temporary)
+        if descriptor is None:
+            continue
+        try:
+            if temporary.is_dir():
+                shutil.rmtree(temporary, ignore_errors=True)
+            else:
+                temporary.unlink(missing_ok=True)
+            removed.append(temporary)
+        finally:
+            os.close(descriptor)
+    return removed
+
+
+@contextlib.contextmanager
+def _beside(target: Path, kind: str, create) -> Iterator[Path]:
+    """A new temporary path beside ``target``, made by ``create(path)`` (a ``kind``: file or folder), locked while in use.
 
     Unlike ``tempfile``, whose files only their owner may read, ``create`` lets the umask decide,
     as for any file a program writes: a workbook in a shared project folder stays readable there.
+    Temporaries that killed runs left beside ``target`` are removed first.
     """
+    remove_stale_temporaries(target)
     for _ in range(100):
         temporary = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
         try:
@@ -56,8 +112,34 @@ def _create_beside(target: Path, kind: str, create) -> Path:
             continue
         except OSError as error:
             raise OutputError(f"{target}: cannot create a {kind} in {target.parent} ({error.strerror})") from error
-        return temporary
-    raise OutputError(f"{target}: cannot find a free temporary name in {target.parent}")
+        break
+    else:
+        raise OutputError(f"{target}: cannot find a free temporary name in {target.parent}")
+    descriptor = _lock(temporary)
+    _IN_USE.add(temporary)
+    try:
+        yield temporary
+    finally:
+        _IN_USE.discard(temporary)
+        if descriptor is not None:
+            os.close(descriptor)
+
+
+# The temporaries this process is writing, for remove_temporaries_in_use.
+_IN_USE: set[Path] = set()
+
+
+def remove_temporaries_in_use() -> None:
+    """Delete every temporary this process is writing, for a process about to end at once (SIGTERM).
+
+    Safe at any point of a write: a temporary already renamed into place is gone by its old name.
+    """
+    for temporary in list(_IN_USE):
+        if temporary.is_dir():
+            shutil.rmtree(temporary, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
 
 
 # Errors that mean the output's disk or quota, not the run, failed.
@@ -117,34 +199,34 @@ def atomic_file(target: Path) -> Iterator[Path]:
 
     The new file has the permissions of the one it replaces, else those the umask gives.
     """
-    temporary = _create_beside(target, "file", _new_file)
-    try:
-        yield temporary
-        _keep_permissions(target, temporary)
-        os.replace(temporary, target)
-    except BaseException as error:
-        temporary.unlink(missing_ok=True)
-        if _write_failure(error):
-            raise _cannot_write(target, error) from error
-        raise
+    with _beside(target, "file", _new_file) as temporary:
+        try:
+            yield temporary
+            _keep_permissions(target, temporary)
+            os.replace(temporary, target)
+        except BaseException as error:
+            temporary.unlink(missing_ok=True)
+            if _write_failure(error):
+                raise _cannot_write(target, error) from error
+            raise
 
 
 @contextlib.contextmanager
 def atomic_folder(target: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; on success it takes ``target``'s place (permissions as ``atomic_file``)."""
-    temporary = _create_beside(target, "folder", lambda path: os.mkdir(path, 0o777))
-    try:
-        yield temporary
-        _keep_permissions(target, temporary)
-        if target.exists():
-            previous = target.parent / f".{target.name}.{secrets.token_hex(6)}.old"
-            os.replace(target, previous)
-            os.replace(temporary, target)
-            shutil.rmtree(previous, ignore_errors=True)
-        else:
-            os.replace(temporary, target)
-    except BaseException as error:
-        shutil.rmtree(temporary, ignore_errors=True)
-        if _write_failure(error):
-            raise _cannot_write(target, error) from error
-        raise
+    with _beside(target, "folder", lambda path: os.mkdir(path, 0o777)) as temporary:
+        try:
+            yield temporary
+            _keep_permissions(target, temporary)
+            if target.exists():
+                previous = target.parent / f".{target.name}.{secrets.token_hex(6)}.old"
+                os.replace(target, previous)
+                os.replace(temporary, target)
+                shutil.rmtree(previous, ignore_errors=True)
+            else:
+                os.replace(temporary, target)
+        except BaseException as error:
+            shutil.rmtree(temporary, ignore_errors=True)
+            if _write_failure(error):
+                raise _cannot_write(target, error) from error
+            raise

@@ -88,13 +88,14 @@ def _read_text_document(file: Path, doc_id: str, text: str, kind: str | None) ->
 
 
 def _read_file(file: Path, data: bytes, doc_id: str, *, kind: str | None, text_column: str | None,
-               id_column: str | None) -> list[Document]:
+               id_column: str | None, sheet: str | None) -> list[Document]:
     suffix = file.suffix.lower()
     if suffix in TABLE_SUFFIXES:
         return [
             Document(doc_id=f"{doc_id}#{answer.respondent}", source=str(file), kind="survey", text=answer.text,
                      attributes={"respondent": answer.respondent, **answer.attributes})
-            for answer in read_survey_table(file, text_column=text_column, id_column=id_column, data=data)
+            for answer in read_survey_table(file, text_column=text_column, id_column=id_column, data=data,
+                                            sheet=sheet if suffix == ".xlsx" else None)
         ]
     if suffix == ".docx":
         return [_read_text_document(file, doc_id, read_docx_text(file, data), kind)]
@@ -110,12 +111,14 @@ def read_documents(
     kind: str | None = None,
     text_column: str | None = None,
     id_column: str | None = None,
+    sheet: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Corpus:
     """Read files and folders (recursively, in sorted order) into documents.
 
     ``kind`` ("transcript" or "essay") overrides transcript detection for text files; survey
-    tables are always one document per row. Unsupported files are listed in ``Corpus.skipped``.
+    tables are always one document per row, read from the first sheet of a workbook unless
+    ``sheet`` names another. Unsupported files are listed in ``Corpus.skipped``.
     Raises ``InputMissingError`` for a missing path or an empty corpus, ``InputDataError`` for an
     unreadable file or duplicate document ids.
     """
@@ -136,7 +139,7 @@ def read_documents(
                 data = file.read_bytes()
             except OSError as error:
                 raise InputDataError(f"{file}: cannot be read ({error.strerror})") from error
-            read = _read_file(file, data, doc_id, kind=kind, text_column=text_column, id_column=id_column)
+            read = _read_file(file, data, doc_id, kind=kind, text_column=text_column, id_column=id_column, sheet=sheet)
             for document in read:
                 if document.doc_id in origin:
                     raise InputDataError(

@@ -28,6 +28,7 @@ def decode_text(data: bytes, path: str) -> str:
                 raise InputDataError(
                     f"{path}: starts with a {encoding.upper()} byte order mark but byte {error.start} is not valid {encoding.upper()}"
                 ) from error
+    _refuse_binary(data, path)
     if _is_utf8(data):
         return normalise_newlines(data.decode("utf-8"))
     try:
@@ -37,6 +38,31 @@ def decode_text(data: bytes, path: str) -> str:
         text = data.decode("latin-1")
     logger.warning("%s: not valid UTF-8; read as Windows-1252 (cp1252). Save it as UTF-8 to be sure.", path)
     return normalise_newlines(text)
+
+
+# Control bytes that text files hold: tab, line feed, form feed, carriage return (and ESC, rarely).
+_TEXT_CONTROLS = frozenset(b"\t\n\x0c\r\x1b")
+_SAMPLE_BYTES = 65_536
+
+
+def _refuse_binary(data: bytes, path: str) -> None:
+    """Refuse what is not text: UTF-16 without a byte order mark, or bytes mostly NUL or control codes."""
+    sample = data[:_SAMPLE_BYTES]
+    if not sample:
+        return
+    nuls = sample.count(0)
+    if nuls:
+        odd, even = sample[1::2].count(0), sample[0::2].count(0)
+        if nuls >= len(sample) // 4 and max(odd, even) >= 0.9 * nuls:
+            order = "little-endian" if odd > even else "big-endian"
+            raise InputDataError(f"{path}: looks like UTF-16 ({order}) text without a byte order mark; "
+                                 "save it as UTF-8 (in Notepad or Word: Save As, Encoding UTF-8)")
+        raise InputDataError(f"{path}: holds NUL bytes, so it is not a text file (a binary or damaged file?); "
+                             "export the text as .txt, .docx or .csv")
+    controls = sum(1 for byte in sample if byte < 32 and byte not in _TEXT_CONTROLS)
+    if controls > len(sample) // 20:
+        raise InputDataError(f"{path}: {100 * controls // len(sample)}% of its first bytes are control codes, so it "
+                             "is not a text file (a binary or damaged file?); export the text as .txt, .docx or .csv")
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -129,7 +129,9 @@ def _xlsx_rows(path: Path, sheet_name: str | None = None,
         header_cells = next(values)
     except StopIteration:
         workbook.close()
-        raise InputDataError(f"{path}: sheet '{sheet.title}' is empty; expected a header row") from None
+        others = [name for name in workbook.sheetnames if name != sheet.title]
+        hint = f"; name the sheet to read with --sheet (the others: {', '.join(others)})" if others else ""
+        raise InputDataError(f"{path}: sheet '{sheet.title}' is empty; expected a header row{hint}") from None
     header = [_cell_text(cell).strip() for cell in header_cells]
     while header and not header[-1]:
         header.pop()
@@ -162,9 +164,12 @@ def xlsx_sheet_names(path: Path) -> list[str]:
 
 
 def read_survey_table(path: Path, *, text_column: str | None, id_column: str | None,
-                      data: bytes | None = None) -> Iterator[SurveyAnswer]:
-    """Yield one answer per row with text; blank answers are skipped and counted in the log."""
-    header, rows = read_table(path, data=data)
+                      data: bytes | None = None, sheet: str | None = None) -> Iterator[SurveyAnswer]:
+    """Yield one answer per row with text; blank answers are skipped and counted in the log.
+
+    ``sheet`` names the workbook sheet to read (default: the first); CSV files have none.
+    """
+    header, rows = read_table(path, sheet=sheet, data=data)
     duplicated = {name for name in header if header.count(name) > 1 and name}
     if duplicated:
         raise InputDataError(f"{path}: the header names column {sorted(duplicated)[0]!r} more than once")
