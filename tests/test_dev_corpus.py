@@ -55,7 +55,7 @@ def test_units_gather_prose_paragraphs_and_leave_out_menus_and_a_cut_off_line(re
 def test_a_unit_is_found_by_its_hash_in_a_page_that_moved_around_it(rebuild):
     first, paragraphs = rebuild.cut_units("S1", PAGE)[1]
     text = rebuild.unit_text(paragraphs)
-    unit = rebuild.Unit("U0002", "S1", first, len(paragraphs), len(text.split()), rebuild.sha1(text))
+    unit = rebuild.Unit("U0002", "S1", first, len(paragraphs), len(text.split()), len(text), rebuild.sha1(text))
     moved = "Cookie notice\nAccept all\n" + PAGE.replace("Then in June she told", "Then in June  she\ttold")
     assert rebuild.find_unit(unit, rebuild.paragraphs_of(moved)) == text
     edited = PAGE.replace("wasted", "lost")
@@ -77,7 +77,7 @@ def test_rebuild_writes_each_unit_to_its_split_and_reports_what_it_cannot_find(r
     sources = [{"source_id": "S1", "url": "http://127.0.0.1/none", "split": "test"},
                {"source_id": "S2", "url": "http://127.0.0.1/none", "split": "dev"}]
     units = rebuild.cut_corpus(sources[:1], pages)
-    units.append(rebuild.Unit("U0003", "S2", 0, 1, 10, "0" * 40))
+    units.append(rebuild.Unit("U0003", "S2", 0, 1, 10, 50, "0" * 40))
     written, missing = rebuild.rebuild(units, sources, pages, tmp_path / "texts")
     assert (written, missing) == (2, ["U0003"])
     assert sorted(path.name for path in (tmp_path / "texts" / "test").iterdir()) == ["U0001.txt", "U0002.txt"]
@@ -92,7 +92,7 @@ def _rows(name):
 def test_the_index_is_whole_and_holds_no_text():
     sources = {row["source_id"]: row for row in _rows("sources.csv")}
     units = _rows("units.csv")
-    assert list(units[0]) == ["unit_id", "source_id", "first_paragraph", "paragraphs", "words", "sha1"]
+    assert list(units[0]) == ["unit_id", "source_id", "first_paragraph", "paragraphs", "words", "chars", "sha1"]
     assert [row["unit_id"] for row in units] == [f"U{i:04d}" for i in range(1, len(units) + 1)]
     assert len(units) >= 600 and len({row["source_id"] for row in units}) >= 40
     assert all(row["source_id"] in sources for row in units)
@@ -126,3 +126,4 @@ def test_the_texts_match_the_index_where_they_have_been_rebuilt():
         if path.is_file():
             text = path.read_text(encoding="utf-8").removesuffix("\n")
             assert hashlib.sha1(text.encode("utf-8")).hexdigest() == row["sha1"], path
+            assert len(text) == int(row["chars"]), path

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-UNIT_COLUMNS = ("unit_id", "source_id", "first_paragraph", "paragraphs", "words", "sha1")
+UNIT_COLUMNS = ("unit_id", "source_id", "first_paragraph", "paragraphs", "words", "chars", "sha1")
 # A paragraph of running prose ends a sentence; headings, menus, bylines and an excerpt's cut-off
 # last line do not.
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
@@ -49,7 +49,13 @@ class Unit:
     first_paragraph: int
     paragraphs: int
     words: int
+    chars: int
     sha1: str
+
+    @property
+    def segment_id(self) -> str:
+        """The id qualcode gives the unit's text read as one document (``--unit document``)."""
+        return f"{self.unit_id}.txt:0-{self.chars}"
 
 
 def paragraphs_of(page_text: str) -> list[str]:
@@ -165,14 +171,15 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def read_units(path: Path) -> list[Unit]:
     return [Unit(row["unit_id"], row["source_id"], int(row["first_paragraph"]), int(row["paragraphs"]),
-                 int(row["words"]), row["sha1"]) for row in read_csv(path)]
+                 int(row["words"]), int(row["chars"]), row["sha1"]) for row in read_csv(path)]
 
 
 def write_units(units: list[Unit], path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(UNIT_COLUMNS)
-        writer.writerows((u.unit_id, u.source_id, u.first_paragraph, u.paragraphs, u.words, u.sha1) for u in units)
+        writer.writerows((u.unit_id, u.source_id, u.first_paragraph, u.paragraphs, u.words, u.chars, u.sha1)
+                         for u in units)
 
 
 def cut_corpus(sources: list[dict[str, str]], pages: Path) -> list[Unit]:
@@ -182,7 +189,7 @@ def cut_corpus(sources: list[dict[str, str]], pages: Path) -> list[Unit]:
         for first, paragraphs in cut_units(source["source_id"], page):
             text = unit_text(paragraphs)
             units.append(Unit(f"U{len(units) + 1:04d}", source["source_id"], first, len(paragraphs),
-                              len(text.split()), sha1(text)))
+                              len(text.split()), len(text), sha1(text)))
     return units
 
 
