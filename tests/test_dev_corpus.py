@@ -80,8 +80,10 @@ def test_rebuild_writes_each_unit_to_its_split_and_reports_what_it_cannot_find(r
     units.append(rebuild.Unit("U0003", "S2", 0, 1, 10, 50, "0" * 40))
     written, missing = rebuild.rebuild(units, sources, pages, tmp_path / "texts")
     assert (written, missing) == (2, ["U0003"])
-    assert sorted(path.name for path in (tmp_path / "texts" / "test").iterdir()) == ["U0001.txt", "U0002.txt"]
-    assert (tmp_path / "texts" / "test" / "U0002.txt").read_text(encoding="utf-8").startswith("Then in June")
+    folder = tmp_path / "texts" / "test" / "S1"
+    assert sorted(path.name for path in folder.iterdir()) == ["U0001.txt", "U0002.txt"]
+    assert (folder / "U0002.txt").read_text(encoding="utf-8").startswith("Then in June")
+    assert units[1].segment_id == f"S1/U0002.txt:0-{len((folder / 'U0002.txt').read_text(encoding='utf-8')) - 1}"
 
 
 def _rows(name):
@@ -122,7 +124,7 @@ def test_the_texts_match_the_index_where_they_have_been_rebuilt():
 
     splits = {row["source_id"]: row["split"] for row in _rows("sources.csv")}
     for row in _rows("units.csv"):
-        path = texts / splits[row["source_id"]] / f"{row['unit_id']}.txt"
+        path = texts / splits[row["source_id"]] / row["source_id"] / f"{row['unit_id']}.txt"
         if path.is_file():
             text = path.read_text(encoding="utf-8").removesuffix("\n")
             assert hashlib.sha1(text.encode("utf-8")).hexdigest() == row["sha1"], path

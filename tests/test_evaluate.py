@@ -79,3 +79,37 @@ def test_gold_that_matches_no_segment_is_an_error(tmp_path, nlp):
     with pytest.raises(InputDataError, match=r"gold.csv: none of its 1 rows matches a segment of the inputs"):
         evaluate(read_documents([tmp_path / "in"]), codebook, read_label_file(tmp_path / "gold.csv", codebook.code_ids),
                  nlp=nlp)
+
+
+def test_folds_can_keep_a_folder_or_an_attribute_together(tmp_path, nlp):
+    from qualcode.evaluate import fold_groups
+    from qualcode.export.reports import format_evaluation
+    from qualcode.segment import segment_documents
+
+    sentences = ["She listened to me and never judged me.", "Nobody asked what I wanted at the meeting.",
+                 "I had five social workers in two years.", "I could never get hold of her on the phone."]
+    rows = ["segment_id,empathy,participation,continuity,accessibility"]
+    for source in ("s1", "s2", "s3"):
+        (tmp_path / "units" / source).mkdir(parents=True)
+        for number, sentence in enumerate(sentences):
+            (tmp_path / "units" / source / f"u{number}.txt").write_text(sentence + "\n")
+            labels = ["1" if index == number else "0" for index in range(4)]
+            rows.append(f"{source}/u{number}.txt:0-{len(sentence)},{','.join(labels)}")
+    (tmp_path / "gold.csv").write_text("\n".join(rows) + "\n")
+    codebook = load_codebook()
+    corpus = read_documents([tmp_path / "units"])
+    gold = read_label_file(tmp_path / "gold.csv", codebook.code_ids)
+    segments = segment_documents(corpus.documents, unit="document")
+    assert sorted(set(fold_groups(corpus, segments, "folder"))) == ["s1", "s2", "s3"]
+    report = evaluate(corpus, codebook, gold, options=CodingOptions(unit="document"), nlp=nlp, learning_curve=False,
+                      group_by="folder")
+    assert (report.documents, report.groups, report.folds) == (12, 3, 3)
+    assert "3-fold cross-validation grouped by folder (3 groups)" in format_evaluation(report)
+
+    survey = tmp_path / "survey.csv"
+    survey.write_text("id,site,response\nA,north,She listened.\nB,south,Nobody asked me.\nC,north,She rang back.\n")
+    answers = read_documents([survey])
+    answer_segments = segment_documents(answers.documents)
+    assert fold_groups(answers, answer_segments, "site") == ["north", "south", "north"]
+    with pytest.raises(InputDataError, match=r"--group-by ward: document survey.csv#A has no attribute 'ward'"):
+        fold_groups(answers, answer_segments, "ward")

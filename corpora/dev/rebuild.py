@@ -11,8 +11,8 @@ rebuilt on your machine from the pages themselves:
 Each unit is found by its hash, not its position: the page's text is split into paragraphs, and
 every run of as many consecutive paragraphs as the unit has is hashed until one matches. A page
 that has changed since it was read loses only the units whose words changed. Units are written
-to ``texts/dev/`` and ``texts/test/`` as ``<unit id>.txt``, one document each, for
-``qualcode code --unit document`` and ``qualcode evaluate --gold gold.csv``.
+to ``texts/dev/`` and ``texts/test/`` as ``<source id>/<unit id>.txt``, one document each, for
+``qualcode code --unit document`` and ``qualcode evaluate --gold gold.csv --group-by folder``.
 
 ``--cut`` (used once, when the corpus was made) writes ``units.csv`` from the saved pages; see
 ``cut_units`` for the rule.
@@ -55,7 +55,7 @@ class Unit:
     @property
     def segment_id(self) -> str:
         """The id qualcode gives the unit's text read as one document (``--unit document``)."""
-        return f"{self.unit_id}.txt:0-{self.chars}"
+        return f"{self.source_id}/{self.unit_id}.txt:0-{self.chars}"
 
 
 def paragraphs_of(page_text: str) -> list[str]:
@@ -195,7 +195,7 @@ def cut_corpus(sources: list[dict[str, str]], pages: Path) -> list[Unit]:
 
 def rebuild(units: list[Unit], sources: list[dict[str, str]], pages: Path, out: Path, *,
             fetch: bool = False) -> tuple[int, list[str]]:
-    """Write every unit found to ``out/<split>/<unit id>.txt``; returns (written, units not found)."""
+    """Write every unit found to ``out/<split>/<source id>/<unit id>.txt``; returns (written, units not found)."""
     by_source = {source["source_id"]: source for source in sources}
     page_paragraphs: dict[str, list[str]] = {}
     written, missing = 0, []
@@ -216,7 +216,7 @@ def rebuild(units: list[Unit], sources: list[dict[str, str]], pages: Path, out: 
         if text is None:
             missing.append(unit.unit_id)
             continue
-        folder = out / source.get("split", "dev")
+        folder = out / source.get("split", "dev") / unit.source_id
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{unit.unit_id}.txt").write_text(text + "\n", encoding="utf-8")
         written += 1

@@ -356,14 +356,17 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
               help="Human coding of the same segments: a CSV (segment_id or document/start/end, one 0/1 column "
                    "per code) or a reviewed workbook.")
 @click.option("--folds", type=click.IntRange(2, 50), default=5, show_default=True,
-              help="Cross-validation folds, grouped by document.")
+              help="Cross-validation folds, grouped by document (see --group-by).")
+@click.option("--group-by", default="document", show_default=True, metavar="document|folder|ATTRIBUTE",
+              help="What a fold keeps together: each document, each folder of documents (a participant, a "
+                   "source), or the documents sharing a value of an attribute such as a survey column.")
 @click.option("--min-rule-precision", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Flag rules whose precision against the gold is below this.")
 @click.option("--no-learning-curve", is_flag=True, help="Skip the learning curve (faster).")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Also write the report, with every disagreement, to this workbook.")
 @_quiet_option
-def evaluate(paths, codebook_path, gold_path, folds, min_rule_precision, no_learning_curve, output, quiet,
+def evaluate(paths, codebook_path, gold_path, folds, group_by, min_rule_precision, no_learning_curve, output, quiet,
              **corpus_options) -> None:
     """Compare machine coding of PATHS with a human gold standard, per code and overall.
 
@@ -380,7 +383,7 @@ def evaluate(paths, codebook_path, gold_path, folds, min_rule_precision, no_lear
         corpus = read_documents(paths, kind=corpus_options["kind"], text_column=corpus_options["text_column"],
                                 id_column=corpus_options["id_column"], sheet=corpus_options["sheet"])
         gold = read_label_file(gold_path, codebook.code_ids)
-        report = run_evaluation(corpus, codebook, gold, options=options, folds=folds,
+        report = run_evaluation(corpus, codebook, gold, options=options, folds=folds, group_by=group_by,
                                 min_rule_precision=min_rule_precision, learning_curve=not no_learning_curve)
     _show_report(format_evaluation(report), evaluation_tables(report), output, quiet,
                  f"Report with {len(report.disagreements)} disagreements")

@@ -78,6 +78,8 @@ class EvaluationReport:
     evaluated: tuple[EvaluatedSegment, ...]
     seed_left_out: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    group_by: str = "document"
+    groups: int = 0
 
     @property
     def disagreements(self) -> tuple[EvaluatedSegment, ...]:
@@ -92,6 +94,20 @@ def _matrix(segments: Sequence[Segment], assignments, code_ids: Sequence[str]) -
         if assignment.status in COUNTED_STATUSES and assignment.code_id in columns:
             matrix[rows[assignment.segment_id], columns[assignment.code_id]] = 1
     return matrix
+
+
+def fold_groups(corpus: Corpus, segments: list[Segment], group_by: str) -> list[str]:
+    """The group of each segment that cross-validation keeps within one fold."""
+    if group_by == "document":
+        return [segment.doc_id for segment in segments]
+    if group_by == "folder":
+        return [segment.doc_id.rpartition("/")[0] for segment in segments]
+    attributes = {document.doc_id: document.attributes for document in corpus.documents}
+    missing = sorted({segment.doc_id for segment in segments if group_by not in attributes[segment.doc_id]})
+    if missing:
+        raise InputDataError(f"--group-by {group_by}: document {missing[0]} has no attribute '{group_by}' "
+                             "(use document, folder, or a column every document has)")
+    return [str(attributes[segment.doc_id][group_by]) for segment in segments]
 
 
 def _group_folds(groups: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -133,9 +149,15 @@ def evaluate(
     folds: int = 5,
     min_rule_precision: float = 0.5,
     learning_curve: bool = True,
+    group_by: str = "document",
     nlp=None,
 ) -> EvaluationReport:
-    """Score rules, classifier and their combination against ``gold``, per code and macro-averaged."""
+    """Score rules, classifier and their combination against ``gold``, per code and macro-averaged.
+
+    Folds are grouped by ``group_by``: ``document``, ``folder`` (the folder holding the document,
+    e.g. one per participant or source) or the name of a document attribute (a survey column), so
+    that the classifier is always scored on groups it was not trained on.
+    """
     nlp = nlp if nlp is not None else build_pipeline(options.spacy_model)
     segments_all = segment_documents(corpus.documents, unit=options.unit, nlp=nlp,
                                      interviewer_labels=options.interviewer_labels)
@@ -149,7 +171,7 @@ def evaluate(
     code_ids = tuple(code_id for code_id in codebook.code_ids if code_id in gold.code_ids)
     segments = [segment for segment in segments_all if segment.segment_id in matched]
     truth = np.array([[matched[s.segment_id].labels[code_id] for code_id in code_ids] for s in segments], dtype=int)
-    groups = np.array([segment.doc_id for segment in segments])
+    groups = np.array(fold_groups(corpus, segments, group_by))
 
     rule_assignments = match_rules(segments, compile_rules(codebook, nlp))
     rules_matrix = _matrix(segments, rule_assignments, code_ids)
@@ -206,7 +228,7 @@ def evaluate(
     return EvaluationReport(
         code_ids=code_ids,
         segments=len(segments),
-        documents=len(set(groups)),
+        documents=len({segment.doc_id for segment in segments}),
         folds=len(split),
         unmatched_gold_rows=len(unmatched),
         scores=scores,
@@ -217,6 +239,8 @@ def evaluate(
         evaluated=evaluated,
         seed_left_out=seed_left_out,
         notes=tuple(notes),
+        group_by=group_by,
+        groups=len(set(groups)),
     )
 
 

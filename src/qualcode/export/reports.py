@@ -26,10 +26,18 @@ def _score_line(name: str, scores: Scores) -> str:
             f" {_number(scores.kappa):>6} {_number(scores.alpha):>6}")
 
 
+def _grouping(report) -> str:
+    if report.group_by == "document":
+        return "document"
+    named = "folder" if report.group_by == "folder" else f"'{report.group_by}'"
+    return f"{named} ({report.groups} groups)"
+
+
 def format_evaluation(report: EvaluationReport) -> str:
     lines = [
         f"Evaluated {report.segments} segments in {report.documents} documents against the gold; "
-        f"{report.folds}-fold cross-validation grouped by document (a fold never trains on the documents it tests).",
+        f"{report.folds}-fold cross-validation grouped by {_grouping(report)} (a fold never trains on the "
+        f"{'documents' if report.group_by == 'document' else 'groups'} it tests).",
     ]
     if report.seed_left_out:
         lines.append(f"{report.seed_left_out} seed examples that are evaluated segments were left out of training.")
