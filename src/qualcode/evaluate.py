@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qualcode.agreement import Scores, binary_scores, macro_average
-from qualcode.classify import CodeClassifier, TrainingExample
+from qualcode.classify import TrainingExample
 from qualcode.coding import CodingOptions, match_rules
 from qualcode.combine import combine
 from qualcode.errors import InputDataError
@@ -23,6 +23,8 @@ from qualcode.labels import LabelFile, match_units
 from qualcode.models import COUNTED_STATUSES, Codebook, Corpus, Segment
 from qualcode.rules import compile_rules, rule_labels
 from qualcode.segment import build_pipeline, segment_documents
+from qualcode.semantic import default_embedding_cache
+from qualcode.semantic import new_classifier as make_classifier
 from qualcode.training import training_examples
 
 logger = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class EvaluationReport:
     notes: tuple[str, ...] = field(default_factory=tuple)
     group_by: str = "document"
     groups: int = 0
+    representation: str = "ngrams"
 
     @property
     def disagreements(self) -> tuple[EvaluatedSegment, ...]:
@@ -120,11 +123,10 @@ def _group_folds(groups: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.nd
     return list(splitter.split(np.zeros(len(groups)), groups=groups))
 
 
-def _train(code_ids, base: list[TrainingExample], segments, gold: np.ndarray, rows, nlp) -> CodeClassifier:
-    human = [TrainingExample(segments[row].text, dict(zip(code_ids, map(int, gold[row]))), 1.0, segments[row].doc_id)
+def _train(new_classifier, code_ids, base: list[TrainingExample], segments, gold: np.ndarray, rows, groups):
+    human = [TrainingExample(segments[row].text, dict(zip(code_ids, map(int, gold[row]))), 1.0, str(groups[row]))
              for row in rows]
-    # The run's pipeline: the classifier tokenizes as the rules do, and no fold builds its own.
-    return CodeClassifier(code_ids, nlp).fit(base + human)
+    return new_classifier().fit(base + human)
 
 
 def _calibration(probabilities: np.ndarray, gold: np.ndarray) -> tuple[CalibrationBin, ...]:
@@ -150,13 +152,17 @@ def evaluate(
     min_rule_precision: float = 0.5,
     learning_curve: bool = True,
     group_by: str = "document",
+    representation: str = "ngrams",
+    embedding_cache=None,
     nlp=None,
 ) -> EvaluationReport:
     """Score rules, classifier and their combination against ``gold``, per code and macro-averaged.
 
     Folds are grouped by ``group_by``: ``document``, ``folder`` (the folder holding the document,
     e.g. one per participant or source) or the name of a document attribute (a survey column), so
-    that the classifier is always scored on groups it was not trained on.
+    that the classifier is always scored on groups it was not trained on. ``representation``
+    chooses what the classifier reads (``semantic.REPRESENTATIONS``: n-grams, sentence
+    embeddings, or both); embeddings are kept in ``embedding_cache`` (default: the user cache).
     """
     nlp = nlp if nlp is not None else build_pipeline(options.spacy_model)
     segments_all = segment_documents(corpus.documents, unit=options.unit, nlp=nlp,
@@ -183,11 +189,18 @@ def evaluate(
 
     policy = options.policy(codebook)
     split = _group_folds(groups, folds)
+    if representation != "ngrams" and embedding_cache is None:
+        embedding_cache = default_embedding_cache()
+
+    def new_classifier():
+        # The run's pipeline: n-grams are tokenized as the rules tokenize, and no fold builds its own.
+        return make_classifier(representation, code_ids, nlp, cache=embedding_cache)
+
     probabilities = np.full(truth.shape, np.nan)
     combined_matrix = np.zeros_like(truth)
     machine_assignments = []
     for train_rows, test_rows in split:
-        classifier = _train(code_ids, base, segments, truth, train_rows, nlp)
+        classifier = _train(new_classifier, code_ids, base, segments, truth, train_rows, groups)
         test_segments = [segments[row] for row in test_rows]
         features = classifier.transform([segment.text for segment in test_segments])
         fold_probabilities = classifier.probabilities(features)
@@ -206,7 +219,7 @@ def evaluate(
                        for column, code_id in enumerate(code_ids)} for method, matrix in matrices.items()}
     macro = {method: macro_average(list(per_code.values())) for method, per_code in scores.items()}
 
-    curve = (_learning_curve(code_ids, base, segments, truth, split, rule_assignments, policy, nlp)
+    curve = (_learning_curve(new_classifier, code_ids, base, segments, truth, split, rule_assignments, policy, groups)
              if learning_curve else ())
     evidence = {}
     for assignment in machine_assignments:
@@ -241,10 +254,11 @@ def evaluate(
         notes=tuple(notes),
         group_by=group_by,
         groups=len(set(groups)),
+        representation=representation,
     )
 
 
-def _learning_curve(code_ids, base, segments, truth, split, rule_assignments, policy, nlp):
+def _learning_curve(new_classifier, code_ids, base, segments, truth, split, rule_assignments, policy, groups):
     """Combined macro F1 after training on a growing share of each fold's training documents."""
     rng = np.random.default_rng(0)
     by_segment: dict[str, list] = {}
@@ -259,7 +273,7 @@ def _learning_curve(code_ids, base, segments, truth, split, rule_assignments, po
             keep = set(rng.permutation(documents)[:max(1, math.ceil(fraction * len(documents)))])
             documents_used += len(keep)
             rows = [row for row in train_rows if segments[row].doc_id in keep]
-            classifier = _train(code_ids, base, segments, truth, rows, nlp)
+            classifier = _train(new_classifier, code_ids, base, segments, truth, rows, groups)
             test_segments = [segments[row] for row in test_rows]
             fold_rules = [a for s in test_segments for a in by_segment.get(s.segment_id, [])]
             merged = combine(test_segments, fold_rules, classifier.predict_proba([s.text for s in test_segments]),

@@ -26,6 +26,10 @@ def _score_line(name: str, scores: Scores) -> str:
             f" {_number(scores.kappa):>6} {_number(scores.alpha):>6}")
 
 
+_READS = {"ngrams": "words and word pairs (n-grams)", "embeddings": "sentence embeddings (all-MiniLM-L6-v2)",
+          "both": "n-grams and sentence embeddings (the mean of the two models' probabilities)"}
+
+
 def _grouping(report) -> str:
     if report.group_by == "document":
         return "document"
@@ -37,7 +41,8 @@ def format_evaluation(report: EvaluationReport) -> str:
     lines = [
         f"Evaluated {report.segments} segments in {report.documents} documents against the gold; "
         f"{report.folds}-fold cross-validation grouped by {_grouping(report)} (a fold never trains on the "
-        f"{'documents' if report.group_by == 'document' else 'groups'} it tests).",
+        f"{'documents' if report.group_by == 'document' else 'groups'} it tests). "
+        f"The classifier reads {_READS[report.representation]}.",
     ]
     if report.seed_left_out:
         lines.append(f"{report.seed_left_out} seed examples that are evaluated segments were left out of training.")
@@ -62,6 +67,28 @@ def format_evaluation(report: EvaluationReport) -> str:
     flagged = [rule for rule in report.rules if rule.flagged]
     lines += ["", f"Rules below the precision floor: {len(flagged)} of {sum(1 for r in report.rules if r.hits)} that fired"]
     lines += [f"  {rule.code_id}: {rule.rule}  precision {rule.correct}/{rule.hits}" for rule in flagged]
+    return "\n".join(lines)
+
+
+def format_representations(reports: list[EvaluationReport]) -> str:
+    """Krippendorff's alpha per code of the classifier alone and combined with the rules, for each representation."""
+    names = [report.representation for report in reports]
+    header = f"{'code':<22}" + "".join(f" {name + ' ' + method:>24}" for method in ("classifier", "combined")
+                                         for name in names)
+    lines = ["Representations compared (Krippendorff's alpha, held-out folds)", header]
+    for code_id in [*reports[0].code_ids, None]:
+        cells = []
+        for method in ("classifier", "combined"):
+            for report in reports:
+                scores = report.macro[method] if code_id is None else report.scores[method][code_id]
+                cells.append(f" {_number(scores.alpha):>24}")
+        lines.append(f"{code_id or 'macro average':<22}" + "".join(cells))
+    if all(report.learning_curve for report in reports):
+        lines += ["", "Learning curve (combined macro F1 by share of training documents per fold)",
+                  f"{'share':>6}" + "".join(f" {name:>12}" for name in names)]
+        for step, (fraction, _, _) in enumerate(reports[0].learning_curve):
+            lines.append(f"{100 * fraction:>5.0f}%" + "".join(f" {report.learning_curve[step][2]:>12.3f}"
+                                                            for report in reports))
     return "\n".join(lines)
 
 
