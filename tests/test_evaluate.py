@@ -113,3 +113,14 @@ def test_folds_can_keep_a_folder_or_an_attribute_together(tmp_path, nlp):
     assert fold_groups(answers, answer_segments, "site") == ["north", "south", "north"]
     with pytest.raises(InputDataError, match=r"--group-by ward: document survey.csv#A has no attribute 'ward'"):
         fold_groups(answers, answer_segments, "ward")
+
+
+def test_suggested_thresholds_never_score_below_the_run_threshold(report):
+    from qualcode.evaluate import THRESHOLD_GRID
+    from qualcode.export.reports import format_evaluation
+
+    assert set(report.suggested_thresholds) == set(report.code_ids)
+    for threshold, best, now in report.suggested_thresholds.values():
+        assert threshold in THRESHOLD_GRID and best >= now
+    assert any(best > now for _, best, now in report.suggested_thresholds.values())
+    assert "Set one in the codebook (threshold: 0.25 under the code)" in format_evaluation(report)

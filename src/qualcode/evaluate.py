@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("rules", "classifier", "combined")
 LEARNING_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
+THRESHOLD_GRID = tuple(round(0.05 * step, 2) for step in range(2, 19))  # 0.10 ... 0.90
 CALIBRATION_BINS = 10
 
 
@@ -83,6 +84,8 @@ class EvaluationReport:
     group_by: str = "document"
     groups: int = 0
     representation: str = "ngrams"
+    # code -> (threshold, combined alpha there, combined alpha at the run's threshold)
+    suggested_thresholds: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     @property
     def disagreements(self) -> tuple[EvaluatedSegment, ...]:
@@ -219,6 +222,7 @@ def evaluate(
                        for column, code_id in enumerate(code_ids)} for method, matrix in matrices.items()}
     macro = {method: macro_average(list(per_code.values())) for method, per_code in scores.items()}
 
+    suggested = _best_thresholds(segments, rule_assignments, probabilities, code_ids, policy, truth)
     curve = (_learning_curve(new_classifier, code_ids, base, segments, truth, split, rule_assignments, policy, groups)
              if learning_curve else ())
     evidence = {}
@@ -255,7 +259,35 @@ def evaluate(
         group_by=group_by,
         groups=len(set(groups)),
         representation=representation,
+        suggested_thresholds=suggested,
     )
+
+
+def _best_thresholds(segments, rule_assignments, probabilities, code_ids, policy, truth):
+    """Per code, the classifier threshold at which the combined coding agrees best with the gold.
+
+    Chosen on the same held-out probabilities it is scored on, so the gain is optimistic: a
+    starting point for the codebook's ``threshold``, to be checked on other data.
+    """
+    from qualcode.combine import Policy
+
+    if np.isnan(probabilities).all():
+        return {}
+    current = {code_id: policy.threshold(code_id) for code_id in code_ids}
+    alphas = {}
+    for threshold in sorted({*THRESHOLD_GRID, *current.values()}):
+        trial = Policy(suggest_at=threshold, veto_below=policy.veto_below)
+        matrix = _matrix(segments, combine(segments, rule_assignments, probabilities, code_ids, trial), code_ids)
+        for column, code_id in enumerate(code_ids):
+            alphas[code_id, threshold] = binary_scores(truth[:, column], matrix[:, column]).alpha
+    best = {}
+    for code_id in code_ids:
+        scored = [(alphas[code_id, threshold], -abs(threshold - current[code_id]), threshold)
+                  for threshold in THRESHOLD_GRID if not math.isnan(alphas[code_id, threshold])]
+        if scored:
+            alpha, _, threshold = max(scored)
+            best[code_id] = (threshold, alpha, alphas[code_id, current[code_id]])
+    return best
 
 
 def _learning_curve(new_classifier, code_ids, base, segments, truth, split, rule_assignments, policy, groups):

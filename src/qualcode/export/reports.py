@@ -64,6 +64,13 @@ def format_evaluation(report: EvaluationReport) -> str:
         lines += ["", "Learning curve (combined macro F1 by share of training documents per fold)"]
         lines += [f"{100 * fraction:>5.0f}%  ({documents} documents)  F1 {f1:.3f}"
                   for fraction, documents, f1 in report.learning_curve]
+    if report.suggested_thresholds:
+        lines += ["", "Classifier thresholds that agree best with the gold (chosen on these same folds, so the gain is "
+                      "optimistic; try them on other data)",
+                  f"{'code':<22} {'threshold':>9} {'alpha there':>12} {'alpha now':>10}"]
+        lines += [f"{code_id:<22} {threshold:>9.2f} {_number(best):>12} {_number(now):>10}"
+                  for code_id, (threshold, best, now) in report.suggested_thresholds.items()]
+        lines.append("Set one in the codebook (threshold: 0.25 under the code) or for a run (--threshold CODE=0.25).")
     flagged = [rule for rule in report.rules if rule.flagged]
     lines += ["", f"Rules below the precision floor: {len(flagged)} of {sum(1 for r in report.rules if r.hits)} that fired"]
     lines += [f"  {rule.code_id}: {rule.rule}  precision {rule.correct}/{rule.hits}" for rule in flagged]
