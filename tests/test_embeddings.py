@@ -152,3 +152,54 @@ def test_an_embedding_suggestion_names_the_coded_example_it_resembles():
     assert explained[0][0] == "She stuck by me through everything."
     assert 0.3 < explained[0][1] <= 1 and explained[0][2].startswith("classifier: like this coded example (similarity")
     assert all("Private note" not in text for text, _, _ in explained)
+
+
+def test_the_shipped_corpus_vectors_are_the_dev_splits_gold_as_numbers():
+    import csv
+
+    from conftest import REPO
+    from qualcode.codebook import load_codebook
+    from qualcode.semantic import corpus_examples
+
+    codebook = load_codebook()
+    examples, vectors = corpus_examples(codebook)
+    dev = REPO / "corpora" / "dev"
+    with (dev / "sources.csv").open(newline="", encoding="utf-8") as handle:
+        split = {row["source_id"]: row["split"] for row in csv.DictReader(handle)}
+    with (dev / "units.csv").open(newline="", encoding="utf-8") as handle:
+        units = [row for row in csv.DictReader(handle) if split[row["source_id"]] == "dev"]
+    with (dev / "gold.csv").open(newline="", encoding="utf-8") as handle:
+        gold = {row["segment_id"]: row for row in csv.DictReader(handle)}
+    assert len(examples) == len(units) == vectors.shape[0] and vectors.shape[1] == 384
+    assert all(example.text == "" and example.origin == "dev-corpus" for example in examples)
+    for code_id in codebook.code_ids:
+        expected = sum(int(gold[f"{u['source_id']}/{u['unit_id']}.txt:0-{u['chars']}"][code_id]) for u in units)
+        assert sum(example.labels[code_id] for example in examples) == expected
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-2)
+    left_out = frozenset(row["sha1"] for row in units[:10])
+    assert len(corpus_examples(codebook, leave_out=left_out)[0]) == len(units) - 10
+    renamed = load_codebook()
+    from dataclasses import replace
+
+    assert corpus_examples(replace(renamed, name="Another codebook", sha256=None))[0] == []
+
+
+@needs_model
+def test_code_with_embeddings_learns_from_the_corpus_vectors_and_shows_coded_examples(tmp_path):
+    import openpyxl
+    from click.testing import CliRunner
+
+    from conftest import SAMPLE
+    from qualcode.cli import cli
+
+    output = tmp_path / "coded.xlsx"
+    result = CliRunner().invoke(cli, ["code", str(SAMPLE / "essays"), "-o", str(output), "--representation",
+                                      "embeddings"])
+    assert result.exit_code == 0, result.output
+    book = openpyxl.load_workbook(output, read_only=True)
+    run = {row[0]: row[1] for row in book["Run"].iter_rows(min_row=2, values_only=True)}
+    assert run["option representation"] == "embeddings"
+    assert run["option classifier model"].endswith("and 601 passages of real writing (corpora/dev, as vectors)")
+    header, *rows = list(book["Codings"].iter_rows(values_only=True))
+    evidence = [row[header.index("evidence")] for row in rows if row[header.index("source")] == "classifier"]
+    assert evidence and all("classifier: like this coded example (similarity" in text for text in evidence)

@@ -223,12 +223,36 @@ def rebuild(units: list[Unit], sources: list[dict[str, str]], pages: Path, out: 
     return written, missing
 
 
+def write_vectors(units: list[Unit], sources: list[dict[str, str]], texts: Path, target: Path) -> int:
+    """The dev split's embeddings (float16), gold labels and text hashes: what the default model may learn, as numbers."""
+    import numpy as np
+
+    from qualcode.embeddings import load_encoder
+
+    split = {source["source_id"]: source.get("split", "dev") for source in sources}
+    gold = {row["segment_id"]: row for row in read_csv(HERE / "gold.csv")}
+    code_ids = [name for name in read_csv(HERE / "gold.csv")[0] if name != "segment_id"]
+    chosen = [unit for unit in units if split[unit.source_id] == "dev"]
+    unit_texts = [(texts / "dev" / unit.source_id / f"{unit.unit_id}.txt").read_text(encoding="utf-8").removesuffix("\n")
+                  for unit in chosen]
+    if any(sha1(text) != unit.sha1 for text, unit in zip(unit_texts, chosen)):
+        raise SystemExit("the rebuilt texts do not match units.csv; run rebuild.py first")
+    vectors = load_encoder().encode(unit_texts)
+    labels = np.array([[int(gold[unit.segment_id][code]) for code in code_ids] for unit in chosen], dtype=np.int8)
+    np.savez_compressed(target, vectors=vectors.astype(np.float16), labels=labels, code_ids=np.array(code_ids),
+                        sha1=np.array([unit.sha1 for unit in chosen]), sources=np.array([unit.source_id for unit in chosen]))
+    return len(chosen)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=Path, default=HERE / "pages", help="folder of page texts, <source_id>.txt")
     parser.add_argument("--out", type=Path, default=HERE / "texts", help="where the unit texts go")
     parser.add_argument("--fetch", action="store_true", help="fetch each source URL instead of reading --pages")
     parser.add_argument("--cut", action="store_true", help="(re)make units.csv from the pages")
+    parser.add_argument("--vectors", type=Path, metavar="NPZ",
+                        help="write the development split's sentence embeddings and gold labels (numbers, no text) "
+                             "to NPZ, for qualcode's default model; needs qualcode and its model installed")
     args = parser.parse_args(argv)
     sources = read_csv(HERE / "sources.csv")
     if args.cut:
@@ -237,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(units)} units from {len(sources)} sources -> {HERE / 'units.csv'}")
         return 0
     units = read_units(HERE / "units.csv")
+    if args.vectors:
+        count = write_vectors(units, sources, args.out, args.vectors)
+        print(f"{count} development units' vectors and labels -> {args.vectors}")
+        return 0
     written, missing = rebuild(units, sources, args.pages, args.out, fetch=args.fetch)
     print(f"{written} of {len(units)} units rebuilt -> {args.out}")
     if missing:

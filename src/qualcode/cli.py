@@ -69,7 +69,7 @@ def _logging_to_stderr(quiet: bool, verbose: bool):
 class _ProgressBars:
     """One progress bar per stage on stderr, shown only on a terminal and when not quiet."""
 
-    _LABELS = {"read": "Reading", "segment": "Segmenting", "code": "Coding"}
+    _LABELS = {"read": "Reading", "segment": "Segmenting", "code": "Coding", "embed": "Embedding"}
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
@@ -203,13 +203,13 @@ def _modified_at(path: Path) -> str | None:
 
 def _coding_options(unit, kind, text_column, id_column, sheet, code_interviewer, interviewer_labels, spacy_model,
                     no_seed, weak_labels, thresholds, veto_below, codebook_path, classifier=True, jobs=1, dask=None,
-                    model_cache=True, **extra) -> CodingOptions:
+                    model_cache=True, representation="ngrams", **extra) -> CodingOptions:
     suggest_at, per_code = _parse_thresholds(thresholds)
     veto_below = DEFAULT_VETO_BELOW if veto_below is None else veto_below
     return CodingOptions(unit=unit, code_interviewer=code_interviewer, interviewer_labels=tuple(interviewer_labels),
                          spacy_model=spacy_model or DEFAULT_PIPELINE, classifier=classifier, seed=not no_seed,
                          weak_labels=weak_labels, suggest_at=suggest_at, veto_below=veto_below, thresholds=per_code,
-                         jobs=jobs, dask=dask, model_cache=model_cache,
+                         jobs=jobs, dask=dask, model_cache=model_cache, representation=representation,
                          extra={"kind": kind or "detected", "text_column": text_column or "detected",
                                 "id_column": id_column or "detected", **({"sheet": sheet} if sheet else {}),
                                 "codebook": str(codebook_path or default_codebook_path()), **extra})
@@ -245,6 +245,10 @@ def _garbage_collected_less():
 @click.option("--train", "train_paths", multiple=True, type=click.Path(path_type=Path), metavar="LABELS",
               help="Human labels to train the classifier on: a gold CSV or a reviewed workbook. Repeatable.")
 @click.option("--no-classifier", is_flag=True, help="Rules only: no classifier suggestions.")
+@click.option("--representation", type=click.Choice(["ngrams", "embeddings", "both"]), default="ngrams",
+              show_default=True,
+              help="What the classifier reads: words and word pairs, sentence embeddings (all-MiniLM-L6-v2; "
+                   "about 7,000 words a second on two cores; needs the model, see README), or both.")
 @click.option("--no-model-cache", is_flag=True,
               help="Train the classifier even if a model trained on the same data is in the model cache "
                    "($QUALCODE_CACHE_DIR, else ~/.cache/qualcode).")
@@ -260,8 +264,8 @@ def _garbage_collected_less():
 @_study_option
 @click.option("-v", "--verbose", is_flag=True, help="Also list skipped files and other notes.")
 @_quiet_option
-def code(paths, output, output_format, codebook_path, train_paths, no_classifier, no_model_cache, review_paths, coder,
-         force, jobs, dask_address, study_dir, verbose, quiet, **corpus_options) -> None:
+def code(paths, output, output_format, codebook_path, train_paths, no_classifier, representation, no_model_cache,
+         review_paths, coder, force, jobs, dask_address, study_dir, verbose, quiet, **corpus_options) -> None:
     """Code PATHS (files or folders) and write coded segments with their evidence.
 
     Inside a study (see qualcode init), every human decision stored in it is applied and the run
@@ -283,7 +287,8 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
     # Fitting the classifier needs scikit-learn imported, about a second: a process gets that done
     # while this one reads the codebook, builds the pipeline and tokenizes the training examples,
     # then fits the model unless it is in the cache. It logs as this command does.
-    early = not no_classifier and not review_paths and not stored and not corpus_options["weak_labels"]
+    early = (not no_classifier and not review_paths and not stored and not corpus_options["weak_labels"]
+             and representation == "ngrams")
     with _logging_to_stderr(quiet, verbose), training_process(wanted=early and jobs != 1) as trainer:
         codebook = load_codebook(codebook_path)
         try:
@@ -292,7 +297,7 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
             if study is None or not study.holds_decisions_of(output, codebook.code_ids):
                 raise
         options = _coding_options(codebook_path=codebook_path, classifier=not no_classifier,
-                                  model_cache=not no_model_cache, format=output_format,
+                                  model_cache=not no_model_cache, representation=representation, format=output_format,
                                   train=", ".join(str(path) for path in train_paths) or "none",
                                   reviews=", ".join(str(path) for path in review_paths) or "none",
                                   study=str(study.root) if study else "none",

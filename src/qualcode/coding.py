@@ -25,6 +25,7 @@ from qualcode.parallel import chunk_results, resolve_jobs
 from qualcode.reviews import apply_reviews, rereview_assignments, resolve_reviews, reviewed_examples
 from qualcode.rules import RuleMatcher
 from qualcode.segment import DEFAULT_PIPELINE, build_pipeline
+from qualcode.semantic import code_semantically
 from qualcode.training import PendingClassifier, classifier_model, start_classifier, training_examples
 
 # progress(stage, advance, total): ``advance`` more items of ``total`` are done in ``stage``.
@@ -51,6 +52,7 @@ class CodingOptions:
     jobs: int = 1
     dask: str | None = None
     model_cache: bool = True
+    representation: str = "ngrams"
     extra: dict[str, object] = field(default_factory=dict)
 
     def policy(self, codebook: Codebook) -> Policy:
@@ -80,8 +82,10 @@ def match_rules(segments: Sequence[Segment], matcher: RuleMatcher, progress: Pro
 
 def codes_as_it_goes(options: CodingOptions, reviews: Sequence[HumanDecision]) -> bool:
     """Whether a run codes each chunk as it comes back: not with human decisions or weak labels,
-    which the classifier learns from but which are known only once every chunk is back."""
-    return not reviews and not options.weak_labels
+    which the classifier learns from but which are known only once every chunk is back, nor with
+    sentence embeddings, which are computed for the whole corpus at once (texts of one length
+    together, each text once)."""
+    return not reviews and not options.weak_labels and options.representation == "ngrams"
 
 
 @dataclass(frozen=True)
@@ -176,7 +180,10 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
             weak = weak_examples([s for chunk in held for s in chunk.codable(options.code_interviewer)],
                                  [a for chunk in held for a in chunk.assignments]) if options.weak_labels else []
             examples = training_examples(codebook, options, [*training, *reviewed_examples(resolved, everything)], weak)
-            model, record["classifier model"] = classifier_model(codebook, options, examples, nlp)
+            if options.representation == "ngrams":
+                model, record["classifier model"] = classifier_model(codebook, options, examples, nlp)
+            else:
+                held, model = code_semantically(held, codebook, options, task, examples, nlp, record, progress)
         for chunk in held:
             code(chunk, None)
         held.clear()

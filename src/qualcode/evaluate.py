@@ -7,6 +7,7 @@ whose text is one of the evaluated segments are left out for the same reason.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from qualcode.labels import LabelFile, match_units
 from qualcode.models import COUNTED_STATUSES, Codebook, Corpus, Segment
 from qualcode.rules import compile_rules, rule_labels
 from qualcode.segment import build_pipeline, segment_documents
-from qualcode.semantic import default_embedding_cache
+from qualcode.semantic import corpus_examples, default_embedding_cache
 from qualcode.semantic import new_classifier as make_classifier
 from qualcode.training import training_examples
 
@@ -192,12 +193,22 @@ def evaluate(
 
     policy = options.policy(codebook)
     split = _group_folds(groups, folds)
-    if representation != "ngrams" and embedding_cache is None:
-        embedding_cache = default_embedding_cache()
+    notes = []
+    prior = None
+    if representation != "ngrams":
+        embedding_cache = embedding_cache if embedding_cache is not None else default_embedding_cache()
+        if options.seed:
+            # Real passages the default model knows as vectors: never those being evaluated.
+            evaluated = frozenset(hashlib.sha1(text.encode("utf-8")).hexdigest() for text in evaluated_texts)
+            prior = corpus_examples(codebook, leave_out=evaluated)
+            shipped = corpus_examples(codebook)[0]
+            if len(shipped) > len(prior[0]):
+                notes.append(f"{len(shipped) - len(prior[0])} passages of the development corpus that are evaluated "
+                             "segments were left out of training.")
 
     def new_classifier():
         # The run's pipeline: n-grams are tokenized as the rules tokenize, and no fold builds its own.
-        return make_classifier(representation, code_ids, nlp, cache=embedding_cache)
+        return make_classifier(representation, code_ids, nlp, cache=embedding_cache, prior=prior)
 
     probabilities = np.full(truth.shape, np.nan)
     combined_matrix = np.zeros_like(truth)
@@ -238,7 +249,6 @@ def evaluate(
         )
         for row, segment in enumerate(segments)
     )
-    notes = []
     missing = [code_id for code_id in codebook.code_ids if code_id not in code_ids]
     if missing:
         notes.append(f"the gold has no column for {', '.join(missing)}; those codes are not evaluated")

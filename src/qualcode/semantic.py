@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qualcode.classify import CodeClassifier, TrainingExample, TrainingMatrix, fit_model
-from qualcode.embeddings import DIMENSIONS, EmbeddingCache, embed_texts, load_encoder
+from qualcode.embeddings import DIMENSIONS, MODEL_NAME, EmbeddingCache, embed_texts, load_encoder
 
 REPRESENTATIONS = ("ngrams", "embeddings", "both")
 # Examples whose text may be shown as evidence: the codebook's and a researcher's own. Labels
@@ -38,13 +38,46 @@ class _Neighbours:
     excerpts: tuple[str, ...]
 
 
-class EmbeddingClassifier:
-    """Multi-label classifier over sentence embeddings: ``fit(examples)``, then ``predict_proba(texts)``."""
+CORPUS_VECTORS = "dev-corpus-vectors.npz"
+CORPUS_WEIGHT = 1.0
 
-    def __init__(self, code_ids: Sequence[str], *, cache: EmbeddingCache | None = None, progress=None):
+
+def corpus_examples(codebook, leave_out: frozenset[str] = frozenset()) -> tuple[list[TrainingExample], np.ndarray]:
+    """The development corpus of real writing as labelled vectors, for the default codebook's codes.
+
+    qualcode ships what it learnt from that corpus as numbers only: each passage's embedding, its
+    adjudicated codes and the SHA-1 of its text, never the text (see corpora/dev). Passages whose
+    SHA-1 is in ``leave_out`` (texts being evaluated) are left out. Empty for any other codebook.
+    """
+    from importlib import resources
+
+    from qualcode.classify import seed_examples
+
+    if not seed_examples(codebook):  # the seed set's test: this is the default codebook (or a copy)
+        return [], np.zeros((0, DIMENSIONS), dtype=np.float32)
+    with (resources.files("qualcode") / "data" / CORPUS_VECTORS).open("rb") as handle:
+        data = np.load(handle, allow_pickle=False)
+        vectors, labels = data["vectors"].astype(np.float32), data["labels"]
+        code_ids, hashes, sources = data["code_ids"].tolist(), data["sha1"].tolist(), data["sources"].tolist()
+    shared = [(column, code_id) for column, code_id in enumerate(code_ids) if code_id in codebook.code_ids]
+    keep = [row for row, digest in enumerate(hashes) if digest not in leave_out]
+    examples = [TrainingExample("", {code_id: int(labels[row, column]) for column, code_id in shared}, CORPUS_WEIGHT,
+                                f"dev-corpus:{sources[row]}", "dev-corpus") for row in keep]
+    return examples, vectors[keep]
+
+
+class EmbeddingClassifier:
+    """Multi-label classifier over sentence embeddings: ``fit(examples)``, then ``predict_proba(texts)``.
+
+    ``prior`` is labelled data known only as vectors (``corpus_examples``), learnt beside the examples.
+    """
+
+    def __init__(self, code_ids: Sequence[str], *, cache: EmbeddingCache | None = None, progress=None,
+                 prior: tuple[list[TrainingExample], np.ndarray] | None = None):
         self.code_ids = tuple(code_ids)
         self.cache = cache
         self.progress = progress
+        self.prior = prior
         self.model = None
         self._neighbours: dict[str, _Neighbours] = {}
 
@@ -53,8 +86,11 @@ class EmbeddingClassifier:
 
     def fit(self, examples: Sequence[TrainingExample], vectors: np.ndarray | None = None) -> EmbeddingClassifier:
         """Fit on ``examples``; ``vectors`` are their embeddings when known (e.g. shipped without their texts)."""
-        examples = tuple(examples)
+        examples = tuple(example for example in examples if example.text.strip()) if vectors is None else tuple(examples)
         vectors = self.embed([example.text for example in examples]) if vectors is None else vectors
+        if self.prior is not None and len(self.prior[0]):
+            examples += tuple(self.prior[0])
+            vectors = np.vstack([vectors, self.prior[1]])
         data = TrainingMatrix(examples, np.arange(DIMENSIONS, dtype=np.uint64), np.ones(DIMENSIONS),
                               np.array([f"dimension {index}" for index in range(DIMENSIONS)]), vectors.astype(np.float64))
         self.model = fit_model(self.code_ids, data)
@@ -154,12 +190,66 @@ def default_embedding_cache() -> EmbeddingCache:
     return EmbeddingCache(default_cache_dir() / "embeddings.sqlite", load_encoder().model_sha256)
 
 
-def new_classifier(representation: str, code_ids: Sequence[str], nlp, *, cache: EmbeddingCache | None = None):
-    """An unfitted classifier over ``representation`` (one of ``REPRESENTATIONS``)."""
+def new_classifier(representation: str, code_ids: Sequence[str], nlp, *, cache: EmbeddingCache | None = None,
+                   prior: tuple[list[TrainingExample], np.ndarray] | None = None):
+    """An unfitted classifier over ``representation`` (one of ``REPRESENTATIONS``); ``prior`` as ``EmbeddingClassifier``."""
     if representation == "ngrams":
         return CodeClassifier(code_ids, nlp)
     if representation == "embeddings":
-        return EmbeddingClassifier(code_ids, cache=cache)
+        return EmbeddingClassifier(code_ids, cache=cache, prior=prior)
     if representation == "both":
-        return BlendedClassifier(CodeClassifier(code_ids, nlp), EmbeddingClassifier(code_ids, cache=cache))
+        return BlendedClassifier(CodeClassifier(code_ids, nlp), EmbeddingClassifier(code_ids, cache=cache, prior=prior))
     raise ValueError(f"unknown representation {representation!r}; choose one of {', '.join(REPRESENTATIONS)}")
+
+
+def _rows(features, start: int, stop: int):
+    if isinstance(features, PairedFeatures):
+        return PairedFeatures(features.ngrams[start:stop], features.embeddings[start:stop])
+    return features[start:stop]
+
+
+def code_semantically(held, codebook, options, task, examples, nlp, record: dict, progress=None):
+    """Classify and combine a run's chunks (rule hits, not yet coded) with a classifier over embeddings.
+
+    The corpus's coded segments are embedded in one pass, so texts of like length share batches
+    and a text said twice is embedded once; cached texts are not embedded again. Returns the
+    coded chunks and the fitted model (for the Run sheet's training counts).
+    """
+    from dataclasses import replace
+
+    from qualcode.combine import combine
+    from qualcode.model_cache import default_cache_dir
+
+    encoder = load_encoder()
+    cache = EmbeddingCache(default_cache_dir() / "embeddings.sqlite", encoder.model_sha256) if options.model_cache else None
+    codable = [chunk.codable(options.code_interviewer) for chunk in held]
+    texts = [segment.text for segments in codable for segment in segments]
+    total = len(texts) + len(examples)
+    prior = corpus_examples(codebook) if options.seed else None
+    classifier = new_classifier(options.representation, codebook.code_ids, nlp, cache=cache, prior=prior)
+    embedder = classifier.embeddings if isinstance(classifier, BlendedClassifier) else classifier
+    embedder.progress = (lambda done: progress("embed", done, total)) if progress else None
+    try:
+        classifier.fit(examples)
+        features = classifier.transform(texts)
+    finally:
+        if cache is not None:
+            cache.close()
+    probabilities = classifier.probabilities(features).astype(np.float32)
+    coded, start = [], 0
+    for chunk, segments in zip(held, codable):
+        stop = start + len(segments)
+        rows = _rows(features, start, stop)
+        merged = combine(segments, chunk.assignments, probabilities[start:stop], codebook.code_ids, task.policy,
+                         lambda pairs, rows=rows: classifier.explain_rows(rows, pairs))
+        coded.append(replace(chunk, assignments=merged, ngrams=None, coded=True, probabilities=probabilities[start:stop]))
+        start = stop
+    record["classifier representation"] = {
+        "embeddings": f"sentence embeddings ({MODEL_NAME}, model.safetensors sha256 {encoder.model_sha256[:12]})",
+        "both": f"n-grams and sentence embeddings ({MODEL_NAME}), the mean of the two models' probabilities",
+    }[options.representation]
+    shipped = len(prior[0]) if prior else 0
+    record["classifier model"] = (f"trained on {len(examples)} examples in this run"
+                                  + (f" and {shipped} passages of real writing (corpora/dev, as vectors)" if shipped else ""))
+    model = classifier.embeddings.model if isinstance(classifier, BlendedClassifier) else classifier.model
+    return coded, model
