@@ -23,8 +23,7 @@ from qualcode.classify import examples_from_labels
 from qualcode.codebook import codebook_warnings, default_codebook_path, load_codebook, validate_codebook
 from qualcode.coding import CodingOptions, code_corpus, codes_as_it_goes
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW
-from qualcode.errors import (CodebookError, InputDataError, InputMissingError, OutputError, QualcodeError,
-                             ReviewWorkProtectedError)
+from qualcode.errors import CodebookError, InputDataError, InputMissingError, OutputError, QualcodeError
 from qualcode.export import FORMATS, check_output_path, ensure_replaceable, streamed_workbook, write_result
 from qualcode.export.atomic import atomic_file
 from qualcode.ingest import read_documents
@@ -286,11 +285,9 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
     early = not no_classifier and not review_paths and not stored and not corpus_options["weak_labels"]
     with _logging_to_stderr(quiet, verbose), training_process(wanted=early and jobs != 1) as trainer:
         codebook = load_codebook(codebook_path)
-        try:
-            ensure_replaceable(output, force=force, format=output_format)
-        except ReviewWorkProtectedError:
-            if study is None or not study.holds_decisions_of(output, codebook.code_ids):
-                raise
+        # In a study, an output whose every decision is already stored there may be replaced.
+        kept = (lambda path: study.holds_decisions_of(path, codebook.code_ids)) if study is not None else None
+        checked = ensure_replaceable(output, force=force, format=output_format, kept_elsewhere=kept)
         options = _coding_options(codebook_path=codebook_path, classifier=not no_classifier,
                                   model_cache=not no_model_cache, format=output_format,
                                   train=", ".join(str(path) for path in train_paths) or "none",
@@ -321,7 +318,7 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
                 with _garbage_collected_less():
                     if output_format == "xlsx":
                         # The workbook fills while later chunks are still being coded.
-                        with streamed_workbook(output, corpus, codebook, force=True,
+                        with streamed_workbook(output, corpus, codebook, checked=checked,
                                                code_interviewer=options.code_interviewer) as workbook:
                             result = coding(on_chunk=workbook.add)
                             workbook.finish(result)
@@ -330,7 +327,7 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
             finally:
                 progress.close()
             if output_format != "xlsx":
-                write_result(result, output, format=output_format, force=True)
+                write_result(result, output, format=output_format, checked=checked)
             if study is not None:
                 run_id = study.record_run(result, started_at=started_at, output=str(output))
                 if not quiet:
@@ -503,8 +500,9 @@ def review_import(workbook, coder, study_dir) -> None:
             raise click.UsageError("say who reviewed: --coder NAME (or set coder in qualcode.toml)")
         codebook = load_codebook(study.config.codebook)
         imported = read_review_workbook(workbook, coder=coder, code_ids=codebook.code_ids)
-        study.import_reviews(imported)
-    click.echo(f"Imported {workbook}: {imported.summary()}")
+        outcome = study.import_reviews(imported)
+    repeated = f"; {imported.repeated} cells repeated a decision made elsewhere in it" if imported.repeated else ""
+    click.echo(f"Imported {workbook}: {imported.summary()}: {outcome}{repeated}")
 
 
 @cli.command()
@@ -530,7 +528,7 @@ def suggest(paths, limit, output, codebook_path, force, study_dir, quiet) -> Non
     from qualcode.suggest import rank_for_review, restrict_to
 
     check_output_path(output, paths)
-    ensure_replaceable(output, force=force)
+    checked = ensure_replaceable(output, force=force)
     study = _open_study(study_dir, required=not paths)
     codebook = load_codebook(codebook_path or (study.config.codebook if study else None))
     corpus = read_documents(paths) if paths else study.corpus()
@@ -542,7 +540,7 @@ def suggest(paths, limit, output, codebook_path, force, study_dir, quiet) -> Non
                      review_coder=study.config.decisive_coder if study else None)
     chosen = rank_for_review(run, decisions, limit=limit)
     subset = restrict_to(run.result, [s.segment_id for s in chosen])
-    with atomic_file(Path(output)) as temporary:
+    with atomic_file(Path(output), before_replace=checked.recheck) as temporary:
         write_tables([*all_tables(subset), suggestion_table(chosen)], temporary, codebook)
     if not quiet:
         click.echo(f"{len(chosen)} segments to review -> {output}", err=True)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from qualcode.errors import InputDataError, InputMissingError
 from qualcode.ingest.tables import read_table, xlsx_sheet_names
+from qualcode.review_cells import read_mark
 
 META_COLUMNS = frozenset({"segment_id", "document", "start", "end", "speaker", "text", "timestamp", "unit", "reviewed",
-                          "codes", "respondent", "notes", "note", "coder", "index"})
+                          "codes", "respondent", "notes", "note", "coder", "index", "decided by", "decision"})
 _TRUE = {"1", "1.0"}
 _FALSE = {"", "0", "0.0"}
 
@@ -139,7 +140,7 @@ def read_label_file(path: str | os.PathLike[str], code_ids: tuple[str, ...] | No
 
 
 def _reviewed(rows) -> bool:
-    return any(row.values.get("reviewed", "").strip() for row in rows)
+    return any(read_mark(row.values.get("reviewed", "")) for row in rows)
 
 
 def match_units(units: tuple[LabelledUnit, ...], segments) -> tuple[dict[str, LabelledUnit], list[LabelledUnit]]:

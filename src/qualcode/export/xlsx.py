@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from qualcode.errors import OutputError
 from qualcode.export.tables import (CODING_COLUMNS, CODING_TEXT_COLUMNS, SUMMARY_COLUMNS, CodeCounts, SegmentRows,
                                     Table, closing_tables, coding_rows, codings_table, document_rows, documents_header,
                                     segments_table, summary_table)
-from qualcode.models import CodeAssignment, Codebook, CodingResult, Corpus, Segment
+from qualcode.models import CodeAssignment, Codebook, CodingResult, Corpus, HumanDecision, Segment
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ EXCEL_MAX_CELL = 32_767
 _TRUNCATION_NOTE = " […truncated: Excel cells hold 32,767 characters; see --format csv]"
 _WIDTHS = {"segment_id": 24, "document": 24, "speaker": 14, "start": 8, "end": 8, "timestamp": 10, "text": 80,
            "evidence": 50, "codes": 28, "reviewed": 10, "decision": 10, "code": 20, "source": 11, "confidence": 11,
-           "status": 11, "definition": 60, "include": 45, "exclude": 45, "positive examples": 60,
+           "status": 11, "decided by": 22, "definition": 60, "include": 45, "exclude": 45, "positive examples": 60,
            "negative examples": 60, "field": 22, "value": 60, "detail": 66, "name": 24}
 
 
@@ -207,7 +207,8 @@ class CodedWorkbook:
     def _sheet(self, name: str, header: Sequence[str], text_columns: Sequence[str]) -> _Sheet:
         return _Sheet(self._workbook, name, header, text_columns, self._formats, self._codebook)
 
-    def add(self, segments: Sequence[Segment], assignments: Sequence[CodeAssignment]) -> None:
+    def add(self, segments: Sequence[Segment], assignments: Sequence[CodeAssignment], *,
+            decisions: Mapping[tuple[str, str], HumanDecision] | None = None) -> None:
         for sheet, count in ((self._segments, len(segments)), (self._codings, len(assignments))):
             if sheet.rows + count + 1 > EXCEL_MAX_ROWS:
                 raise _too_many_rows(sheet.name, sheet.rows + count + 1)
@@ -215,8 +216,8 @@ class CodedWorkbook:
         if positions and min(positions) < self._documents_written:
             raise ValueError(f"segments of {self._documents[min(positions)].doc_id} came after its row in the "
                              "Documents sheet was written: stretches must come in document order")
-        self._segments.write(self._segment_rows.rows(segments, assignments))
-        self._codings.write(coding_rows(segments, assignments, self._codebook.code_ids))
+        self._segments.write(self._segment_rows.rows(segments, assignments, decisions))
+        self._codings.write(coding_rows(segments, assignments, self._codebook.code_ids, decisions))
         self._counts.add(segments, assignments)
         if positions:
             # The last document here may go on in the next stretch; the ones before it are done.
@@ -259,7 +260,7 @@ def write_xlsx(result: CodingResult, path: Path) -> None:
     workbook = CodedWorkbook(path, result.corpus, result.codebook,
                              code_interviewer=bool(result.options.get("code_interviewer")))
     try:
-        workbook.add(result.segments, result.assignments)
+        workbook.add(result.segments, result.assignments, decisions=result.decisions)
         workbook.finish(result)
     except BaseException:
         workbook.abandon()
