@@ -640,25 +640,30 @@ def import_group() -> None:
 @click.option("--unit", type=click.Choice(UNITS), default=None, help="Segment unit (default: by kind).")
 @click.option("--codebook", "codebook_path", type=click.Path(path_type=Path),
               help="Name the code columns by this codebook's ids (codes matched by name); others are left out.")
-@click.option("--user", default=None, help="Only this user's codings (default: everyone's).")
+@click.option("--user", default=None, help="Only this user's codings (default: everyone's but qualcode's own).")
+@click.option("--include-machine", is_flag=True,
+              help="Also take the codings of the user 'qualcode' (machine suggestions in a qualcode export).")
 @click.option("--texts", "texts_dir", type=click.Path(path_type=Path),
               help="Also write each source's text to this folder, so qualcode code can read it.")
 @click.option("--save-codebook", "codebook_out", type=click.Path(path_type=Path),
               help="Also write the project's codes as a qualcode codebook YAML (rules empty, descriptions kept).")
-def import_qdpx_command(path, output, unit, codebook_path, user, texts_dir, codebook_out) -> None:
+def import_qdpx_command(path, output, unit, codebook_path, user, include_machine, texts_dir, codebook_out) -> None:
     """Turn a project coded in another tool into training labels for qualcode.
 
-    A code covers a segment when its coded selections cover more than half of the segment.
+    A code covers a segment when its coded selections cover more than half of the segment. The
+    user "qualcode" (machine suggestions in a qualcode export) is left out unless --include-machine.
 
     Example: qualcode import qdpx nvivo-project.qdpx -o labels.csv
     """
-    from qualcode.interop.qdpx import covered_codes, read_qdpx, relabel_for_codebook, write_labels, write_texts
+    from qualcode.interop.qdpx import (choose_users, covered_codes, label_warnings, read_qdpx, relabel_for_codebook,
+                                       write_labels, write_texts)
     from qualcode.segment import segment_documents
 
     check_output_path(output, [path])
     project = read_qdpx(path)
+    users = choose_users(project, user=user, include_machine=include_machine)
     segments = segment_documents(project.documents, unit=unit)
-    labels = covered_codes(project, segments, user=user)
+    labels = covered_codes(project, segments, users=users.taken)
     code_ids = [code.code_id for code in project.codes]
     if codebook_path is not None:
         target = load_codebook(codebook_path)
@@ -683,6 +688,9 @@ def import_qdpx_command(path, output, unit, codebook_path, user, texts_dir, code
             temporary.write_text(dump_codebook(imported), encoding="utf-8")
     for note in project.notes:
         click.echo(f"Note: {note}", err=True)
+    click.echo(f"{path}: {users.describe()}", err=True)
+    for warning in label_warnings(segments, labels):
+        click.echo(f"Warning: {output}: {warning}", err=True)
     coded = sum(1 for codes in labels.values() if codes)
     click.echo(f"{path}: from {project.origin}; positions read as {project.offset_convention}; "
                f"{len(project.codes)} codes, {len(project.documents)} text sources, {len(project.selections)} coded "
