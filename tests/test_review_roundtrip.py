@@ -76,7 +76,7 @@ def _sheet(book, name):
 
 def _row_of(sheet, column, segment_text):
     text_column = column["text"]
-    return next(row for row in range(2, sheet.max_row + 1) if sheet.cell(row, text_column).value == segment_text)
+    return next(row for row in range(2, sheet.max_row + 1) if str(sheet.cell(row, text_column).value) == segment_text)
 
 
 # --- 1. renamed sheets --------------------------------------------------------------------------
@@ -318,3 +318,42 @@ def test_blanking_a_suggested_code_cell_rejects_it(study, tmp_path):
     again = tmp_path / "again.xlsx"
     _code(folder, again, "--codebook", root / "codebook.yaml", "--reviews", stateless)
     assert _time_status(again) == [("human", "rejected")]
+
+
+# --- 9. reviewing (and printing) the workbook ---------------------------------------------------------
+
+def test_the_workbook_is_made_for_reviewing_and_printing(corpus, tmp_path):
+    from openpyxl.cell.rich_text import CellRichText, TextBlock
+
+    folder, book_path = corpus
+    output = tmp_path / "coded.xlsx"
+    (folder / "p2.txt").write_text("She was honest with me. " * 40, encoding="utf-8")  # one long paragraph
+    _code(folder, output, "--codebook", book_path)
+    book = openpyxl.load_workbook(output, rich_text=True)
+    segments, column = _sheet(book, "Segments")
+    trust_header = segments.cell(1, column["trust"])
+    assert trust_header.value == "trust" and trust_header.number_format == '"Trust ("@")"'  # shows "Trust (trust)"
+    assert "decided by" in column
+
+    validations = {(str(v.sqref), v.formula1) for sheet in (segments, book["Codings"])
+                   for v in sheet.data_validations.dataValidation}
+    assert (f"{openpyxl.utils.get_column_letter(column['reviewed'])}2:"
+            f"{openpyxl.utils.get_column_letter(column['reviewed'])}{segments.max_row}", '"yes,no"') in validations
+    assert any(formula == '"accept,reject"' for _, formula in validations)
+
+    codings, coding_column = _sheet(book, "Codings")
+    honest = _row_of(codings, coding_column, "She was honest about the court.")
+    text = codings.cell(honest, coding_column["text"]).value
+    assert isinstance(text, CellRichText)
+    marked = [block.text for block in text if isinstance(block, TextBlock) and block.font.b]
+    assert marked == ["honest"]
+
+    for sheet in (segments, codings):
+        assert sheet.page_setup.orientation == "landscape"
+        assert sheet.sheet_properties.pageSetUpPr.fitToPage
+        # fitToWidth is left out when it is 1, the file format's default: one page wide, as tall as needed.
+        assert (sheet.page_setup.fitToWidth or 1, sheet.page_setup.fitToHeight) == (1, 0)
+        assert sheet.print_title_rows == "$1:$1"
+    long_row = next(row for row in range(2, segments.max_row + 1)
+                    if len(str(segments.cell(row, column["text"]).value)) > 900)
+    assert segments.row_dimensions[long_row].height >= 15 * 9  # 959 characters wrapped at about 92 a line

@@ -124,6 +124,40 @@ class SegmentRows:
                    segment.timestamp, *values, segment.text, *codes)
 
 
+class MarkedText(str):
+    """A segment's text that knows the evidence of one coding, so the workbook can mark those words.
+
+    A ``str`` to everything else (CSV files, readers); the xlsx writer alone asks for ``marks``.
+    """
+
+    __slots__ = ("evidence", "offset")
+
+    def __new__(cls, text: str, evidence: tuple, offset: int):
+        value = super().__new__(cls, text)
+        value.evidence, value.offset = evidence, offset
+        return value
+
+    def marks(self) -> list[tuple[int, int]]:
+        """Non-overlapping (start, end) spans in the text: rule matches by offset, classifier words by search."""
+        spans = []
+        lowered = None
+        for item in self.evidence:
+            if item.start_char is not None and item.end_char is not None:
+                spans.append((item.start_char - self.offset, item.end_char - self.offset))
+            elif item.rule.startswith("classifier") and item.matched:
+                lowered = lowered if lowered is not None else self.lower()
+                at = lowered.find(item.matched.lower())
+                if at >= 0:
+                    spans.append((at, at + len(item.matched)))
+        merged: list[tuple[int, int]] = []
+        for start, end in sorted(span for span in spans if 0 <= span[0] < span[1] <= len(self)):
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        return merged
+
+
 def coding_rows(segments: Sequence[Segment], assignments: Iterable[CodeAssignment],
                 code_ids: Sequence[str], decisions: Mapping[tuple[str, str], HumanDecision] | None = None
                 ) -> Iterator[tuple]:
@@ -136,8 +170,9 @@ def coding_rows(segments: Sequence[Segment], assignments: Iterable[CodeAssignmen
         segment = by_id[assignment.segment_id]
         confidence = round(assignment.confidence, 3) if assignment.confidence is not None else None
         decision = decisions.get((assignment.segment_id, assignment.code_id)) if assignment.source == "human" else None
+        text = MarkedText(segment.text, assignment.evidence, segment.start_char) if assignment.evidence else segment.text
         yield (assignment.segment_id, segment.doc_id, assignment.code_id, assignment.source, confidence,
-               assignment.evidence_text or None, assignment.status, segment.text, None,
+               assignment.evidence_text or None, assignment.status, text, None,
                decided_by((decision,)) if decision is not None else None)
 
 
