@@ -103,3 +103,65 @@ def test_bad_coder_files_are_named(tmp_path):
     no_id = _coder_csv(tmp_path / "noid.csv", ["1,0"], header="trust,empathy")
     with pytest.raises(InputDataError, match=r"needs a 'segment_id' column, or 'document', 'start' and 'end'"):
         read_label_file(no_id, CODES)
+
+
+def test_readings_in_plain_words():
+    from qualcode.agreement import alpha_reading, kappa_reading
+
+    assert [kappa_reading(k) for k in (-0.1, 0.0, 0.2, 0.21, 0.45, 0.61, 0.8, 0.81, None)] == [
+        "poor", "slight", "slight", "fair", "moderate", "substantial", "substantial", "almost perfect", "n/a"]
+    assert [alpha_reading(a) for a in (0.5, 0.667, 0.799, 0.8, None)] == [
+        "unreliable", "tentative only", "tentative only", "reliable", "n/a"]
+
+
+def test_three_coders_get_a_table_pair_by_pair(tmp_path):
+    from click.testing import CliRunner
+
+    from qualcode.cli import cli
+
+    rows = {"ann": ["d:0-5,1,0", "d:6-9,1,1", "d:10-14,0,0", "d:15-20,0,1"],
+            "ben": ["d:0-5,1,0", "d:6-9,1,1", "d:10-14,0,0", "d:15-20,0,1"],
+            "cal": ["d:0-5,0,1", "d:6-9,1,0", "d:10-14,1,0", "d:15-20,0,1"]}
+    paths = [_coder_csv(tmp_path / f"{name}.csv", lines, header="segment_id,trust,empathy") for name, lines in rows.items()]
+    report = compare_coders([read_label_file(path, CODES) for path in paths])
+    assert [(p.first, p.second, p.units, p.percent) for p in report.pairs] == [
+        ("ann", "ben", 8, 1.0), ("ann", "cal", 8, 0.5), ("ben", "cal", 8, 0.5)]
+    output = tmp_path / "agreement.xlsx"
+    result = CliRunner().invoke(cli, ["agree", *map(str, paths), "--codebook", str(_two_code_book(tmp_path)),
+                                      "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "ann / ben                             8  100.0%    1.00    1.00  kappa 1.00 is almost perfect, alpha 1.00 " \
+           "is reliable" in result.output
+    assert "ann / cal                             8   50.0%    0.00    0.06  kappa 0.00 is slight, alpha 0.06 is unreliable" in result.output
+    pairs = openpyxl.load_workbook(output)["Pairs"]
+    assert [cell.value for cell in pairs[3]][:3] == ["ann", "cal", 8]
+
+
+def _two_code_book(tmp_path):
+    path = tmp_path / "book.yaml"
+    path.write_text("name: Two\ncodes:\n  - id: trust\n    name: Trust\n    definition: t.\n"
+                    "  - id: empathy\n    name: Empathy\n    definition: e.\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("seed", [True, False])
+def test_a_workbook_whose_model_saw_the_compared_labels_is_flagged(tmp_path, seed):
+    from click.testing import CliRunner
+
+    from conftest import REPO, SAMPLE
+    from qualcode.cli import cli
+
+    import shutil
+
+    corpus = tmp_path / "sample"
+    shutil.copytree(SAMPLE / "essays", corpus / "essays")  # segment ids as in the gold: essays/...
+    coded = tmp_path / "coded.xlsx"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["code", str(corpus), "-o", str(coded), "-q", *([] if seed else ["--no-seed"])])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["agree", str(coded), str(REPO / "corpora" / "sample-gold.csv")])
+    assert result.exit_code == 0, result.output
+    warned = ("Warning: qualcode (" in result.output
+              and "its classifier was trained on 56 of the 56 compared segments, from the seed set shipped with the "
+                  "default codebook" in result.output)
+    assert warned == seed, result.output

@@ -32,7 +32,7 @@ def test_code_on_the_sample_corpus_writes_the_whole_contract(sample_workbook):
                            "Orphaned reviews"]
     segments = sheets["Segments"]
     assert list(segments.columns[:6]) == ["segment_id", "document", "speaker", "start", "end", "timestamp"]
-    assert list(segments.columns[-9:]) == ["text", *CODE_IDS, "codes", "reviewed"]
+    assert list(segments.columns[-10:]) == ["text", *CODE_IDS, "codes", "reviewed", "decided by"]
     assert {"role", "age_group", "site", "years_known_to_services", "respondent"} <= set(segments.columns)
     documents = set(segments["document"])
     assert "transcripts/young_person_03.docx" in documents and "transcripts/care_leaver_02.vtt" in documents

@@ -54,14 +54,14 @@ def test_workbook_has_every_sheet_and_column(result, tmp_path):
                            "Orphaned reviews"]
     segments = sheets["Segments"]
     assert list(segments.columns) == ["segment_id", "document", "speaker", "start", "end", "timestamp", "respondent",
-                                      "site", "text", "trust", "accessibility", "codes", "reviewed"]
+                                      "site", "text", "trust", "accessibility", "codes", "reviewed", "decided by"]
     p1 = segments[segments["document"] == "p1.txt"]
     assert list(p1["speaker"]) == ["Interviewer", "P1", "Interviewer", "P1"]
     assert list(p1["codes"].fillna("")) == ["", "trust; accessibility", "", "accessibility"]
     assert list(p1["trust"].fillna(0)) == [0, 1, 0, 0]
     codings = sheets["Codings"]
     assert list(codings.columns) == ["segment_id", "document", "code", "source", "confidence", "evidence", "status",
-                                     "text", "decision"]
+                                     "text", "decision", "decided by"]
     first = codings.iloc[0]
     assert (first["document"], first["code"], first["source"], first["status"]) == ("p1.txt", "trust", "rule", "suggested")
     assert first["evidence"] == '"trust her" (phrase "trust her"); "honest with me" (phrase "honest with me")'

@@ -118,9 +118,13 @@ def test_project_round_trip_gives_back_every_coding(coded_sample, tmp_path):
     assert {(segment_id, code) for segment_id, codes in labels.items() for code in codes} == expected
     labels_csv = tmp_path / "labels.csv"
     texts = tmp_path / "texts"
+    refused = run("import", "qdpx", project, "-o", labels_csv)
+    assert refused.exit_code == 65 and not labels_csv.exists()
+    assert "every coded selection is by qualcode (machine suggestions), qualcode's own suggestions" in refused.output
     result = run("import", "qdpx", project, "-o", labels_csv, "--codebook", REPO / "codebooks" / "relationship-themes.yaml",
-                 "--texts", texts)
+                 "--texts", texts, "--include-machine")
     assert result.exit_code == 0, result.output
+    assert f"users taken: qualcode (machine suggestions) ({len(expected)} selections)" in result.output
     written = sorted(texts.iterdir())
     assert len(written) == 85
     assert {path.read_text(encoding="utf-8") for path in written} == {document.text for document in imported.documents}
@@ -279,3 +283,14 @@ def test_a_study_exports_human_decisions_under_their_coder(tmp_path):
     by_ana = covered_codes(imported, segments, user="Ana")
     assert by_ana[reviewed_segment] >= {"trust"}
     assert set(by_ana) == {reviewed_segment}
+
+    # As labels, a qualcode export gives the human coders' selections only, and says what it took.
+    labels_csv = tmp_path / "labels.csv"
+    result = run("import", "qdpx", project, "-o", labels_csv)
+    assert result.exit_code == 0, result.output
+    assert "users taken: Ana (" in result.output and "left out: qualcode (machine suggestions) (" in result.output
+    table = pd.read_csv(labels_csv)
+    coded = table[table[list(load_codebook().code_ids)].sum(axis=1) > 0]
+    assert list(coded["segment_id"]) == [reviewed_segment]
+    assert f"Warning: {labels_csv}: only 1 of {len(table)} segments (" in result.output
+    assert "teaches the classifier that almost nothing is coded" in result.output

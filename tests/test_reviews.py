@@ -155,5 +155,5 @@ def test_bad_review_workbooks_name_sheet_row_and_column(study, tmp_path):
         read_review_workbook(path, coder="ana", code_ids=CODES)
     del book["Segments"]
     book.save(path)
-    with pytest.raises(InputDataError, match=r"no sheet 'Segments'"):
+    with pytest.raises(InputDataError, match=r"no sheet has the Segments columns"):
         read_review_workbook(path, coder="ana", code_ids=CODES)

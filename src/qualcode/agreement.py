@@ -10,6 +10,7 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -131,6 +132,18 @@ class Disagreement:
 
 
 @dataclass(frozen=True)
+class PairAgreement:
+    """Two coders on every shared code, pooled: read one pair against the others to see who differs."""
+
+    first: str
+    second: str
+    units: int
+    percent: float
+    kappa: float | None
+    alpha: float | None
+
+
+@dataclass(frozen=True)
 class AgreementReport:
     coders: tuple[str, ...]
     files: tuple[str, ...]
@@ -142,6 +155,31 @@ class AgreementReport:
     codes_not_shared: tuple[str, ...] = ()
     disagreements: tuple[Disagreement, ...] = ()
     unit_description: str = UNIT_DESCRIPTION
+    pairs: tuple[PairAgreement, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def kappa_reading(kappa: float | None) -> str:
+    """Landis and Koch's (1977) words for a kappa."""
+    if kappa is None:
+        return "n/a"
+    if kappa < 0:
+        return "poor"
+    for bound, words in ((0.20, "slight"), (0.40, "fair"), (0.60, "moderate"), (0.80, "substantial")):
+        if kappa <= bound:
+            return words
+    return "almost perfect"
+
+
+def alpha_reading(alpha: float | None) -> str:
+    """Krippendorff's (2004) bars: .800 to rely on the data, .667 for tentative conclusions at most."""
+    if alpha is None:
+        return "n/a"
+    if alpha >= 0.800:
+        return "reliable"
+    if alpha >= 0.667:
+        return "tentative only"
+    return "unreliable"
 
 
 def unit_key(unit: LabelledUnit) -> tuple:
@@ -209,6 +247,13 @@ def compare_coders(files: Sequence[LabelFile]) -> AgreementReport:
             disagreements.append((column, code_index, Disagreement(
                 segment_id, first.document or key[0], text, code_id, tuple(int(value) for value in ratings[:, column]))))
     overall = _agreement_for("(all codes, pooled)", np.hstack(pooled))
+    pairs = ()
+    if len(files) > 2:
+        everything = np.hstack(pooled)
+        pairs = tuple(PairAgreement(coders[i], coders[j], everything.shape[1],
+                                    percent_agreement(everything[[i, j]]), cohen_kappa(everything[i], everything[j]),
+                                    krippendorff_alpha(everything[[i, j]]))
+                      for i in range(len(files)) for j in range(i + 1, len(files)))
     return AgreementReport(
         coders=coders,
         files=tuple(file.path for file in files),
@@ -219,5 +264,86 @@ def compare_coders(files: Sequence[LabelFile]) -> AgreementReport:
         unmatched=unmatched,
         codes_not_shared=tuple(sorted(all_codes - set(shared_codes))),
         disagreements=tuple(item for _, _, item in sorted(disagreements, key=lambda entry: entry[:2])),
+        pairs=pairs,
+        warnings=tuple(_trained_on_compared(files, coders, common_keys, keyed)),
     )
+
+
+def _normalised(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def _texts_of(path: str, code_ids: Sequence[str]) -> set[str] | None:
+    """The texts a label file or reviewed workbook gave the classifier; None if it cannot be read now."""
+    from qualcode.errors import QualcodeError
+    from qualcode.ingest.tables import read_table, xlsx_sheet_names
+
+    try:
+        file = Path(path)
+        sheet = "Segments" if file.suffix.lower() == ".xlsx" and "Segments" in xlsx_sheet_names(file) else None
+        _, rows = read_table(file, sheet)
+        return {_normalised(row.values.get("text")) for row in rows}
+    except (QualcodeError, OSError):
+        return None
+
+
+def _model_sources(file: LabelFile) -> list[tuple[str, set[str] | None]]:
+    """What the classifier of a qualcode workbook learned from, by the Run sheet: (description, texts)."""
+    run = file.run
+    if run.get("option classifier", "").lower() != "true":
+        return []
+    sources: list[tuple[str, set[str] | None]] = []
+    if run.get("option seed", "").lower() == "true":
+        from qualcode.classify import seed_examples
+        from qualcode.codebook import load_codebook
+
+        default = load_codebook()
+        if run.get("codebook name") == default.name:
+            sources.append(("the seed set shipped with the default codebook (the sample corpus's gold)",
+                            {_normalised(example.text) for example in seed_examples(default)}))
+    for option, what in (("option train", "--train"), ("option reviews", "--reviews")):
+        for path in filter(None, (part.strip() for part in run.get(option, "none").split(", "))):
+            if path != "none":
+                sources.append((f"{what} {path}", _texts_of(path, file.code_ids)))
+    study = run.get("option study", "none")
+    if study != "none":
+        sources.append((f"the decisions stored in the study {study}", _study_texts(study)))
+    return sources
+
+
+def _study_texts(root: str) -> set[str] | None:
+    from qualcode.errors import QualcodeError
+    from qualcode.study import Study
+
+    try:
+        with Study.open(root) as study:
+            return {_normalised(decision.text) for decision in study.decisions()}
+    except QualcodeError:
+        return None
+
+
+def _trained_on_compared(files: Sequence[LabelFile], coders: Sequence[str], common_keys: list,
+                         keyed: list[dict]) -> list[str]:
+    """Warn where a qualcode workbook's classifier was trained on the segments it is compared on.
+
+    Its agreement there measures how well it remembers its training labels, not how it codes
+    text it has not seen: ``qualcode evaluate`` measures that, on held-out documents.
+    """
+    warnings_found = []
+    for file, coder, units in zip(files, coders, keyed):
+        if not file.written_by_qualcode:
+            continue
+        compared = [_normalised(units[key].text) for key in common_keys]
+        for description, texts in _model_sources(file):
+            if texts is None:
+                warnings_found.append(f"{coder} ({file.path}): its classifier was trained on {description}, which "
+                                      "cannot be read now to check whether it holds the compared segments")
+                continue
+            seen = sum(1 for text in compared if text and text in texts)
+            if seen:
+                warnings_found.append(
+                    f"{coder} ({file.path}): its classifier was trained on {seen} of the {len(compared)} compared "
+                    f"segments, from {description}; its agreement there is inflated. Run qualcode evaluate for "
+                    "agreement on documents it was not trained on")
+    return warnings_found
 

@@ -23,8 +23,7 @@ from qualcode.classify import examples_from_labels
 from qualcode.codebook import codebook_warnings, default_codebook_path, load_codebook, validate_codebook
 from qualcode.coding import CodingOptions, code_corpus, codes_as_it_goes
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW
-from qualcode.errors import (CodebookError, InputDataError, InputMissingError, OutputError, QualcodeError,
-                             ReviewWorkProtectedError)
+from qualcode.errors import CodebookError, InputDataError, InputMissingError, OutputError, QualcodeError
 from qualcode.export import FORMATS, check_output_path, ensure_replaceable, streamed_workbook, write_result
 from qualcode.export.atomic import atomic_file
 from qualcode.ingest import read_documents
@@ -291,11 +290,9 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
              and representation == "ngrams")
     with _logging_to_stderr(quiet, verbose), training_process(wanted=early and jobs != 1) as trainer:
         codebook = load_codebook(codebook_path)
-        try:
-            ensure_replaceable(output, force=force, format=output_format)
-        except ReviewWorkProtectedError:
-            if study is None or not study.holds_decisions_of(output, codebook.code_ids):
-                raise
+        # In a study, an output whose every decision is already stored there may be replaced.
+        kept = (lambda path: study.holds_decisions_of(path, codebook.code_ids)) if study is not None else None
+        checked = ensure_replaceable(output, force=force, format=output_format, kept_elsewhere=kept)
         options = _coding_options(codebook_path=codebook_path, classifier=not no_classifier,
                                   model_cache=not no_model_cache, representation=representation, format=output_format,
                                   train=", ".join(str(path) for path in train_paths) or "none",
@@ -326,7 +323,7 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
                 with _garbage_collected_less():
                     if output_format == "xlsx":
                         # The workbook fills while later chunks are still being coded.
-                        with streamed_workbook(output, corpus, codebook, force=True,
+                        with streamed_workbook(output, corpus, codebook, checked=checked,
                                                code_interviewer=options.code_interviewer) as workbook:
                             result = coding(on_chunk=workbook.add)
                             workbook.finish(result)
@@ -335,7 +332,7 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
             finally:
                 progress.close()
             if output_format != "xlsx":
-                write_result(result, output, format=output_format, force=True)
+                write_result(result, output, format=output_format, checked=checked)
             if study is not None:
                 run_id = study.record_run(result, started_at=started_at, output=str(output))
                 if not quiet:
@@ -518,8 +515,9 @@ def review_import(workbook, coder, study_dir) -> None:
             raise click.UsageError("say who reviewed: --coder NAME (or set coder in qualcode.toml)")
         codebook = load_codebook(study.config.codebook)
         imported = read_review_workbook(workbook, coder=coder, code_ids=codebook.code_ids)
-        study.import_reviews(imported)
-    click.echo(f"Imported {workbook}: {imported.summary()}")
+        outcome = study.import_reviews(imported)
+    repeated = f"; {imported.repeated} cells repeated a decision made elsewhere in it" if imported.repeated else ""
+    click.echo(f"Imported {workbook}: {imported.summary()}: {outcome}{repeated}")
 
 
 @cli.command()
@@ -545,7 +543,7 @@ def suggest(paths, limit, output, codebook_path, force, study_dir, quiet) -> Non
     from qualcode.suggest import rank_for_review, restrict_to
 
     check_output_path(output, paths)
-    ensure_replaceable(output, force=force)
+    checked = ensure_replaceable(output, force=force)
     study = _open_study(study_dir, required=not paths)
     codebook = load_codebook(codebook_path or (study.config.codebook if study else None))
     corpus = read_documents(paths) if paths else study.corpus()
@@ -557,7 +555,7 @@ def suggest(paths, limit, output, codebook_path, force, study_dir, quiet) -> Non
                      review_coder=study.config.decisive_coder if study else None)
     chosen = rank_for_review(run, decisions, limit=limit)
     subset = restrict_to(run.result, [s.segment_id for s in chosen])
-    with atomic_file(Path(output)) as temporary:
+    with atomic_file(Path(output), before_replace=checked.recheck) as temporary:
         write_tables([*all_tables(subset), suggestion_table(chosen)], temporary, codebook)
     if not quiet:
         click.echo(f"{len(chosen)} segments to review -> {output}", err=True)
@@ -657,25 +655,30 @@ def import_group() -> None:
 @click.option("--unit", type=click.Choice(UNITS), default=None, help="Segment unit (default: by kind).")
 @click.option("--codebook", "codebook_path", type=click.Path(path_type=Path),
               help="Name the code columns by this codebook's ids (codes matched by name); others are left out.")
-@click.option("--user", default=None, help="Only this user's codings (default: everyone's).")
+@click.option("--user", default=None, help="Only this user's codings (default: everyone's but qualcode's own).")
+@click.option("--include-machine", is_flag=True,
+              help="Also take the codings of the user 'qualcode' (machine suggestions in a qualcode export).")
 @click.option("--texts", "texts_dir", type=click.Path(path_type=Path),
               help="Also write each source's text to this folder, so qualcode code can read it.")
 @click.option("--save-codebook", "codebook_out", type=click.Path(path_type=Path),
               help="Also write the project's codes as a qualcode codebook YAML (rules empty, descriptions kept).")
-def import_qdpx_command(path, output, unit, codebook_path, user, texts_dir, codebook_out) -> None:
+def import_qdpx_command(path, output, unit, codebook_path, user, include_machine, texts_dir, codebook_out) -> None:
     """Turn a project coded in another tool into training labels for qualcode.
 
-    A code covers a segment when its coded selections cover more than half of the segment.
+    A code covers a segment when its coded selections cover more than half of the segment. The
+    user "qualcode" (machine suggestions in a qualcode export) is left out unless --include-machine.
 
     Example: qualcode import qdpx nvivo-project.qdpx -o labels.csv
     """
-    from qualcode.interop.qdpx import covered_codes, read_qdpx, relabel_for_codebook, write_labels, write_texts
+    from qualcode.interop.qdpx import (choose_users, covered_codes, label_warnings, read_qdpx, relabel_for_codebook,
+                                       write_labels, write_texts)
     from qualcode.segment import segment_documents
 
     check_output_path(output, [path])
     project = read_qdpx(path)
+    users = choose_users(project, user=user, include_machine=include_machine)
     segments = segment_documents(project.documents, unit=unit)
-    labels = covered_codes(project, segments, user=user)
+    labels = covered_codes(project, segments, users=users.taken)
     code_ids = [code.code_id for code in project.codes]
     if codebook_path is not None:
         target = load_codebook(codebook_path)
@@ -700,6 +703,9 @@ def import_qdpx_command(path, output, unit, codebook_path, user, texts_dir, code
             temporary.write_text(dump_codebook(imported), encoding="utf-8")
     for note in project.notes:
         click.echo(f"Note: {note}", err=True)
+    click.echo(f"{path}: {users.describe()}", err=True)
+    for warning in label_warnings(segments, labels):
+        click.echo(f"Warning: {output}: {warning}", err=True)
     coded = sum(1 for codes in labels.values() if codes)
     click.echo(f"{path}: from {project.origin}; positions read as {project.offset_convention}; "
                f"{len(project.codes)} codes, {len(project.documents)} text sources, {len(project.selections)} coded "

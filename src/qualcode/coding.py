@@ -31,7 +31,8 @@ from qualcode.training import PendingClassifier, classifier_model, start_classif
 # progress(stage, advance, total): ``advance`` more items of ``total`` are done in ``stage``.
 Progress = Callable[[str, int, int], None]
 # on_chunk(segments, assignments): a finished stretch of the corpus, in document order.
-ChunkSink = Callable[[Sequence[Segment], Sequence[CodeAssignment]], None]
+# Called with a stretch's segments and assignments; with human decisions, also ``decisions=`` (see CodingResult).
+ChunkSink = Callable[..., None]
 _PROGRESS_CHUNK = 256
 
 
@@ -205,8 +206,9 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
                                          f"coder: {review_coder or 'latest decision'}")
         orphaned = resolved.orphaned
         if on_chunk:
-            on_chunk(segments, assignments)
+            on_chunk(segments, assignments, decisions=resolved.final)
     result = CodingResult(corpus=corpus, segments=tuple(segments), assignments=tuple(assignments), codebook=codebook,
-                          options=record, orphaned_reviews=orphaned)
+                          options=record, orphaned_reviews=orphaned,
+                          decisions=resolved.final if resolved is not None else {})
     matrix = np.vstack(probabilities) if probabilities and codable else None
     return CodingRun(result, tuple(codable), matrix, frozenset(resolved.final) if resolved is not None else frozenset())

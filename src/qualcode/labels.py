@@ -9,14 +9,15 @@ after the codebook's code ids.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from qualcode.errors import InputDataError, InputMissingError
 from qualcode.ingest.tables import read_table, xlsx_sheet_names
+from qualcode.review_cells import read_mark
 
 META_COLUMNS = frozenset({"segment_id", "document", "start", "end", "speaker", "text", "timestamp", "unit", "reviewed",
-                          "codes", "respondent", "notes", "note", "coder", "index"})
+                          "codes", "respondent", "notes", "note", "coder", "index", "decided by", "decision"})
 _TRUE = {"1", "1.0"}
 _FALSE = {"", "0", "0.0"}
 
@@ -46,6 +47,8 @@ class LabelFile:
     code_ids: tuple[str, ...]
     units: tuple[LabelledUnit, ...]
     written_by_qualcode: bool = False
+    # A qualcode workbook's Run sheet (field -> value): what its classifier was trained on.
+    run: dict[str, str] = field(default_factory=dict)
 
 
 def _int_or_none(value: str, path: Path, place: str, column: str) -> int | None:
@@ -135,11 +138,17 @@ def read_label_file(path: str | os.PathLike[str], code_ids: tuple[str, ...] | No
     if not units:
         raise InputDataError(f"{path}: no labelled rows")
     coder = "qualcode" if written_by_qualcode and not _reviewed(rows) else path.stem
-    return LabelFile(str(path), coder, codes, tuple(units), written_by_qualcode)
+    run = _run_sheet(path) if written_by_qualcode else {}
+    return LabelFile(str(path), coder, codes, tuple(units), written_by_qualcode, run)
+
+
+def _run_sheet(path: Path) -> dict[str, str]:
+    _, rows = read_table(path, "Run")
+    return {row.values.get("field", ""): row.values.get("value", "") for row in rows}
 
 
 def _reviewed(rows) -> bool:
-    return any(row.values.get("reviewed", "").strip() for row in rows)
+    return any(read_mark(row.values.get("reviewed", "")) for row in rows)
 
 
 def match_units(units: tuple[LabelledUnit, ...], segments) -> tuple[dict[str, LabelledUnit], list[LabelledUnit]]:

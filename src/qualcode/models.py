@@ -219,3 +219,5 @@ class CodingResult:
     codebook: Codebook
     options: dict[str, object] = field(default_factory=dict)
     orphaned_reviews: tuple[HumanDecision, ...] = ()
+    # The human decision that counts per (segment id of this run, code id): shown where the researcher reviews.
+    decisions: dict[tuple[str, str], HumanDecision] = field(default_factory=dict)

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from qualcode.classify import HUMAN_WEIGHT, TrainingExample
 from qualcode.errors import InputDataError, InputMissingError
-from qualcode.ingest.tables import read_table, xlsx_sheet_names
+from qualcode.ingest.tables import open_workbook, read_table
+from qualcode.review_cells import (CODINGS_HEADER, FALSE_SHOWN, SEGMENTS_HEADER, TRUE_SHOWN, find_sheet,
+                                   marks_earlier_review, read_mark, sheet_headers)
 from qualcode.models import CodeAssignment, Evidence, HumanDecision, Segment
 
 ACCEPT = {"accept", "accepted", "yes", "y", "1", "true", "ok"}
@@ -34,7 +36,12 @@ REJECT = {"reject", "rejected", "no", "n", "0", "false"}
 
 @dataclass(frozen=True)
 class ReviewImport:
-    """The decisions found in one workbook, and what they were."""
+    """The decisions found in one workbook, and what they were.
+
+    ``places`` names the Segments row of each segment id, so a study can point at a row whose
+    segment it does not hold; ``repeated`` counts cells that said again what another cell of the
+    workbook had decided (one decision is kept).
+    """
 
     path: str
     coder: str
@@ -44,14 +51,12 @@ class ReviewImport:
     accepted: int = 0
     rejected: int = 0
     added: int = 0
+    places: Mapping[str, str] = field(default_factory=dict)
+    repeated: int = 0
 
     def summary(self) -> str:
         return (f"{self.reviewed_rows} rows reviewed, {self.edited_cells} code cells edited, {self.accepted} codes "
                 f"accepted, {self.rejected} rejected, {self.added} added ({len(self.decisions)} decisions by {self.coder})")
-
-
-def _marked(value: str) -> bool:
-    return bool(value.strip()) and value.strip() not in ("0", "0.0")
 
 
 def _offset(value: str, path: Path, place: str, column: str) -> int:
@@ -62,56 +67,127 @@ def _offset(value: str, path: Path, place: str, column: str) -> int:
                              f"not '{value}'") from None
 
 
+def _mark(value: str, path: Path, place: str, column: str) -> bool:
+    mark = read_mark(value)
+    if mark is None:
+        what = "a code cell" if column != "reviewed" else "the reviewed column"
+        raise InputDataError(f"{path}: {place}, column '{column}': '{value.strip()}' is neither yes nor no; "
+                             f"{what} takes {TRUE_SHOWN} for yes, {FALSE_SHOWN} for no")
+    return mark
+
+
+def review_sheets(path: Path) -> tuple[str, str | None]:
+    """The names of the Segments and Codings sheets of a reviewed workbook, found by their header."""
+    workbook = open_workbook(path)
+    try:
+        headers = sheet_headers(workbook)
+    finally:
+        workbook.close()
+    segments, candidates = find_sheet(headers, "Segments", SEGMENTS_HEADER)
+    if segments is None:
+        if candidates:
+            raise InputDataError(f"{path}: sheets {_listed(candidates)} all have the Segments columns; keep one "
+                                 "(delete or clear the others' header), so it is clear which holds your review")
+        raise InputDataError(f"{path}: no sheet has the Segments columns ({', '.join(sorted(SEGMENTS_HEADER))}); "
+                             "import a workbook written by qualcode code")
+    codings, candidates = find_sheet(headers, "Codings", CODINGS_HEADER)
+    if codings is None and candidates:
+        raise InputDataError(f"{path}: sheets {_listed(candidates)} all have the Codings columns; keep one "
+                             "(delete or clear the others' header), so it is clear which holds your decisions")
+    if codings is None and "Codings" in headers:
+        missing = sorted(CODINGS_HEADER - set(headers["Codings"]))
+        raise InputDataError(f"{path}: sheet 'Codings' has no column {', '.join(repr(m) for m in missing)}; "
+                             "put the column back as qualcode wrote it")
+    return segments, codings
+
+
+def _listed(names: Sequence[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
+
+
+class _Decisions:
+    """Decisions as read, one per (segment, code): a repeat is dropped, a contradiction refused with both cells."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.found: dict[tuple[str, str], tuple[HumanDecision, str]] = {}
+        self.repeated = 0
+
+    def add(self, decision: HumanDecision, place: str) -> None:
+        key = (decision.segment_id, decision.code_id)
+        earlier = self.found.get(key)
+        if earlier is None:
+            self.found[key] = (decision, place)
+        elif earlier[0].applies == decision.applies:
+            self.repeated += 1
+        else:
+            first, second = ((earlier[1], earlier[0]), (place, decision))
+            raise InputDataError(
+                f"{self.path}: {second[0]} says '{decision.code_id}' {_says(second[1].applies)} segment "
+                f"{decision.segment_id}, but {first[0]} says it {_says(first[1].applies)}; "
+                "make them agree, then import again")
+
+    @property
+    def decisions(self) -> tuple[HumanDecision, ...]:
+        return tuple(decision for decision, _ in self.found.values())
+
+
+def _says(applies: bool) -> str:
+    return "applies to" if applies else "does not apply to"
+
+
 def read_review_workbook(path: str | os.PathLike[str], *, coder: str, code_ids: Sequence[str],
                          decided_at: str | None = None) -> ReviewImport:
-    """Every human decision in a reviewed workbook. Raises ``InputDataError`` naming sheet, row and column."""
+    """Every human decision in a reviewed workbook. Raises ``InputDataError`` naming sheet, row and column.
+
+    One decision per segment and code: a cell repeating another's decision is dropped, one
+    contradicting it is refused (both are named). Rows qualcode wrote as copies of earlier
+    decisions (``decided by`` says "reviewed by ...", or a Codings row of source human without a
+    decision) are not decisions again; only what was changed on them is.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputMissingError(f"{path}: no such file")
     if path.suffix.lower() != ".xlsx":
         raise InputDataError(f"{path}: reviews are read from a qualcode .xlsx workbook")
-    sheets = xlsx_sheet_names(path)
-    if "Segments" not in sheets:
-        raise InputDataError(f"{path}: no sheet 'Segments'; import a workbook written by qualcode code")
+    segments_sheet, codings_sheet = review_sheets(path)
     decided_at = decided_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    header, rows = read_table(path, "Segments")
-    for column in ("segment_id", "document", "start", "end", "text", "codes", "reviewed"):
-        if column not in header:
-            raise InputDataError(f"{path}: sheet 'Segments' has no column '{column}'")
+    header, rows = read_table(path, segments_sheet)
     code_columns = header[header.index("text") + 1:header.index("codes")]
     for column in code_columns:
         if column not in code_ids:
-            raise InputDataError(f"{path}: sheet 'Segments', column '{column}': not a code in the codebook "
+            raise InputDataError(f"{path}: sheet '{segments_sheet}', column '{column}': not a code in the codebook "
                                  f"({', '.join(code_ids)})")
-    decisions: list[HumanDecision] = []
+    found = _Decisions(path)
     segments: dict[str, tuple[str, int, int, str]] = {}
+    places: dict[str, str] = {}
     reviewed_rows = edited_cells = 0
     for row in rows:
         values = row.values
         segment_id = values["segment_id"].strip()
         if not segment_id:
             raise InputDataError(f"{path}: {row.place}, column 'segment_id': empty")
-        anchor = (values["document"].strip(), _offset(values["start"], path, row.place, "start"),
-                  _offset(values["end"], path, row.place, "end"), values["text"])
+        anchor = (values["document"].strip(), _offset(values.get("start", ""), path, row.place, "start"),
+                  _offset(values.get("end", ""), path, row.place, "end"), values["text"])
         segments[segment_id] = anchor
+        places.setdefault(segment_id, row.place)
         listed = {code.strip() for code in values["codes"].split(";") if code.strip()}
-        ticked = {column for column in code_columns if _marked(values[column])}
-        if _marked(values["reviewed"]):
+        ticked = {column for column in code_columns if _mark(values[column], path, row.place, column)}
+        reviewed = _mark(values["reviewed"], path, row.place, "reviewed")
+        if reviewed and not marks_earlier_review(values.get("decided by", "")):
             reviewed_rows += 1
             chosen = {column: column in ticked for column in code_columns}
-            origin = "reviewed row"
+            origin, column_of = "reviewed row", lambda code_id: "reviewed"
         else:
             chosen = {column: column in ticked for column in code_columns if (column in ticked) != (column in listed)}
             edited_cells += len(chosen)
-            origin = "edited code cell"
-        decisions.extend(HumanDecision(segment_id, *anchor, code_id, applies, coder, decided_at, origin)
-                         for code_id, applies in chosen.items())
+            origin, column_of = "edited code cell", lambda code_id: code_id
+        for code_id, applies in chosen.items():
+            found.add(HumanDecision(segment_id, *anchor, code_id, applies, coder, decided_at, origin),
+                      f"{row.place}, column '{column_of(code_id)}'")
     accepted = rejected = added = 0
-    if "Codings" in sheets:
-        header, rows = read_table(path, "Codings")
-        for column in ("segment_id", "code"):
-            if column not in header:
-                raise InputDataError(f"{path}: sheet 'Codings' has no column '{column}'")
+    if codings_sheet is not None:
+        header, rows = read_table(path, codings_sheet)
         for row in rows:
             values = row.values
             segment_id, code_id = values["segment_id"].strip(), values["code"].strip()
@@ -122,7 +198,7 @@ def read_review_workbook(path: str | os.PathLike[str], *, coder: str, code_ids: 
                 continue
             if segment_id not in segments:
                 raise InputDataError(f"{path}: {row.place}, column 'segment_id': '{segment_id}' is not "
-                                     "a segment in the Segments sheet")
+                                     f"a segment in the sheet '{segments_sheet}'")
             if code_id not in code_ids:
                 raise InputDataError(f"{path}: {row.place}, column 'code': unknown code '{code_id}' "
                                      f"(codes: {', '.join(code_ids)})")
@@ -136,8 +212,10 @@ def read_review_workbook(path: str | os.PathLike[str], *, coder: str, code_ids: 
             accepted += origin == "accepted"
             rejected += origin == "rejected"
             added += origin == "added row"
-            decisions.append(HumanDecision(segment_id, *segments[segment_id], code_id, applies, coder, decided_at, origin))
-    return ReviewImport(str(path), coder, tuple(decisions), reviewed_rows, edited_cells, accepted, rejected, added)
+            found.add(HumanDecision(segment_id, *segments[segment_id], code_id, applies, coder, decided_at, origin),
+                      f"{row.place}, column '{'decision' if decision else 'code'}'")
+    return ReviewImport(str(path), coder, found.decisions, reviewed_rows, edited_cells, accepted, rejected, added,
+                        places, found.repeated)
 
 
 @dataclass(frozen=True)
@@ -194,7 +272,12 @@ def resolve_reviews(decisions: Iterable[HumanDecision], segments: Sequence[Segme
 
 
 def apply_reviews(assignments: Sequence[CodeAssignment], reviews: ResolvedReviews) -> list[CodeAssignment]:
-    """Human decisions replace machine suggestions; a rejection is listed only where the machine had suggested."""
+    """Human decisions replace machine suggestions.
+
+    Every acceptance and every explicit rejection is listed, suggested again or not: a researcher
+    sees each decision already made where they review. The codes a reviewed row left blank are
+    listed only where the machine suggests them; the row itself shows its review in Segments.
+    """
     machine = {(a.segment_id, a.code_id): a for a in assignments}
     merged = [a for a in assignments if (a.segment_id, a.code_id) not in reviews.final]
     for (segment_id, code_id), decision in reviews.final.items():
@@ -205,6 +288,8 @@ def apply_reviews(assignments: Sequence[CodeAssignment], reviews: ResolvedReview
         elif suggested is not None:
             merged.append(CodeAssignment(segment_id, code_id, "human", "rejected", suggested.confidence,
                                          (note, *suggested.evidence)))
+        elif decision.origin != "reviewed row":
+            merged.append(CodeAssignment(segment_id, code_id, "human", "rejected", None, (note,)))
     return merged
 
 

@@ -9,6 +9,7 @@ two processes can write to one study, and a run killed half-way leaves the study
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from qualcode import __version__
 from qualcode.codebook import default_codebook_path
-from qualcode.errors import ConfigurationError, InputMissingError, OutputError, StudyDatabaseError
+from qualcode.errors import ConfigurationError, InputDataError, InputMissingError, OutputError, StudyDatabaseError
 from qualcode.models import Codebook, CodingResult, Corpus, Document, HumanDecision
 from qualcode.reviews import ReviewImport
 
@@ -115,6 +116,21 @@ class StudyStatus:
     codes_by_source: dict[str, int]
     retired_code_decisions: dict[str, int]
     rereview: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    """What an import stored: new decisions (``changed`` of them overturn the coder's earlier ones),
+    and those the study already held from that coder."""
+
+    import_id: int
+    stored: int
+    already_held: int
+    changed: int = 0
+
+    def __str__(self) -> str:
+        changed = f" ({self.changed} change an earlier decision)" if self.changed else ""
+        return f"{self.stored} new decisions stored{changed}, {self.already_held} already in the study"
 
 
 def _now() -> str:
@@ -286,20 +302,50 @@ class Study:
 
     # --- human decisions ---------------------------------------------------------------------
 
-    def import_reviews(self, review: ReviewImport) -> int:
-        """Store every decision of one reviewed workbook in one transaction; returns the import id."""
+    def _check_segments_known(self, review: ReviewImport) -> None:
+        """Refuse a decision on a segment the study cannot place: no run cut it, no stored document holds its text."""
+        db = self.connection
+        wanted = {decision.segment_id: decision for decision in review.decisions}
+        known = {row[0] for row in db.execute("SELECT DISTINCT segment_id FROM segments")}
+        unknown = [decision for segment_id, decision in wanted.items() if segment_id not in known]
+        if not unknown:
+            return
+        texts = dict(db.execute("SELECT doc_id, text FROM documents"))
+        for decision in unknown:
+            text = texts.get(decision.doc_id)
+            if text is not None and decision.text and decision.text in text:
+                continue  # cut at another unit, say: the decision can follow its text
+            place = review.places.get(decision.segment_id, "sheet 'Segments'")
+            hint = ("the study has no run yet; run qualcode code inside it first" if not known and not texts else
+                    "import the workbook of a run of this study, or put back the segment id qualcode wrote")
+            raise InputDataError(f"{review.path}: {place}, column 'segment_id': '{decision.segment_id}' matches no "
+                                 f"segment and no document text in the study; {hint}")
+
+    def import_reviews(self, review: ReviewImport) -> ImportOutcome:
+        """Store the decisions of one reviewed workbook in one transaction, all or nothing.
+
+        A decision the coder's latest stored decision on that segment and code already says is not
+        stored again, so importing a workbook twice changes nothing. A decision on a segment the
+        study cannot place is refused with its row.
+        """
         digest = hashlib.sha256(Path(review.path).read_bytes()).hexdigest()
+        self._check_segments_known(review)
+        latest = {(row[0], row[1], row[2]): bool(row[3]) for row in self.connection.execute(
+            "SELECT coder, segment_id, code_id, applies FROM decisions ORDER BY decided_at, decision_id")}
+        new = [d for d in review.decisions if latest.get((d.coder, d.segment_id, d.code_id)) != d.applies]
+        changed = sum(1 for d in new if (d.coder, d.segment_id, d.code_id) in latest)
+        outcome = ImportOutcome(0, len(new), len(review.decisions) - len(new), changed)
         self.back_up()
         with _transaction(self.connection) as db:
             cursor = db.execute("INSERT INTO imports (path, sha256, coder, imported_at, summary) VALUES (?, ?, ?, ?, ?)",
-                                (review.path, digest, review.coder, _now(), review.summary()))
+                                (review.path, digest, review.coder, _now(), f"{review.summary()}; {outcome}"))
             import_id = cursor.lastrowid
             db.executemany(
                 "INSERT INTO decisions (import_id, segment_id, doc_id, start, end, text, code_id, applies, coder, "
                 "decided_at, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(import_id, d.segment_id, d.doc_id, d.start_char, d.end_char, d.text, d.code_id, int(d.applies),
-                  d.coder, d.decided_at, d.origin) for d in review.decisions])
-        return import_id
+                  d.coder, d.decided_at, d.origin) for d in new])
+        return dataclasses.replace(outcome, import_id=import_id)
 
     def holds_decisions_of(self, workbook: str | os.PathLike[str], code_ids) -> bool:
         """Whether every decision in an earlier workbook is already stored here, so replacing it loses nothing."""

@@ -67,4 +67,5 @@ def restrict_to(result: CodingResult, segment_ids: Sequence[str]) -> CodingResul
                                  files=result.corpus.files, skipped=result.corpus.skipped)
     return CodingResult(corpus=corpus, segments=tuple(segments),
                         assignments=tuple(a for a in result.assignments if a.segment_id in chosen),
-                        codebook=result.codebook, options=result.options)
+                        codebook=result.codebook, options=result.options,
+                        decisions={key: d for key, d in result.decisions.items() if key[0] in chosen})

@@ -11,7 +11,7 @@ import secrets
 import shutil
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from qualcode.errors import OutputError
@@ -194,14 +194,17 @@ def _keep_permissions(target: Path, replacement: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(target: Path) -> Iterator[Path]:
+def atomic_file(target: Path, *, before_replace: Callable[[], None] | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target`` in one rename.
 
     The new file has the permissions of the one it replaces, else those the umask gives.
+    ``before_replace`` runs just before the rename; if it raises, ``target`` stays as it is.
     """
     with _beside(target, "file", _new_file) as temporary:
         try:
             yield temporary
+            if before_replace is not None:
+                before_replace()
             _keep_permissions(target, temporary)
             os.replace(temporary, target)
         except BaseException as error:
@@ -212,11 +215,14 @@ def atomic_file(target: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_folder(target: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; on success it takes ``target``'s place (permissions as ``atomic_file``)."""
+def atomic_folder(target: Path, *, before_replace: Callable[[], None] | None = None) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; on success it takes ``target``'s place (permissions and
+    ``before_replace`` as ``atomic_file``)."""
     with _beside(target, "folder", lambda path: os.mkdir(path, 0o777)) as temporary:
         try:
             yield temporary
+            if before_replace is not None:
+                before_replace()
             _keep_permissions(target, temporary)
             if target.exists():
                 previous = target.parent / f".{target.name}.{secrets.token_hex(6)}.old"

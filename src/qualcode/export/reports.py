@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qualcode.agreement import AgreementReport, Scores
+from qualcode.agreement import AgreementReport, Scores, alpha_reading, kappa_reading
 from qualcode.evaluate import METHODS, EvaluationReport
 from qualcode.export.atomic import atomic_file
 from qualcode.export.tables import Table
@@ -141,19 +141,44 @@ def format_agreement(report: AgreementReport) -> str:
         lines.append(f"{row.code_id:<22} {row.units:>6} {100 * row.percent:6.1f}% {_number(row.kappa):>7}"
                      f" {_number(row.alpha):>7}  " + "  ".join(f"{100 * share:9.1f}%" for share in row.prevalence))
     lines += ["", f"kappa: {kappa_name}; alpha: Krippendorff's alpha (nominal); the last columns give each coder's "
-                  "share of units coded. n/a: undefined because every rating was the same.",
-              f"{len(report.disagreements)} disagreements (segment and code)."]
+                  "share of units coded. n/a: undefined because every rating was the same."]
+    if report.pairs:
+        lines += ["", "Pair by pair, all codes pooled:",
+                  f"{'coders':<32} {'units':>6} {'agree':>7} {'kappa':>7} {'alpha':>7}  reading"]
+        for pair in report.pairs:
+            lines.append(f"{(pair.first + ' / ' + pair.second)[:32]:<32} {pair.units:>6} {100 * pair.percent:6.1f}% "
+                         f"{_number(pair.kappa):>7} {_number(pair.alpha):>7}  {_reading(pair.kappa, pair.alpha)}")
+    overall = report.overall
+    lines += ["", f"Reading: pooled, {_reading(overall.kappa, overall.alpha)}. Kappa in Landis and Koch's words: "
+                  "up to .20 slight, .21-.40 fair, .41-.60 moderate, .61-.80 substantial, above .80 almost perfect. "
+                  "Krippendorff asks alpha >= .800 to rely on coded data and accepts .667 to .800 for tentative "
+                  "conclusions only; below .667, discuss the codes and code again before relying on them."]
+    lines += [f"Warning: {warning}" for warning in report.warnings]
+    lines.append(f"{len(report.disagreements)} disagreements (segment and code).")
     return "\n".join(lines)
+
+
+def _reading(kappa, alpha) -> str:
+    return f"kappa {_number(kappa)} is {kappa_reading(kappa)}, alpha {_number(alpha)} is {alpha_reading(alpha)}"
 
 
 def agreement_tables(report: AgreementReport) -> list[Table]:
     coders = report.coders
     summary = [(row.code_id, row.units, _cell(row.percent), _cell(row.kappa), _cell(row.alpha),
-                *(_cell(share) for share in row.prevalence)) for row in (*report.per_code, report.overall)]
+                *(_cell(share) for share in row.prevalence), kappa_reading(row.kappa), alpha_reading(row.alpha))
+               for row in (*report.per_code, report.overall)]
     disagreements = [(d.segment_id, d.document, d.text, d.code_id, *d.values) for d in report.disagreements]
     return [
         Table("Agreement", ("code", "units", "percent agreement", "kappa", "krippendorff alpha",
-                            *(f"{coder} share coded" for coder in coders)), summary),
+                            *(f"{coder} share coded" for coder in coders), "kappa reading (Landis and Koch)",
+                            "alpha reading (Krippendorff)"), summary),
+        *([Table("Pairs", ("first coder", "second coder", "units", "percent agreement", "kappa", "krippendorff alpha",
+                           "kappa reading (Landis and Koch)", "alpha reading (Krippendorff)"),
+                 [(pair.first, pair.second, pair.units, _cell(pair.percent), _cell(pair.kappa), _cell(pair.alpha),
+                   kappa_reading(pair.kappa), alpha_reading(pair.alpha)) for pair in report.pairs])]
+          if report.pairs else []),
+        *([Table("Warnings", ("warning",), [(warning,) for warning in report.warnings], text_columns=("warning",))]
+          if report.warnings else []),
         Table("Disagreements", ("segment_id", "document", "text", "code", *coders), disagreements,
               text_columns=("text",)),
         Table("Coders", ("coder", "file", "segments not shared"),

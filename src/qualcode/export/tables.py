@@ -8,14 +8,18 @@ from __future__ import annotations
 import datetime as dt
 import platform
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from qualcode import __version__
-from qualcode.models import COUNTED_STATUSES, CodeAssignment, Codebook, CodingResult, Corpus, Document, Segment
+from qualcode.models import (COUNTED_STATUSES, CodeAssignment, Codebook, CodingResult, Corpus, Document, HumanDecision,
+                             Segment)
+from qualcode.review_cells import EARLIER_REVIEW, when
 
 SEGMENT_FIXED = ("segment_id", "document", "speaker", "start", "end", "timestamp")
-CODING_COLUMNS = ("segment_id", "document", "code", "source", "confidence", "evidence", "status", "text", "decision")
+SEGMENT_TAIL = ("codes", "reviewed", "decided by")
+CODING_COLUMNS = ("segment_id", "document", "code", "source", "confidence", "evidence", "status", "text", "decision",
+                  "decided by")
 CODING_TEXT_COLUMNS = ("evidence", "text")
 
 
@@ -58,21 +62,49 @@ def _active(assignments: Iterable[CodeAssignment]) -> dict[str, list[str]]:
     return codes
 
 
+def decided_by(decisions: Iterable[HumanDecision]) -> str:
+    """Who decided, and when: "Ana, 2026-12-02 12:59", each coder once at their latest decision."""
+    latest: dict[str, str] = {}
+    for decision in decisions:
+        latest[decision.coder] = max(latest.get(decision.coder, ""), decision.decided_at)
+    return "; ".join(f"{coder}, {when(moment)}" for coder, moment in sorted(latest.items(), key=lambda item: item[1]))
+
+
+def _by_segment(decisions: Mapping[tuple[str, str], HumanDecision] | None) -> dict[str, dict[str, HumanDecision]]:
+    grouped: dict[str, dict[str, HumanDecision]] = defaultdict(dict)
+    for (segment_id, code_id), decision in (decisions or {}).items():
+        grouped[segment_id][code_id] = decision
+    return grouped
+
+
 class SegmentRows:
-    """Rows of the Segments sheet for any stretch of segments: one per segment, a 1 under each active code."""
+    """Rows of the Segments sheet for any stretch of segments: one per segment, a 1 under each active code.
+
+    A segment with a human decision on every code shows ``reviewed`` yes and, in ``decided by``,
+    "reviewed by" its coders (``review_cells.EARLIER_REVIEW``: a copy, not a new review); one
+    with decisions on some codes names them and their coders there.
+    """
 
     def __init__(self, corpus: Corpus, codebook: Codebook):
         self.code_ids = codebook.code_ids
         self.attributes = attribute_names(corpus)
-        taken = set(SEGMENT_FIXED) | {"text", "codes", "reviewed"} | set(self.code_ids)
+        taken = set(SEGMENT_FIXED) | {"text", *SEGMENT_TAIL} | set(self.code_ids)
         attribute_columns = [_column_name(attribute, taken) for attribute in self.attributes]
-        self.header = (*SEGMENT_FIXED, *attribute_columns, "text", *self.code_ids, "codes", "reviewed")
+        self.header = (*SEGMENT_FIXED, *attribute_columns, "text", *self.code_ids, *SEGMENT_TAIL)
         self._documents = {document.doc_id: document for document in corpus.documents}
 
-    def rows(self, segments: Iterable[Segment], assignments: Iterable[CodeAssignment]) -> Iterator[tuple]:
+    def _review(self, decided: dict[str, HumanDecision]) -> tuple[str | None, str]:
+        if len(decided) >= len(self.code_ids) and all(code_id in decided for code_id in self.code_ids):
+            return "yes", EARLIER_REVIEW + decided_by(decided.values())
+        codes = ", ".join(code_id for code_id in self.code_ids if code_id in decided)
+        return None, f"{decided_by(decided.values())} ({codes})"
+
+    def rows(self, segments: Iterable[Segment], assignments: Iterable[CodeAssignment],
+             decisions: Mapping[tuple[str, str], HumanDecision] | None = None) -> Iterator[tuple]:
         coded = _active(assignments)
+        decided = _by_segment(decisions)
         code_ids, attributes = self.code_ids, self.attributes
-        uncoded = (None,) * len(code_ids) + (None, None)  # code columns, codes, reviewed
+        uncoded = (None,) * len(code_ids) + (None, None, None)  # code columns, codes, reviewed, decided by
         attribute_values: dict[str, tuple] = {}
         for segment in segments:
             values = attribute_values.get(segment.doc_id)
@@ -80,36 +112,79 @@ class SegmentRows:
                 document = self._documents[segment.doc_id]
                 values = attribute_values[segment.doc_id] = tuple(document.attributes.get(name) for name in attributes)
             active = coded.get(segment.segment_id)
+            review = self._review(decided[segment.segment_id]) if segment.segment_id in decided else (None, None)
             if active:
                 order = [code_id for code_id in code_ids if code_id in active]
-                codes = (*(1 if code_id in active else None for code_id in code_ids), "; ".join(order), None)
+                codes = (*(1 if code_id in active else None for code_id in code_ids), "; ".join(order), *review)
+            elif review[1] is not None:
+                codes = (*uncoded[:len(code_ids) + 1], *review)
             else:
                 codes = uncoded
             yield (segment.segment_id, segment.doc_id, segment.speaker, segment.start_char, segment.end_char,
                    segment.timestamp, *values, segment.text, *codes)
 
 
+class MarkedText(str):
+    """A segment's text that knows the evidence of one coding, so the workbook can mark those words.
+
+    A ``str`` to everything else (CSV files, readers); the xlsx writer alone asks for ``marks``.
+    """
+
+    __slots__ = ("evidence", "offset")
+
+    def __new__(cls, text: str, evidence: tuple, offset: int):
+        value = super().__new__(cls, text)
+        value.evidence, value.offset = evidence, offset
+        return value
+
+    def marks(self) -> list[tuple[int, int]]:
+        """Non-overlapping (start, end) spans in the text: rule matches by offset, classifier words by search."""
+        spans = []
+        lowered = None
+        for item in self.evidence:
+            if item.start_char is not None and item.end_char is not None:
+                spans.append((item.start_char - self.offset, item.end_char - self.offset))
+            elif item.rule.startswith("classifier") and item.matched:
+                lowered = lowered if lowered is not None else self.lower()
+                at = lowered.find(item.matched.lower())
+                if at >= 0:
+                    spans.append((at, at + len(item.matched)))
+        merged: list[tuple[int, int]] = []
+        for start, end in sorted(span for span in spans if 0 <= span[0] < span[1] <= len(self)):
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        return merged
+
+
 def coding_rows(segments: Sequence[Segment], assignments: Iterable[CodeAssignment],
-                code_ids: Sequence[str]) -> Iterator[tuple]:
+                code_ids: Sequence[str], decisions: Mapping[tuple[str, str], HumanDecision] | None = None
+                ) -> Iterator[tuple]:
     """Rows of the Codings sheet for the assignments of ``segments``, in segment order then codebook order."""
     by_id = {segment.segment_id: segment for segment in segments}
     position = {segment.segment_id: index for index, segment in enumerate(segments)}
     order = {code_id: index for index, code_id in enumerate(code_ids)}
+    decisions = decisions or {}
     for assignment in sorted(assignments, key=lambda a: (position[a.segment_id], order.get(a.code_id, len(order)))):
         segment = by_id[assignment.segment_id]
         confidence = round(assignment.confidence, 3) if assignment.confidence is not None else None
+        decision = decisions.get((assignment.segment_id, assignment.code_id)) if assignment.source == "human" else None
+        text = MarkedText(segment.text, assignment.evidence, segment.start_char) if assignment.evidence else segment.text
         yield (assignment.segment_id, segment.doc_id, assignment.code_id, assignment.source, confidence,
-               assignment.evidence_text or None, assignment.status, segment.text, None)
+               assignment.evidence_text or None, assignment.status, text, None,
+               decided_by((decision,)) if decision is not None else None)
 
 
 def segments_table(result: CodingResult) -> Table:
     rows = SegmentRows(result.corpus, result.codebook)
-    return Table("Segments", rows.header, rows.rows(result.segments, result.assignments), text_columns=("text",),
-                 count=len(result.segments))
+    return Table("Segments", rows.header, rows.rows(result.segments, result.assignments, result.decisions),
+                 text_columns=("text",), count=len(result.segments))
 
 
 def codings_table(result: CodingResult) -> Table:
-    return Table("Codings", CODING_COLUMNS, coding_rows(result.segments, result.assignments, result.codebook.code_ids),
+    return Table("Codings", CODING_COLUMNS, coding_rows(result.segments, result.assignments, result.codebook.code_ids,
+                                                        result.decisions),
                  text_columns=CODING_TEXT_COLUMNS, count=len(result.assignments))
 
 

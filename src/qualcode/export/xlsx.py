@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from qualcode.errors import OutputError
-from qualcode.export.tables import (CODING_COLUMNS, CODING_TEXT_COLUMNS, SUMMARY_COLUMNS, CodeCounts, SegmentRows,
+from qualcode.export.tables import (CODING_COLUMNS, CODING_TEXT_COLUMNS, SUMMARY_COLUMNS, CodeCounts, MarkedText,
+                                    SegmentRows,
                                     Table, closing_tables, coding_rows, codings_table, document_rows, documents_header,
                                     segments_table, summary_table)
-from qualcode.models import CodeAssignment, Codebook, CodingResult, Corpus, Segment
+from qualcode.models import CodeAssignment, Codebook, CodingResult, Corpus, HumanDecision, Segment
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ EXCEL_MAX_CELL = 32_767
 _TRUNCATION_NOTE = " […truncated: Excel cells hold 32,767 characters; see --format csv]"
 _WIDTHS = {"segment_id": 24, "document": 24, "speaker": 14, "start": 8, "end": 8, "timestamp": 10, "text": 80,
            "evidence": 50, "codes": 28, "reviewed": 10, "decision": 10, "code": 20, "source": 11, "confidence": 11,
-           "status": 11, "definition": 60, "include": 45, "exclude": 45, "positive examples": 60,
+           "status": 11, "decided by": 22, "definition": 60, "include": 45, "exclude": 45, "positive examples": 60,
            "negative examples": 60, "field": 22, "value": 60, "detail": 66, "name": 24}
 
 
@@ -36,19 +37,31 @@ class _Formats:
         self.header = workbook.add_format({"bold": True, "bottom": 1, "text_wrap": True, "valign": "top"})
         self.wrap = workbook.add_format({"text_wrap": True, "valign": "top"})
         self.plain = None  # the workbook's default style
+        self.marked = workbook.add_format({"bold": True, "font_color": "#9C0006"})
         self.code_header: dict[str, object] = {}
         self.code_cell: dict[str, object] = {}
         for code in codebook.codes if codebook else ():
+            style = {"bg_color": code.color, "font_color": _text_color_for(code.color)} if code.color else {}
+            # The cell holds the code id (the column contract readers rely on); its display format
+            # adds the code's name, so a researcher reads "Trust (trust)".
+            shown = {"num_format": f'"{_format_literal(code.name)} ("@")"'} if code.name and code.name != code.code_id else {}
+            self.code_header[code.code_id] = workbook.add_format(
+                {**style, **shown, "bold": True, "bottom": 1, "valign": "top", "text_wrap": True})
             if code.color:
-                style = {"bg_color": code.color, "font_color": _text_color_for(code.color)}
-                self.code_header[code.code_id] = workbook.add_format({**style, "bold": True, "bottom": 1, "valign": "top"})
                 self.code_cell[code.code_id] = workbook.add_format({**style, "align": "center", "valign": "top"})
+
+
+def _format_literal(text: str) -> str:
+    """``text`` inside a quoted literal of an Excel number format, which cannot hold a double quote."""
+    return text.replace('"', "'")
 
 
 def _write_value(sheet, row: int, column: int, value: object, cell_format) -> bool:
     """Write one typed cell; text is always a string cell, never a formula or a link. True if truncated."""
     if value is None:
         return False
+    if isinstance(value, MarkedText):
+        return _write_marked(sheet, row, column, value, cell_format)
     if isinstance(value, bool):
         sheet.write_boolean(row, column, value, cell_format)
     elif isinstance(value, (int, float)):
@@ -61,6 +74,41 @@ def _write_value(sheet, row: int, column: int, value: object, cell_format) -> bo
         sheet.write_string(row, column, text, cell_format)
         return truncated
     return False
+
+
+def _write_marked(sheet, row: int, column: int, text: MarkedText, cell_format) -> bool:
+    """The text with its evidence words in bold red (rich text); plain when nothing can be marked."""
+    marks = text.marks() if len(text) <= EXCEL_MAX_CELL else []
+    if not marks:
+        return _write_value(sheet, row, column, str(text), cell_format)
+    fragments: list = []
+    position = 0
+    for start, end in marks:
+        if start > position:
+            fragments.append(text[position:start])
+        fragments += [sheet.marked_format, text[start:end]]
+        position = end
+    if position < len(text):
+        fragments.append(text[position:])
+    if len(fragments) <= 2:  # xlsxwriter needs more than one fragment: the whole text is evidence
+        sheet.write_string(row, column, str(text), cell_format)
+    else:
+        sheet.write_rich_string(row, column, *fragments, cell_format)
+    return False
+
+
+# Excel's default row holds one line of 11-point Calibri in 15 points; its tallest row is 409 points.
+_LINE_HEIGHT = 15
+_MAX_ROW_HEIGHT = 409
+# Characters of running text on one line of a column one unit wide (a unit is the width of a digit;
+# LibreOffice fits about 1.25 of English prose), erring on the short side: a row a line too tall
+# wastes a little paper, a row too short prints its lines over the next.
+_CHARACTERS_PER_WIDTH = 1.15
+
+
+def _lines(text: str, width: float) -> int:
+    per_line = max(1, int(width * _CHARACTERS_PER_WIDTH))
+    return sum(len(paragraph) // per_line + 1 for paragraph in text.split("\n"))
 
 
 class _Sheet:
@@ -88,14 +136,37 @@ class _Sheet:
             self.sheet.write_string(0, column, column_name, style)
         self.code_column = self.header.index("code") if name == "Codings" else None
         self.code_formats = formats.code_cell
+        self.sheet.marked_format = formats.marked
+        if coloured_headers and any(column_name in formats.code_header for column_name in self.header):
+            self.sheet.set_row(0, 2 * _LINE_HEIGHT)  # "Structural context (structural_context)" takes two lines
+        # Rows as tall as their wrapped text, so printed lines never overlap the next row.
+        self.wrapped = [(column, _WIDTHS.get(column_name, 16)) for column, column_name in enumerate(self.header)
+                        if column_name in text_columns]
+        self._print_setup(code_ids)
+
+    def _print_setup(self, code_ids) -> None:
+        """Landscape, every column on one page's width, the header on every page."""
+        sheet = self.sheet
+        sheet.set_landscape()
+        sheet.set_paper(9)  # A4; Letter prints it with slightly wider margins
+        sheet.set_margins(left=0.4, right=0.4, top=0.5, bottom=0.5)
+        sheet.fit_to_pages(1, 0)
+        sheet.repeat_rows(0)
+        sheet.set_footer(f"&L{self.name}&RPage &P of &N")
 
     def write(self, rows: Iterable[tuple]) -> None:
         # The innermost loop of every export: plain strings and numbers skip the general type dispatch.
         sheet, formats, code_column, code_formats = self.sheet, self.formats, self.code_column, self.code_formats
         write_string, write_number = sheet.write_string, sheet.write_number
         number = self.rows
+        wrapped, set_row = self.wrapped, sheet.set_row
         for values in rows:
             number += 1
+            if wrapped:
+                lines = max((_lines(values[column], width) for column, width in wrapped
+                             if isinstance(values[column], str)), default=1)
+                if lines > 1:
+                    set_row(number, min(_MAX_ROW_HEIGHT, lines * _LINE_HEIGHT))
             for column, value in enumerate(values):
                 if value is None:
                     continue
@@ -114,9 +185,28 @@ class _Sheet:
     def close(self) -> None:
         self.sheet.freeze_panes(1, 0)
         self.sheet.autofilter(0, 0, max(self.rows, 1), len(self.header) - 1)
+        for column_name, choices in _CHOICES.get(self.name, {}).items():
+            if column_name in self.header and self.rows:
+                column = self.header.index(column_name)
+                # A warning, not a stop: the other words the reader takes (x, 1, ✓) stay allowed.
+                self.sheet.data_validation(1, column, self.rows, column, {
+                    "validate": "list", "source": list(choices), "error_type": "warning",
+                    "input_title": column_name, "input_message": _CHOICE_HELP[column_name],
+                    "error_title": f"Not a {column_name} qualcode knows",
+                    "error_message": _CHOICE_HELP[column_name]})
         if self.truncated:
             logger.warning("sheet %s: %d cells longer than Excel allows were truncated; the CSV output keeps them whole",
                            self.name, self.truncated)
+
+
+# Drop-down lists for the cells a researcher fills in (the review reader takes exactly these words and a few more).
+_CHOICES = {"Segments": {"reviewed": ("yes", "no")}, "Codings": {"decision": ("accept", "reject")}}
+_CHOICE_HELP = {
+    "reviewed": "yes: every code cell of this row is your decision (1 applies, blank does not). "
+                "Also taken: y, x, 1, true, done, ok; for no: n, 0, false, blank.",
+    "decision": "accept: the code applies to this segment; reject: it does not. "
+                "Also taken: accepted, yes, 1 / rejected, no, 0.",
+}
 
 
 def _too_many_rows(name: str, rows: int) -> OutputError:
@@ -207,7 +297,8 @@ class CodedWorkbook:
     def _sheet(self, name: str, header: Sequence[str], text_columns: Sequence[str]) -> _Sheet:
         return _Sheet(self._workbook, name, header, text_columns, self._formats, self._codebook)
 
-    def add(self, segments: Sequence[Segment], assignments: Sequence[CodeAssignment]) -> None:
+    def add(self, segments: Sequence[Segment], assignments: Sequence[CodeAssignment], *,
+            decisions: Mapping[tuple[str, str], HumanDecision] | None = None) -> None:
         for sheet, count in ((self._segments, len(segments)), (self._codings, len(assignments))):
             if sheet.rows + count + 1 > EXCEL_MAX_ROWS:
                 raise _too_many_rows(sheet.name, sheet.rows + count + 1)
@@ -215,8 +306,8 @@ class CodedWorkbook:
         if positions and min(positions) < self._documents_written:
             raise ValueError(f"segments of {self._documents[min(positions)].doc_id} came after its row in the "
                              "Documents sheet was written: stretches must come in document order")
-        self._segments.write(self._segment_rows.rows(segments, assignments))
-        self._codings.write(coding_rows(segments, assignments, self._codebook.code_ids))
+        self._segments.write(self._segment_rows.rows(segments, assignments, decisions))
+        self._codings.write(coding_rows(segments, assignments, self._codebook.code_ids, decisions))
         self._counts.add(segments, assignments)
         if positions:
             # The last document here may go on in the next stretch; the ones before it are done.
@@ -259,7 +350,7 @@ def write_xlsx(result: CodingResult, path: Path) -> None:
     workbook = CodedWorkbook(path, result.corpus, result.codebook,
                              code_interviewer=bool(result.options.get("code_interviewer")))
     try:
-        workbook.add(result.segments, result.assignments)
+        workbook.add(result.segments, result.assignments, decisions=result.decisions)
         workbook.finish(result)
     except BaseException:
         workbook.abandon()

@@ -22,7 +22,7 @@ import logging
 import re
 import xml.etree.ElementTree as ET
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -365,12 +365,77 @@ def _decode(data: bytes, where: str) -> str:
         raise InputDataError(f"{where}: not UTF-8 text (byte {error.start})") from None
 
 
-def covered_codes(project: ImportedProject, segments: Sequence[Segment], *, user: str | None = None,
-                  coverage: float = COVERAGE) -> dict[str, set[str]]:
-    """segment id -> codes whose selections cover more than ``coverage`` of the segment's characters."""
-    spans: dict[tuple[str, str], list[tuple[int, int]]] = {}
+def is_machine_user(name: str) -> bool:
+    """Whether a project user is qualcode's own machine suggestions ("qualcode (machine suggestions)" in its exports)."""
+    return name == MACHINE_USER or name.startswith(f"{MACHINE_USER} (")
+
+
+@dataclass(frozen=True)
+class UserChoice:
+    """Whose selections become labels: ``taken`` and ``left_out`` map each user to their selections."""
+
+    taken: dict[str, int]
+    left_out: dict[str, int]
+
+    def describe(self) -> str:
+        def listed(users: dict[str, int]) -> str:
+            return ", ".join(f"{name} ({count} selections)" for name, count in users.items()) or "none"
+
+        text = f"users taken: {listed(self.taken)}"
+        return f"{text}; left out: {listed(self.left_out)}" if self.left_out else text
+
+
+def choose_users(project: ImportedProject, *, user: str | None = None, include_machine: bool = False) -> UserChoice:
+    """Every user's selections, or ``user``'s alone; qualcode's machine suggestions only with ``include_machine``.
+
+    A qualcode export holds the machine's suggestions under its own user; taken as labels, they
+    would teach the classifier its own guesses. Raises ``InputDataError`` when nothing is left to take.
+    """
+    counts: dict[str, int] = {}
     for selection in project.selections:
-        if user is None or selection.user == user:
+        counts[selection.user] = counts.get(selection.user, 0) + 1
+    if user is not None and user not in counts:
+        raise InputDataError(f"{project.name}: no selections by user '{user}' (users: {', '.join(counts) or 'none'})")
+    taken = {name: count for name, count in counts.items()
+             if (name == user if user is not None else include_machine or not is_machine_user(name))}
+    left_out = {name: count for name, count in counts.items() if name not in taken}
+    if counts and not taken:
+        machine = ", ".join(name for name in left_out if is_machine_user(name))
+        raise InputDataError(f"{project.name}: every coded selection is by {machine}, qualcode's own suggestions; "
+                             "as labels they would teach the classifier its own guesses. Pass --include-machine "
+                             "to take them anyway")
+    return UserChoice(taken, left_out)
+
+
+def label_warnings(segments: Sequence[Segment], labels: dict[str, set[str]], *, few: int = 20,
+                   mostly_negative: float = 0.2) -> list[str]:
+    """What makes labels a poor training set: few coded segments, or a file of mostly negatives.
+
+    Every segment without a covering selection becomes a negative for every code, which is right
+    only where the coders read and coded the whole document.
+    """
+    coded = sum(1 for segment in segments if labels.get(segment.segment_id))
+    warnings = []
+    share = coded / len(segments) if segments else 0.0
+    if segments and share < mostly_negative:
+        warnings.append(f"only {coded} of {len(segments)} segments ({share:.0%}) carry a code; the rest are negatives "
+                        "for every code, so training on this file (--train) teaches the classifier that almost "
+                        "nothing is coded. If the coders did not read every document, keep only the rows they coded")
+    if coded < few:
+        warnings.append(f"only {coded} segments carry a code: too few to train or evaluate on with confidence")
+    return warnings
+
+
+def covered_codes(project: ImportedProject, segments: Sequence[Segment], *, user: str | None = None,
+                  users: Collection[str] | None = None, coverage: float = COVERAGE) -> dict[str, set[str]]:
+    """segment id -> codes whose selections cover more than ``coverage`` of the segment's characters.
+
+    ``user`` or ``users`` take those users' selections only (default: everyone's).
+    """
+    spans: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    chosen = {user} if user is not None else set(users) if users is not None else None
+    for selection in project.selections:
+        if chosen is None or selection.user in chosen:
             spans.setdefault((selection.doc_id, selection.code_id), []).append((selection.start_char, selection.end_char))
     merged = {key: _merge(value) for key, value in spans.items()}
     result: dict[str, set[str]] = {}
