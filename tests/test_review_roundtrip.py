@@ -357,3 +357,26 @@ def test_the_workbook_is_made_for_reviewing_and_printing(corpus, tmp_path):
     long_row = next(row for row in range(2, segments.max_row + 1)
                     if len(str(segments.cell(row, column["text"]).value)) > 900)
     assert segments.row_dimensions[long_row].height >= 15 * 9  # 959 characters wrapped at about 92 a line
+
+
+def test_a_big_corpus_is_written_without_rich_text_and_says_so(tmp_path):
+    from qualcode.codebook import load_codebook
+    from qualcode.coding import code_corpus
+    from qualcode.export.xlsx import CodedWorkbook
+    from qualcode.ingest import read_documents
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("She was honest with me and I could trust her.\n")
+    corpus = read_documents([tmp_path / "in"])
+    result = code_corpus(corpus, load_codebook())
+    for mark, expected in ((False, "no"), (True, "yes")):
+        path = tmp_path / f"marked-{mark}.xlsx"
+        workbook = CodedWorkbook(path, corpus, result.codebook, code_interviewer=False, mark_evidence=mark)
+        workbook.add(result.segments, result.assignments)
+        workbook.finish(result)
+        book = openpyxl.load_workbook(path, rich_text=True)
+        run = {row[0]: row[1] for row in book["Run"].iter_rows(min_row=2, values_only=True)}
+        assert run["evidence marked in the text"] == expected
+        codings, coding_column = _sheet(book, "Codings")
+        texts = [codings.cell(row, coding_column["text"]).value for row in range(2, codings.max_row + 1)]
+        assert texts and all(isinstance(text, str) for text in texts) != mark

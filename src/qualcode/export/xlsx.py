@@ -97,6 +97,11 @@ def _write_marked(sheet, row: int, column: int, text: MarkedText, cell_format) -
     return False
 
 
+# Marking evidence words as rich text costs about a quarter of a run's time (xlsxwriter writes a
+# font run per fragment): corpora up to this size, which a researcher reviews row by row, get it;
+# a bigger run is written plain so it stays within 1.5 times the floor (benchmarks/bench.py).
+MARK_EVIDENCE_UP_TO_CHARACTERS = 1_500_000  # about 250,000 words
+
 # Excel's default row holds one line of 11-point Calibri in 15 points; its tallest row is 409 points.
 _LINE_HEIGHT = 15
 _MAX_ROW_HEIGHT = 409
@@ -107,8 +112,8 @@ _CHARACTERS_PER_WIDTH = 1.15
 
 
 def _lines(text: str, width: float) -> int:
-    per_line = max(1, int(width * _CHARACTERS_PER_WIDTH))
-    return sum(len(paragraph) // per_line + 1 for paragraph in text.split("\n"))
+    # Never fewer than the lines of each paragraph wrapped alone, and cheap: this runs for every row.
+    return len(text) // max(1, int(width * _CHARACTERS_PER_WIDTH)) + text.count("\n") + 1
 
 
 class _Sheet:
@@ -135,6 +140,7 @@ class _Sheet:
             style = formats.code_header.get(column_name, formats.header) if coloured_headers else formats.header
             self.sheet.write_string(0, column, column_name, style)
         self.code_column = self.header.index("code") if name == "Codings" else None
+        self.mark_evidence = True
         self.code_formats = formats.code_cell
         self.sheet.marked_format = formats.marked
         if coloured_headers and any(column_name in formats.code_header for column_name in self.header):
@@ -158,6 +164,7 @@ class _Sheet:
         # The innermost loop of every export: plain strings and numbers skip the general type dispatch.
         sheet, formats, code_column, code_formats = self.sheet, self.formats, self.code_column, self.code_formats
         write_string, write_number = sheet.write_string, sheet.write_number
+        text_kinds = (str,) if self.mark_evidence else (str, MarkedText)
         number = self.rows
         wrapped, set_row = self.wrapped, sheet.set_row
         for values in rows:
@@ -174,7 +181,7 @@ class _Sheet:
                 if column == code_column:
                     cell_format = code_formats.get(value, cell_format)
                 kind = type(value)
-                if kind is str and len(value) <= EXCEL_MAX_CELL:
+                if kind in text_kinds and len(value) <= EXCEL_MAX_CELL:
                     write_string(number, column, value, cell_format)
                 elif kind is int or kind is float:
                     write_number(number, column, value, cell_format)
@@ -276,7 +283,8 @@ class CodedWorkbook:
     segments eligible for coding. Callers write to a temporary path and rename it (``export``).
     """
 
-    def __init__(self, path: Path, corpus: Corpus, codebook: Codebook, *, code_interviewer: bool):
+    def __init__(self, path: Path, corpus: Corpus, codebook: Codebook, *, code_interviewer: bool,
+                 mark_evidence: bool | None = None):
         if len(corpus.documents) + 1 > EXCEL_MAX_ROWS:
             raise _too_many_rows("Documents", len(corpus.documents) + 1)
         self._workbook = _open_workbook(path)
@@ -288,6 +296,9 @@ class CodedWorkbook:
         self._counts = CodeCounts(codebook, code_interviewer=code_interviewer)
         self._segments = self._sheet("Segments", self._segment_rows.header, ("text",))
         self._codings = self._sheet("Codings", CODING_COLUMNS, CODING_TEXT_COLUMNS)
+        self.marks_evidence = (sum(len(document.text) for document in corpus.documents) <= MARK_EVIDENCE_UP_TO_CHARACTERS
+                               if mark_evidence is None else mark_evidence)
+        self._codings.mark_evidence = self.marks_evidence
         # Summary is filled last but comes first; a document's row is written once a later one has begun.
         self._summary = self._sheet("Summary", SUMMARY_COLUMNS, ())
         self._documents_sheet = self._sheet("Documents", documents_header(codebook), ())
@@ -332,6 +343,11 @@ class CodedWorkbook:
         for sheet in (self._segments, self._codings, self._summary, self._documents_sheet):
             sheet.close()
         for table in closing_tables(result, counts):
+            if table.name == "Run":
+                table.rows.append(("evidence marked in the text", "yes" if self.marks_evidence else "no",
+                                   None if self.marks_evidence else
+                                   f"a corpus of over {MARK_EVIDENCE_UP_TO_CHARACTERS:,} characters is written without "
+                                   "rich text, to stay fast; the evidence column names the words"))
             sheet = self._sheet(table.name, table.header, table.text_columns)
             sheet.write(table.rows)
             sheet.close()
