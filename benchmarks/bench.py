@@ -227,6 +227,23 @@ def training_speed(size: int = 10_000) -> float:
     return seconds
 
 
+def embedding_speed(corpus_dir: Path, texts_wanted: int = 2_000) -> tuple[float, int, int] | None:
+    """(seconds, texts, words) to embed a sample of the corpus's paragraphs with all workers; None without the model."""
+    from qualcode.embeddings import EmbeddingModelError, load_encoder
+    from qualcode.ingest import read_documents
+    from qualcode.segment import segment_documents
+
+    try:
+        encoder = load_encoder()
+    except EmbeddingModelError as error:
+        print(f"embedding throughput: not measured ({error})")
+        return None
+    segments = segment_documents(read_documents([corpus_dir]).documents, unit="paragraph")
+    sample = [segment.text for segment in random.Random(0).sample(segments, min(texts_wanted, len(segments)))]
+    _, seconds = _timed(encoder.encode, sample)
+    return seconds, len(sample), sum(len(text.split()) for text in sample)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--words", type=int, default=1_000_000)
@@ -235,6 +252,7 @@ def main() -> None:
     parser.add_argument("--no-stages", action="store_true", help="Skip the in-process stage timings and the floor.")
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     parser.add_argument("--keep", type=Path, help="Write the corpus here and keep it.")
+    parser.add_argument("--no-embeddings", action="store_true", help="Skip the embedding throughput.")
     parser.add_argument("--repeat", type=int, default=3,
                         help="Rounds of floor, first run, re-run and training, alternating; the best of each counts "
                              "(default 3).")
@@ -294,6 +312,14 @@ def main() -> None:
             first_pairs = ", ".join(f"{ratio:.2f}" for ratio in results["ratio_first_run_pairs"])
             print(f"ratio end-to-end / floor (target <= 1.5): {results['ratio']:.2f} on a re-run (each round: {pairs}), "
                   f"{results['ratio_first_run']:.2f} on a first run (each round: {first_pairs})")
+        if not arguments.no_embeddings:
+            embedded = embedding_speed(corpus_dir)
+            if embedded:
+                seconds, texts_embedded, words_embedded = embedded
+                results["embedding"] = {"seconds": seconds, "texts": texts_embedded, "words": words_embedded}
+                print(f"embedding throughput ({texts_embedded:,} paragraphs, {words_embedded:,} words, every core): "
+                      f"{words_embedded / seconds:,.0f} words/s, {texts_embedded / seconds:,.1f} paragraphs/s; "
+                      f"a million words would take {1e6 / (words_embedded / seconds) / 60:.1f} minutes")
         each = ", ".join(f"{seconds:.2f}" for seconds in trainings)
         print(f"classifier training on 10,000 labelled segments (target < 5 s): {min(trainings):.2f} s, "
               f"best of {len(trainings)} (each round: {each})")
