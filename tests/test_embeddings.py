@@ -203,3 +203,46 @@ def test_code_with_embeddings_learns_from_the_corpus_vectors_and_shows_coded_exa
     header, *rows = list(book["Codings"].iter_rows(values_only=True))
     evidence = [row[header.index("evidence")] for row in rows if row[header.index("source")] == "classifier"]
     assert evidence and all("classifier: like this coded example (similarity" in text for text in evidence)
+
+
+def test_thresholds_are_learned_on_held_out_real_passages_only():
+    from qualcode.classify import TrainingExample
+    from qualcode.semantic import THRESHOLD_GRID, _learned_thresholds
+
+    rng = np.random.default_rng(0)
+    direction = rng.normal(size=384)
+    direction /= np.linalg.norm(direction)
+    examples, vectors = [], []
+    for row in range(120):
+        trust = int(row % 8 == 0)  # rare, as most codes are in real writing
+        vector = rng.normal(size=384) * 0.05 + direction * (0.12 if trust else 0.0)
+        examples.append(TrainingExample(f"passage {row}", {"trust": trust, "empathy": int(row == 3)},
+                                        group=f"source {row % 12}", origin="human"))
+        vectors.append(vector / np.linalg.norm(vector))
+    learned = _learned_thresholds(("trust", "empathy"), examples, np.array(vectors))
+    assert set(learned) == {"trust"}  # a single empathy passage is too few to choose a threshold on
+    assert learned["trust"] in THRESHOLD_GRID
+    written = [TrainingExample(example.text, example.labels, group=example.group, origin="example")
+               for example in examples]
+    assert _learned_thresholds(("trust",), written, np.array(vectors)) == {}
+
+
+@needs_model
+def test_a_run_with_embeddings_says_which_thresholds_it_learned_and_a_user_threshold_wins(tmp_path):
+    import openpyxl
+    from click.testing import CliRunner
+
+    from conftest import SAMPLE
+    from qualcode.cli import cli
+
+    for extra, learned in (((), True), (("--threshold", "0.6"), False)):
+        output = tmp_path / f"coded-{learned}.xlsx"
+        result = CliRunner().invoke(cli, ["code", str(SAMPLE / "essays"), "-o", str(output), "--representation",
+                                          "embeddings", *extra])
+        assert result.exit_code == 0, result.output
+        run = {row[0]: row[1] for row in openpyxl.load_workbook(output, read_only=True)["Run"].iter_rows(
+            min_row=2, values_only=True)}
+        assert ("option classifier thresholds" in run) == learned
+        if learned:
+            assert run["option classifier thresholds"].startswith("learned by grouped cross-validation")
+            assert run["option code_thresholds"] != "none"

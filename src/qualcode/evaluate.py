@@ -24,7 +24,7 @@ from qualcode.labels import LabelFile, match_units
 from qualcode.models import COUNTED_STATUSES, Codebook, Corpus, Segment
 from qualcode.rules import compile_rules, rule_labels
 from qualcode.segment import build_pipeline, segment_documents
-from qualcode.semantic import corpus_examples, default_embedding_cache
+from qualcode.semantic import corpus_examples, default_embedding_cache, user_set_threshold, with_learned_thresholds
 from qualcode.semantic import new_classifier as make_classifier
 from qualcode.training import training_examples
 
@@ -213,28 +213,34 @@ def evaluate(
     probabilities = np.full(truth.shape, np.nan)
     combined_matrix = np.zeros_like(truth)
     machine_assignments = []
+    def policy_for(classifier):
+        return with_learned_thresholds(policy, classifier, user_set_threshold=user_set_threshold(options))
+
+    thresholds = np.zeros(truth.shape)
     for train_rows, test_rows in split:
         classifier = _train(new_classifier, code_ids, base, segments, truth, train_rows, groups)
+        fold_policy = policy_for(classifier)
+        thresholds[test_rows] = [fold_policy.threshold(code_id) for code_id in code_ids]
         test_segments = [segments[row] for row in test_rows]
         features = classifier.transform([segment.text for segment in test_segments])
         fold_probabilities = classifier.probabilities(features)
         probabilities[test_rows] = fold_probabilities
         test_ids = {segment.segment_id for segment in test_segments}
         fold_rules = [assignment for assignment in rule_assignments if assignment.segment_id in test_ids]
-        merged = combine(test_segments, fold_rules, fold_probabilities, code_ids, policy,
+        merged = combine(test_segments, fold_rules, fold_probabilities, code_ids, fold_policy,
                          lambda pairs: classifier.explain_rows(features, pairs))
         machine_assignments.extend(merged)
         combined_matrix[test_rows] = _matrix(test_segments, merged, code_ids)
 
-    thresholds = np.array([policy.threshold(code_id) for code_id in code_ids])
     classifier_matrix = (np.nan_to_num(probabilities, nan=-1.0) >= thresholds).astype(int)
     matrices = {"rules": rules_matrix, "classifier": classifier_matrix, "combined": combined_matrix}
     scores = {method: {code_id: binary_scores(truth[:, column], matrix[:, column])
                        for column, code_id in enumerate(code_ids)} for method, matrix in matrices.items()}
     macro = {method: macro_average(list(per_code.values())) for method, per_code in scores.items()}
 
-    suggested = _best_thresholds(segments, rule_assignments, probabilities, code_ids, policy, truth)
-    curve = (_learning_curve(new_classifier, code_ids, base, segments, truth, split, rule_assignments, policy, groups)
+    suggested = _best_thresholds(segments, rule_assignments, probabilities, code_ids, policy, truth,
+                                 {code_id: scores["combined"][code_id].alpha for code_id in code_ids})
+    curve = (_learning_curve(new_classifier, code_ids, base, segments, truth, split, rule_assignments, policy_for, groups)
              if learning_curve else ())
     evidence = {}
     for assignment in machine_assignments:
@@ -273,7 +279,7 @@ def evaluate(
     )
 
 
-def _best_thresholds(segments, rule_assignments, probabilities, code_ids, policy, truth):
+def _best_thresholds(segments, rule_assignments, probabilities, code_ids, policy, truth, current_alpha):
     """Per code, the classifier threshold at which the combined coding agrees best with the gold.
 
     Chosen on the same held-out probabilities it is scored on, so the gain is optimistic: a
@@ -285,7 +291,7 @@ def _best_thresholds(segments, rule_assignments, probabilities, code_ids, policy
         return {}
     current = {code_id: policy.threshold(code_id) for code_id in code_ids}
     alphas = {}
-    for threshold in sorted({*THRESHOLD_GRID, *current.values()}):
+    for threshold in THRESHOLD_GRID:
         trial = Policy(suggest_at=threshold, veto_below=policy.veto_below)
         matrix = _matrix(segments, combine(segments, rule_assignments, probabilities, code_ids, trial), code_ids)
         for column, code_id in enumerate(code_ids):
@@ -296,11 +302,11 @@ def _best_thresholds(segments, rule_assignments, probabilities, code_ids, policy
                   for threshold in THRESHOLD_GRID if not math.isnan(alphas[code_id, threshold])]
         if scored:
             alpha, _, threshold = max(scored)
-            best[code_id] = (threshold, alpha, alphas[code_id, current[code_id]])
+            best[code_id] = (threshold, alpha, current_alpha[code_id])
     return best
 
 
-def _learning_curve(new_classifier, code_ids, base, segments, truth, split, rule_assignments, policy, groups):
+def _learning_curve(new_classifier, code_ids, base, segments, truth, split, rule_assignments, policy_for, groups):
     """Combined macro F1 after training on a growing share of each fold's training documents."""
     rng = np.random.default_rng(0)
     by_segment: dict[str, list] = {}
@@ -319,7 +325,7 @@ def _learning_curve(new_classifier, code_ids, base, segments, truth, split, rule
             test_segments = [segments[row] for row in test_rows]
             fold_rules = [a for s in test_segments for a in by_segment.get(s.segment_id, [])]
             merged = combine(test_segments, fold_rules, classifier.predict_proba([s.text for s in test_segments]),
-                             code_ids, policy)
+                             code_ids, policy_for(classifier))
             predicted[test_rows] = _matrix(test_segments, merged, code_ids)
         f1 = macro_average([binary_scores(truth[:, c], predicted[:, c]) for c in range(len(code_ids))]).f1
         curve.append((fraction, round(documents_used / len(split)), f1))
