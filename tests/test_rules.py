@@ -322,3 +322,33 @@ def test_literal_gates_let_through_the_letters_ignorecase_takes_for_i_and_s():
     for text, pattern in (("THİS", "this"), ("thıs", "this"), ("ſocial", "social")):
         assert re.search(pattern, text, re.IGNORECASE)
         assert gates.open_rules(text) == [0 if pattern == "this" else 1]
+
+
+@pytest.fixture(scope="module")
+def default_matcher(nlp):
+    from qualcode.codebook import load_codebook
+
+    return compile_rules(load_codebook(), nlp)
+
+
+# Invented sentences of the shapes that the 1.2 rules were changed for (issue 15): workforce talk
+# belongs to structural context unless someone's worker changes; other senses of a theme's words
+# stay uncoded.
+@pytest.mark.parametrize("text, codes", [
+    ("We had a locum for three months, then she was gone.", {"continuity", "structural_context"}),
+    ("Spending on agency staff went up again this year.", {"structural_context"}),
+    ("The council says high caseloads are down to recruitment.", {"structural_context"}),
+    ("There were frequent changes of social worker, and nobody said why.", {"continuity"}),
+    ("I got transferred to another caseworker after a month.", {"continuity"}),
+    ("The first thing on the course was care planning and home visits.", set()),
+    ("She is an advocate for young carers in the town.", set()),
+    ("To be honest with you, the bus was late again.", set()),
+    ("I was looked after like a child should be.", set()),
+    ("She came to see me once a week without fail.", {"accessibility"}),
+    ("I see my dad once a month at the contact centre.", set()),
+    ("Nobody asked about my wishes and they were never recorded.", {"participation"}),
+    ("Parents said they felt harshly judged by the team.", {"empathy"}),
+    ("I was scared they would take the kids off me.", {"trust"}),
+])
+def test_default_rules_code_the_shapes_real_writing_takes(default_matcher, text, codes):
+    assert set(_codes(default_matcher, text)[0]) == codes
