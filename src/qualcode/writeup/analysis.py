@@ -360,7 +360,7 @@ def theme_by_group_table(analysis: Analysis) -> WriteupTable:
         header += [f"{group} (n={participants_in[group]})", "%"]
         kinds += ["int", "pct"]
     header += [f"All (n={analysis.participants_total})", "%", "Test", "p", "Note"]
-    kinds += ["int", "pct", "text", "p", "text"]
+    kinds += ["int", "pct", "text", "p", "wide"]
     rows = []
     for code in analysis.codes:
         people = analysis.participants_with(code.code_id)

@@ -30,7 +30,7 @@ def cell_text(value, kind: str) -> str:
     if kind == "p":
         return format_p(value)
     if kind == "num" and isinstance(value, float):
-        return f"{value:.3f}".rstrip("0").rstrip(".") if value else "0"
+        return f"{value:.3f}"
     return str(value)
 
 
@@ -164,14 +164,19 @@ def write_latex(tables: Sequence[WriteupTable], path: Path) -> None:
 
 # -- Word -----------------------------------------------------------------------------------------
 
-def _repeat_header(row) -> None:
+def _row_property(row, name: str) -> None:
+    """Set a row's on/off property: w:tblHeader (repeat on every page) or w:cantSplit (keep on one page)."""
     from docx.oxml import OxmlElement
     from docx.oxml.ns import qn
 
     properties = row._tr.get_or_add_trPr()
-    marker = OxmlElement("w:tblHeader")
+    marker = OxmlElement(name)
     marker.set(qn("w:val"), "true")
     properties.append(marker)
+
+
+def _repeat_header(row) -> None:
+    _row_property(row, "w:tblHeader")
 
 
 def write_docx(tables: Sequence[WriteupTable], path: Path) -> None:
@@ -198,8 +203,12 @@ def write_docx(tables: Sequence[WriteupTable], path: Path) -> None:
         grid = document.add_table(rows=1, cols=len(table.header))
         grid.style = "Table Grid"
         grid.autofit = False
-        weights = [{"wide": 5.0, "text": 2.0}.get(kind, 1.0) for kind in table.kinds]
+        # Numbers get room for their header's longest word ("Participants"), text a share of what is left.
+        weights = [{"wide": 6.0, "text": 2.0}.get(kind, max(1.0, max(map(len, title.split()), default=1) / 4.0))
+                   for kind, title in zip(table.kinds, table.header)]
         widths = [Cm(usable * w / sum(weights)) for w in weights]
+        for column, width in zip(grid.columns, widths):  # the grid, which LibreOffice reads; Word reads the cells
+            column.width = width
         size = Pt(8) if len(table.header) > 8 else Pt(9)
         for cell, title, width, kind in zip(grid.rows[0].cells, table.header, widths, table.kinds):
             cell.width = width
@@ -210,7 +219,9 @@ def write_docx(tables: Sequence[WriteupTable], path: Path) -> None:
                 cell.paragraphs[0].alignment = WD_ALIGN_PARAGRAPH.RIGHT
         _repeat_header(grid.rows[0])
         for values in table.rows:
-            cells = grid.add_row().cells
+            row = grid.add_row()
+            _row_property(row, "w:cantSplit")
+            cells = row.cells
             for cell, value, width, kind in zip(cells, values, widths, table.kinds):
                 cell.width = width
                 run = cell.paragraphs[0].add_run(cell_text(value, kind))
