@@ -133,11 +133,18 @@ def test_decisions_made_in_the_workbook_count_and_reviewed_only_keeps_them_alone
              and sheet.cell(row, column["status"]).value == "suggested"]
     sheet.cell(trust[0], column["decision"]).value = "reject"
     sheet.cell(trust[1], column["decision"]).value = "accept"
+    segments = book["Segments"]
+    columns = {cell.value: cell.column for cell in segments[1]}
+    continuity = next(row for row in range(2, segments.max_row + 1)
+                      if segments.cell(row, columns["continuity"]).value in (1, "1")
+                      and "trust" not in str(segments.cell(row, columns["codes"]).value))
+    segments.cell(continuity, columns["continuity"]).value = None  # an edited code cell: continuity does not apply
     book.save(reviewed)
     before = analyse(load_coded(coded))
     after = analyse(load_coded(reviewed))
     assert len(after.passages("trust")) == len(before.passages("trust")) - 1
-    assert after.data.pending_decisions == 2
+    assert len(after.passages("continuity")) == len(before.passages("continuity")) - 1
+    assert after.data.pending_decisions == 3
     only = analyse(load_coded(reviewed, reviewed_only=True))
     assert [len(only.passages(code)) for code in CODES] == [0, 0, 0, 0, 1, 0]
     assert "only those a human accepted or added (1)" in only.data.counting_rule()

@@ -264,7 +264,10 @@ def write_xlsx(tables: Sequence[WriteupTable], path: Path) -> None:
     for table in tables:
         sheet = workbook.add_worksheet(_SHEET_NAMES.get(table.key, table.key[:31]))
         columns = len(table.header)
-        widths = [_XLSX_WIDTHS.get(kind, 12) for kind in table.kinds]
+        # Numbers as wide as their header's longest word ("Participants"), so no word breaks.
+        widths = [_XLSX_WIDTHS.get(kind, 12) if kind in ("wide", "text") else
+                  max(_XLSX_WIDTHS.get(kind, 9), max(map(len, title.split()), default=1) + 2)
+                  for kind, title in zip(table.kinds, table.header)]
         if columns > 10:
             widths = [min(w, 40) for w in widths]
         for column, width in enumerate(widths):

@@ -61,7 +61,7 @@ def report_context(analysis: Analysis, *, quotes: int = 2) -> dict:
         people = analysis.participants_with(code.code_id)
         documents = analysis.documents_with(code.code_id)
         codes.append({
-            "id": code.code_id, "label": code_label(code), "name": code.name, "colour": colour,
+            "id": code.code_id, "index": index, "label": code_label(code), "name": code.name, "colour": colour,
             "tint": tint(colour, 0.28), "ink": _ink(colour), "definition": short_definition(code.definition),
             "passages": len(passages), "documents": len(documents),
             "documents_pct": percent(len(documents), analysis.documents_total), "participants": len(people),
@@ -183,12 +183,14 @@ def _documents(analysis: Analysis, by_id: dict):
                 confidence = f" {coding.confidence:.2f}" if coding.confidence is not None else ""
                 codes.append({"code": code, "source": coding.source, "confidence": confidence,
                               "evidence": coding.evidence})
-            hover = "\n".join(f"{c['code']['label']}: {c['source']}{c['confidence']}; {c['evidence']}" for c in codes)
-            shadow = ", ".join(f"inset {4 * (i + 1)}px 0 0 {c['code']['colour']}" for i, c in enumerate(codes))
+            # The hover names code and source; the evidence is in the margin (once: it is the bulk of a big report).
+            hover = "; ".join(f"{c['code']['name']}: {c['source']}{c['confidence']}" for c in codes)
+            shadow = (", ".join(f"inset {4 * (i + 1)}px 0 0 {c['code']['colour']}" for i, c in enumerate(codes))
+                      if len(codes) > 1 else "")
             who = analysis.participant_of.get(segment.segment_id)
             rows.append({"anchor": _anchor(segment.segment_id), "speaker": segment.speaker or "",
                          "time": segment.timestamp or "", "text": segment.text, "codes": codes, "hover": hover,
-                         "background": codes[0]["code"]["tint"] if codes else "", "shadow": shadow,
+                         "first": codes[0]["code"]["index"] if codes else 0, "shadow": shadow,
                          "interviewer": segment.is_interviewer, "who": who.label if who else "",
                          "position": position(analysis, segment)})
         people = list(dict.fromkeys(r["who"] for r in rows if r["who"]))

@@ -152,6 +152,7 @@ def _from_workbook(path: Path, reviewed_only: bool) -> CodedData:
     attribute_columns = header[header.index("timestamp") + 1:header.index("text")] if "timestamp" in header else []
     segments: list[Segment] = []
     documents: dict[str, DocumentInfo] = {}
+    review_work = False  # anything a researcher may have decided here: then the review reader reads it all
     seen: set[str] = set()
     for row in rows:
         values = row.values
@@ -165,6 +166,10 @@ def _from_workbook(path: Path, reviewed_only: bool) -> CodedData:
         if doc_id not in documents:
             attributes = {_attribute_name(column): values.get(column, "").strip() for column in attribute_columns}
             documents[doc_id] = DocumentInfo(doc_id, kinds.get(doc_id) or "", {k: v for k, v in attributes.items() if v})
+        if not review_work:
+            listed = {code.strip() for code in (values.get("codes") or "").split(";") if code.strip()}
+            ticked = {code for code in code_ids if (values.get(code) or "").strip() not in ("", "0", "0.0")}
+            review_work = listed != ticked or bool((values.get("reviewed") or "").strip())
         speaker = (values.get("speaker") or "").strip() or None
         segments.append(Segment(segment_id, doc_id, _int(values["start"], path, row.place, "start"),
                                 _int(values["end"], path, row.place, "end"), values["text"], len(segments), speaker,
@@ -178,7 +183,9 @@ def _from_workbook(path: Path, reviewed_only: bool) -> CodedData:
         values = row.values
         segment_id, code_id = values["segment_id"].strip(), values["code"].strip()
         source, status = values.get("source", "").strip().lower(), values.get("status", "").strip().lower()
+        review_work = review_work or bool(values.get("decision", "").strip())
         if not segment_id or source in ("", "human") and status in ("", "human"):
+            review_work = review_work or bool(segment_id)
             continue  # an added row is a decision: read_review_workbook takes it below
         if segment_id not in seen:
             raise InputDataError(f"{path}: {row.place}, column 'segment_id': '{segment_id}' is not a segment in "
@@ -193,12 +200,14 @@ def _from_workbook(path: Path, reviewed_only: bool) -> CodedData:
             raise InputDataError(f"{path}: {row.place}, column 'confidence': '{confidence}' is not a number") from None
         codings.append(Coding(segment_id, code_id, source, status, number, values.get("evidence", "")))
 
-    review = read_review_workbook(path, coder="this workbook's reviewer", code_ids=code_ids)
-    codings = apply_decisions(codings, review.decisions, note="decided in this workbook, not yet imported")
+    decisions = ()
+    if review_work:  # read as `qualcode review import` would, so the two never differ
+        decisions = read_review_workbook(path, coder="this workbook's reviewer", code_ids=code_ids).decisions
+    codings = apply_decisions(codings, decisions, note="decided in this workbook, not yet imported")
     return CodedData(name=path.stem, source=str(path), codebook=codebook, documents=tuple(documents.values()),
                      segments=tuple(segments), codings=tuple(codings), reviewed_only=reviewed_only,
                      code_interviewer=code_interviewer, created=run.get("created", ""),
-                     pending_decisions=len(review.decisions))
+                     pending_decisions=len(decisions))
 
 
 def _attribute_name(column: str) -> str:
@@ -256,11 +265,9 @@ def _from_study(study, reviewed_only: bool) -> CodedData:
         "SELECT segment_id, code_id, source, status, confidence, evidence FROM assignments WHERE run_id = ? "
         "ORDER BY rowid", (run_id,)) if r[1] in codebook.code_ids]
     resolved = resolve_reviews(study.decisions(), segments, coder=study.config.decisive_coder)
-    decisions = [d for (segment_id, code_id), d in resolved.final.items() if code_id in codebook.code_ids]
     anchored = [HumanDecision(segment_id, d.doc_id, d.start_char, d.end_char, d.text, code_id, d.applies, d.coder,
                               d.decided_at, d.origin)
                 for (segment_id, code_id), d in resolved.final.items() if code_id in codebook.code_ids]
-    del decisions
     codings = apply_decisions(codings, anchored, note="stored in the study")
     return CodedData(name=study.root.name, source=str(study.root), codebook=codebook, documents=documents,
                      segments=segments, codings=tuple(codings), reviewed_only=reviewed_only,
