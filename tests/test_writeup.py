@@ -248,6 +248,8 @@ def test_a_study_counts_every_decision_stored_in_it(tmp_path):
     assert rows["Continuity (continuity)"]["Passages"] == "1"
     assert rows["Trust (trust)"]["Passages"] == "0"  # suggested, not reviewed
     ok("tables", study, "-o", out, "-q")  # replaces its own folder
+    ok("report", study, "-o", study / "report.html", "-q")  # a write-up may live in the study's folder
+    assert "Continuity" in (study / "report.html").read_text(encoding="utf-8")
     with (out / "codebook.csv").open(encoding="utf-8") as handle:
         rows = {row["Code"]: row for row in csv.DictReader(handle)}
     assert rows["Trust (trust)"]["Passages"] == "1" and rows["Continuity (continuity)"]["Passages"] == "1"

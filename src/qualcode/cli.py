@@ -778,6 +778,16 @@ def _writeup_options(function):
     return function
 
 
+def _check_writeup_output(output: Path, source: Path) -> None:
+    """A write-up may go inside a study's folder (it is never read as input), but never over its source."""
+    if Path(source).is_dir():
+        check_output_path(output, [])
+        if Path(output).resolve() == Path(source).resolve():
+            raise OutputError(f"{output}: the output is the study folder itself; name a file or another folder")
+    else:
+        check_output_path(output, [source])
+
+
 @cli.command()
 @_writeup_options
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
@@ -794,7 +804,7 @@ def tables(source, output, output_format, reviewed_only, by, quotes, quiet) -> N
     """
     from qualcode.writeup import analyse, load_coded, write_tables, writeup_tables
 
-    check_output_path(output, [source])
+    _check_writeup_output(output, source)
     analysis = analyse(load_coded(source, reviewed_only=reviewed_only), by=by)
     made = writeup_tables(analysis, quotes=quotes)
     write_tables(made, output, output_format)
@@ -818,7 +828,7 @@ def report(source, output, reviewed_only, by, quotes, quiet) -> None:
     """
     from qualcode.writeup import analyse, load_coded, write_report
 
-    check_output_path(output, [source])
+    _check_writeup_output(output, source)
     if Path(output).suffix.lower() not in (".html", ".htm"):
         raise OutputError(f"{output}: name the report's file with .html, e.g. report.html")
     analysis = analyse(load_coded(source, reviewed_only=reviewed_only), by=by)

@@ -14,7 +14,6 @@ coded them.
 
 from __future__ import annotations
 
-import math
 import posixpath
 import re
 from collections import Counter, defaultdict
@@ -462,6 +461,3 @@ def writeup_tables(analysis: Analysis, *, quotes: int = 1) -> list[WriteupTable]
     return [codebook_table(analysis, quotes), theme_by_group_table(analysis), cooccurrence_table(analysis),
             quote_bank_table(analysis)]
 
-
-def nan_free(value):
-    return None if isinstance(value, float) and math.isnan(value) else value

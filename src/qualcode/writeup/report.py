@@ -156,9 +156,12 @@ def _table(table) -> dict:
     keep = [i for i in range(len(table.header)) if i not in (test, p, note)]
     rows = []
     for row in table.rows:
-        result = (f"{row[test]}, p {cell_text(row[p], 'p')}" if row[p] is not None and not cell_text(row[p], "p").startswith("<")
-                  else f"{row[test]}, p {cell_text(row[p], 'p')}" if row[p] is not None else row[note] or "")
-        rows.append([*(cell_text(row[i], table.kinds[i]) for i in keep), result.replace("p 0.", "p = 0.")])
+        if row[p] is not None:
+            shown = cell_text(row[p], "p")
+            result = f"{row[test]}, p {shown if shown.startswith('<') else '= ' + shown}"
+        else:
+            result = row[note] or ""
+        rows.append([*(cell_text(row[i], table.kinds[i]) for i in keep), result])
     return {"header": [*(table.header[i] for i in keep), "Test"], "kinds": [*(table.kinds[i] for i in keep), "text"],
             "notes": table.notes, "caption": table.caption, "rows": rows}
 
