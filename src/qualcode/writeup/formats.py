@@ -179,6 +179,32 @@ def _repeat_header(row) -> None:
     _row_property(row, "w:tblHeader")
 
 
+def _docx_widths(table: WriteupTable, usable: float) -> list[float]:
+    """Column widths in cm: numbers as wide as their header's longest word, short text as its longest word (2 to
+    4 cm), and what is left shared by the long-text columns; scaled down together when the page is too narrow."""
+    def longest(column: int, title: str, with_values: bool) -> int:
+        values = [title, *(row[column] for row in table.rows[:200] if isinstance(row[column], str))] if with_values \
+            else [title]
+        return max((len(word) for value in values for word in value.split()), default=1)
+
+    widths = []
+    for column, (kind, title) in enumerate(zip(table.kinds, table.header)):
+        if kind == "wide":
+            widths.append(0.0)
+        elif kind == "text":
+            widths.append(min(4.0, max(1.6, 0.2 * longest(column, title, True) + 0.4)))
+        else:
+            widths.append(max(1.35, 0.25 * longest(column, title, False) + 0.45))  # bold header words
+    wide = [column for column, kind in enumerate(table.kinds) if kind == "wide"]
+    if wide:
+        share = max(4.0, 0.38 * usable / len(wide) if len(table.kinds) <= 8 else 0.0,
+                    (usable - sum(widths)) / len(wide))
+        for column in wide:
+            widths[column] = share
+    total = sum(widths)
+    return [width * usable / total for width in widths] if total > usable or not wide else widths
+
+
 def write_docx(tables: Sequence[WriteupTable], path: Path) -> None:
     import docx
     from docx.enum.section import WD_ORIENT
@@ -203,10 +229,7 @@ def write_docx(tables: Sequence[WriteupTable], path: Path) -> None:
         grid = document.add_table(rows=1, cols=len(table.header))
         grid.style = "Table Grid"
         grid.autofit = False
-        # Numbers get room for their header's longest word ("Participants"), text a share of what is left.
-        weights = [{"wide": 6.0, "text": 2.0}.get(kind, max(1.0, max(map(len, title.split()), default=1) / 4.0))
-                   for kind, title in zip(table.kinds, table.header)]
-        widths = [Cm(usable * w / sum(weights)) for w in weights]
+        widths = [Cm(width) for width in _docx_widths(table, usable)]
         for column, width in zip(grid.columns, widths):  # the grid, which LibreOffice reads; Word reads the cells
             column.width = width
         size = Pt(8) if len(table.header) > 8 else Pt(9)
