@@ -178,6 +178,13 @@ def test_the_report_loads_in_chromium_without_errors_and_draws_its_charts(coded,
     result = ok("report", coded, "-o", report, "--by", "role")
     assert "Report of 85 documents" in result.output
     html = report.read_text(encoding="utf-8")
+    summary = {row["code"]: row for row in _rows(coded, "Summary")}
+    table = html[html.index('<table class="codebook">'):html.index("</table>", html.index('<table class="codebook">'))]
+    for code, row in zip(CODES, table.split("<tr>")[2:]):  # the header row, then one row per code
+        cells = re.findall(r'<td class="n">([^<]*)</td>', row)
+        documents = summary[code]["documents"]
+        assert cells[0] == str(summary[code]["segments"])  # passages, as the workbook's Summary counts them
+        assert cells[1] == f"{documents} ({round(100 * documents / 85, 1)}%)"
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|@import|url\(""", html), "the report fetches nothing"
     dom, console = _headless(tmp_path, "--dump-dom", report.as_uri())
     assert console == []
