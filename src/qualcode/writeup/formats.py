@@ -132,9 +132,6 @@ def latex_escape(text: str) -> str:
                             replacement_latex_protection="braces-almost-all")
 
 
-_LATEX_WIDTHS = {"wide": r"p{0.34\linewidth}", "text": r"p{0.13\linewidth}"}
-
-
 def latex_table(table: WriteupTable, label: str) -> str:
     import pandas as pd
 
@@ -144,11 +141,20 @@ def latex_table(table: WriteupTable, label: str) -> str:
         columns = [c + "\u200b" * i for i, c in enumerate(columns)]
     frame = pd.DataFrame([[latex_escape(cell_text(v, k)).replace("\n", r"\newline ") for v, k in zip(row, table.kinds)]
                           for row in table.rows], columns=columns)
-    widths = {"wide": r"p{0.34\linewidth}" if len(table.header) <= 8 else r"p{0.2\linewidth}",
-              "text": r"p{0.13\linewidth}" if len(table.header) <= 8 else "l"}
-    layout = "".join("r" if kind in numeric else widths.get(kind, "l") for kind in table.kinds)
+    # Widths as shares of the line, every column a paragraph column (the array package) so headers wrap:
+    # numbers narrow and right-aligned, short text a little wider, long text the rest.
+    count = len(table.kinds)
+    available = 1 - 0.02 * count  # each column's padding (\tabcolsep on both sides)
+    number, text = (0.07, 0.09) if count <= 8 else (0.045, 0.07)
+    wide = [kind for kind in table.kinds if kind == "wide"]
+    fixed = sum(text if kind == "text" else number for kind in table.kinds if kind != "wide")
+    share = max(0.12, (available - fixed) / len(wide)) if wide else 0.0
+    layout = "".join(
+        rf">{{\raggedleft\arraybackslash}}p{{{number:.3f}\linewidth}}" if kind in numeric else
+        rf">{{\raggedright\arraybackslash}}p{{{share if kind == 'wide' else text:.3f}\linewidth}}"
+        for kind in table.kinds)
     body = frame.to_latex(index=False, escape=False, longtable=True, column_format=layout,
-                          caption=latex_escape(table.title + ". " + table.caption).replace(". . ", ". "), label=label)
+                          caption=latex_escape(table.title.split(". ", 1)[-1] + ". " + table.caption), label=label)
     body = body.replace("\u200b", "")
     notes = "".join(f"\\par\\footnotesize {latex_escape(note)}\n" for note in table.notes)
     size = r"\scriptsize" if len(table.header) > 8 else r"\small"
