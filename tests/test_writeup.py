@@ -326,3 +326,17 @@ def test_the_coded_workbook_draws_a_prevalence_chart_and_shades_the_cooccurrence
     cooccurrence = sheets[f"xl/worksheets/sheet{order.index('Co-occurrence') + 1}.xml"]
     assert "<drawing " in summary
     assert "<colorScale>" in cooccurrence and 'sqref="C2:G2 B3 D3:G3' in cooccurrence
+
+
+@pytest.mark.skipif(not shutil.which("pdflatex"), reason="pdflatex is not installed (texlive-latex-recommended)")
+def test_the_latex_tables_compile(coded, tmp_path):
+    ok("tables", coded, "-o", tmp_path / "tables.tex", "--by", "role", "-q")
+    (tmp_path / "main.tex").write_text(
+        "\\documentclass[a4paper]{article}\n\\usepackage[T1]{fontenc}\n\\usepackage[margin=2cm]{geometry}\n"
+        "\\usepackage{booktabs,longtable,array,pdflscape}\n\\begin{document}\n\\input{tables}\n\\end{document}\n",
+        encoding="utf-8")
+    for _ in range(2):  # longtable settles its column widths on the second run
+        done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main.tex"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:]
+    assert (tmp_path / "main.pdf").stat().st_size > 10_000

@@ -144,8 +144,9 @@ def latex_table(table: WriteupTable, label: str) -> str:
     # Widths as shares of the line, every column a paragraph column (the array package) so headers wrap:
     # numbers narrow and right-aligned, short text a little wider, long text the rest.
     count = len(table.kinds)
-    available = 1 - 0.02 * count  # each column's padding (\tabcolsep on both sides)
-    number, text = (0.07, 0.09) if count <= 8 else (0.045, 0.07)
+    # Each column's padding (\tabcolsep on both sides) on a portrait line, or a landscape one past 10 columns.
+    available = 1 - (0.02 if count <= 10 else 0.012) * count
+    number, text = (0.07, 0.09) if count <= 8 else (0.045, 0.07) if count <= 10 else (0.038, 0.06)
     wide = [kind for kind in table.kinds if kind == "wide"]
     fixed = sum(text if kind == "text" else number for kind in table.kinds if kind != "wide")
     share = max(0.12, (available - fixed) / len(wide)) if wide else 0.0
@@ -158,12 +159,14 @@ def latex_table(table: WriteupTable, label: str) -> str:
     body = body.replace("\u200b", "")
     notes = "".join(f"\\par\\footnotesize {latex_escape(note)}\n" for note in table.notes)
     size = r"\scriptsize" if len(table.header) > 8 else r"\small"
-    return f"\\begingroup{size}\n\\setlength{{\\tabcolsep}}{{4pt}}\n{body}{notes}\\endgroup\n"
+    block = f"\\begingroup{size}\n\\setlength{{\\tabcolsep}}{{4pt}}\n{body}{notes}\\endgroup\n"
+    # A table of many columns (themes by a grouping with several values) gets a landscape page.
+    return f"\\begin{{landscape}}\n{block}\\end{{landscape}}\n" if count > 10 else block
 
 
 def write_latex(tables: Sequence[WriteupTable], path: Path) -> None:
-    parts = ["% qualcode write-up tables. In the preamble: \\usepackage{booktabs,longtable,array}",
-             "% (\\input this file where the tables go; wide tables print best in a landscape page)", ""]
+    parts = ["% qualcode write-up tables. In the preamble: \\usepackage{booktabs,longtable,array,pdflscape}",
+             "% then \\input this file where the tables go (a table of many columns gets a landscape page).", ""]
     parts += [latex_table(table, f"tab:qualcode-{table.key}") for table in tables]
     path.write_text("\n".join(parts), encoding="utf-8")
 
