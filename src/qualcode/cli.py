@@ -763,6 +763,82 @@ def codebook_validate(path, quiet) -> None:
                    f"(codebook '{loaded.name}' version {loaded.version})")
 
 
+def _writeup_options(function):
+    """What tables and report share: which codings count, and the grouping for themes by group."""
+    options = [
+        click.argument("source", type=click.Path(path_type=Path)),
+        click.option("--reviewed-only", is_flag=True,
+                     help="Count only what a human accepted or coded (default: human decisions plus the "
+                          "suggestions still standing)."),
+        click.option("--by", "by", default="folder", show_default=True, metavar="ATTRIBUTE|speaker|folder",
+                     help="Group participants by a document attribute (e.g. role), the speaker or the source folder."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _check_writeup_output(output: Path, source: Path) -> None:
+    """A write-up may go inside a study's folder (it is never read as input), but never over its source."""
+    if Path(source).is_dir():
+        check_output_path(output, [])
+        if Path(output).resolve() == Path(source).resolve():
+            raise OutputError(f"{output}: the output is the study folder itself; name a file or another folder")
+    else:
+        check_output_path(output, [source])
+
+
+@cli.command()
+@_writeup_options
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="A file (.xlsx, .md, .tex, .docx) for all four tables, or a folder for one file per table.")
+@click.option("--format", "output_format", type=click.Choice(["xlsx", "md", "tex", "docx", "csv"]), default=None,
+              help="Format of a folder's files (default csv); a file's name says its format.")
+@click.option("--quotes", type=click.IntRange(1, 10), default=1, show_default=True,
+              help="Exemplar quotes per code in the codebook table.")
+@_quiet_option
+def tables(source, output, output_format, reviewed_only, by, quotes, quiet) -> None:
+    """Write-up tables from a coded workbook or a study: codebook, themes by group, co-occurrence, quote bank.
+
+    Example: qualcode tables coded.xlsx -o tables.docx --by role
+    """
+    from qualcode.writeup import analyse, load_coded, write_tables, writeup_tables
+
+    _check_writeup_output(output, source)
+    analysis = analyse(load_coded(source, reviewed_only=reviewed_only), by=by)
+    made = writeup_tables(analysis, quotes=quotes)
+    write_tables(made, output, output_format)
+    if not quiet:
+        click.echo(f"{len(made)} tables ({', '.join(t.title.split('. ', 1)[1] for t in made)}) -> {output}", err=True)
+        click.echo(analysis.data.counting_rule(), err=True)
+
+
+@cli.command()
+@_writeup_options
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The HTML file to write.")
+@click.option("--quotes", type=click.IntRange(1, 10), default=2, show_default=True,
+              help="Exemplar quotes per code in the codebook section.")
+@_quiet_option
+def report(source, output, reviewed_only, by, quotes, quiet) -> None:
+    """One self-contained HTML report: codebook, charts, themes by group, co-occurrence, documents, quote bank.
+
+    It opens from a file with no network, and prints (every section opened).
+
+    Example: qualcode report coded.xlsx -o report.html
+    """
+    from qualcode.writeup import analyse, load_coded, write_report
+
+    _check_writeup_output(output, source)
+    if Path(output).suffix.lower() not in (".html", ".htm"):
+        raise OutputError(f"{output}: name the report's file with .html, e.g. report.html")
+    analysis = analyse(load_coded(source, reviewed_only=reviewed_only), by=by)
+    write_report(analysis, output, quotes=quotes)
+    if not quiet:
+        click.echo(f"Report of {analysis.documents_total} documents, {len(analysis.eligible)} passages -> {output}",
+                   err=True)
+        click.echo(analysis.data.counting_rule(), err=True)
+
+
 def _stop_at_once(signum: int, frame) -> None:
     """SIGTERM (a batch system's time limit, ``kill``): remove this run's temporaries, then end.
 

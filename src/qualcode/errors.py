@@ -64,3 +64,9 @@ class StudyDatabaseError(QualcodeError):
     """A study's database is missing, empty or damaged (EX_DATAERR): restore a backup."""
 
     exit_code = 65
+
+
+class OptionValueError(QualcodeError):
+    """An option names something the input does not have, e.g. a document attribute (exit 2, as click's)."""
+
+    exit_code = 2

@@ -342,6 +342,7 @@ class CodedWorkbook:
         self._summary.write(summary_table(result, counts).rows)
         for sheet in (self._segments, self._codings, self._summary, self._documents_sheet):
             sheet.close()
+        add_prevalence_chart(self._workbook, self._summary.sheet, self._codebook)
         for table in closing_tables(result, counts):
             if table.name == "Run":
                 table.rows.append(("evidence marked in the text", "yes" if self.marks_evidence else "no",
@@ -350,6 +351,8 @@ class CodedWorkbook:
                                    "rich text, to stay fast; the evidence column names the words"))
             sheet = self._sheet(table.name, table.header, table.text_columns)
             sheet.write(table.rows)
+            if table.name == "Co-occurrence":
+                shade_cooccurrence(sheet.sheet, len(self._codebook.codes))
             sheet.close()
         _close(self._workbook)
         self.finished = True
@@ -358,6 +361,51 @@ class CodedWorkbook:
         """Release the workbook's temporary files after a failed run (the caller deletes the output)."""
         with contextlib.suppress(Exception):
             self._workbook.close()
+
+
+def add_prevalence_chart(workbook, sheet, codebook: Codebook) -> None:
+    """A native bar chart beside the Summary table: the share of segments coded with each code, in its colour.
+
+    The chart reads the sheet's cells (name in column B, % of segments in column D, one row per
+    code from row 2), so it follows any edit made to them.
+    """
+    codes = codebook.codes
+    if not codes:
+        return
+    chart = workbook.add_chart({"type": "bar"})
+    last = len(codes)  # rows 2 .. last + 1 hold the codes
+    chart.add_series({
+        "name": "% of segments",
+        "categories": ["Summary", 1, 1, last, 1],
+        "values": ["Summary", 1, 3, last, 3],
+        "points": [{"fill": {"color": code.color}, "border": {"none": True}} if code.color else None for code in codes],
+        "data_labels": {"value": True, "num_format": "0.0"},
+        "gap": 60,
+    })
+    chart.set_title({"name": "Prevalence: % of segments eligible for coding", "name_font": {"size": 11, "bold": True}})
+    chart.set_legend({"none": True})
+    chart.set_y_axis({"reverse": True, "major_gridlines": {"visible": False}})  # the codebook's order, top down
+    chart.set_x_axis({"min": 0, "num_format": "0", "major_gridlines": {"visible": True, "line": {"color": "#D9D9D9"}}})
+    chart.set_size({"width": 560, "height": 60 + 34 * len(codes)})
+    sheet.insert_chart(1, 6, chart, {"object_position": 3})
+
+
+def shade_cooccurrence(sheet, codes: int) -> None:
+    """A colour scale (white to blue) over the Co-occurrence matrix's cells off the diagonal; the diagonal (a code
+    alone, always the largest) is left out so it does not flatten the scale."""
+    from xlsxwriter.utility import xl_range
+
+    ranges = []
+    for index in range(codes):
+        row = index + 1  # header in row 0, codes from row 1; column 0 names the code
+        diagonal = index + 1
+        if diagonal > 1:
+            ranges.append(xl_range(row, 1, row, diagonal - 1))
+        if diagonal < codes:
+            ranges.append(xl_range(row, diagonal + 1, row, codes))
+    if ranges:
+        sheet.conditional_format(ranges[0], {"type": "2_color_scale", "min_color": "#FFFFFF", "max_color": "#5B8FC7",
+                                             "multi_range": " ".join(ranges)})
 
 
 def write_xlsx(result: CodingResult, path: Path) -> None:
