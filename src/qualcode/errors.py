@@ -64,3 +64,9 @@ class StudyDatabaseError(QualcodeError):
     """A study's database is missing, empty or damaged (EX_DATAERR): restore a backup."""
 
     exit_code = 65
+
+
+class LlmUnavailableError(QualcodeError):
+    """A language-model endpoint cannot be reached, keeps failing or refuses the request (EX_UNAVAILABLE)."""
+
+    exit_code = 69
