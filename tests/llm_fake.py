@@ -33,6 +33,7 @@ class FakeChatServer:
         self.reject_json_schema = False
         self.die_after: int | None = None
         self.slow_seconds = 1.5
+        self.delay = 0.0  # seconds before every answer
         self.answered = 0
         self.dead = False
         self._lock = threading.Lock()
@@ -93,6 +94,7 @@ class FakeChatServer:
             return _send(handler, 400, {"error": {"message": "context length exceeded"}})
         if action == "slow":
             time.sleep(self.slow_seconds)
+        time.sleep(self.delay)
         format_ = (body.get("response_format") or {}).get("type")
         if self.reject_json_schema and format_ == "json_schema":
             return _send(handler, 400, {"error": {"message": "response_format json_schema is not supported"}})

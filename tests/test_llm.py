@@ -171,7 +171,7 @@ def test_the_prompt_carries_the_codebook_and_the_segment(server, tmp_path):
     answers = asking.judge(with_context(found, found), TINY)
     assert len(server.requests) == 2
     by_text = {body["messages"][1]["content"]: body for body in server.requests}
-    long_turn = next(body for user, body in by_text.items() if "always there" in user)
+    long_turn = next(body for user, body in by_text.items() if user.startswith("SEGMENT") and "always there" in user)
     short_turn = next(body for user, body in by_text.items() if "No. Never." in user)
     system = long_turn["messages"][0]["content"]
     for part in ("- id: trust", "Trusting a worker.", "include when:", "says they trust", "exclude when:",
@@ -284,6 +284,43 @@ def test_an_interrupted_run_keeps_what_arrived(server, tmp_path):
     assert rest.tally.cached == 2 and len(server.requests) - sent == 4
 
 
+def test_a_killed_run_keeps_its_answers_and_the_rerun_sends_only_the_rest(server, project):
+    import os
+    import subprocess
+    import time
+
+    server.delay = 0.3
+    cache = project / "cache" / "llm-answers.sqlite"
+    command = [sys.executable, "-m", "qualcode", "code", str(project / "in"), "--codebook", str(project / "book.yaml"),
+               "-o", str(project / "coded.xlsx"), "--llm", "fake-model", "--llm-url", server.url,
+               "--llm-concurrency", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 60
+        kept = 0
+        while kept < 2 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+            try:
+                with sqlite3.connect(cache) as db:
+                    kept = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+            except sqlite3.Error:
+                continue
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    assert 2 <= kept < 5, "killed half-way"
+    with sqlite3.connect(cache) as db:
+        kept = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+    asked = len(server.requests)
+    server.delay = 0
+    result = run("code", project / "in", "--codebook", project / "book.yaml", "-o", project / "coded.xlsx",
+                 "--llm", "fake-model", "--llm-url", server.url)
+    assert result.exit_code == 0, result.output
+    assert len(server.requests) - asked == 5 - kept, "only what was not answered before the kill is asked"
+    assert _run_sheet(project / "coded.xlsx")["option llm answers"].startswith(
+        f"5 segments: {5 - kept} asked in this run, {kept} from the answer cache")
+
+
 def test_the_progress_reports_an_estimate_of_the_tokens_left(server, tmp_path):
     found = segments(*(f"Turn {n}: I trust her." for n in range(3)))
     reports = []
@@ -393,6 +430,30 @@ def test_dry_run_counts_and_sends_nothing(server, project):
     assert result.exit_code == 2 and "--llm-dry-run needs a model" in result.output
 
 
+def test_the_default_run_sends_nothing_and_needs_no_client(project, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openai", None)  # any attempt to use the client would fail
+    output = project / "coded.xlsx"
+    result = run("code", project / "in", "--codebook", project / "book.yaml", "-o", output)
+    assert result.exit_code == 0, result.output
+    assert _run_sheet(output)["option llm"] == "none"
+    assert set(_codings(output)["source"]) <= {"rule", "classifier"}
+    assert not (project / "cache" / "llm-answers.sqlite").exists()
+
+
+def test_dry_runs_of_evaluate_and_suggest_send_nothing(server, project):
+    gold = project / "gold.csv"
+    gold.write_text("segment_id,trust,time\nann.txt:47-88,1,1\n", encoding="utf-8")
+    result = run("evaluate", project / "in", "--codebook", project / "book.yaml", "--gold", gold, "--llm", "m",
+                 "--llm-url", server.url, "--llm-dry-run")
+    assert result.exit_code == 0, result.output
+    assert "5 would be sent to m" in result.output
+    result = run("suggest", project / "in", "--codebook", project / "book.yaml", "-o", project / "r.xlsx", "--llm", "m",
+                 "--llm-url", server.url, "--llm-dry-run")
+    assert result.exit_code == 0, result.output
+    assert "5 would be sent to m" in result.output
+    assert server.requests == []
+
+
 def test_without_the_openai_package_it_is_one_line(project, monkeypatch):
     monkeypatch.setitem(sys.modules, "openai", None)
     result = run("code", project / "in", "--codebook", project / "book.yaml", "-o", project / "x.xlsx", "--llm", "m")
@@ -415,15 +476,23 @@ def test_an_unreachable_server_is_one_line_with_exit_69(project):
 
 
 def test_a_study_names_its_model_in_qualcode_toml(server, project):
+    from pathlib import Path
+
     study = project / "study"
     assert run("init", study, "--coder", "Ana", "--codebook", project / "book.yaml").exit_code == 0
     config = study / "qualcode.toml"
     assert 'model = ""' in config.read_text()
     config.write_text(config.read_text().replace('model = ""', 'model = "fake-model"')
                       .replace('url = "http://127.0.0.1:11434/v1"', f'url = "{server.url}"'))
-    result = run("code", project / "in", "-o", project / "round1.xlsx", "--study", study)
+    result = run("code", project / "in", "-o", project / "round1.xlsx", "--study", study, "-v",
+                 env={"QUALCODE_LLM_API_KEY": KEY})
     assert result.exit_code == 0, result.output
     assert len(server.requests) == 5 and (study / "llm-answers.sqlite").is_file()
+    for path in [project / "round1.xlsx", *(p for p in Path(study).glob("**/*") if p.is_file())]:
+        assert KEY.encode() not in path.read_bytes(), path
+    assert KEY not in result.output
+    result = run("code", project / "in", "-o", project / "round1.xlsx", "--study", study)
+    assert result.exit_code == 0, "a workbook of an --llm run is replaced like any other"
     assert _run_sheet(project / "round1.xlsx")["option llm model"] == "fake-model"
     with sqlite3.connect(study / "qualcode.sqlite") as db:
         sources = {row[0] for row in db.execute("SELECT source FROM assignments")}
