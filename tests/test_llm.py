@@ -532,3 +532,21 @@ def test_evaluate_scores_the_model_like_any_other_coder(server, project):
     combined = metrics[(metrics["method"] == "combined") & (metrics["code"] == "(macro)")].iloc[0]
     assert combined["segments"] == 5
     assert "Language model fake-model at " in result.output
+
+
+def test_suggest_puts_first_the_segments_where_the_model_disagrees():
+    import numpy as np
+
+    from qualcode.coding import CodingRun
+    from qualcode.models import CodingResult, Corpus
+    from qualcode.suggest import rank_for_review
+
+    first, second = Segment("d:1", "d", 0, 5, "first", 0), Segment("d:9", "d", 9, 15, "second", 1)
+    result = CodingResult(Corpus(()), (first, second), (), TINY)
+    probabilities = np.array([[0.3, 0.1], [0.3, 0.1]])
+    plain = rank_for_review(CodingRun(result, (first, second), probabilities, frozenset()))
+    assert [s.segment_id for s in plain] == ["d:1", "d:9"], "a tie, broken by segment id"
+    ranked = rank_for_review(CodingRun(result, (first, second), probabilities, frozenset(),
+                                       {("d:9", "trust"): True, ("d:1", "trust"): False}))
+    assert [s.segment_id for s in ranked] == ["d:9", "d:1"]
+    assert "the language model disagrees with the classifier" in ranked[0].reason

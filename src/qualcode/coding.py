@@ -104,6 +104,7 @@ class CodingRun:
     codable: tuple[Segment, ...]
     probabilities: object | None
     human_decided: frozenset[tuple[str, str]]
+    llm_verdicts: dict[tuple[str, str], bool] = field(default_factory=dict)  # (segment, code) -> the model says it applies
 
 
 def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = CodingOptions(), *,
@@ -231,4 +232,7 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
                           options=record, orphaned_reviews=orphaned,
                           decisions=resolved.final if resolved is not None else {})
     matrix = np.vstack(probabilities) if probabilities and codable else None
-    return CodingRun(result, tuple(codable), matrix, frozenset(resolved.final) if resolved is not None else frozenset())
+    verdicts = {(segment_id, code_id): verdict.applies for segment_id, answer in (answers or {}).items()
+                if answer.usable for code_id, verdict in answer.codes.items()}
+    return CodingRun(result, tuple(codable), matrix, frozenset(resolved.final) if resolved is not None else frozenset(),
+                     verdicts)

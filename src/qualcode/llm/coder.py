@@ -120,10 +120,7 @@ class LlmCoder:
         """What ``judge`` would send for ``prompts``, without sending anything (``--llm-dry-run``)."""
         requests = self._requests(prompts, codebook)
         cached = self.cache.holds([key for _, _, key in requests]) if self.cache is not None else set()
-        waiting = [sent for _, sent, key in requests if key not in cached]
-        characters = sum(len(message["content"]) for sent in waiting for message in sent)
-        return RequestPlan(len(requests), len(requests) - len(waiting), math.ceil(characters / CHARS_PER_TOKEN),
-                           len(waiting) * ANSWER_TOKENS_PER_CODE * len(codebook.codes))
+        return _estimate([sent for _, sent, key in requests if key not in cached], len(requests), len(codebook.codes))
 
     def _openai_client(self):
         if self._client is None:
@@ -233,7 +230,7 @@ class LlmCoder:
         if waiting and not self.settings.is_local:
             logger.warning("sending %d segments and the codebook to %s, which is not this machine",
                            len(waiting), self.settings.endpoint)
-        estimate = self.plan([prompt for prompt, _, _ in waiting], codebook)
+        estimate = _estimate([sent for _, sent, _ in waiting], len(waiting), len(code_ids))
         per_request = (estimate.prompt_tokens + estimate.completion_tokens) / max(1, len(waiting))
         total, done = len(waiting), 0
         self._report(0, total, per_request)
@@ -303,7 +300,7 @@ class LlmCoder:
         return answer
 
     def _report(self, done: int, total: int, per_request: float) -> None:
-        if self.progress is None:
+        if self.progress is None or not total:
             return
         used = self.tally.prompt_tokens + self.tally.completion_tokens
         average = used / self.tally.sent if self.tally.sent and used else per_request
@@ -329,6 +326,13 @@ class LlmCoder:
             "llm answer cache": str(self.cache.path) if self.cache is not None else "none",
             "llm api key": "given (not recorded)" if self._api_key else "none",
         }
+
+
+def _estimate(waiting: Sequence[list[dict[str, str]]], segments: int, codes: int) -> RequestPlan:
+    """A rough token count of the requests in ``waiting``, of ``segments`` asked about in all."""
+    characters = sum(len(message["content"]) for sent in waiting for message in sent)
+    return RequestPlan(segments, segments - len(waiting), math.ceil(characters / CHARS_PER_TOKEN),
+                       len(waiting) * ANSWER_TOKENS_PER_CODE * codes)
 
 
 def _message(error) -> str:
