@@ -428,6 +428,8 @@ def test_dry_run_counts_and_sends_nothing(server, project):
     assert server.requests == [] and not (project / "x.xlsx").exists()
     result = run("code", project / "in", "-o", project / "x.xlsx", "--llm-dry-run")
     assert result.exit_code == 2 and "--llm-dry-run needs a model" in result.output
+    result = run("code", project / "in", "-o", project / "x.xlsx", "--llm-url", server.url)
+    assert result.exit_code == 2 and "--llm-url needs a model: --llm MODEL" in result.output
 
 
 def test_the_default_run_sends_nothing_and_needs_no_client(project, monkeypatch):

@@ -248,8 +248,11 @@ def _llm_settings(model, url, concurrency, timeout, no_llm, dry_run, study=None)
         return None
     model = model or table.get("model")
     if not model:
-        if dry_run:
-            raise click.UsageError("--llm-dry-run needs a model: --llm MODEL (or model in the study's qualcode.toml)")
+        given = [name for name, value in (("--llm-dry-run", dry_run or None), ("--llm-url", url),
+                                          ("--llm-concurrency", concurrency), ("--llm-timeout", timeout))
+                 if value is not None]
+        if given:
+            raise click.UsageError(f"{given[0]} needs a model: --llm MODEL (or model in the study's qualcode.toml)")
         return None
     table.update({key: value for key, value in (("url", url), ("concurrency", concurrency), ("timeout", timeout))
                   if value is not None})

@@ -217,6 +217,7 @@ class LlmCoder:
         that is in the cache.
         """
         code_ids = codebook.code_ids
+        self.tally = _Tally()  # the record describes this call (evaluate --representation all makes several)
         requests = self._requests(prompts, codebook)
         answers: dict[str, Answer] = {}
         waiting = []
