@@ -499,6 +499,22 @@ def test_a_study_names_its_model_in_qualcode_toml(server, project):
     with sqlite3.connect(study / "qualcode.sqlite") as db:
         sources = {row[0] for row in db.execute("SELECT source FROM assignments")}
     assert "llm" in sources
+    # A human decision stays final over the model's judgement.
+    workbook = openpyxl.load_workbook(project / "round1.xlsx")
+    sheet = workbook["Codings"]
+    header = [cell.value for cell in sheet[1]]
+    row = next(row for row in sheet.iter_rows(min_row=2) if row[header.index("source")].value == "llm")
+    rejected = (row[header.index("segment_id")].value, row[header.index("code")].value)
+    row[header.index("decision")].value = "reject"
+    workbook.save(project / "round1.xlsx")
+    result = run("review", "import", project / "round1.xlsx", "--study", study)
+    assert result.exit_code == 0, result.output
+    result = run("code", project / "in", "-o", project / "round1b.xlsx", "--study", study)
+    assert result.exit_code == 0, result.output
+    codings = _codings(project / "round1b.xlsx")
+    decided = codings[(codings["segment_id"] == rejected[0]) & (codings["code"] == rejected[1])]
+    assert list(zip(decided["source"], decided["status"])) == [("human", "rejected")]
+    assert len(server.requests) == 5, "the segment's other code is still the model's: answered from the cache"
     result = run("code", project / "in", "-o", project / "round2.xlsx", "--study", study, "--no-llm")
     assert result.exit_code == 0 and len(server.requests) == 5
     assert _run_sheet(project / "round2.xlsx")["option llm"] == "none"
@@ -552,3 +568,15 @@ def test_suggest_puts_first_the_segments_where_the_model_disagrees():
                                        {("d:9", "trust"): True, ("d:1", "trust"): False}))
     assert [s.segment_id for s in ranked] == ["d:9", "d:1"]
     assert "the language model disagrees with the classifier" in ranked[0].reason
+
+
+def test_only_the_given_key_is_sent_and_no_openai_variable_is_read(server, tmp_path, monkeypatch):
+    for name, value in (("OPENAI_API_KEY", "sk-other"), ("OPENAI_ORG_ID", "org-x"), ("OPENAI_PROJECT_ID", "proj-x"),
+                        ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")):
+        monkeypatch.setenv(name, value)
+    found = segments("I trust her.")
+    coder(server, tmp_path).judge(with_context(found, found), TINY)
+    LlmCoder(LlmSettings("m", server.url), api_key=KEY).judge(with_context(found, found), TINY)
+    sent = [{k.lower(): v for k, v in headers.items() if "openai" in k.lower() or "auth" in k.lower()}
+            for headers in server.headers]
+    assert sent == [{"authorization": "Bearer no-key"}, {"authorization": f"Bearer {KEY}"}]
