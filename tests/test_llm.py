@@ -580,3 +580,25 @@ def test_only_the_given_key_is_sent_and_no_openai_variable_is_read(server, tmp_p
     sent = [{k.lower(): v for k, v in headers.items() if "openai" in k.lower() or "auth" in k.lower()}
             for headers in server.headers]
     assert sent == [{"authorization": "Bearer no-key"}, {"authorization": f"Bearer {KEY}"}]
+
+
+def test_sending_to_another_machine_is_announced(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    class Client:  # stands in for the openai client: this test sends nothing anywhere
+        def __init__(self):
+            self.chat = SimpleNamespace(completions=SimpleNamespace(create=self.create))
+            self.sent = 0
+
+        def create(self, **request):
+            self.sent += 1
+            content = '{"trust": {"applies": true, "confidence": 1, "quote": "trust"}}'
+            return SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content=content))], usage=None)
+
+    client = Client()
+    found = segments("I trust her.", "She trusts me.")
+    hosted = LlmCoder(LlmSettings("m", "https://llm.example.org/v1"), client=client)
+    with caplog.at_level("WARNING", logger="qualcode"):
+        answers = hosted.judge(with_context(found, found), TINY)
+    assert client.sent == 2 and answers[found[0].segment_id].codes["trust"].span == (2, 7)
+    assert "sending 2 segments and the codebook to https://llm.example.org/v1, which is not this machine" in caplog.text
