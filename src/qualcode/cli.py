@@ -280,8 +280,8 @@ def _llm_coder(settings, study, bars):
     return LlmCoder(settings, api_key=os.environ.get(API_KEY_VARIABLE) or None, cache=cache, progress=progress)
 
 
-def _llm_dry_run(settings, study, corpus, codebook, options) -> None:
-    """Print what --llm would send for the corpus's coded segments; send nothing."""
+def _llm_dry_run(settings, study, corpus, codebook, options, gold=None) -> None:
+    """Print what --llm would send for the corpus's coded segments (those of the ``gold``, if given); send nothing."""
     from qualcode.llm.cache import CACHE_NAME, ResponseCache
     from qualcode.llm.coder import LlmCoder
     from qualcode.llm.run import default_answer_cache, prompts_for
@@ -290,10 +290,16 @@ def _llm_dry_run(settings, study, corpus, codebook, options) -> None:
     segments = segment_documents(corpus.documents, unit=options.unit, nlp=build_pipeline(options.spacy_model),
                                  interviewer_labels=options.interviewer_labels)
     codable = [s for s in segments if options.code_interviewer or not s.is_interviewer]
+    if gold is not None:
+        from qualcode.labels import match_units
+
+        matched, _ = match_units(gold.units, segments)
+        codable = [s for s in segments if s.segment_id in matched]
     with (ResponseCache(study.root / CACHE_NAME) if study is not None else default_answer_cache()) as cache:
         plan = LlmCoder(settings, cache=cache).plan(prompts_for(segments, codable, codebook), codebook)
     where = "this machine" if settings.is_local else "another machine"
-    click.echo(f"--llm-dry-run: {plan.segments} segments to code; {plan.cached} answered already in {cache.path}; "
+    click.echo(f"--llm-dry-run: {plan.segments} segment{'s' if plan.segments != 1 else ''} to code; "
+               f"{plan.cached} answered already in {cache.path}; "
                f"{plan.to_send} would be sent to {settings.model} at {settings.endpoint} ({where}), with the codebook: "
                f"about {plan.prompt_tokens:,} prompt tokens and {plan.completion_tokens:,} answer tokens "
                f"(at {CHARS_PER_TOKEN} characters a token). Nothing was sent.")
@@ -488,10 +494,10 @@ def evaluate(paths, codebook_path, gold_path, folds, group_by, representation, m
     with _logging_to_stderr(quiet, False):
         corpus = read_documents(paths, kind=corpus_options["kind"], text_column=corpus_options["text_column"],
                                 id_column=corpus_options["id_column"], sheet=corpus_options["sheet"])
-        if llm_dry_run:
-            _llm_dry_run(llm, None, corpus, codebook, options)
-            return
         gold = read_label_file(gold_path, codebook.code_ids)
+        if llm_dry_run:
+            _llm_dry_run(llm, None, corpus, codebook, options, gold)
+            return
         nlp = build_pipeline(options.spacy_model)
         progress = _ProgressBars(enabled=not quiet and sys.stderr.isatty())
         llm_coder = _llm_coder(llm, None, progress)
