@@ -352,3 +352,30 @@ def default_matcher(nlp):
 ])
 def test_default_rules_code_the_shapes_real_writing_takes(default_matcher, text, codes):
     assert set(_codes(default_matcher, text)[0]) == codes
+
+
+def test_veto_spans_answer_overlap_as_a_scan_of_every_span_would():
+    import random
+
+    from qualcode.rules import _Spans
+
+    rng = random.Random(3)
+    for _ in range(200):
+        spans = [(start, start + rng.randint(1, 9)) for start in (rng.randint(0, 60) for _ in range(rng.randint(0, 6)))]
+        checker = _Spans(spans)
+        for _ in range(20):
+            start = rng.randint(0, 70)
+            end = start + rng.randint(1, 9)
+            assert checker.overlaps(start, end) == any(start < e and s < end for s, e in spans)
+
+
+def test_a_phrase_said_thousands_of_times_keeps_a_capped_evidence_list(nlp):
+    from qualcode.codebook import load_codebook
+    from qualcode.models import Segment
+    from qualcode.rules import MAX_EVIDENCE, compile_rules
+
+    text = "She listened to me. " * 3_000
+    segment = Segment("d:0-1", "d", 0, len(text), text, 0)
+    assignments = list(compile_rules(load_codebook(), nlp).match([segment]))
+    assert assignments and all(len(assignment.evidence) <= MAX_EVIDENCE for assignment in assignments)
+    assert any(len(assignment.evidence) == MAX_EVIDENCE for assignment in assignments)

@@ -28,6 +28,8 @@ from qualcode.export import FORMATS, check_output_path, ensure_replaceable, stre
 from qualcode.export.atomic import atomic_file
 from qualcode.ingest import read_documents
 from qualcode.labels import read_label_file
+from qualcode.llm.coder import CHARS_PER_TOKEN
+from qualcode.llm.settings import API_KEY_VARIABLE, DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, DEFAULT_URL, LlmSettings
 from qualcode.models import COUNTED_STATUSES, UNITS
 from qualcode.reviews import read_review_workbook
 from qualcode.segment import DEFAULT_PIPELINE, build_pipeline
@@ -68,22 +70,24 @@ def _logging_to_stderr(quiet: bool, verbose: bool):
 class _ProgressBars:
     """One progress bar per stage on stderr, shown only on a terminal and when not quiet."""
 
-    _LABELS = {"read": "Reading", "segment": "Segmenting", "code": "Coding", "embed": "Embedding"}
+    _LABELS = {"read": "Reading", "segment": "Segmenting", "code": "Coding", "embed": "Embedding",
+               "llm": "Asking the language model"}
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self._stage: str | None = None
         self._bar = None
 
-    def __call__(self, stage: str, advance: int, total: int) -> None:
+    def __call__(self, stage: str, advance: int, total: int, note: str | None = None) -> None:
         if not self.enabled:
             return
         if stage != self._stage:
             self.close()
             self._stage = stage
-            self._bar = click.progressbar(length=total, label=self._LABELS.get(stage, stage), file=sys.stderr)
+            self._bar = click.progressbar(length=total, label=self._LABELS.get(stage, stage), file=sys.stderr,
+                                          item_show_func=lambda item: item)
             self._bar.__enter__()
-        self._bar.update(advance)
+        self._bar.update(advance, note)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -202,16 +206,103 @@ def _modified_at(path: Path) -> str | None:
 
 def _coding_options(unit, kind, text_column, id_column, sheet, code_interviewer, interviewer_labels, spacy_model,
                     no_seed, weak_labels, thresholds, veto_below, codebook_path, classifier=True, jobs=1, dask=None,
-                    model_cache=True, representation="ngrams", **extra) -> CodingOptions:
+                    model_cache=True, representation="ngrams", llm=None, **extra) -> CodingOptions:
     suggest_at, per_code = _parse_thresholds(thresholds)
     veto_below = DEFAULT_VETO_BELOW if veto_below is None else veto_below
     return CodingOptions(unit=unit, code_interviewer=code_interviewer, interviewer_labels=tuple(interviewer_labels),
                          spacy_model=spacy_model or DEFAULT_PIPELINE, classifier=classifier, seed=not no_seed,
                          weak_labels=weak_labels, suggest_at=suggest_at, veto_below=veto_below, thresholds=per_code,
-                         jobs=jobs, dask=dask, model_cache=model_cache, representation=representation,
+                         jobs=jobs, dask=dask, model_cache=model_cache, representation=representation, llm=llm,
                          extra={"kind": kind or "detected", "text_column": text_column or "detected",
                                 "id_column": id_column or "detected", **({"sheet": sheet} if sheet else {}),
                                 "codebook": str(codebook_path or default_codebook_path()), **extra})
+
+
+def _llm_options(function):
+    """--llm and its settings; shared by code, evaluate and suggest."""
+    options = [
+        click.option("--llm", "llm_model", default=None, metavar="MODEL",
+                     help="Also ask this language model (e.g. llama3.1:8b) about every segment, as a third coder "
+                          "beside rules and classifier; its judgement decides where it answers. Sends the codebook "
+                          "and each segment to --llm-url. Needs pip install 'qualcode[llm]'."),
+        click.option("--llm-url", default=None, metavar="URL",
+                     help=f"An OpenAI-compatible endpoint (default: {DEFAULT_URL}, Ollama on this machine). "
+                          f"An API key is read from the environment variable {API_KEY_VARIABLE}."),
+        click.option("--llm-concurrency", type=click.IntRange(1, 256), default=None,
+                     help=f"Requests in flight at once (default {DEFAULT_CONCURRENCY})."),
+        click.option("--llm-timeout", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
+                     help=f"Seconds to wait for one answer before trying again (default {DEFAULT_TIMEOUT:g})."),
+        click.option("--llm-dry-run", is_flag=True,
+                     help="Say how many segments and roughly how many tokens --llm would send, and send nothing."),
+        click.option("--no-llm", is_flag=True, help="Ask no language model, even if the study's qualcode.toml names one."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _llm_settings(model, url, concurrency, timeout, no_llm, dry_run, study=None):
+    """The run's language-model settings: the options, else the study's [llm] table; None when no model is named."""
+    table = dict(study.config.llm) if study is not None else {}
+    if no_llm:
+        return None
+    model = model or table.get("model")
+    if not model:
+        given = [name for name, value in (("--llm-dry-run", dry_run or None), ("--llm-url", url),
+                                          ("--llm-concurrency", concurrency), ("--llm-timeout", timeout))
+                 if value is not None]
+        if given:
+            raise click.UsageError(f"{given[0]} needs a model: --llm MODEL (or model in the study's qualcode.toml)")
+        return None
+    table.update({key: value for key, value in (("url", url), ("concurrency", concurrency), ("timeout", timeout))
+                  if value is not None})
+    table["model"] = model
+    return LlmSettings(**table)
+
+
+def _llm_coder(settings, study, bars):
+    """The coder for --llm: the API key from the environment, answers cached in the study (else the user cache)."""
+    from qualcode.llm.cache import CACHE_NAME, ResponseCache
+    from qualcode.llm.coder import LlmCoder, load_openai
+    from qualcode.llm.run import default_answer_cache
+
+    if settings is None:
+        return None
+    load_openai()
+    cache = ResponseCache(study.root / CACHE_NAME) if study is not None else default_answer_cache()
+    click.get_current_context().call_on_close(cache.close)
+    done = [0]
+
+    def progress(finished: int, total: int, used: int, left: int) -> None:
+        bars("llm", finished - done[0], total, f"{finished}/{total}, about {left:,} tokens left" if total else None)
+        done[0] = finished
+
+    return LlmCoder(settings, api_key=os.environ.get(API_KEY_VARIABLE) or None, cache=cache, progress=progress)
+
+
+def _llm_dry_run(settings, study, corpus, codebook, options, gold=None) -> None:
+    """Print what --llm would send for the corpus's coded segments (those of the ``gold``, if given); send nothing."""
+    from qualcode.llm.cache import CACHE_NAME, ResponseCache
+    from qualcode.llm.coder import LlmCoder
+    from qualcode.llm.run import default_answer_cache, prompts_for
+    from qualcode.segment import segment_documents
+
+    segments = segment_documents(corpus.documents, unit=options.unit, nlp=build_pipeline(options.spacy_model),
+                                 interviewer_labels=options.interviewer_labels)
+    codable = [s for s in segments if options.code_interviewer or not s.is_interviewer]
+    if gold is not None:
+        from qualcode.labels import match_units
+
+        matched, _ = match_units(gold.units, segments)
+        codable = [s for s in segments if s.segment_id in matched]
+    with (ResponseCache(study.root / CACHE_NAME) if study is not None else default_answer_cache()) as cache:
+        plan = LlmCoder(settings, cache=cache).plan(prompts_for(segments, codable, codebook), codebook)
+    where = "this machine" if settings.is_local else "another machine"
+    click.echo(f"--llm-dry-run: {plan.segments} segment{'s' if plan.segments != 1 else ''} to code; "
+               f"{plan.cached} answered already in {cache.path}; "
+               f"{plan.to_send} would be sent to {settings.model} at {settings.endpoint} ({where}), with the codebook: "
+               f"about {plan.prompt_tokens:,} prompt tokens and {plan.completion_tokens:,} answer tokens "
+               f"(at {CHARS_PER_TOKEN} characters a token). Nothing was sent.")
 
 
 @contextlib.contextmanager
@@ -260,11 +351,13 @@ def _garbage_collected_less():
               help="Processes for segmenting and rule matching; 0: every core when the corpus is large enough to gain.")
 @click.option("--dask", "dask_address", default=None, metavar="SCHEDULER_ADDRESS",
               help="Run segmenting and rule matching on a Dask cluster (pip install 'qualcode[dask]').")
+@_llm_options
 @_study_option
 @click.option("-v", "--verbose", is_flag=True, help="Also list skipped files and other notes.")
 @_quiet_option
 def code(paths, output, output_format, codebook_path, train_paths, no_classifier, representation, no_model_cache,
-         review_paths, coder, force, jobs, dask_address, study_dir, verbose, quiet, **corpus_options) -> None:
+         review_paths, coder, force, jobs, dask_address, llm_model, llm_url, llm_concurrency, llm_timeout, llm_dry_run,
+         no_llm, study_dir, verbose, quiet, **corpus_options) -> None:
     """Code PATHS (files or folders) and write coded segments with their evidence.
 
     Inside a study (see qualcode init), every human decision stored in it is applied and the run
@@ -282,14 +375,22 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
         if not corpus_options["thresholds"]:
             corpus_options["thresholds"] = (str(study.config.suggest_at),)
         corpus_options["no_seed"] = corpus_options["no_seed"] or not study.config.seed
+    llm = _llm_settings(llm_model, llm_url, llm_concurrency, llm_timeout, no_llm, llm_dry_run, study)
     stored = study.decisions() if study is not None else []
     # Fitting the classifier needs scikit-learn imported, about a second: a process gets that done
     # while this one reads the codebook, builds the pipeline and tokenizes the training examples,
     # then fits the model unless it is in the cache. It logs as this command does.
     early = (not no_classifier and not review_paths and not stored and not corpus_options["weak_labels"]
-             and representation == "ngrams")
+             and representation == "ngrams" and llm is None)
     with _logging_to_stderr(quiet, verbose), training_process(wanted=early and jobs != 1) as trainer:
         codebook = load_codebook(codebook_path)
+        if llm_dry_run:
+            options = _coding_options(codebook_path=codebook_path, **corpus_options)
+            _llm_dry_run(llm, study, read_documents(paths, kind=corpus_options["kind"],
+                                                    text_column=corpus_options["text_column"],
+                                                    id_column=corpus_options["id_column"], sheet=corpus_options["sheet"]),
+                         codebook, options)
+            return
         # In a study, an output whose every decision is already stored there may be replaced.
         kept = (lambda path: study.holds_decisions_of(path, codebook.code_ids)) if study is not None else None
         checked = ensure_replaceable(output, force=force, format=output_format, kept_elsewhere=kept)
@@ -299,13 +400,14 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
                                   reviews=", ".join(str(path) for path in review_paths) or "none",
                                   study=str(study.root) if study else "none",
                                   paths=json.dumps([str(path) for path in paths]), jobs=jobs, dask=dask_address,
-                                  **corpus_options)
+                                  llm=llm, **corpus_options)
         imports = [read_review_workbook(path, coder=coder or path.stem, code_ids=codebook.code_ids,
                                         decided_at=_modified_at(path)) for path in review_paths]
         reviews = [*stored, *(decision for review in imports for decision in review.decisions)]
         nlp = build_pipeline(options.spacy_model)
         started_at = _now()
         progress = _ProgressBars(enabled=not quiet and sys.stderr.isatty())
+        llm_coder = _llm_coder(llm, study, progress)
         with contextlib.ExitStack() as stack:
             try:
                 training = [example for path in train_paths
@@ -319,7 +421,8 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
                                         progress=lambda done, total: progress("read", 1, total))
                 coding = functools.partial(
                     code_corpus, corpus, codebook, options, training=training, progress=progress, reviews=reviews,
-                    review_coder=study.config.decisive_coder if study else None, classifier=classifier, nlp=nlp)
+                    review_coder=study.config.decisive_coder if study else None, classifier=classifier, nlp=nlp,
+                    llm=llm_coder)
                 with _garbage_collected_less():
                     if output_format == "xlsx":
                         # The workbook fills while later chunks are still being coded.
@@ -371,9 +474,11 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
 @click.option("--no-learning-curve", is_flag=True, help="Skip the learning curve (faster).")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Also write the report, with every disagreement, to this workbook.")
+@_llm_options
 @_quiet_option
 def evaluate(paths, codebook_path, gold_path, folds, group_by, representation, min_rule_precision, no_learning_curve,
-             output, quiet, **corpus_options) -> None:
+             output, llm_model, llm_url, llm_concurrency, llm_timeout, llm_dry_run, no_llm, quiet,
+             **corpus_options) -> None:
     """Compare machine coding of PATHS with a human gold standard, per code and overall.
 
     Example: qualcode evaluate corpora/sample --gold corpora/sample-gold.csv
@@ -384,16 +489,25 @@ def evaluate(paths, codebook_path, gold_path, folds, group_by, representation, m
     if output is not None:
         check_output_path(output, [*paths, gold_path])
     codebook = load_codebook(codebook_path)
-    options = _coding_options(codebook_path=codebook_path, **corpus_options)
+    llm = _llm_settings(llm_model, llm_url, llm_concurrency, llm_timeout, no_llm, llm_dry_run)
+    options = _coding_options(codebook_path=codebook_path, llm=llm, **corpus_options)
     with _logging_to_stderr(quiet, False):
         corpus = read_documents(paths, kind=corpus_options["kind"], text_column=corpus_options["text_column"],
                                 id_column=corpus_options["id_column"], sheet=corpus_options["sheet"])
         gold = read_label_file(gold_path, codebook.code_ids)
+        if llm_dry_run:
+            _llm_dry_run(llm, None, corpus, codebook, options, gold)
+            return
         nlp = build_pipeline(options.spacy_model)
+        progress = _ProgressBars(enabled=not quiet and sys.stderr.isatty())
+        llm_coder = _llm_coder(llm, None, progress)
         chosen = ("ngrams", "embeddings", "both") if representation == "all" else (representation,)
-        reports = [run_evaluation(corpus, codebook, gold, options=options, folds=folds, group_by=group_by,
-                                  representation=each, min_rule_precision=min_rule_precision,
-                                  learning_curve=not no_learning_curve, nlp=nlp) for each in chosen]
+        try:
+            reports = [run_evaluation(corpus, codebook, gold, options=options, folds=folds, group_by=group_by,
+                                      representation=each, min_rule_precision=min_rule_precision,
+                                      learning_curve=not no_learning_curve, nlp=nlp, llm=llm_coder) for each in chosen]
+        finally:
+            progress.close()
     text = "\n\n".join(format_evaluation(report) for report in reports)
     if len(reports) > 1:
         text += "\n\n" + format_representations(reports)
@@ -527,9 +641,11 @@ def review_import(workbook, coder, study_dir) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The review workbook to write.")
 @click.option("--codebook", "codebook_path", type=click.Path(path_type=Path), help="Codebook YAML (default: the study's).")
 @click.option("--force", is_flag=True, help="Replace an earlier output even if it holds review work.")
+@_llm_options
 @_study_option
 @_quiet_option
-def suggest(paths, limit, output, codebook_path, force, study_dir, quiet) -> None:
+def suggest(paths, limit, output, codebook_path, force, llm_model, llm_url, llm_concurrency, llm_timeout, llm_dry_run,
+            no_llm, study_dir, quiet) -> None:
     """Write the segments whose review would teach the classifier most, ready to review and import.
 
     Without PATHS, the study's documents are used.
@@ -548,11 +664,20 @@ def suggest(paths, limit, output, codebook_path, force, study_dir, quiet) -> Non
     codebook = load_codebook(codebook_path or (study.config.codebook if study else None))
     corpus = read_documents(paths) if paths else study.corpus()
     decisions = study.decisions() if study else []
+    llm = _llm_settings(llm_model, llm_url, llm_concurrency, llm_timeout, no_llm, llm_dry_run, study)
     options = CodingOptions(unit=study.config.unit if study else None, seed=study.config.seed if study else True,
                             suggest_at=study.config.suggest_at if study else DEFAULT_SUGGEST_AT,
-                            veto_below=study.config.veto_below if study else DEFAULT_VETO_BELOW)
-    run = run_coding(corpus, codebook, options, reviews=decisions,
-                     review_coder=study.config.decisive_coder if study else None)
+                            veto_below=study.config.veto_below if study else DEFAULT_VETO_BELOW, llm=llm)
+    if llm_dry_run:
+        _llm_dry_run(llm, study, corpus, codebook, options)
+        return
+    progress = _ProgressBars(enabled=not quiet and sys.stderr.isatty())
+    try:
+        run = run_coding(corpus, codebook, options, reviews=decisions,
+                         review_coder=study.config.decisive_coder if study else None,
+                         llm=_llm_coder(llm, study, progress))
+    finally:
+        progress.close()
     chosen = rank_for_review(run, decisions, limit=limit)
     subset = restrict_to(run.result, [s.segment_id for s in chosen])
     with atomic_file(Path(output), before_replace=checked.recheck) as temporary:

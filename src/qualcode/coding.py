@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from qualcode.chunks import ChunkResult, ChunkTask, code_chunk, compiled
 from qualcode.classify import ClassifierModel, TrainingExample, weak_examples
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW, Policy
+from qualcode.llm.policy import with_llm
+from qualcode.llm.run import ask_model
+from qualcode.llm.settings import LlmSettings
 from qualcode.models import CodeAssignment, Codebook, CodingResult, Corpus, HumanDecision, Segment
 from qualcode.parallel import chunk_results, resolve_jobs
 from qualcode.reviews import apply_reviews, rereview_assignments, resolve_reviews, reviewed_examples
@@ -54,6 +57,7 @@ class CodingOptions:
     dask: str | None = None
     model_cache: bool = True
     representation: str = "ngrams"
+    llm: LlmSettings | None = None  # a language model as a third coder (qualcode.llm); None: nothing is sent
     extra: dict[str, object] = field(default_factory=dict)
 
     def policy(self, codebook: Codebook) -> Policy:
@@ -64,10 +68,12 @@ class CodingOptions:
         record = asdict(self)
         extra = record.pop("extra")
         record.pop("thresholds")
+        record.pop("llm")
         record["unit"] = self.unit or "default (turn / paragraph / document by kind)"
         record["interviewer_labels"] = ", ".join(self.interviewer_labels)
         record["jobs"] = "automatic" if self.jobs == 0 else self.jobs
         record["dask"] = self.dask or "none"
+        record.update(self.llm.as_record() if self.llm is not None else {"llm": "none"})
         return {**record, **extra}
 
 
@@ -85,8 +91,9 @@ def codes_as_it_goes(options: CodingOptions, reviews: Sequence[HumanDecision]) -
     """Whether a run codes each chunk as it comes back: not with human decisions or weak labels,
     which the classifier learns from but which are known only once every chunk is back, nor with
     sentence embeddings, which are computed for the whole corpus at once (texts of one length
-    together, each text once)."""
-    return not reviews and not options.weak_labels and options.representation == "ngrams"
+    together, each text once), nor with a language model, asked about every segment at once
+    (several requests in flight, one progress bar)."""
+    return not reviews and not options.weak_labels and options.representation == "ngrams" and options.llm is None
 
 
 @dataclass(frozen=True)
@@ -97,13 +104,16 @@ class CodingRun:
     codable: tuple[Segment, ...]
     probabilities: object | None
     human_decided: frozenset[tuple[str, str]]
+    llm_verdicts: dict[tuple[str, str], bool] = field(default_factory=dict)  # (segment, code) -> the model says it applies
 
 
 def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = CodingOptions(), *,
                 training: Sequence[TrainingExample] = (), reviews: Sequence[HumanDecision] = (),
                 review_coder: str | None = None, nlp=None, progress: Progress | None = None,
-                on_chunk: ChunkSink | None = None, classifier: PendingClassifier | None = None) -> CodingResult:
-    """Segment every document, suggest codes by rule and by classifier, combine them, then apply human decisions.
+                on_chunk: ChunkSink | None = None, classifier: PendingClassifier | None = None,
+                llm=None) -> CodingResult:
+    """Segment every document, suggest codes by rule, classifier and (``options.llm``) a language model, combine
+    them, then apply human decisions.
 
     Interviewer turns are segmented (they are exported) but coded only with ``code_interviewer``.
     ``training`` adds human labels (``classify.examples_from_labels``) to what the classifier learns.
@@ -113,15 +123,18 @@ def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = Cod
     are finished (all at once when reviews or weak labels are used). ``classifier``, from
     ``training.start_classifier`` with the same codebook, options and training, is the model
     already on its way (used only without reviews and weak labels); without it the run starts one.
+    ``llm``, an ``llm.coder.LlmCoder`` for ``options.llm``, carries the API key, answer cache and
+    progress; without it the model is asked with no key, through the user's answer cache.
     """
     return run_coding(corpus, codebook, options, training=training, reviews=reviews, review_coder=review_coder,
-                      nlp=nlp, progress=progress, on_chunk=on_chunk, classifier=classifier).result
+                      nlp=nlp, progress=progress, on_chunk=on_chunk, classifier=classifier, llm=llm).result
 
 
 def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = CodingOptions(), *,
                training: Sequence[TrainingExample] = (), reviews: Sequence[HumanDecision] = (),
                review_coder: str | None = None, nlp=None, progress: Progress | None = None,
-               on_chunk: ChunkSink | None = None, classifier: PendingClassifier | None = None) -> CodingRun:
+               on_chunk: ChunkSink | None = None, classifier: PendingClassifier | None = None,
+               llm=None) -> CodingRun:
     """``code_corpus``, keeping the classifier's probabilities for every coded segment (for active learning)."""
     nlp = nlp if nlp is not None else build_pipeline(options.spacy_model)
     documents = corpus.documents
@@ -140,9 +153,13 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
     probabilities: list[np.ndarray] = []
     held: list[ChunkResult] = []
     model: ClassifierModel | None = None
+    answers = None  # the language model's, by segment id
 
     def code(chunk: ChunkResult, sink: ChunkSink | None) -> None:
         chunk = code_chunk(chunk, model, task)
+        if answers is not None:
+            chunk = replace(chunk, assignments=with_llm(chunk.codable(options.code_interviewer), chunk.assignments,
+                                                        answers, codebook.code_ids, options.llm.model))
         segments.extend(chunk.segments)
         codable.extend(chunk.codable(options.code_interviewer))
         assignments.extend(chunk.assignments)
@@ -177,6 +194,10 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
         everything = [segment for chunk in held for segment in chunk.segments]
         current = [decision for decision in reviews if decision.code_id in codebook.code_ids]
         resolved = resolve_reviews(current, everything, coder=review_coder)
+        if options.llm is not None:
+            answers = ask_model(options.llm, llm, codebook, everything,
+                                [s for chunk in held for s in chunk.codable(options.code_interviewer)], record,
+                                decided=resolved.final)
         if options.classifier:
             weak = weak_examples([s for chunk in held for s in chunk.codable(options.code_interviewer)],
                                  [a for chunk in held for a in chunk.assignments]) if options.weak_labels else []
@@ -211,4 +232,7 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
                           options=record, orphaned_reviews=orphaned,
                           decisions=resolved.final if resolved is not None else {})
     matrix = np.vstack(probabilities) if probabilities and codable else None
-    return CodingRun(result, tuple(codable), matrix, frozenset(resolved.final) if resolved is not None else frozenset())
+    verdicts = {(segment_id, code_id): verdict.applies for segment_id, answer in (answers or {}).items()
+                if answer.usable for code_id, verdict in answer.codes.items()}
+    return CodingRun(result, tuple(codable), matrix, frozenset(resolved.final) if resolved is not None else frozenset(),
+                     verdicts)

@@ -8,6 +8,10 @@ For each (segment, code):
 - without a rule hit, a probability at or above the code's threshold (``suggest_at``, or the
   code's own ``threshold`` in the codebook, or a per-code override) is suggested with source
   ``classifier`` and the n-grams that pushed it as evidence.
+
+With a language model (``--llm``), its answers are applied on top of this by ``llm.policy``: the
+model's judgement decides where it answered, rules and classifier are its evidence and decide
+where it did not. Human decisions come last and are final.
 """
 
 from __future__ import annotations

@@ -70,3 +70,9 @@ class OptionValueError(QualcodeError):
     """An option names something the input does not have, e.g. a document attribute (exit 2, as click's)."""
 
     exit_code = 2
+
+
+class LlmUnavailableError(QualcodeError):
+    """A language-model endpoint cannot be reached, keeps failing or refuses the request (EX_UNAVAILABLE)."""
+
+    exit_code = 69

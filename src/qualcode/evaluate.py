@@ -21,6 +21,8 @@ from qualcode.coding import CodingOptions, match_rules
 from qualcode.combine import combine
 from qualcode.errors import InputDataError
 from qualcode.labels import LabelFile, match_units
+from qualcode.llm.policy import with_llm
+from qualcode.llm.run import ask_model
 from qualcode.models import COUNTED_STATUSES, Codebook, Corpus, Segment
 from qualcode.rules import compile_rules, rule_labels
 from qualcode.segment import build_pipeline, segment_documents
@@ -87,6 +89,8 @@ class EvaluationReport:
     representation: str = "ngrams"
     # code -> (threshold, combined alpha there, combined alpha at the run's threshold)
     suggested_thresholds: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    # The methods scored; with a language model also "llm" (the model alone) and "rules + classifier".
+    methods: tuple[str, ...] = METHODS
 
     @property
     def disagreements(self) -> tuple[EvaluatedSegment, ...]:
@@ -159,6 +163,7 @@ def evaluate(
     representation: str = "ngrams",
     embedding_cache=None,
     nlp=None,
+    llm=None,
 ) -> EvaluationReport:
     """Score rules, classifier and their combination against ``gold``, per code and macro-averaged.
 
@@ -167,6 +172,10 @@ def evaluate(
     that the classifier is always scored on groups it was not trained on. ``representation``
     chooses what the classifier reads (``semantic.REPRESENTATIONS``: n-grams, sentence
     embeddings, or both); embeddings are kept in ``embedding_cache`` (default: the user cache).
+    With ``options.llm``, the language model is scored alone (method ``llm``) and ``combined`` is the
+    policy of ``qualcode code --llm`` (``llm.policy``), beside rules and classifier without it; the
+    model learns nothing from the gold, so it is asked once about every segment. ``llm`` is the
+    ``llm.coder.LlmCoder`` to ask (its key, answer cache and progress), as for ``coding.code_corpus``.
     """
     nlp = nlp if nlp is not None else build_pipeline(options.spacy_model)
     segments_all = segment_documents(corpus.documents, unit=options.unit, nlp=nlp,
@@ -185,6 +194,9 @@ def evaluate(
 
     rule_assignments = match_rules(segments, compile_rules(codebook, nlp))
     rules_matrix = _matrix(segments, rule_assignments, code_ids)
+    answers, llm_record = None, {}
+    if options.llm is not None:
+        answers = ask_model(options.llm, llm, codebook, segments_all, segments, llm_record)
 
     evaluated_texts = {segment.text for segment in segments}
     base_all = training_examples(codebook, options)
@@ -212,6 +224,7 @@ def evaluate(
 
     probabilities = np.full(truth.shape, np.nan)
     combined_matrix = np.zeros_like(truth)
+    without_llm_matrix = np.zeros_like(truth)
     machine_assignments = []
     def policy_for(classifier):
         return with_learned_thresholds(policy, classifier, user_set_threshold=user_set_threshold(options))
@@ -229,17 +242,31 @@ def evaluate(
         fold_rules = [assignment for assignment in rule_assignments if assignment.segment_id in test_ids]
         merged = combine(test_segments, fold_rules, fold_probabilities, code_ids, fold_policy,
                          lambda pairs: classifier.explain_rows(features, pairs))
+        without_llm_matrix[test_rows] = _matrix(test_segments, merged, code_ids)
+        if answers is not None:
+            merged = with_llm(test_segments, merged, answers, code_ids, options.llm.model)
         machine_assignments.extend(merged)
         combined_matrix[test_rows] = _matrix(test_segments, merged, code_ids)
 
     classifier_matrix = (np.nan_to_num(probabilities, nan=-1.0) >= thresholds).astype(int)
     matrices = {"rules": rules_matrix, "classifier": classifier_matrix, "combined": combined_matrix}
-    scores = {method: {code_id: binary_scores(truth[:, column], matrix[:, column])
-                       for column, code_id in enumerate(code_ids)} for method, matrix in matrices.items()}
+    methods = METHODS
+    if answers is not None:
+        methods = ("rules", "classifier", "llm", "rules + classifier", "combined")
+        matrices["llm"] = np.array([[int(code_id in applied) for code_id in code_ids]
+                                    for applied in (_applied(answers.get(s.segment_id)) for s in segments)], dtype=int)
+        matrices["rules + classifier"] = without_llm_matrix
+        unusable = sum(1 for s in segments if s.segment_id not in answers or not answers[s.segment_id].usable)
+        notes.append(f"Language model {options.llm.model} at {options.llm.endpoint}: {llm_record['llm answers']}. "
+                     "'llm' scores the model alone (no answer counts as not coded"
+                     + (f": {unusable} segments" if unusable else "") + "); 'combined' is the policy of "
+                     "qualcode code --llm, its judgement first, rules and classifier where it gave none.")
+    scores = {method: {code_id: binary_scores(truth[:, column], matrices[method][:, column])
+                       for column, code_id in enumerate(code_ids)} for method in methods}
     macro = {method: macro_average(list(per_code.values())) for method, per_code in scores.items()}
 
     suggested = _best_thresholds(segments, rule_assignments, probabilities, code_ids, policy, truth,
-                                 {code_id: scores["combined"][code_id].alpha for code_id in code_ids})
+                                 {code_id: scores.get("rules + classifier", scores["combined"])[code_id].alpha for code_id in code_ids})
     curve = (_learning_curve(new_classifier, code_ids, base, segments, truth, split, rule_assignments, policy_for, groups)
              if learning_curve else ())
     evidence = {}
@@ -276,7 +303,15 @@ def evaluate(
         groups=len(set(groups)),
         representation=representation,
         suggested_thresholds=suggested,
+        methods=methods,
     )
+
+
+def _applied(answer) -> set[str]:
+    """The codes a usable answer of the language model says apply."""
+    if answer is None or not answer.usable:
+        return set()
+    return {code_id for code_id, verdict in answer.codes.items() if verdict.applies}
 
 
 def _best_thresholds(segments, rule_assignments, probabilities, code_ids, policy, truth, current_alpha):

@@ -11,7 +11,7 @@ from typing import Literal
 
 DocumentKind = Literal["transcript", "essay", "survey"]
 Unit = Literal["turn", "paragraph", "sentence", "document"]
-Source = Literal["rule", "classifier", "human"]
+Source = Literal["rule", "classifier", "llm", "human"]
 # "downgraded": a rule hit the classifier strongly contradicts; listed with its evidence, not counted as coded.
 Status = Literal["suggested", "accepted", "rejected", "downgraded"]
 COUNTED_STATUSES = frozenset({"suggested", "accepted"})
@@ -139,7 +139,7 @@ class Evidence:
     end_char: int | None = None
 
     def describe(self) -> str:
-        return f'"{self.matched}" ({self.rule})'
+        return f'"{self.matched}" ({self.rule})' if self.matched else self.rule
 
     def __reduce__(self):  # see Segment.__reduce__
         return (Evidence, (self.rule, self.matched, self.start_char, self.end_char))

@@ -519,6 +519,25 @@ class _RuleRef:
     description: str
 
 
+# Rule evidence kept per code and segment; more says nothing new and would not fit a cell.
+MAX_EVIDENCE = 50
+
+
+class _Spans:
+    """Character spans that veto rule hits, asked about overlap in logarithmic time."""
+
+    def __init__(self, spans: list[tuple[int, int]]):
+        spans = sorted(spans)
+        self.starts = [start for start, _ in spans]
+        self.reach = list(itertools.accumulate((end for _, end in spans), max))  # furthest end so far
+
+    def overlaps(self, start: int, end: int) -> bool:
+        import bisect
+
+        last = bisect.bisect_left(self.starts, end) - 1  # the spans that begin before ``end``
+        return last >= 0 and self.reach[last] > start
+
+
 class RuleMatcher:
     """A codebook's rules, compiled once per run for one spaCy pipeline."""
 
@@ -706,13 +725,17 @@ class RuleMatcher:
         for match_id, start, end in (self._exclusions(doc) if len(self._exclusions) else ()):
             ref = self._refs[strings[match_id]]
             vetoes[ref.code_id].append((doc[start].idx, doc[end - 1].idx + len(doc[end - 1])))
-        evidence: dict[str, list[Evidence]] = defaultdict(list)
+        vetoed = {code_id: _Spans(spans) for code_id, spans in vetoes.items()}
+        # Ordered sets, capped: a long segment can repeat a phrase thousands of times, and checking
+        # each hit against a list of the earlier ones took minutes on a million characters.
+        evidence: dict[str, dict[Evidence, None]] = defaultdict(dict)
         for start, end, ref in sorted(hits, key=lambda hit: (hit[0], -hit[1])):
-            if any(start < veto_end and veto_start < end for veto_start, veto_end in vetoes.get(ref.code_id, ())):
+            if ref.code_id in vetoed and vetoed[ref.code_id].overlaps(start, end):
                 continue
-            item = Evidence(ref.description, segment.text[start:end], segment.start_char + start, segment.start_char + end)
-            if item not in evidence[ref.code_id]:
-                evidence[ref.code_id].append(item)
+            found = evidence[ref.code_id]
+            if len(found) < MAX_EVIDENCE:
+                found.setdefault(Evidence(ref.description, segment.text[start:end], segment.start_char + start,
+                                          segment.start_char + end))
         for code_id in self.codebook.code_ids:
             if evidence.get(code_id):
                 yield CodeAssignment(

@@ -25,6 +25,7 @@ from pathlib import Path
 from qualcode import __version__
 from qualcode.codebook import default_codebook_path
 from qualcode.errors import ConfigurationError, InputDataError, InputMissingError, OutputError, StudyDatabaseError
+from qualcode.llm.settings import settings_from_table
 from qualcode.models import Codebook, CodingResult, Corpus, Document, HumanDecision
 from qualcode.reviews import ReviewImport
 
@@ -90,6 +91,17 @@ veto_below = 0.05
 decisive_coder = ""
 # Train on the labelled seed set shipped with the default codebook.
 seed = true
+
+[llm]
+# A language model as a third coder (README: "A language model as a third coder"). Empty: none, and
+# nothing is sent anywhere. For example "llama3.1:8b" with Ollama running on this machine.
+model = ""
+# An OpenAI-compatible endpoint. The API key, if it needs one, goes in the environment variable
+# QUALCODE_LLM_API_KEY, never in this file.
+url = "http://127.0.0.1:11434/v1"
+# Requests in flight at once, and seconds to wait for each answer.
+concurrency = 4
+timeout = 120
 """
 
 
@@ -103,6 +115,7 @@ class StudyConfig:
     veto_below: float
     decisive_coder: str | None
     seed: bool = True
+    llm: dict = dataclasses.field(default_factory=dict)  # [llm]: keyword arguments for llm.LlmSettings
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,7 @@ def _read_config(root: Path) -> StudyConfig:
         veto_below=veto_below,
         decisive_coder=str(coding.get("decisive_coder", "")) or None,
         seed=bool(coding.get("seed", True)),
+        llm=settings_from_table(data.get("llm", {}), str(path)),
     )
 
 

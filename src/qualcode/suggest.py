@@ -1,8 +1,8 @@
 """Active learning: the segments whose review would teach the classifier most.
 
 A segment scores high when the classifier is unsure of a code (probability near 0.5), when rules
-and classifier disagree on it, and when the code has few human labels yet. Segments a human has
-already decided are never suggested again.
+and classifier disagree on it, when a language model (``--llm``) disagrees with them, and when the
+code has few human labels yet. Segments a human has already decided are never suggested again.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def rank_for_review(run: CodingRun, reviews: Sequence[HumanDecision] = (), *, li
     """The ``limit`` best segments to review next, best first (ties broken by segment id, so runs agree)."""
     code_ids = run.result.codebook.code_ids
     human_labels = Counter(decision.code_id for decision in reviews)
-    rule_hits = {(a.segment_id, a.code_id) for a in run.result.assignments if a.source == "rule"}
+    # A rule hit the language model confirmed has source llm; its rule evidence still says so.
+    rule_hits = {(a.segment_id, a.code_id) for a in run.result.assignments
+                 if a.source == "rule" or any(_by_rule(item.rule) for item in a.evidence if a.source == "llm")}
     decided_segments = {segment_id for segment_id, _ in run.human_decided}
     suggestions = []
     for row, segment in enumerate(run.codable):
@@ -47,6 +49,10 @@ def rank_for_review(run: CodingRun, reviews: Sequence[HumanDecision] = (), *, li
                 parts = [f"p={probability:.2f}"]
                 if disagreement:
                     parts.append("rule and classifier disagree")
+                verdict = run.llm_verdicts.get((segment.segment_id, code_id))
+                if verdict is not None and verdict != (rule or probability >= 0.5):
+                    score += 0.5
+                    parts.append("the language model disagrees with " + ("the rule" if rule else "the classifier"))
                 parts.append(f"{human_labels[code_id]} human labels")
                 why = f"{code_id}: " + ", ".join(parts)
             if score > best:
@@ -55,6 +61,10 @@ def rank_for_review(run: CodingRun, reviews: Sequence[HumanDecision] = (), *, li
             suggestions.append(Suggestion(segment.segment_id, round(best, 6), reason))
     suggestions.sort(key=lambda s: (-s.score, s.segment_id))
     return suggestions[:limit]
+
+
+def _by_rule(description: str) -> bool:
+    return not description.startswith(("classifier", "llm"))
 
 
 def restrict_to(result: CodingResult, segment_ids: Sequence[str]) -> CodingResult:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from qualcode.agreement import AgreementReport, Scores, alpha_reading, kappa_reading
-from qualcode.evaluate import METHODS, EvaluationReport
+from qualcode.evaluate import EvaluationReport
 from qualcode.export.atomic import atomic_file
 from qualcode.export.tables import Table
 from qualcode.export.xlsx import write_tables
@@ -50,7 +50,7 @@ def format_evaluation(report: EvaluationReport) -> str:
         lines.append(f"{report.unmatched_gold_rows} gold rows matched no segment and were left out.")
     lines.extend(report.notes)
     header = f"{'code':<22} {'gold':>6} {'machine':>7} {'P':>5} {'R':>5} {'F1':>5} {'kappa':>6} {'alpha':>6}"
-    for method in METHODS:
+    for method in report.methods:
         lines += ["", f"{method}", header]
         lines += [_score_line(code_id, report.scores[method][code_id]) for code_id in report.code_ids]
         lines.append(_score_line("macro average", report.macro[method]))
@@ -102,7 +102,7 @@ def format_representations(reports: list[EvaluationReport]) -> str:
 def evaluation_tables(report: EvaluationReport) -> list[Table]:
     metrics = [(method, code_id, scores.units, _cell(scores.reference_prevalence), _cell(scores.predicted_prevalence),
                 _cell(scores.precision), _cell(scores.recall), _cell(scores.f1), _cell(scores.kappa), _cell(scores.alpha))
-               for method in METHODS
+               for method in report.methods
                for code_id, scores in [*report.scores[method].items(), ("(macro)", report.macro[method])]]
     calibration = [(round(b.low, 1), round(b.high, 1), b.count, _cell(b.mean_confidence), _cell(b.observed))
                    for b in report.calibration]
