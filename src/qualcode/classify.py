@@ -379,7 +379,31 @@ def fit_model(code_ids: Sequence[str], data: TrainingMatrix) -> ClassifierModel:
                            np.array([intercept for _, intercept in scorers]), codes, counts_by_code)
 
 
-class CodeClassifier:
+class ModelClassifier:
+    """What a classifier over a fitted ``ClassifierModel`` offers whatever its features: subclasses
+    set ``model`` in ``fit`` and say how texts become features in ``transform``."""
+
+    model: ClassifierModel | None
+
+    @property
+    def trained_codes(self) -> tuple[str, ...]:
+        return self.model.trained_codes
+
+    @property
+    def training_counts_(self) -> dict[str, tuple[int, int]]:
+        return self.model.training_counts
+
+    def transform(self, texts: Sequence[str]):
+        raise NotImplementedError
+
+    def probabilities(self, features) -> np.ndarray:
+        return self.model.probabilities(features)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self.probabilities(self.transform(texts))
+
+
+class CodeClassifier(ModelClassifier):
     """Multi-label classifier: ``fit(examples)`` then ``predict_proba(texts)`` -> array (texts x codes).
 
     A code without at least two positive and two negative examples has no model; its column is NaN.
@@ -404,22 +428,8 @@ class CodeClassifier:
         self.model = train_model(self.code_ids, examples, self.nlp)
         return self
 
-    @property
-    def trained_codes(self) -> tuple[str, ...]:
-        return self.model.trained_codes
-
-    @property
-    def training_counts_(self) -> dict[str, tuple[int, int]]:
-        return self.model.training_counts
-
     def transform(self, texts: Sequence[str]):
         return self.model.features(ngram_hashes(self.nlp.tokenizer.pipe(list(texts))))
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return self.probabilities(self.transform(texts))
-
-    def probabilities(self, features) -> np.ndarray:
-        return self.model.probabilities(features)
 
     def explain(self, features, row: int, code_id: str, top: int = 4) -> list[tuple[str, float]]:
         return self.model.explain(features, row, code_id, top)

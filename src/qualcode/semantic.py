@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qualcode.classify import CodeClassifier, TrainingExample, TrainingMatrix, fit_model
+from qualcode.classify import CodeClassifier, ModelClassifier, TrainingExample, TrainingMatrix, fit_model
 from qualcode.embeddings import DIMENSIONS, MODEL_NAME, EmbeddingCache, embed_texts, load_encoder
 
 REPRESENTATIONS = ("ngrams", "embeddings", "both")
@@ -136,7 +136,7 @@ def with_learned_thresholds(policy, classifier, *, user_set_threshold: bool = Fa
                   per_code={**learned, **policy.per_code})
 
 
-class EmbeddingClassifier:
+class EmbeddingClassifier(ModelClassifier):
     """Multi-label classifier over sentence embeddings: ``fit(examples)``, then ``predict_proba(texts)``.
 
     ``prior`` is labelled data known only as vectors (``corpus_examples``), learnt beside the examples.
@@ -172,22 +172,8 @@ class EmbeddingClassifier:
                                                     tuple(_excerpt(examples[row].text) for row in rows))
         return self
 
-    @property
-    def trained_codes(self) -> tuple[str, ...]:
-        return self.model.trained_codes
-
-    @property
-    def training_counts_(self) -> dict[str, tuple[int, int]]:
-        return self.model.training_counts
-
     def transform(self, texts: Sequence[str]) -> np.ndarray:
         return self.embed(texts)
-
-    def probabilities(self, features) -> np.ndarray:
-        return self.model.probabilities(features)
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return self.probabilities(self.transform(texts))
 
     def explain_rows(self, features, pairs: Sequence[tuple[int, str]], top: int = 2) -> list[list[tuple[str, float]]]:
         """For each (row, code) pair, the most similar quotable examples of that code: (excerpt, similarity, description)."""
