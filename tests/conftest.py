@@ -9,6 +9,22 @@ SAMPLE = REPO / "corpora" / "sample"
 SHARED = REPO.parent / "shared"
 
 
+def run(*args):
+    """The qualcode command line run in this process, its arguments (paths, numbers) as text."""
+    from click.testing import CliRunner
+
+    from qualcode.cli import cli
+
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+def ok(*args):
+    """``run``, which must succeed."""
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
 @pytest.fixture(scope="session")
 def nlp():
     from qualcode.segment import build_pipeline

@@ -6,14 +6,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from conftest import SAMPLE
+from conftest import SAMPLE, run
 from qualcode.cli import cli
 
 CODE_IDS = ["continuity", "accessibility", "participation", "empathy", "trust", "structural_context"]
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(arg) for arg in args])
 
 
 @pytest.fixture(scope="module")

@@ -2,15 +2,9 @@
 
 import shutil
 
-from click.testing import CliRunner
 
-from conftest import REPO, SAMPLE
-from qualcode.cli import cli
+from conftest import REPO, SAMPLE, run
 from qualcode.export.csvfiles import CSV_FILES
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(arg) for arg in args])
 
 
 def _one_line_error(result, code):

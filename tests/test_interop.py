@@ -6,10 +6,8 @@ import zipfile
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
-from conftest import REPO, SAMPLE, SHARED
-from qualcode.cli import cli
+from conftest import REPO, SAMPLE, SHARED, run
 from qualcode.codebook import dump_codebook, load_codebook, parse_codebook
 from qualcode.errors import InputDataError
 from qualcode.interop.qdc import code_guid, export_qdc, import_qdc
@@ -35,11 +33,6 @@ def _valid(schema_name, data):
     schema = _schema(schema_name)
     ok = schema.validate(etree.fromstring(data))
     return ok, str(schema.error_log)
-
-
-def run(*args):
-    result = CliRunner().invoke(cli, [str(arg) for arg in args])
-    return result
 
 
 @needs_schemas

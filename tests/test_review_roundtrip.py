@@ -4,14 +4,13 @@ researcher would and runs the real commands."""
 import openpyxl
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
+from conftest import ok, run
 from qualcode.codebook import parse_codebook
 from qualcode.coding import CodingOptions, code_corpus
 from qualcode.errors import InputDataError, ReviewWorkProtectedError
 from qualcode.export import streamed_workbook, write_result
 from qualcode.ingest import read_documents
-from qualcode.cli import cli
 from qualcode.reviews import read_review_workbook
 from qualcode.study import Study
 
@@ -35,16 +34,6 @@ TEXT = ("I trust her completely.\n\n"
         "She rang back the same day.\n\n"
         "We went to the park.\n")
 CODES = ("trust", "time")
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(arg) for arg in args])
-
-
-def ok(*args):
-    result = run(*args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture

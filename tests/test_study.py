@@ -12,24 +12,11 @@ import numpy as np
 import openpyxl
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
-from conftest import REPO, SAMPLE
-from qualcode.cli import cli
+from conftest import REPO, SAMPLE, ok, run
 from qualcode.study import Study
 
 CODE_IDS = ["continuity", "accessibility", "participation", "empathy", "trust", "structural_context"]
-
-
-def run(*args):
-    result = CliRunner().invoke(cli, [str(arg) for arg in args])
-    return result
-
-
-def ok(*args):
-    result = run(*args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def _gold():

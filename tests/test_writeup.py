@@ -7,30 +7,17 @@ import re
 import shutil
 import subprocess
 import zipfile
-from collections import Counter, defaultdict
-from pathlib import Path
+from collections import Counter
 
 import openpyxl
 import pytest
-from click.testing import CliRunner
 
-from qualcode.cli import cli
 from qualcode.writeup import analyse, load_coded
 from qualcode.writeup.analysis import group_test, trim_quote
 
-from conftest import SAMPLE
+from conftest import SAMPLE, ok, run
 
 CODES = ("continuity", "accessibility", "participation", "empathy", "trust", "structural_context")
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(arg) for arg in args])
-
-
-def ok(*args):
-    result = run(*args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture(scope="module")
