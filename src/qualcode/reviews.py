@@ -136,6 +136,11 @@ def _says(applies: bool) -> str:
     return "applies to" if applies else "does not apply to"
 
 
+def added_by_a_person(source: str, status: str) -> bool:
+    """Whether a Codings row (its lower-cased source and status) was added by a researcher, not written by qualcode."""
+    return source in ("", "human") and status in ("", "human")
+
+
 def read_review_workbook(path: str | os.PathLike[str], *, coder: str, code_ids: Sequence[str],
                          decided_at: str | None = None) -> ReviewImport:
     """Every human decision in a reviewed workbook. Raises ``InputDataError`` naming sheet, row and column.
@@ -193,7 +198,7 @@ def read_review_workbook(path: str | os.PathLike[str], *, coder: str, code_ids: 
             segment_id, code_id = values["segment_id"].strip(), values["code"].strip()
             decision = values.get("decision", "").strip().lower()
             source, status = values.get("source", "").strip().lower(), values.get("status", "").strip().lower()
-            is_added = source in ("", "human") and status in ("", "human")
+            is_added = added_by_a_person(source, status)
             if not decision and not is_added:
                 continue
             if segment_id not in segments:

@@ -113,7 +113,7 @@ def _int(value: str, path: Path, place: str, column: str) -> int:
 
 def _from_workbook(path: Path, reviewed_only: bool) -> CodedData:
     from qualcode.ingest.tables import read_table, xlsx_sheet_names
-    from qualcode.reviews import read_review_workbook, review_sheets
+    from qualcode.reviews import added_by_a_person, read_review_workbook, review_sheets
 
     segments_sheet, codings_sheet = review_sheets(path)
     sheets = xlsx_sheet_names(path)
@@ -184,7 +184,7 @@ def _from_workbook(path: Path, reviewed_only: bool) -> CodedData:
         segment_id, code_id = values["segment_id"].strip(), values["code"].strip()
         source, status = values.get("source", "").strip().lower(), values.get("status", "").strip().lower()
         review_work = review_work or bool(values.get("decision", "").strip())
-        if not segment_id or source in ("", "human") and status in ("", "human"):
+        if not segment_id or added_by_a_person(source, status):
             review_work = review_work or bool(segment_id)
             continue  # an added row is a decision: read_review_workbook takes it below
         if segment_id not in seen:
