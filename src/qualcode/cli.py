@@ -33,6 +33,7 @@ from qualcode.llm.settings import API_KEY_VARIABLE, DEFAULT_CONCURRENCY, DEFAULT
 from qualcode.models import COUNTED_STATUSES, UNITS
 from qualcode.reviews import read_review_workbook
 from qualcode.segment import DEFAULT_PIPELINE, build_pipeline
+from qualcode.semantic import DEFAULT_REPRESENTATION, REPRESENTATIONS
 from qualcode.study import Study, find_study
 from qualcode.training import start_classifier, training_process
 
@@ -206,7 +207,7 @@ def _modified_at(path: Path) -> str | None:
 
 def _coding_options(unit, kind, text_column, id_column, sheet, code_interviewer, interviewer_labels, spacy_model,
                     no_seed, weak_labels, thresholds, veto_below, codebook_path, classifier=True, jobs=1, dask=None,
-                    model_cache=True, representation="ngrams", llm=None, **extra) -> CodingOptions:
+                    model_cache=True, representation=DEFAULT_REPRESENTATION, llm=None, **extra) -> CodingOptions:
     suggest_at, per_code = _parse_thresholds(thresholds)
     veto_below = DEFAULT_VETO_BELOW if veto_below is None else veto_below
     return CodingOptions(unit=unit, code_interviewer=code_interviewer, interviewer_labels=tuple(interviewer_labels),
@@ -335,7 +336,7 @@ def _garbage_collected_less():
 @click.option("--train", "train_paths", multiple=True, type=click.Path(path_type=Path), metavar="LABELS",
               help="Human labels to train the classifier on: a gold CSV or a reviewed workbook. Repeatable.")
 @click.option("--no-classifier", is_flag=True, help="Rules only: no classifier suggestions.")
-@click.option("--representation", type=click.Choice(["ngrams", "embeddings", "both"]), default="ngrams",
+@click.option("--representation", type=click.Choice(REPRESENTATIONS), default=DEFAULT_REPRESENTATION,
               show_default=True,
               help="What the classifier reads: words and word pairs, sentence embeddings (all-MiniLM-L6-v2; "
                    "about 7,000 words a second on two cores; needs the model, see README), or both.")
@@ -465,7 +466,7 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
 @click.option("--group-by", default="document", show_default=True, metavar="document|folder|ATTRIBUTE",
               help="What a fold keeps together: each document, each folder of documents (a participant, a "
                    "source), or the documents sharing a value of an attribute such as a survey column.")
-@click.option("--representation", type=click.Choice(["ngrams", "embeddings", "both", "all"]), default="ngrams",
+@click.option("--representation", type=click.Choice([*REPRESENTATIONS, "all"]), default=DEFAULT_REPRESENTATION,
               show_default=True,
               help="What the classifier reads: words and word pairs, sentence embeddings (needs the model: see "
                    "README), both, or all three one after the other, compared.")
@@ -501,7 +502,7 @@ def evaluate(paths, codebook_path, gold_path, folds, group_by, representation, m
         nlp = build_pipeline(options.spacy_model)
         progress = _ProgressBars(enabled=not quiet and sys.stderr.isatty())
         llm_coder = _llm_coder(llm, None, progress)
-        chosen = ("ngrams", "embeddings", "both") if representation == "all" else (representation,)
+        chosen = REPRESENTATIONS if representation == "all" else (representation,)
         try:
             reports = [run_evaluation(corpus, codebook, gold, options=options, folds=folds, group_by=group_by,
                                       representation=each, min_rule_precision=min_rule_precision,

@@ -28,7 +28,7 @@ from qualcode.parallel import chunk_results, resolve_jobs
 from qualcode.reviews import apply_reviews, rereview_assignments, resolve_reviews, reviewed_examples
 from qualcode.rules import RuleMatcher
 from qualcode.segment import DEFAULT_PIPELINE, build_pipeline
-from qualcode.semantic import code_semantically
+from qualcode.semantic import DEFAULT_REPRESENTATION, code_semantically
 from qualcode.training import PendingClassifier, classifier_model, start_classifier, training_examples
 
 # progress(stage, advance, total): ``advance`` more items of ``total`` are done in ``stage``.
@@ -56,7 +56,7 @@ class CodingOptions:
     jobs: int = 1
     dask: str | None = None
     model_cache: bool = True
-    representation: str = "ngrams"
+    representation: str = DEFAULT_REPRESENTATION
     llm: LlmSettings | None = None  # a language model as a third coder (qualcode.llm); None: nothing is sent
     extra: dict[str, object] = field(default_factory=dict)
 

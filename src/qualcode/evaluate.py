@@ -26,7 +26,8 @@ from qualcode.llm.run import ask_model
 from qualcode.models import COUNTED_STATUSES, Codebook, Corpus, Segment
 from qualcode.rules import compile_rules, rule_labels
 from qualcode.segment import build_pipeline, segment_documents
-from qualcode.semantic import corpus_examples, default_embedding_cache, user_set_threshold, with_learned_thresholds
+from qualcode.semantic import (DEFAULT_REPRESENTATION, corpus_examples, default_embedding_cache, user_set_threshold,
+                               with_learned_thresholds)
 from qualcode.semantic import new_classifier as make_classifier
 from qualcode.training import training_examples
 
@@ -86,7 +87,7 @@ class EvaluationReport:
     notes: tuple[str, ...] = field(default_factory=tuple)
     group_by: str = "document"
     groups: int = 0
-    representation: str = "ngrams"
+    representation: str = DEFAULT_REPRESENTATION
     # code -> (threshold, combined alpha there, combined alpha at the run's threshold)
     suggested_thresholds: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     # The methods scored; with a language model also "llm" (the model alone) and "rules + classifier".
@@ -160,7 +161,7 @@ def evaluate(
     min_rule_precision: float = 0.5,
     learning_curve: bool = True,
     group_by: str = "document",
-    representation: str = "ngrams",
+    representation: str = DEFAULT_REPRESENTATION,
     embedding_cache=None,
     nlp=None,
     llm=None,

@@ -19,6 +19,8 @@ from qualcode.classify import CodeClassifier, ModelClassifier, TrainingExample, 
 from qualcode.embeddings import DIMENSIONS, MODEL_NAME, EmbeddingCache, embed_texts, load_encoder
 
 REPRESENTATIONS = ("ngrams", "embeddings", "both")
+# What the classifier reads when a run does not say: one place, chosen from measured agreement.
+DEFAULT_REPRESENTATION = "ngrams"
 # Examples whose text may be shown as evidence: the codebook's and a researcher's own. Labels
 # learnt from third-party text ship as vectors only and are never quoted.
 _QUOTABLE = frozenset({"example", "seed", "human"})
