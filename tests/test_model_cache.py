@@ -68,7 +68,9 @@ def test_a_rerun_loads_the_model_and_writes_the_same_workbook(tmp_path, monkeypa
     runner = CliRunner()
     outputs = []
     for name, extra in (("first.xlsx", []), ("second.xlsx", []), ("uncached.xlsx", ["--no-model-cache"])):
-        result = runner.invoke(cli, ["code", str(SAMPLE), "-o", str(tmp_path / name), *extra])
+        # The model cache keeps n-gram models; embeddings have their own cache (test_embeddings).
+        result = runner.invoke(cli, ["code", str(SAMPLE), "-o", str(tmp_path / name), "--representation", "ngrams",
+                                     *extra])
         assert result.exit_code == 0, result.output
         outputs.append(tmp_path / name)
     runs = [_run_sheet(path) for path in outputs]

@@ -22,7 +22,7 @@ def sample():
 @pytest.fixture(scope="module")
 def one_process(sample, nlp):
     corpus, codebook = sample
-    return _fingerprint(code_corpus(corpus, codebook, CodingOptions(jobs=1), nlp=nlp))
+    return _fingerprint(code_corpus(corpus, codebook, CodingOptions(jobs=1, representation="ngrams"), nlp=nlp))
 
 
 def test_chunks_keep_whole_documents_in_order(sample):
@@ -43,7 +43,7 @@ def test_all_cores_give_the_same_output(sample, one_process, monkeypatch, nlp):
     corpus, codebook = sample
     monkeypatch.setattr(parallel, "WORDS_PER_CHUNK", 3000)
     assert len(parallel.chunk_documents(corpus.documents)) > 2
-    assert _fingerprint(code_corpus(corpus, codebook, CodingOptions(jobs=2), nlp=nlp)) == one_process
+    assert _fingerprint(code_corpus(corpus, codebook, CodingOptions(jobs=2, representation="ngrams"), nlp=nlp)) == one_process
 
 
 def test_automatic_jobs_use_one_process_for_small_corpora(sample):
@@ -58,7 +58,7 @@ def test_a_dask_cluster_gives_the_same_output(sample, one_process, monkeypatch, 
     monkeypatch.setattr(parallel, "WORDS_PER_CHUNK", 5000)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   host="127.0.0.1") as cluster:
-        result = code_corpus(corpus, codebook, CodingOptions(dask=cluster.scheduler_address), nlp=nlp)
+        result = code_corpus(corpus, codebook, CodingOptions(dask=cluster.scheduler_address, representation="ngrams"), nlp=nlp)
     assert _fingerprint(result) == one_process
 
 
@@ -82,7 +82,7 @@ def test_chunks_reach_the_caller_in_document_order_from_all_cores(sample, one_pr
         streamed_segments.extend(segments)
         streamed_assignments.extend(assignments)
 
-    result = code_corpus(corpus, codebook, CodingOptions(jobs=2), nlp=nlp, on_chunk=receive)
+    result = code_corpus(corpus, codebook, CodingOptions(jobs=2, representation="ngrams"), nlp=nlp, on_chunk=receive)
     assert _fingerprint(result) == one_process
     assert len(calls) == len(parallel.chunk_documents(corpus.documents)) > 2
     assert len(streamed_segments) == len(result.segments) and len(streamed_assignments) == len(result.assignments)

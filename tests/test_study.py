@@ -237,8 +237,10 @@ def test_a_killed_run_leaves_the_study_as_it_was(tmp_path):
     ok("code", SAMPLE / "essays", "-o", tmp_path / "first.xlsx", "--study", study, "-q")
     before = _counts(study)
     output = tmp_path / "killed.xlsx"
+    # N-grams: the run's worker processes last until it writes, so the kill lands while they work.
     process = subprocess.Popen([sys.executable, "-m", "qualcode", "code", str(big), "-o", str(output), "--study",
-                                str(study), "-q", "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                str(study), "-q", "--jobs", "2", "--representation", "ngrams"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers = _wait_for_workers(process.pid)
     assert workers, "the run started no worker processes"
     process.kill()

@@ -33,7 +33,7 @@ from qualcode.llm.settings import API_KEY_VARIABLE, DEFAULT_CONCURRENCY, DEFAULT
 from qualcode.models import COUNTED_STATUSES, UNITS
 from qualcode.reviews import read_review_workbook
 from qualcode.segment import DEFAULT_PIPELINE, build_pipeline
-from qualcode.semantic import DEFAULT_REPRESENTATION, REPRESENTATIONS
+from qualcode.semantic import DEFAULT_REPRESENTATION, REPRESENTATIONS, default_representation
 from qualcode.study import Study, find_study
 from qualcode.training import start_classifier, training_process
 
@@ -219,6 +219,16 @@ def _coding_options(unit, kind, text_column, id_column, sheet, code_interviewer,
                                 "codebook": str(codebook_path or default_codebook_path()), **extra})
 
 
+def _representation(requested: str | None, quiet: bool) -> str:
+    """The representation asked for, else the default, saying why when the default cannot be had."""
+    if requested is not None:
+        return requested
+    chosen, why_not_default = default_representation()
+    if why_not_default and not quiet:
+        click.echo(f"Warning: {why_not_default}", err=True)
+    return chosen
+
+
 def _llm_options(function):
     """--llm and its settings; shared by code, evaluate and suggest."""
     options = [
@@ -336,10 +346,10 @@ def _garbage_collected_less():
 @click.option("--train", "train_paths", multiple=True, type=click.Path(path_type=Path), metavar="LABELS",
               help="Human labels to train the classifier on: a gold CSV or a reviewed workbook. Repeatable.")
 @click.option("--no-classifier", is_flag=True, help="Rules only: no classifier suggestions.")
-@click.option("--representation", type=click.Choice(REPRESENTATIONS), default=DEFAULT_REPRESENTATION,
-              show_default=True,
+@click.option("--representation", type=click.Choice(REPRESENTATIONS), default=None,
               help="What the classifier reads: words and word pairs, sentence embeddings (all-MiniLM-L6-v2; "
-                   "about 7,000 words a second on two cores; needs the model, see README), or both.")
+                   "about 7,000 words a second on two cores; needs the model, see README), or both. "
+                   f"Default: {DEFAULT_REPRESENTATION} when the model is installed, else ngrams.")
 @click.option("--no-model-cache", is_flag=True,
               help="Train the classifier even if a model trained on the same data is in the model cache "
                    "($QUALCODE_CACHE_DIR, else ~/.cache/qualcode).")
@@ -377,6 +387,7 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
             corpus_options["thresholds"] = (str(study.config.suggest_at),)
         corpus_options["no_seed"] = corpus_options["no_seed"] or not study.config.seed
     llm = _llm_settings(llm_model, llm_url, llm_concurrency, llm_timeout, no_llm, llm_dry_run, study)
+    representation = _representation(representation, quiet or no_classifier)
     stored = study.decisions() if study is not None else []
     # Fitting the classifier needs scikit-learn imported, about a second: a process gets that done
     # while this one reads the codebook, builds the pipeline and tokenizes the training examples,
@@ -466,10 +477,10 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
 @click.option("--group-by", default="document", show_default=True, metavar="document|folder|ATTRIBUTE",
               help="What a fold keeps together: each document, each folder of documents (a participant, a "
                    "source), or the documents sharing a value of an attribute such as a survey column.")
-@click.option("--representation", type=click.Choice([*REPRESENTATIONS, "all"]), default=DEFAULT_REPRESENTATION,
-              show_default=True,
+@click.option("--representation", type=click.Choice([*REPRESENTATIONS, "all"]), default=None,
               help="What the classifier reads: words and word pairs, sentence embeddings (needs the model: see "
-                   "README), both, or all three one after the other, compared.")
+                   "README), both, or all three one after the other, compared. "
+                   f"Default: {DEFAULT_REPRESENTATION} when the model is installed, else ngrams.")
 @click.option("--min-rule-precision", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Flag rules whose precision against the gold is below this.")
 @click.option("--no-learning-curve", is_flag=True, help="Skip the learning curve (faster).")
@@ -491,6 +502,7 @@ def evaluate(paths, codebook_path, gold_path, folds, group_by, representation, m
         check_output_path(output, [*paths, gold_path])
     codebook = load_codebook(codebook_path)
     llm = _llm_settings(llm_model, llm_url, llm_concurrency, llm_timeout, no_llm, llm_dry_run)
+    representation = _representation(representation, quiet)
     options = _coding_options(codebook_path=codebook_path, llm=llm, **corpus_options)
     with _logging_to_stderr(quiet, False):
         corpus = read_documents(paths, kind=corpus_options["kind"], text_column=corpus_options["text_column"],
