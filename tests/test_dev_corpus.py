@@ -99,9 +99,63 @@ def test_the_index_is_whole_and_holds_no_text():
     assert len(units) >= 600 and len({row["source_id"] for row in units}) >= 40
     assert all(row["source_id"] in sources for row in units)
     assert all(re.fullmatch(r"[0-9a-f]{40}", row["sha1"]) for row in units)
-    assert {row["split"] for row in sources.values()} == {"dev", "test"}
-    test_share = sum(row["split"] == "test" for row in sources.values()) / len(sources)
+    assert {row["split"] for row in sources.values()} == {"dev", "test", "test2"}
+    # The first split: a quarter of the original sources set aside as test before anything was tuned.
+    original = [row for row in sources.values() if row["split"] in ("dev", "test")]
+    test_share = sum(row["split"] == "test" for row in original) / len(original)
     assert 0.2 <= test_share <= 0.3
+
+
+def test_the_second_test_split_is_new_sources_whose_units_come_after_the_others():
+    sources = {row["source_id"]: row for row in _rows("sources.csv")}
+    units = _rows("units.csv")
+    test2 = {source_id for source_id, row in sources.items() if row["split"] == "test2"}
+    assert len(test2) >= 40
+    in_test2 = [row["split"] == "test2" for row in (sources[unit["source_id"]] for unit in units)]
+    first = in_test2.index(True)
+    assert all(in_test2[first:]) and not any(in_test2[:first])  # appended after every dev and test unit
+    assert sum(in_test2) >= 150 and {unit["source_id"] for unit in units[first:]} == test2
+
+    def address(url):
+        return re.sub(r"^https?://(www\.)?", "", url.strip()).split("?")[0].rstrip("/").lower()
+
+    earlier = {address(row["url"]) for row in sources.values() if row["split"] != "test2"}
+    new = {address(sources[source_id]["url"]) for source_id in test2}
+    assert len(new) == len(test2) and not earlier & new  # new pages, each once
+
+
+# Written for this test: a second page, of a source added after the first was cut.
+NEW_PAGE = """Blog | Contact
+
+Our review meeting
+
+The review was held at school because my daughter wanted it there. Her social worker had read the plan and asked her first what she thought, before any of the adults spoke.
+We left with three things to do and a date for the next visit written in her diary.
+
+Comments are closed."""
+
+
+def test_cut_new_appends_the_units_of_new_sources_and_leaves_the_rows_already_there(rebuild, tmp_path):
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    (pages / "S1.txt").write_text(PAGE, encoding="utf-8")
+    (pages / "S2.txt").write_text(NEW_PAGE, encoding="utf-8")
+    index = tmp_path / "units.csv"
+    old_sources = [{"source_id": "S1", "url": "http://127.0.0.1/one", "split": "dev"}]
+    rebuild.write_units(rebuild.cut_corpus(old_sources, pages), index)
+    before = index.read_bytes()
+    sources = old_sources + [{"source_id": "S2", "url": "http://127.0.0.1/two", "split": "test2"}]
+    new = rebuild.cut_new(sources, pages, rebuild.read_units(index))
+    rebuild.append_units(new, index)
+    assert [(unit.unit_id, unit.source_id) for unit in new] == [("U0003", "S2")]
+    assert index.read_bytes().startswith(before)
+    units = rebuild.read_units(index)
+    assert [unit.unit_id for unit in units] == ["U0001", "U0002", "U0003"]
+    assert rebuild.cut_new(sources, pages, units) == []  # nothing left to cut
+    written, missing = rebuild.rebuild(units, sources, pages, tmp_path / "texts")
+    assert (written, missing) == (3, [])
+    text = (tmp_path / "texts" / "test2" / "S2" / "U0003.txt").read_text(encoding="utf-8")
+    assert text.startswith("The review was held at school") and text.endswith("in her diary.\n")
 
 
 def test_no_held_out_page_is_in_the_corpus():

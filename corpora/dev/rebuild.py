@@ -11,11 +11,13 @@ rebuilt on your machine from the pages themselves:
 Each unit is found by its hash, not its position: the page's text is split into paragraphs, and
 every run of as many consecutive paragraphs as the unit has is hashed until one matches. A page
 that has changed since it was read loses only the units whose words changed. Units are written
-to ``texts/dev/`` and ``texts/test/`` as ``<source id>/<unit id>.txt``, one document each, for
-``qualcode code --unit document`` and ``qualcode evaluate --gold gold.csv --group-by folder``.
+to ``texts/<split>/`` (``dev``, ``test``, ``test2``) as ``<source id>/<unit id>.txt``, one document
+each, for ``qualcode code --unit document`` and ``qualcode evaluate --gold gold.csv --group-by folder``.
 
 ``--cut`` (used once, when the corpus was made) writes ``units.csv`` from the saved pages; see
-``cut_units`` for the rule.
+``cut_units`` for the rule. ``--cut-new`` cuts only the sources of ``sources.csv`` that have no unit
+yet, by the same rule, and appends their units to ``units.csv``, numbered after the last one; the
+rows already there are left as they are (how the ``test2`` split was added).
 """
 
 from __future__ import annotations
@@ -182,15 +184,30 @@ def write_units(units: list[Unit], path: Path) -> None:
                          for u in units)
 
 
-def cut_corpus(sources: list[dict[str, str]], pages: Path) -> list[Unit]:
+def cut_corpus(sources: list[dict[str, str]], pages: Path, *, first_number: int = 1) -> list[Unit]:
+    """The units of these sources' saved pages, in order, numbered from ``U<first_number>``."""
     units = []
     for source in sources:
         page = (pages / f"{source['source_id']}.txt").read_text(encoding="utf-8")
         for first, paragraphs in cut_units(source["source_id"], page):
             text = unit_text(paragraphs)
-            units.append(Unit(f"U{len(units) + 1:04d}", source["source_id"], first, len(paragraphs),
+            units.append(Unit(f"U{first_number + len(units):04d}", source["source_id"], first, len(paragraphs),
                               len(text.split()), len(text), sha1(text)))
     return units
+
+
+def cut_new(sources: list[dict[str, str]], pages: Path, units: list[Unit]) -> list[Unit]:
+    """The units of the sources that have none in ``units`` yet, numbered after the last of ``units``."""
+    cut = {unit.source_id for unit in units}
+    last = max((int(unit.unit_id[1:]) for unit in units), default=0)
+    return cut_corpus([source for source in sources if source["source_id"] not in cut], pages, first_number=last + 1)
+
+
+def append_units(units: list[Unit], path: Path) -> None:
+    """Add rows to an existing ``units.csv`` without rewriting the rows already in it."""
+    with path.open("a", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(
+            (u.unit_id, u.source_id, u.first_paragraph, u.paragraphs, u.words, u.chars, u.sha1) for u in units)
 
 
 def rebuild(units: list[Unit], sources: list[dict[str, str]], pages: Path, out: Path, *,
@@ -250,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "texts", help="where the unit texts go")
     parser.add_argument("--fetch", action="store_true", help="fetch each source URL instead of reading --pages")
     parser.add_argument("--cut", action="store_true", help="(re)make units.csv from the pages")
+    parser.add_argument("--cut-new", action="store_true",
+                        help="cut only the sources that have no units yet and append their units to units.csv")
     parser.add_argument("--vectors", type=Path, metavar="NPZ",
                         help="write the development split's sentence embeddings and gold labels (numbers, no text) "
                              "to NPZ, for qualcode's default model; needs qualcode and its model installed")
@@ -261,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(units)} units from {len(sources)} sources -> {HERE / 'units.csv'}")
         return 0
     units = read_units(HERE / "units.csv")
+    if args.cut_new:
+        new = cut_new(sources, args.pages, units)
+        append_units(new, HERE / "units.csv")
+        span = f" ({new[0].unit_id}-{new[-1].unit_id})" if new else ""
+        print(f"{len(new)} new units{span} from {len({u.source_id for u in new})} new sources -> {HERE / 'units.csv'}")
+        return 0
     if args.vectors:
         count = write_vectors(units, sources, args.out, args.vectors)
         print(f"{count} development units' vectors and labels -> {args.vectors}")
