@@ -240,8 +240,13 @@ def rebuild(units: list[Unit], sources: list[dict[str, str]], pages: Path, out: 
     return written, missing
 
 
+# What qualcode's default model learns from: the dev split, and the first test split since it was
+# scored once (2026-12-02) and spent. test2 is held out and never learnt from.
+TRAINING_SPLITS = ("dev", "test")
+
+
 def write_vectors(units: list[Unit], sources: list[dict[str, str]], texts: Path, target: Path) -> int:
-    """The dev split's embeddings (float16), gold labels and text hashes: what the default model may learn, as numbers."""
+    """The training splits' embeddings (float16), gold labels and text hashes: what the default model learns, as numbers."""
     import numpy as np
 
     from qualcode.embeddings import load_encoder
@@ -249,9 +254,9 @@ def write_vectors(units: list[Unit], sources: list[dict[str, str]], texts: Path,
     split = {source["source_id"]: source.get("split", "dev") for source in sources}
     gold = {row["segment_id"]: row for row in read_csv(HERE / "gold.csv")}
     code_ids = [name for name in read_csv(HERE / "gold.csv")[0] if name != "segment_id"]
-    chosen = [unit for unit in units if split[unit.source_id] == "dev"]
-    unit_texts = [(texts / "dev" / unit.source_id / f"{unit.unit_id}.txt").read_text(encoding="utf-8").removesuffix("\n")
-                  for unit in chosen]
+    chosen = [unit for unit in units if split[unit.source_id] in TRAINING_SPLITS]
+    unit_texts = [(texts / split[unit.source_id] / unit.source_id / f"{unit.unit_id}.txt").read_text(
+        encoding="utf-8").removesuffix("\n") for unit in chosen]
     if any(sha1(text) != unit.sha1 for text, unit in zip(unit_texts, chosen)):
         raise SystemExit("the rebuilt texts do not match units.csv; run rebuild.py first")
     vectors = load_encoder().encode(unit_texts)
@@ -270,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cut-new", action="store_true",
                         help="cut only the sources that have no units yet and append their units to units.csv")
     parser.add_argument("--vectors", type=Path, metavar="NPZ",
-                        help="write the development split's sentence embeddings and gold labels (numbers, no text) "
+                        help="write the training splits' sentence embeddings and gold labels (numbers, no text) "
                              "to NPZ, for qualcode's default model; needs qualcode and its model installed")
     args = parser.parse_args(argv)
     sources = read_csv(HERE / "sources.csv")
@@ -288,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.vectors:
         count = write_vectors(units, sources, args.out, args.vectors)
-        print(f"{count} development units' vectors and labels -> {args.vectors}")
+        print(f"{count} units' vectors and labels ({', '.join(TRAINING_SPLITS)} splits) -> {args.vectors}")
         return 0
     written, missing = rebuild(units, sources, args.pages, args.out, fetch=args.fetch)
     print(f"{written} of {len(units)} units rebuilt -> {args.out}")
