@@ -26,8 +26,7 @@ from qualcode.llm.run import ask_model
 from qualcode.models import COUNTED_STATUSES, Codebook, Corpus, Segment
 from qualcode.rules import compile_rules, rule_labels
 from qualcode.segment import build_pipeline, segment_documents
-from qualcode.semantic import (DEFAULT_REPRESENTATION, corpus_examples, default_embedding_cache, user_set_threshold,
-                               with_learned_thresholds)
+from qualcode.semantic import DEFAULT_REPRESENTATION, corpus_examples, default_embedding_cache
 from qualcode.semantic import new_classifier as make_classifier
 from qualcode.training import training_examples
 
@@ -227,21 +226,15 @@ def evaluate(
     combined_matrix = np.zeros_like(truth)
     without_llm_matrix = np.zeros_like(truth)
     machine_assignments = []
-    def policy_for(classifier):
-        return with_learned_thresholds(policy, classifier, user_set_threshold=user_set_threshold(options))
-
-    thresholds = np.zeros(truth.shape)
     for train_rows, test_rows in split:
         classifier = _train(new_classifier, code_ids, base, segments, truth, train_rows, groups)
-        fold_policy = policy_for(classifier)
-        thresholds[test_rows] = [fold_policy.threshold(code_id) for code_id in code_ids]
         test_segments = [segments[row] for row in test_rows]
         features = classifier.transform([segment.text for segment in test_segments])
         fold_probabilities = classifier.probabilities(features)
         probabilities[test_rows] = fold_probabilities
         test_ids = {segment.segment_id for segment in test_segments}
         fold_rules = [assignment for assignment in rule_assignments if assignment.segment_id in test_ids]
-        merged = combine(test_segments, fold_rules, fold_probabilities, code_ids, fold_policy,
+        merged = combine(test_segments, fold_rules, fold_probabilities, code_ids, policy,
                          lambda pairs: classifier.explain_rows(features, pairs))
         without_llm_matrix[test_rows] = _matrix(test_segments, merged, code_ids)
         if answers is not None:
@@ -249,6 +242,7 @@ def evaluate(
         machine_assignments.extend(merged)
         combined_matrix[test_rows] = _matrix(test_segments, merged, code_ids)
 
+    thresholds = np.array([policy.threshold(code_id) for code_id in code_ids])
     classifier_matrix = (np.nan_to_num(probabilities, nan=-1.0) >= thresholds).astype(int)
     matrices = {"rules": rules_matrix, "classifier": classifier_matrix, "combined": combined_matrix}
     methods = METHODS
@@ -268,7 +262,7 @@ def evaluate(
 
     suggested = _best_thresholds(segments, rule_assignments, probabilities, code_ids, policy, truth,
                                  {code_id: scores.get("rules + classifier", scores["combined"])[code_id].alpha for code_id in code_ids})
-    curve = (_learning_curve(new_classifier, code_ids, base, segments, truth, split, rule_assignments, policy_for, groups)
+    curve = (_learning_curve(new_classifier, code_ids, base, segments, truth, split, rule_assignments, policy, groups)
              if learning_curve else ())
     evidence = {}
     for assignment in machine_assignments:
@@ -342,7 +336,7 @@ def _best_thresholds(segments, rule_assignments, probabilities, code_ids, policy
     return best
 
 
-def _learning_curve(new_classifier, code_ids, base, segments, truth, split, rule_assignments, policy_for, groups):
+def _learning_curve(new_classifier, code_ids, base, segments, truth, split, rule_assignments, policy, groups):
     """Combined macro F1 after training on a growing share of each fold's training documents."""
     rng = np.random.default_rng(0)
     by_segment: dict[str, list] = {}
@@ -361,7 +355,7 @@ def _learning_curve(new_classifier, code_ids, base, segments, truth, split, rule
             test_segments = [segments[row] for row in test_rows]
             fold_rules = [a for s in test_segments for a in by_segment.get(s.segment_id, [])]
             merged = combine(test_segments, fold_rules, classifier.predict_proba([s.text for s in test_segments]),
-                             code_ids, policy_for(classifier))
+                             code_ids, policy)
             predicted[test_rows] = _matrix(test_segments, merged, code_ids)
         f1 = macro_average([binary_scores(truth[:, c], predicted[:, c]) for c in range(len(code_ids))]).f1
         curve.append((fraction, round(documents_used / len(split)), f1))
