@@ -152,6 +152,9 @@ def test_an_embedding_suggestion_names_the_coded_example_it_resembles():
     assert explained[0][0] == "She stuck by me through everything."
     assert 0.3 < explained[0][1] <= 1 and explained[0][2].startswith("classifier: like this coded example (similarity")
     assert all("Private note" not in text for text, _, _ in explained)
+    # A passage that is itself a coded example is not its own evidence.
+    (own,) = classifier.explain_rows(classifier.transform(["She stuck by me through everything."]), [(0, "continuity")])
+    assert [text for text, _, _ in own] == ["He was there for me for years, whatever happened."]
 
 
 def test_the_shipped_corpus_vectors_are_the_training_splits_gold_as_numbers():

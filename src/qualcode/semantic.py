@@ -28,6 +28,7 @@ DEFAULT_REPRESENTATION = "embeddings"
 # learnt from third-party text ship as vectors only and are never quoted.
 _QUOTABLE = frozenset({"example", "seed", "human"})
 EVIDENCE_CHARS = 80
+SAME_TEXT_SIMILARITY = 0.995  # float16 vectors of one text agree to about 1e-3
 
 
 def default_representation(package: str | None = None) -> tuple[str, str | None]:
@@ -137,7 +138,10 @@ class EmbeddingClassifier(ModelClassifier):
                 explained.append([])
                 continue
             similarity = neighbours.vectors @ np.asarray(features[row], dtype=np.float32)
-            best = np.argsort(-similarity, kind="stable")[:top]
+            # A passage that is itself a labelled example (a seed text, a reviewed segment) would cite
+            # itself at similarity 1.00: evidence of nothing.
+            similarity[similarity >= SAME_TEXT_SIMILARITY] = -np.inf
+            best = [index for index in np.argsort(-similarity, kind="stable")[:top] if np.isfinite(similarity[index])]
             explained.append([(neighbours.excerpts[index], float(similarity[index]),
                                f"classifier: like this coded example (similarity {similarity[index]:.2f})")
                               for index in best])
