@@ -99,7 +99,7 @@ def test_the_index_is_whole_and_holds_no_text():
     assert len(units) >= 600 and len({row["source_id"] for row in units}) >= 40
     assert all(row["source_id"] in sources for row in units)
     assert all(re.fullmatch(r"[0-9a-f]{40}", row["sha1"]) for row in units)
-    assert {row["split"] for row in sources.values()} == {"dev", "test", "test2"}
+    assert {row["split"] for row in sources.values()} == {"dev", "test", "test2", "test3"}
     # The first split: a quarter of the original sources set aside as test before anything was tuned.
     original = [row for row in sources.values() if row["split"] in ("dev", "test")]
     test_share = sum(row["split"] == "test" for row in original) / len(original)
@@ -113,8 +113,11 @@ def test_the_second_test_split_is_new_sources_whose_units_come_after_the_others(
     assert len(test2) >= 40
     in_test2 = [row["split"] == "test2" for row in (sources[unit["source_id"]] for unit in units)]
     first = in_test2.index(True)
-    assert all(in_test2[first:]) and not any(in_test2[:first])  # appended after every dev and test unit
-    assert sum(in_test2) >= 150 and {unit["source_id"] for unit in units[first:]} == test2
+    last = len(in_test2) - in_test2[::-1].index(True)
+    assert all(in_test2[first:last]) and not any(in_test2[:first])  # appended after every dev and test unit
+    later = [sources[unit["source_id"]]["split"] for unit in units[last:]]
+    assert set(later) <= {"test3"}  # only the third split's units come after it
+    assert sum(in_test2) >= 150 and {unit["source_id"] for unit in units[first:last]} == test2
 
     def address(url):
         return re.sub(r"^https?://(www\.)?", "", url.strip()).split("?")[0].rstrip("/").lower()
@@ -122,6 +125,24 @@ def test_the_second_test_split_is_new_sources_whose_units_come_after_the_others(
     earlier = {address(row["url"]) for row in sources.values() if row["split"] != "test2"}
     new = {address(sources[source_id]["url"]) for source_id in test2}
     assert len(new) == len(test2) and not earlier & new  # new pages, each once
+
+
+def test_the_third_test_split_is_new_sources_whose_units_come_after_all_the_others():
+    sources = {row["source_id"]: row for row in _rows("sources.csv")}
+    units = _rows("units.csv")
+    test3 = {source_id for source_id, row in sources.items() if row["split"] == "test3"}
+    assert len(test3) >= 40
+    in_test3 = [row["split"] == "test3" for row in (sources[unit["source_id"]] for unit in units)]
+    first = in_test3.index(True)
+    assert all(in_test3[first:]) and not any(in_test3[:first])  # appended after every dev, test and test2 unit
+    assert sum(in_test3) >= 150 and {unit["source_id"] for unit in units[first:]} == test3
+
+    def address(url):
+        return re.sub(r"^https?://(www\.)?", "", url.strip()).split("?")[0].rstrip("/").lower()
+
+    earlier = {address(row["url"]) for row in sources.values() if row["split"] != "test3"}
+    new = {address(sources[source_id]["url"]) for source_id in test3}
+    assert len(new) == len(test3) and not earlier & new  # new pages, each once
 
 
 # Written for this test: a second page, of a source added after the first was cut.
