@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qualcode.errors import InputDataError, InputMissingError
-from qualcode.ingest.tables import read_table, xlsx_sheet_names
+from qualcode.ingest.tables import read_table
+from qualcode.workbooks import xlsx_sheet_names
 from qualcode.review_cells import read_mark
 
 META_COLUMNS = frozenset({"segment_id", "document", "start", "end", "speaker", "text", "timestamp", "unit", "reviewed",
