@@ -11,6 +11,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 
+from qualcode.assistants import RuleHits
 from qualcode.errors import RuleTimeoutError
 from qualcode.models import Codebook, CodeAssignment, Evidence, Segment
 from qualcode.regexes import REGEX_TIME_LIMIT
@@ -38,6 +39,12 @@ class _Spans:
 
 class RuleMatcher(CompiledRules):
     """A codebook's rules, compiled once per run for one spaCy pipeline, applied to segments."""
+
+    name = "rules"
+
+    def suggest(self, segments: Sequence[Segment]) -> RuleHits:
+        """The rules' suggestions for the segments, as an assistant gives them (``assistants``)."""
+        return RuleHits(list(self.match(segments)))
 
     def match(self, segments: Iterable[Segment], *, batch_size: int = 64) -> Iterator[CodeAssignment]:
         """Rule assignments for the segments, one per (segment, code) with all its evidence."""
