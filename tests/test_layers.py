@@ -10,7 +10,7 @@ PACKAGE = REPO / "src" / "qualcode"
 
 
 def _imported_modules(folder) -> dict[str, set[str]]:
-    """For each module under ``folder``, every qualcode module it imports (at the top or inside a function)."""
+    """For each module under ``folder``, every qualcode module it imports (anywhere in it)."""
     found = {}
     for path in sorted(folder.rglob("*.py")):
         names = set()

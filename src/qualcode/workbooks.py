@@ -1,4 +1,4 @@
-"""Opening .xlsx workbooks: shared by the readers of inputs, labels and reviews, and by the export guard.
+"""Opening .xlsx workbooks: for the readers of inputs, labels and reviews, and the export guard.
 
 Every stage may need to look inside a workbook (a survey, a reviewed output, an earlier output
 about to be replaced); here, none of them has to reach into another stage to do it.
@@ -14,7 +14,7 @@ from qualcode.errors import InputDataError
 
 
 def open_workbook(path: Path, data: bytes | None = None):
-    """Open an .xlsx workbook read-only (cached values, not formulas), or raise ``InputDataError`` naming it."""
+    """Open an .xlsx workbook read-only (cached values, not formulas), else ``InputDataError``."""
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
 
