@@ -14,7 +14,13 @@ from qualcode.rules.compile import (
     rule_labels,
     word_forms,
 )
-from qualcode.rules.gates import LiteralGates, PatternGates, longest_match, regex_gates, regex_literals
+from qualcode.rules.gates import (
+    LiteralGates,
+    PatternGates,
+    longest_match,
+    regex_gates,
+    regex_literals,
+)
 from qualcode.rules.matching import MAX_EVIDENCE, RuleMatcher, compile_rules
 
 __all__ = [

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from qualcode.assistants import RuleHits
 from qualcode.errors import RuleTimeoutError
-from qualcode.models import Codebook, CodeAssignment, Evidence, Segment
+from qualcode.models import CodeAssignment, Codebook, Evidence, Segment
 from qualcode.regexes import REGEX_TIME_LIMIT
 from qualcode.rules.compile import CompiledRules, RuleRef
 from qualcode.rules.gates import LiteralGates, cached_literal_gates
