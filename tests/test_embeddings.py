@@ -265,3 +265,14 @@ def test_the_default_run_reads_embeddings_and_falls_back_to_ngrams_with_a_warnin
     assert result.exit_code == 0, result.output
     assert "Warning: the sentence-embedding model (sentence-transformers/all-MiniLM-L6-v2) is not installed" in result.output
     assert run_sheet(tmp_path / "fallback.xlsx")["option representation"] == "ngrams"
+
+
+def test_a_library_run_without_the_model_reads_ngrams_and_logs_why(monkeypatch, caplog):
+    from qualcode import embeddings
+    from qualcode.run import default_options
+
+    monkeypatch.setattr(embeddings, "MODEL_PACKAGE", "qualcode_no_such_model_package")
+    with caplog.at_level("WARNING", logger="qualcode.run"):
+        options = default_options()
+    assert options.representation == "ngrams" and options.jobs == 0
+    assert "the sentence-embedding model (sentence-transformers/all-MiniLM-L6-v2) is not installed" in caplog.text

@@ -250,10 +250,10 @@ def _gated_docs(nlp, columns):
 def _two_gates(nlp, most):
     from spacy.attrs import LOWER
 
-    from qualcode.rules import _PatternGates
+    from qualcode.rules import PatternGates
 
     strings = nlp.vocab.strings
-    return _PatternGates([([(LOWER, frozenset({strings.add("a"), strings.add("c")})),
+    return PatternGates([([(LOWER, frozenset({strings.add("a"), strings.add("c")})),
                             (LOWER, frozenset({strings.add("b"), strings.add("c")}))], most)])
 
 
@@ -284,9 +284,9 @@ def test_pattern_gates_never_pair_tokens_of_different_docs_in_a_batch(nlp):
 def test_pattern_gates_keep_closed_a_pattern_whose_gate_no_word_meets(nlp):
     from spacy.attrs import LOWER, NORM
 
-    from qualcode.rules import _PatternGates
+    from qualcode.rules import PatternGates
 
-    gates = _PatternGates([([(NORM, frozenset())], None), ([(LOWER, frozenset({nlp.vocab.strings.add("a")}))], None)])
+    gates = PatternGates([([(NORM, frozenset())], None), ([(LOWER, frozenset({nlp.vocab.strings.add("a")}))], None)])
     assert gates.open_patterns(_gated_docs(nlp, [[1], [0]])) == [[1], []]
 
 
@@ -302,13 +302,13 @@ def test_gated_patterns_find_what_ungated_ones_find_on_the_sample(nlp):
     from conftest import SAMPLE
     from qualcode.codebook import load_codebook
     from qualcode.ingest import read_documents
-    from qualcode.rules import _PatternGates
+    from qualcode.rules import PatternGates
     from qualcode.segment import segment_documents
 
     matcher = compile_rules(load_codebook(), nlp)
     segments = segment_documents(read_documents([SAMPLE]).documents)
     gated = list(matcher.match(segments))
-    matcher._pattern_gates = _PatternGates([((), None)] * len(matcher._gated_patterns))
+    matcher._pattern_gates = PatternGates([((), None)] * len(matcher._gated_patterns))
     ungated = list(matcher.match(segments))
     assert gated == ungated and any("pattern" in e.rule for a in gated for e in a.evidence)
 
@@ -357,7 +357,7 @@ def test_default_rules_code_the_shapes_real_writing_takes(default_matcher, text,
 def test_veto_spans_answer_overlap_as_a_scan_of_every_span_would():
     import random
 
-    from qualcode.rules import _Spans
+    from qualcode.rules.matching import _Spans
 
     rng = random.Random(3)
     for _ in range(200):

@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from qualcode.combine import Policy, combine
+from qualcode.assistants import RuleHits, Scores, combine_suggestions
+from qualcode.combine import Policy
 from qualcode.features import NgramHashes, ngram_hashes
 from qualcode.models import CodeAssignment, Codebook, Document, Evidence, Segment
 
@@ -116,13 +117,19 @@ def code_chunk(result: ChunkResult, model, task: ChunkTask) -> ChunkResult:
     """Classify a chunk's coded segments with ``model`` (None: rules only) and combine them with its rule hits."""
     if result.coded:
         return result
+    scores = _classifier_scores(model, result.ngrams)
+    suggestions = [RuleHits(result.assignments), *([scores] if scores is not None else [])]
     codable = result.codable(task.code_interviewer)
-    code_ids = task.codebook.code_ids
-    if model is None or not model.codes or result.ngrams is None:
-        merged = combine(codable, result.assignments, None, code_ids, task.policy)
+    merged = combine_suggestions(codable, suggestions, task.codebook.code_ids, task.policy)
+    if scores is None:
         return replace(result, assignments=merged, ngrams=None, coded=True)
-    features = model.features(result.ngrams)
-    probabilities = model.probabilities(features)
-    merged = combine(codable, result.assignments, probabilities, code_ids, task.policy,
-                     lambda pairs: model.explain_rows(features, pairs))
-    return replace(result, assignments=merged, ngrams=None, coded=True, probabilities=probabilities.astype(np.float32))
+    probabilities = scores.probabilities.astype(np.float32)
+    return replace(result, assignments=merged, ngrams=None, coded=True, probabilities=probabilities)
+
+
+def _classifier_scores(model, ngrams: NgramHashes | None) -> Scores | None:
+    """The classifier's scores on a chunk's n-grams; None without a trained model (rules only)."""
+    if model is None or not model.codes or ngrams is None:
+        return None
+    features = model.features(ngrams)
+    return Scores(model.probabilities(features), lambda pairs: model.explain_rows(features, pairs))

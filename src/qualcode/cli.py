@@ -7,35 +7,39 @@ is a bug and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import logging
 import os
 import signal
 import sys
-from collections import Counter
 from pathlib import Path
 
 import click
 
 from qualcode import __version__
-from qualcode.classify import examples_from_labels
-from qualcode.codebook import codebook_warnings, default_codebook_path, load_codebook, validate_codebook
-from qualcode.coding import CodingOptions, code_corpus, codes_as_it_goes
+from qualcode.codebook import codebook_warnings, load_codebook, validate_codebook
+from qualcode.coding import CodingOptions
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW
 from qualcode.errors import CodebookError, InputDataError, InputMissingError, OutputError, QualcodeError
-from qualcode.export import FORMATS, check_output_path, ensure_replaceable, streamed_workbook, write_result
+from qualcode.export import FORMATS, check_output_path, ensure_replaceable
 from qualcode.export.atomic import atomic_file
 from qualcode.ingest import read_documents
 from qualcode.labels import read_label_file
 from qualcode.llm.coder import CHARS_PER_TOKEN
-from qualcode.llm.settings import API_KEY_VARIABLE, DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, DEFAULT_URL, LlmSettings
-from qualcode.models import COUNTED_STATUSES, UNITS
+from qualcode.llm.settings import API_KEY_VARIABLE, DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, DEFAULT_URL
+from qualcode.models import UNITS
 from qualcode.reviews import read_review_workbook
+from qualcode.run import (
+    ReadOptions,
+    code_paths,
+    llm_settings,
+    opened_llm_coder,
+    plan_llm_requests,
+    recorded,
+    with_study_defaults,
+)
 from qualcode.segment import DEFAULT_PIPELINE, build_pipeline
 from qualcode.semantic import DEFAULT_REPRESENTATION, REPRESENTATIONS, default_representation
 from qualcode.study import Study, find_study
-from qualcode.training import start_classifier, training_process
 
 
 class _QualcodeGroup(click.Group):
@@ -190,33 +194,23 @@ def _open_study(study_dir: Path | None, *, required: bool = False) -> Study | No
     return study
 
 
-def _now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _modified_at(path: Path) -> str | None:
-    """When a reviews file was last saved: where files disagree, the later decision counts."""
-    import datetime as dt
-
-    if not path.is_file():
-        return None
-    return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _coding_options(unit, kind, text_column, id_column, sheet, code_interviewer, interviewer_labels, spacy_model,
-                    no_seed, weak_labels, thresholds, veto_below, codebook_path, classifier=True, jobs=1, dask=None,
-                    model_cache=True, representation=DEFAULT_REPRESENTATION, llm=None, **extra) -> CodingOptions:
+def _library_options(study: Study | None, *, unit, kind, text_column, id_column, sheet,
+                     code_interviewer, interviewer_labels, spacy_model, no_seed, weak_labels,
+                     thresholds, veto_below, **settings) -> tuple[CodingOptions, ReadOptions]:
+    """The corpus options as the library takes them; in a study, its settings where none given."""
+    if study is not None and not thresholds:
+        # The study's threshold is checked as a --threshold would be.
+        thresholds = (str(study.config.suggest_at),)
     suggest_at, per_code = _parse_thresholds(thresholds)
-    veto_below = DEFAULT_VETO_BELOW if veto_below is None else veto_below
-    return CodingOptions(unit=unit, code_interviewer=code_interviewer, interviewer_labels=tuple(interviewer_labels),
-                         spacy_model=spacy_model or DEFAULT_PIPELINE, classifier=classifier, seed=not no_seed,
-                         weak_labels=weak_labels, suggest_at=suggest_at, veto_below=veto_below, thresholds=per_code,
-                         jobs=jobs, dask=dask, model_cache=model_cache, representation=representation, llm=llm,
-                         extra={"kind": kind or "detected", "text_column": text_column or "detected",
-                                "id_column": id_column or "detected", **({"sheet": sheet} if sheet else {}),
-                                "codebook": str(codebook_path or default_codebook_path()), **extra})
+    options = CodingOptions(
+        unit=unit, code_interviewer=code_interviewer, interviewer_labels=tuple(interviewer_labels),
+        spacy_model=spacy_model or DEFAULT_PIPELINE, seed=not no_seed, weak_labels=weak_labels,
+        suggest_at=suggest_at, veto_below=DEFAULT_VETO_BELOW if veto_below is None else veto_below,
+        thresholds=per_code, **settings)
+    if study is not None:
+        chosen = {"suggest_at", "llm", *(["veto_below"] if veto_below is not None else [])}
+        options = with_study_defaults(options, study.config, chosen=chosen)
+    return options, ReadOptions(kind, text_column, id_column, sheet)
 
 
 def _representation(requested: str | None, quiet: bool) -> str:
@@ -254,63 +248,33 @@ def _llm_options(function):
 
 def _llm_settings(model, url, concurrency, timeout, no_llm, dry_run, study=None):
     """The run's language-model settings: the options, else the study's [llm] table; None when no model is named."""
-    table = dict(study.config.llm) if study is not None else {}
     if no_llm:
         return None
-    model = model or table.get("model")
-    if not model:
+    settings = llm_settings(study.config if study is not None else None, model=model, url=url,
+                            concurrency=concurrency, timeout=timeout)
+    if settings is None:
         given = [name for name, value in (("--llm-dry-run", dry_run or None), ("--llm-url", url),
                                           ("--llm-concurrency", concurrency), ("--llm-timeout", timeout))
                  if value is not None]
         if given:
             raise click.UsageError(f"{given[0]} needs a model: --llm MODEL (or model in the study's qualcode.toml)")
-        return None
-    table.update({key: value for key, value in (("url", url), ("concurrency", concurrency), ("timeout", timeout))
-                  if value is not None})
-    table["model"] = model
-    return LlmSettings(**table)
+    return settings
 
 
 def _llm_coder(settings, study, bars):
-    """The coder for --llm: the API key from the environment, answers cached in the study (else the user cache)."""
-    from qualcode.llm.cache import CACHE_NAME, ResponseCache
-    from qualcode.llm.coder import LlmCoder, load_openai
-    from qualcode.llm.run import default_answer_cache
-
-    if settings is None:
-        return None
-    load_openai()
-    cache = ResponseCache(study.root / CACHE_NAME) if study is not None else default_answer_cache()
-    click.get_current_context().call_on_close(cache.close)
-    done = [0]
-
-    def progress(finished: int, total: int, used: int, left: int) -> None:
-        bars("llm", finished - done[0], total, f"{finished}/{total}, about {left:,} tokens left" if total else None)
-        done[0] = finished
-
-    return LlmCoder(settings, api_key=os.environ.get(API_KEY_VARIABLE) or None, cache=cache, progress=progress)
+    """The coder for --llm, open until the command ends: the API key from the environment."""
+    return click.get_current_context().with_resource(opened_llm_coder(
+        settings, study_root=study.root if study is not None else None,
+        api_key=os.environ.get(API_KEY_VARIABLE) or None, progress=bars))
 
 
 def _llm_dry_run(settings, study, corpus, codebook, options, gold=None) -> None:
     """Print what --llm would send for the corpus's coded segments (those of the ``gold``, if given); send nothing."""
-    from qualcode.llm.cache import CACHE_NAME, ResponseCache
-    from qualcode.llm.coder import LlmCoder
-    from qualcode.llm.run import default_answer_cache, prompts_for
-    from qualcode.segment import segment_documents
-
-    segments = segment_documents(corpus.documents, unit=options.unit, nlp=build_pipeline(options.spacy_model),
-                                 interviewer_labels=options.interviewer_labels)
-    codable = [s for s in segments if options.code_interviewer or not s.is_interviewer]
-    if gold is not None:
-        from qualcode.labels import match_units
-
-        matched, _ = match_units(gold.units, segments)
-        codable = [s for s in segments if s.segment_id in matched]
-    with (ResponseCache(study.root / CACHE_NAME) if study is not None else default_answer_cache()) as cache:
-        plan = LlmCoder(settings, cache=cache).plan(prompts_for(segments, codable, codebook), codebook)
+    plan, cache = plan_llm_requests(settings, corpus, codebook, options, gold=gold,
+                                    study_root=study.root if study is not None else None)
     where = "this machine" if settings.is_local else "another machine"
     click.echo(f"--llm-dry-run: {plan.segments} segment{'s' if plan.segments != 1 else ''} to code; "
-               f"{plan.cached} answered already in {cache.path}; "
+               f"{plan.cached} answered already in {cache}; "
                f"{plan.to_send} would be sent to {settings.model} at {settings.endpoint} ({where}), with the codebook: "
                f"about {plan.prompt_tokens:,} prompt tokens and {plan.completion_tokens:,} answer tokens "
                f"(at {CHARS_PER_TOKEN} characters a token). Nothing was sent.")
@@ -378,93 +342,39 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
     """
     check_output_path(output, [*paths, *review_paths, *train_paths])
     study = _open_study(study_dir)
-    if study is not None:
-        codebook_path = codebook_path or study.config.codebook
-        corpus_options["unit"] = corpus_options["unit"] or study.config.unit
-        if corpus_options["veto_below"] is None:
-            corpus_options["veto_below"] = study.config.veto_below
-        if not corpus_options["thresholds"]:
-            corpus_options["thresholds"] = (str(study.config.suggest_at),)
-        corpus_options["no_seed"] = corpus_options["no_seed"] or not study.config.seed
     llm = _llm_settings(llm_model, llm_url, llm_concurrency, llm_timeout, no_llm, llm_dry_run, study)
     representation = _representation(representation, quiet or no_classifier)
-    stored = study.decisions() if study is not None else []
-    # Fitting the classifier needs scikit-learn imported, about a second: a process gets that done
-    # while this one reads the codebook, builds the pipeline and tokenizes the training examples,
-    # then fits the model unless it is in the cache. It logs as this command does.
-    early = (not no_classifier and not review_paths and not stored and not corpus_options["weak_labels"]
-             and representation == "ngrams" and llm is None)
-    with _logging_to_stderr(quiet, verbose), training_process(wanted=early and jobs != 1) as trainer:
-        codebook = load_codebook(codebook_path)
+    codebook_path = codebook_path or (study.config.codebook if study is not None else None)
+    options, reading = _library_options(
+        study, classifier=not no_classifier, model_cache=not no_model_cache,
+        representation=representation, jobs=jobs, dask=dask_address, llm=llm, **corpus_options)
+    with _logging_to_stderr(quiet, verbose):
         if llm_dry_run:
-            options = _coding_options(codebook_path=codebook_path, **corpus_options)
-            _llm_dry_run(llm, study, read_documents(paths, kind=corpus_options["kind"],
-                                                    text_column=corpus_options["text_column"],
-                                                    id_column=corpus_options["id_column"], sheet=corpus_options["sheet"]),
-                         codebook, options)
+            codebook = load_codebook(codebook_path)
+            _llm_dry_run(llm, study, reading.read(paths), codebook, options)
             return
-        # In a study, an output whose every decision is already stored there may be replaced.
-        kept = (lambda path: study.holds_decisions_of(path, codebook.code_ids)) if study is not None else None
-        checked = ensure_replaceable(output, force=force, format=output_format, kept_elsewhere=kept)
-        options = _coding_options(codebook_path=codebook_path, classifier=not no_classifier,
-                                  model_cache=not no_model_cache, representation=representation, format=output_format,
-                                  train=", ".join(str(path) for path in train_paths) or "none",
-                                  reviews=", ".join(str(path) for path in review_paths) or "none",
-                                  study=str(study.root) if study else "none",
-                                  paths=json.dumps([str(path) for path in paths]), jobs=jobs, dask=dask_address,
-                                  llm=llm, **corpus_options)
-        imports = [read_review_workbook(path, coder=coder or path.stem, code_ids=codebook.code_ids,
-                                        decided_at=_modified_at(path)) for path in review_paths]
-        reviews = [*stored, *(decision for review in imports for decision in review.decisions)]
-        nlp = build_pipeline(options.spacy_model)
-        started_at = _now()
         progress = _ProgressBars(enabled=not quiet and sys.stderr.isatty())
-        llm_coder = _llm_coder(llm, study, progress)
-        with contextlib.ExitStack() as stack:
-            try:
-                training = [example for path in train_paths
-                            for example in examples_from_labels(read_label_file(path, codebook.code_ids))]
-                # Human decisions and weak labels are known only after coding: those runs train then.
-                classifier = (stack.enter_context(start_classifier(codebook, options, training, trainer=trainer,
-                                                               background=jobs != 1, nlp=nlp))
-                              if options.classifier and codes_as_it_goes(options, reviews) else None)
-                corpus = read_documents(paths, kind=corpus_options["kind"], text_column=corpus_options["text_column"],
-                                        id_column=corpus_options["id_column"], sheet=corpus_options["sheet"],
-                                        progress=lambda done, total: progress("read", 1, total))
-                coding = functools.partial(
-                    code_corpus, corpus, codebook, options, training=training, progress=progress, reviews=reviews,
-                    review_coder=study.config.decisive_coder if study else None, classifier=classifier, nlp=nlp,
-                    llm=llm_coder)
-                with _garbage_collected_less():
-                    if output_format == "xlsx":
-                        # The workbook fills while later chunks are still being coded.
-                        with streamed_workbook(output, corpus, codebook, checked=checked,
-                                               code_interviewer=options.code_interviewer) as workbook:
-                            result = coding(on_chunk=workbook.add)
-                            workbook.finish(result)
-                    else:
-                        result = coding()
-            finally:
-                progress.close()
-            if output_format != "xlsx":
-                write_result(result, output, format=output_format, checked=checked)
-            if study is not None:
-                run_id = study.record_run(result, started_at=started_at, output=str(output))
-                if not quiet:
-                    click.echo(f"Recorded as run {run_id} of the study in {study.root}", err=True)
-        if not quiet:
-            for review in imports:
-                click.echo(f"{review.path}: {review.summary()}", err=True)
-            if result.orphaned_reviews:
-                click.echo(f"Warning: {len(result.orphaned_reviews)} human decisions match no segment now; "
-                           "they are listed in the 'Orphaned reviews' sheet", err=True)
-            coded = len({a.segment_id for a in result.assignments if a.status in COUNTED_STATUSES})
-            sources = Counter(a.source for a in result.assignments if a.status in COUNTED_STATUSES)
-            by_source = ", ".join(f"{count} by {source}" for source, count in sorted(sources.items()))
-            skipped = f"; {len(corpus.skipped)} files skipped (-v lists them)" if corpus.skipped and not verbose else ""
-            click.echo(f"Coded {len(result.segments)} segments from {len(corpus.documents)} documents: "
-                       f"{sum(sources.values())} codings ({by_source or 'none'}) on {coded} segments -> {output}{skipped}",
+        try:
+            summary = code_paths(
+                paths, output, options, reading=reading, codebook=codebook_path, study=study,
+                train=train_paths, reviews=review_paths, coder=coder, format=output_format,
+                force=force, llm_api_key=os.environ.get(API_KEY_VARIABLE) or None,
+                progress=progress, while_coding=_garbage_collected_less)
+        finally:
+            progress.close()
+    if not quiet:
+        if summary.run_id is not None:
+            click.echo(f"Recorded as run {summary.run_id} of the study in {summary.study_root}",
                        err=True)
+        for review in summary.review_imports:
+            click.echo(f"{review.path}: {review.summary()}", err=True)
+        orphaned = summary.result.orphaned_reviews
+        if orphaned:
+            click.echo(f"Warning: {len(orphaned)} human decisions match no segment now; "
+                       "they are listed in the 'Orphaned reviews' sheet", err=True)
+        skipped = summary.corpus.skipped
+        more = f"; {len(skipped)} files skipped (-v lists them)" if skipped and not verbose else ""
+        click.echo(summary.describe() + more, err=True)
 
 
 @cli.command()
@@ -503,10 +413,10 @@ def evaluate(paths, codebook_path, gold_path, folds, group_by, representation, m
     codebook = load_codebook(codebook_path)
     llm = _llm_settings(llm_model, llm_url, llm_concurrency, llm_timeout, no_llm, llm_dry_run)
     representation = _representation(representation, quiet)
-    options = _coding_options(codebook_path=codebook_path, llm=llm, **corpus_options)
+    options, reading = _library_options(None, llm=llm, **corpus_options)
+    options = recorded(options, reading, codebook_path)
     with _logging_to_stderr(quiet, False):
-        corpus = read_documents(paths, kind=corpus_options["kind"], text_column=corpus_options["text_column"],
-                                id_column=corpus_options["id_column"], sheet=corpus_options["sheet"])
+        corpus = reading.read(paths)
         gold = read_label_file(gold_path, codebook.code_ids)
         if llm_dry_run:
             _llm_dry_run(llm, None, corpus, codebook, options, gold)
@@ -678,9 +588,9 @@ def suggest(paths, limit, output, codebook_path, force, llm_model, llm_url, llm_
     corpus = read_documents(paths) if paths else study.corpus()
     decisions = study.decisions() if study else []
     llm = _llm_settings(llm_model, llm_url, llm_concurrency, llm_timeout, no_llm, llm_dry_run, study)
-    options = CodingOptions(unit=study.config.unit if study else None, seed=study.config.seed if study else True,
-                            suggest_at=study.config.suggest_at if study else DEFAULT_SUGGEST_AT,
-                            veto_below=study.config.veto_below if study else DEFAULT_VETO_BELOW, llm=llm)
+    options = CodingOptions(llm=llm)
+    if study is not None:
+        options = with_study_defaults(options, study.config, chosen={"llm"})
     if llm_dry_run:
         _llm_dry_run(llm, study, corpus, codebook, options)
         return

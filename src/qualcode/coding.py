@@ -20,8 +20,7 @@ import numpy as np
 from qualcode.chunks import ChunkResult, ChunkTask, code_chunk, compiled
 from qualcode.classify import ClassifierModel, TrainingExample, weak_examples
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW, Policy
-from qualcode.llm.policy import with_llm
-from qualcode.llm.run import ask_model
+from qualcode.llm.run import LanguageModelAssistant
 from qualcode.llm.settings import LlmSettings
 from qualcode.models import CodeAssignment, Codebook, CodingResult, Corpus, HumanDecision, Segment
 from qualcode.parallel import chunk_results, resolve_jobs
@@ -153,13 +152,14 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
     probabilities: list[np.ndarray] = []
     held: list[ChunkResult] = []
     model: ClassifierModel | None = None
-    answers = None  # the language model's, by segment id
+    verdicts = None  # the language model's
 
     def code(chunk: ChunkResult, sink: ChunkSink | None) -> None:
         chunk = code_chunk(chunk, model, task)
-        if answers is not None:
-            chunk = replace(chunk, assignments=with_llm(chunk.codable(options.code_interviewer), chunk.assignments,
-                                                        answers, codebook.code_ids, options.llm.model))
+        if verdicts is not None:
+            codable_here = chunk.codable(options.code_interviewer)
+            merged = verdicts.applied_to(codable_here, chunk.assignments, codebook.code_ids)
+            chunk = replace(chunk, assignments=merged)
         segments.extend(chunk.segments)
         codable.extend(chunk.codable(options.code_interviewer))
         assignments.extend(chunk.assignments)
@@ -195,9 +195,10 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
         current = [decision for decision in reviews if decision.code_id in codebook.code_ids]
         resolved = resolve_reviews(current, everything, coder=review_coder)
         if options.llm is not None:
-            answers = ask_model(options.llm, llm, codebook, everything,
-                                [s for chunk in held for s in chunk.codable(options.code_interviewer)], record,
-                                decided=resolved.final)
+            asked = [s for chunk in held for s in chunk.codable(options.code_interviewer)]
+            assistant = LanguageModelAssistant(options.llm, llm, codebook, context=everything,
+                                               record=record, decided=resolved.final)
+            verdicts = assistant.suggest(asked)
         if options.classifier:
             weak = weak_examples([s for chunk in held for s in chunk.codable(options.code_interviewer)],
                                  [a for chunk in held for a in chunk.assignments]) if options.weak_labels else []
@@ -232,7 +233,8 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
                           options=record, orphaned_reviews=orphaned,
                           decisions=resolved.final if resolved is not None else {})
     matrix = np.vstack(probabilities) if probabilities and codable else None
-    verdicts = {(segment_id, code_id): verdict.applies for segment_id, answer in (answers or {}).items()
-                if answer.usable for code_id, verdict in answer.codes.items()}
+    answers = verdicts.answers if verdicts is not None else {}
+    llm_verdicts = {(segment_id, code_id): verdict.applies for segment_id, answer in answers.items()
+                    if answer.usable for code_id, verdict in answer.codes.items()}
     return CodingRun(result, tuple(codable), matrix, frozenset(resolved.final) if resolved is not None else frozenset(),
-                     verdicts)
+                     llm_verdicts)

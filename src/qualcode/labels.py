@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qualcode.errors import InputDataError, InputMissingError
-from qualcode.ingest.tables import read_table, xlsx_sheet_names
+from qualcode.ingest.tables import read_table
 from qualcode.review_cells import read_mark
+from qualcode.workbooks import xlsx_sheet_names
 
 META_COLUMNS = frozenset({"segment_id", "document", "start", "end", "speaker", "text", "timestamp", "unit", "reviewed",
                           "codes", "respondent", "notes", "note", "coder", "index", "decided by", "decision"})

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from qualcode.classify import HUMAN_WEIGHT, TrainingExample
 from qualcode.errors import InputDataError, InputMissingError
-from qualcode.ingest.tables import open_workbook, read_table
+from qualcode.ingest.tables import read_table
+from qualcode.workbooks import open_workbook
 from qualcode.review_cells import (CODINGS_HEADER, FALSE_SHOWN, SEGMENTS_HEADER, TRUE_SHOWN, find_sheet,
                                    marks_earlier_review, read_mark, sheet_headers)
 from qualcode.models import CodeAssignment, Evidence, HumanDecision, Segment

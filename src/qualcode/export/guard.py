@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qualcode.errors import InputDataError
-from qualcode.ingest.tables import open_workbook
 from qualcode.review_cells import (CODINGS_HEADER, QUALCODE_SHEETS, SEGMENTS_HEADER, find_sheet, marks_earlier_review,
                                    read_mark, sheet_headers)
+from qualcode.workbooks import open_workbook
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,13 @@ import csv
 import datetime as dt
 import io
 import logging
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from qualcode.errors import InputDataError
 from qualcode.ingest.encoding import decode_text
+from qualcode.workbooks import open_workbook
 
 logger = logging.getLogger(__name__)
 
@@ -106,17 +106,6 @@ def _sniff_delimiter(text: str) -> str:
     return best if counts[best] > 0 else ","
 
 
-def open_workbook(path: Path, data: bytes | None = None):
-    """Open an .xlsx workbook read-only (cached values, not formulas), or raise ``InputDataError`` naming it."""
-    import openpyxl
-    from openpyxl.utils.exceptions import InvalidFileException
-
-    try:
-        return openpyxl.load_workbook(io.BytesIO(data) if data is not None else path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as error:
-        raise InputDataError(f"{path}: not a readable .xlsx workbook ({error})") from error
-
-
 def _xlsx_rows(path: Path, sheet_name: str | None = None,
                data: bytes | None = None) -> tuple[list[str], Iterator[TableRow]]:
     workbook = open_workbook(path, data)
@@ -153,14 +142,6 @@ def read_table(path: Path, sheet: str | None = None, data: bytes | None = None) 
     if path.suffix.lower() in (".xlsx", ".xlsm"):
         return _xlsx_rows(path, sheet, data)
     return _csv_rows(path, data)
-
-
-def xlsx_sheet_names(path: Path) -> list[str]:
-    workbook = open_workbook(path)
-    try:
-        return list(workbook.sheetnames)
-    finally:
-        workbook.close()
 
 
 def read_survey_table(path: Path, *, text_column: str | None, id_column: str | None,

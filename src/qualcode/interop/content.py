@@ -11,10 +11,11 @@ from pathlib import Path
 from qualcode.codebook import parse_codebook
 from qualcode.errors import InputDataError
 from qualcode.ingest import read_documents
-from qualcode.ingest.tables import read_table, xlsx_sheet_names
+from qualcode.ingest.tables import read_table
 from qualcode.interop.qdpx import ProjectCoding, ProjectContent
 from qualcode.models import COUNTED_STATUSES, Code, Codebook, Segment
 from qualcode.study import Study
+from qualcode.workbooks import xlsx_sheet_names
 
 _HUMAN_BY = re.compile(r" by (?P<coder>.+?), \d{4}-\d{2}-\d{2}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, MutableMapping, Sequence
 
+from qualcode.assistants import Verdicts
 from qualcode.llm.cache import CACHE_NAME, ResponseCache
 from qualcode.llm.coder import LlmCoder
 from qualcode.llm.parse import Answer
@@ -46,3 +47,25 @@ def ask_model(settings: LlmSettings, coder: LlmCoder | None, codebook: Codebook,
         if owned and coder.cache is not None:
             coder.cache.close()
     return answers
+
+
+class LanguageModelAssistant:
+    """The language model as an assistant: asked about segments, with their neighbours as context.
+
+    ``context`` is every segment of the run in document order; ``decided`` are the (segment,
+    code) pairs a human decided, not asked about; the model's record is added to ``record``.
+    ``coder`` as for ``ask_model``.
+    """
+
+    name = "llm"
+
+    def __init__(self, settings: LlmSettings, coder: LlmCoder | None, codebook: Codebook, *,
+                 context: Sequence[Segment], record: MutableMapping[str, object],
+                 decided: Collection[tuple[str, str]] = ()):
+        self.settings, self.coder, self.codebook = settings, coder, codebook
+        self.context, self.record, self.decided = context, record, decided
+
+    def suggest(self, segments: Sequence[Segment]) -> Verdicts:
+        answers = ask_model(self.settings, self.coder, self.codebook, self.context, segments,
+                            self.record, decided=self.decided)
+        return Verdicts(answers, self.settings.model)

@@ -112,8 +112,9 @@ def _int(value: str, path: Path, place: str, column: str) -> int:
 
 
 def _from_workbook(path: Path, reviewed_only: bool) -> CodedData:
-    from qualcode.ingest.tables import read_table, xlsx_sheet_names
+    from qualcode.ingest.tables import read_table
     from qualcode.reviews import added_by_a_person, read_review_workbook, review_sheets
+    from qualcode.workbooks import xlsx_sheet_names
 
     segments_sheet, codings_sheet = review_sheets(path)
     sheets = xlsx_sheet_names(path)

@@ -1,61 +1,25 @@
-"""Codebook rules compiled into spaCy matchers and applied to segments.
+"""Gates: the words a rule needs, so that it is tried only on texts that hold them.
 
-Phrases are lemma-aware without running a lemma lookup per token at match time: each phrase
-word is expanded once, at compile time, into every word form the English lookup table maps to
-the same lemma ("involve" -> involve, involves, involved, involving), and the variants go into a
-``PhraseMatcher`` on the ``NORM`` attribute (lower case, with contractions and curly apostrophes
-normalised: "can’t" and "can't" match alike). Token patterns run in a ``Matcher``; regular
-expressions run on the segment text, case-insensitively. An exclusion phrase vetoes every match
-of its code that it overlaps.
-
-Token patterns and regexes are tried only on texts holding words that every match needs ("gates":
-``regex_gates``, ``RuleMatcher._gates``), which most texts lack; the gates are checked in a way that
-costs little per text (``LiteralGates``, ``_PatternGates``) and never skip a rule that could match.
+Token patterns and regexes are tried only on texts holding words that every match needs:
+``regex_gates`` reads them off a regex, ``compile.CompiledRules`` off a token pattern. The gates
+are checked in a way that costs little per text (``LiteralGates`` for regexes, ``PatternGates``
+for token patterns) and never skip a rule that could match.
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from functools import lru_cache, reduce
 from operator import or_
 
 import numpy as np
-import regex
 
 from qualcode.arrays import concatenated_ranges
-from qualcode.errors import ConfigurationError, RuleTimeoutError
-from qualcode.models import Code, Codebook, CodeAssignment, Evidence, Segment
-from qualcode.regexes import REGEX_TIME_LIMIT, compile_regex
-from qualcode.segment import lemma_lookup_table
 
-logger = logging.getLogger(__name__)
-
-MAX_VARIANTS_PER_PHRASE = 5000
-_REPEAT = re.compile(r"^\{(\d*),?(\d*)\}$")
-# Token attributes a blank pipeline cannot supply; patterns using them need a trained --spacy-model.
-_ANNOTATION_ATTRS = {"POS": "tagger", "TAG": "tagger", "MORPH": "morphologizer", "DEP": "parser", "ENT_TYPE": "ner",
-                     "ENT_IOB": "ner", "ENT_ID": "ner", "ENT_KB_ID": "ner", "HEAD": "parser"}
-
-
-@lru_cache(maxsize=1)
-def _forms_by_lemma() -> dict[str, frozenset[str]]:
-    forms: dict[str, set[str]] = defaultdict(set)
-    for form, lemma in lemma_lookup_table().items():
-        forms[lemma.lower()].add(form.lower())
-    return {lemma: frozenset(words | {lemma}) for lemma, words in forms.items()}
-
-
-def word_forms(word: str) -> frozenset[str]:
-    """Every lower-case form sharing ``word``'s lookup lemma, ``word`` itself included."""
-    lower = word.lower()
-    table = lemma_lookup_table()
-    lemma = table.get(lower, lower).lower()
-    return _forms_by_lemma().get(lemma, frozenset()) | {lower, lemma}
+# A token's repeat operator, {n}, {n,m}, {n,} or {,m}.
+REPEAT_OPERATOR = re.compile(r"^\{(\d*),?(\d*)\}$")
 
 
 def _structure(text: str) -> Iterator[tuple[int, str, int]]:
@@ -271,25 +235,6 @@ def regex_gates(pattern: str) -> tuple[frozenset[str], ...]:
     return tuple(dict.fromkeys(gates))
 
 
-def phrase_label(text: str) -> str:
-    return f'phrase "{text}"'
-
-
-def pattern_label(name: str) -> str:
-    return f"pattern {name}"
-
-
-def regex_label(pattern: str) -> str:
-    return f"regex /{pattern}/"
-
-
-def rule_labels(code: Code) -> list[str]:
-    """How each of a code's rules is named in evidence, in codebook order."""
-    return ([phrase_label(rule.text) for rule in code.rules.phrases]
-            + [pattern_label(rule.name) for rule in code.rules.patterns]
-            + [regex_label(rule.pattern) for rule in code.rules.regex])
-
-
 class _WordMasks(dict):
     """For each word of text looked up, the OR of the bits of the searched words inside it; remembered.
 
@@ -396,7 +341,7 @@ class LiteralGates:
 
 # Keyed by the regexes' gates, so the words a LiteralGates has taken apart are remembered across
 # match() calls (one per chunk of segments) and across matchers compiled from the same codebook.
-_cached_literal_gates = lru_cache(maxsize=8)(LiteralGates)
+cached_literal_gates = lru_cache(maxsize=8)(LiteralGates)
 
 
 def longest_match(pattern: Sequence[dict]) -> int | None:
@@ -407,7 +352,7 @@ def longest_match(pattern: Sequence[dict]) -> int | None:
         if operator in ("", "1", "?", "!"):  # "!" takes one token, one that does not match
             total += 1
             continue
-        bounds = _REPEAT.match(operator)
+        bounds = REPEAT_OPERATOR.match(operator)
         if bounds is None:
             return None
         most = bounds.group(2) if "," in operator else bounds.group(1)
@@ -417,7 +362,7 @@ def longest_match(pattern: Sequence[dict]) -> int | None:
     return total
 
 
-class _PatternGates:
+class PatternGates:
     """Which token patterns to run on a doc: those with a token meeting each of their gates in turn, close together.
 
     A gate is the string hashes one of which a required token of the pattern has (its NORM or
@@ -512,242 +457,3 @@ class _PatternGates:
                 opened[doc].append(pattern)
         return opened
 
-
-@dataclass(frozen=True)
-class _RuleRef:
-    code_id: str
-    description: str
-
-
-# Rule evidence kept per code and segment; more says nothing new and would not fit a cell.
-MAX_EVIDENCE = 50
-
-
-class _Spans:
-    """Character spans that veto rule hits, asked about overlap in logarithmic time."""
-
-    def __init__(self, spans: list[tuple[int, int]]):
-        spans = sorted(spans)
-        self.starts = [start for start, _ in spans]
-        self.reach = list(itertools.accumulate((end for _, end in spans), max))  # furthest end so far
-
-    def overlaps(self, start: int, end: int) -> bool:
-        import bisect
-
-        last = bisect.bisect_left(self.starts, end) - 1  # the spans that begin before ``end``
-        return last >= 0 and self.reach[last] > start
-
-
-class RuleMatcher:
-    """A codebook's rules, compiled once per run for one spaCy pipeline."""
-
-    def __init__(self, codebook: Codebook, nlp):
-        from spacy.matcher import Matcher, PhraseMatcher
-
-        self.codebook = codebook
-        self.nlp = nlp
-        self._phrases = PhraseMatcher(nlp.vocab, attr="NORM")
-        self._exclusions = PhraseMatcher(nlp.vocab, attr="NORM")
-        # One matcher per token pattern, run only on texts holding every word the pattern requires,
-        # in order and close enough together (see _PatternGates): token patterns are the slowest
-        # rules, and most texts hold none of their anchor words.
-        self._gated_patterns: list[tuple[object, list[tuple[int, frozenset[int]]], int | None]] = []
-        self._refs: dict[str, _RuleRef] = {}
-        self._regexes: list[tuple[regex.Pattern[str], _RuleRef, tuple[frozenset[str], ...]]] = []
-        self._needs_lemmas = False
-        for code in codebook.codes:
-            for index, phrase in enumerate(code.rules.phrases):
-                key = self._ref(code.code_id, "phrase", index, phrase_label(phrase.text))
-                self._phrases.add(key, self._variants(phrase.text))
-            for index, phrase in enumerate(code.rules.exclude):
-                key = self._ref(code.code_id, "exclude", index, f'exclude "{phrase.text}"')
-                self._exclusions.add(key, self._variants(phrase.text))
-            for index, rule in enumerate(code.rules.patterns):
-                self._check_annotations(code.code_id, rule.name, rule.pattern)
-                key = self._ref(code.code_id, "pattern", index, pattern_label(rule.name))
-                rewritten = self._lemmas_as_norms(rule.pattern)
-                self._needs_lemmas |= rewritten is None
-                final = list(rewritten if rewritten is not None else rule.pattern)
-                matcher = Matcher(nlp.vocab, validate=True)
-                matcher.add(key, [final])
-                self._gated_patterns.append((matcher, self._gates(final), longest_match(final)))
-            for index, rule in enumerate(code.rules.regex):
-                key = self._ref(code.code_id, "regex", index, regex_label(rule.pattern))
-                self._regexes.append((compile_regex(rule.pattern), self._refs[key],
-                                      regex_gates(rule.pattern)))
-        self._regex_gate_key = tuple(gates for _, _, gates in self._regexes)
-        self._pattern_gates = _PatternGates([(gates, longest) for _, gates, longest in self._gated_patterns])
-
-    def _ref(self, code_id: str, kind: str, index: int, description: str) -> str:
-        key = f"{code_id}\x1f{kind}\x1f{index}"
-        self._refs[key] = _RuleRef(code_id, description)
-        return key
-
-    def _variants(self, phrase: str) -> list:
-        from spacy.tokens import Doc
-
-        vocab = self.nlp.vocab
-        tokens = self.nlp.make_doc(phrase)
-        choices = [sorted({vocab[form].norm_ for form in word_forms(token.norm_)}) for token in tokens]
-        count = 1
-        for options in choices:
-            count *= len(options)
-        if count > MAX_VARIANTS_PER_PHRASE:
-            logger.warning("phrase %r has %d inflected variants; only the first %d are matched", phrase, count,
-                           MAX_VARIANTS_PER_PHRASE)
-        combos = itertools.islice(itertools.product(*choices), MAX_VARIANTS_PER_PHRASE)
-        return [Doc(vocab, words=list(words)) for words in combos]
-
-    def _norms_of(self, lemmas) -> list[str]:
-        vocab = self.nlp.vocab
-        return sorted({vocab[form].norm_ for lemma in lemmas for form in word_forms(str(lemma))})
-
-    def _lemmas_as_norms(self, pattern: Sequence[dict]) -> list[dict] | None:
-        """The pattern with each LEMMA test turned into a NORM test over the lemma's word forms.
-
-        The lookup table decides lemmas either way, so the matches are the same, but no lemma has
-        to be computed for each token at run time. None when a test cannot be rewritten (another
-        LEMMA predicate, or NORM already tested on that token): then the lemmatizer runs.
-        """
-        rewritten = []
-        for token in pattern:
-            token = dict(token)
-            value = token.pop("LEMMA", None)
-            if value is not None:
-                if "NORM" in token:
-                    return None
-                if isinstance(value, str):
-                    token["NORM"] = {"IN": self._norms_of([value])}
-                elif isinstance(value, dict) and set(value) <= {"IN", "NOT_IN"}:
-                    token["NORM"] = {predicate: self._norms_of(values) for predicate, values in value.items()}
-                else:
-                    return None
-            rewritten.append(token)
-        return rewritten
-
-    def _gates(self, pattern: Sequence[dict]) -> list[tuple[int, frozenset[int]]]:
-        """For each token the pattern requires, in order, the attribute and the string hashes one of which it has."""
-        from spacy.attrs import LOWER, NORM
-
-        strings = self.nlp.vocab.strings
-        gates = []
-        for token in pattern:
-            token = {str(key).upper(): value for key, value in token.items()}  # spaCy reads "op" as "OP"
-            operator = str(token.get("OP", ""))
-            bounds = _REPEAT.match(operator)
-            required = operator in ("", "+") or (bounds is not None and int(bounds.group(1) or 0) >= 1)
-            if not required:
-                continue
-            for name, attr in (("NORM", NORM), ("LOWER", LOWER)):
-                value = token.get(name)
-                values = [value] if isinstance(value, str) else (value.get("IN") if isinstance(value, dict) else None)
-                if values and (not isinstance(value, dict) or set(value) == {"IN"}):
-                    gates.append((attr, frozenset(strings.add(str(item)) for item in values)))
-                    break
-        return gates
-
-    @property
-    def pipes_needed(self) -> tuple[str, ...]:
-        """The pipeline components matching uses: none but the tokenizer, unless a pattern needs lemmas or tags."""
-        needed = [name for name in self.nlp.pipe_names if name in ("tok2vec", "tagger", "morphologizer", "parser",
-                                                                     "attribute_ruler", "ner", "senter", "transformer")]
-        if self._needs_lemmas:
-            needed += [name for name in self.nlp.pipe_names if "lemma" in name]
-        return tuple(needed)
-
-    def _check_annotations(self, code_id: str, name: str, pattern: Iterable[dict]) -> None:
-        for token in pattern:
-            for attr in token:
-                component = _ANNOTATION_ATTRS.get(str(attr).upper())
-                if component and not any(component in pipe for pipe in self.nlp.pipe_names):
-                    raise ConfigurationError(
-                        f"codebook {self.codebook.source}: code '{code_id}', pattern '{name}' uses {attr}, "
-                        f"which needs a trained spaCy pipeline with a {component}; pass --spacy-model NAME"
-                    )
-
-    def match(self, segments: Iterable[Segment], *, batch_size: int = 64) -> Iterator[CodeAssignment]:
-        """Rule assignments for the segments, one per (segment, code) with all its evidence."""
-        segments = list(segments)
-        docs = self.docs(segments, batch_size=batch_size)
-        for start in range(0, len(segments), 256):
-            batch = segments[start:start + 256]
-            yield from self.match_docs(batch, list(itertools.islice(docs, len(batch))))
-
-    def docs(self, segments: Iterable[Segment], *, batch_size: int = 64) -> Iterator:
-        """The segments' docs, made by only the pipeline components matching needs (``pipes_needed``)."""
-        with self.nlp.select_pipes(enable=list(self.pipes_needed)):
-            yield from self.nlp.pipe((segment.text for segment in segments), batch_size=batch_size)
-
-    def match_docs(self, segments: Sequence[Segment], docs: Sequence) -> list[CodeAssignment]:
-        """Rule assignments for the segments, given their docs from ``docs``."""
-        literal_gates = self._literal_gates()
-        return [assignment for segment, doc, opened in zip(segments, docs, self._pattern_gates.open_patterns(docs))
-                for assignment in self._assign(segment, doc, literal_gates, opened)]
-
-    def _literal_gates(self) -> LiteralGates:
-        # Looked up rather than kept: the cache is per process, so a matcher unpickled on a worker
-        # finds (or builds) its own.
-        return _cached_literal_gates(self._regex_gate_key)
-
-    def _token_matches(self, doc, opened: Sequence[int]) -> list[tuple[int, int, int]]:
-        """(match id, start token, end token) of the phrases, then of the ``opened`` token patterns."""
-        matches = list(self._phrases(doc)) if len(self._phrases) else []
-        for index in opened:
-            matches.extend(self._gated_patterns[index][0](doc))
-        return matches
-
-    def _regex_hits(self, segment: Segment, gates: LiteralGates) -> list[tuple[int, int, _RuleRef]]:
-        """(start, end, rule) of every non-empty regex match in the segment, trying only the regexes its words let through."""
-        hits = []
-        text = segment.text
-        for index in gates.open_rules(text):
-            pattern, ref, _ = self._regexes[index]
-            try:
-                hits.extend((found.start(), found.end(), ref)
-                            for found in pattern.finditer(text, timeout=REGEX_TIME_LIMIT) if found.end() > found.start())
-            except TimeoutError:
-                raise RuleTimeoutError(
-                    f"code {ref.code_id}: {ref.description} ran for over {REGEX_TIME_LIMIT:g} s on segment "
-                    f"{segment.segment_id} and was stopped; it backtracks without end (often a repeated group that "
-                    "holds a repeat, such as (\\w+\\s?)*): rewrite it, and see qualcode codebook validate"
-                ) from None
-        return hits
-
-    def _assign(self, segment: Segment, doc, literal_gates: LiteralGates,
-                opened: Sequence[int]) -> Iterator[CodeAssignment]:
-        strings = self.nlp.vocab.strings
-        hits = [(doc[start].idx, doc[end - 1].idx + len(doc[end - 1]), self._refs[strings[match_id]])
-                for match_id, start, end in self._token_matches(doc, opened)]
-        hits.extend(self._regex_hits(segment, literal_gates))
-        if not hits:  # most segments: no exclusions to look for, no evidence to gather
-            return
-        vetoes: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        for match_id, start, end in (self._exclusions(doc) if len(self._exclusions) else ()):
-            ref = self._refs[strings[match_id]]
-            vetoes[ref.code_id].append((doc[start].idx, doc[end - 1].idx + len(doc[end - 1])))
-        vetoed = {code_id: _Spans(spans) for code_id, spans in vetoes.items()}
-        # Ordered sets, capped: a long segment can repeat a phrase thousands of times, and checking
-        # each hit against a list of the earlier ones took minutes on a million characters.
-        evidence: dict[str, dict[Evidence, None]] = defaultdict(dict)
-        for start, end, ref in sorted(hits, key=lambda hit: (hit[0], -hit[1])):
-            if ref.code_id in vetoed and vetoed[ref.code_id].overlaps(start, end):
-                continue
-            found = evidence[ref.code_id]
-            if len(found) < MAX_EVIDENCE:
-                found.setdefault(Evidence(ref.description, segment.text[start:end], segment.start_char + start,
-                                          segment.start_char + end))
-        for code_id in self.codebook.code_ids:
-            if evidence.get(code_id):
-                yield CodeAssignment(
-                    segment_id=segment.segment_id,
-                    code_id=code_id,
-                    source="rule",
-                    status="suggested",
-                    confidence=None,
-                    evidence=tuple(evidence[code_id]),
-                )
-
-
-def compile_rules(codebook: Codebook, nlp) -> RuleMatcher:
-    """Compile the codebook's rules once for this pipeline; raises ``ConfigurationError`` if a rule needs annotation it lacks."""
-    return RuleMatcher(codebook, nlp)

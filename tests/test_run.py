@@ -1,0 +1,84 @@
+"""A coding run from Python (``qualcode.run``) is the run ``qualcode code`` makes."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import openpyxl
+
+from conftest import REPO, SAMPLE, ok
+from qualcode import CodingOptions
+from qualcode.run import code_paths, with_study_defaults
+from qualcode.study import Study
+
+
+def _cells(path) -> dict[str, list[tuple]]:
+    """Every sheet's cell values, row by row, except the Run sheet's time of writing.
+
+    Two runs of the same command on the same input differ in that cell alone (the "created"
+    row, the moment the workbook was written); everything else, the Run sheet's options, input
+    hashes and classifier record included, must be equal.
+    """
+    workbook = openpyxl.load_workbook(path, read_only=True)
+    try:
+        sheets = {
+            name: [tuple(row) for row in workbook[name].iter_rows(values_only=True)]
+            for name in workbook.sheetnames
+        }
+    finally:
+        workbook.close()
+    sheets["Run"] = [row for row in sheets["Run"] if row[0] != "created"]
+    return sheets
+
+
+def test_the_library_call_writes_the_workbook_the_command_line_writes(tmp_path):
+    by_command = tmp_path / "command.xlsx"
+    said = ok("code", SAMPLE, "-o", by_command, "--no-model-cache").stderr.splitlines()
+    by_library = tmp_path / "library.xlsx"
+    summary = code_paths([str(SAMPLE)], by_library, CodingOptions(jobs=0, model_cache=False))
+
+    expected = _cells(by_command)
+    assert _cells(by_library) == expected
+    # A real run, not two empty ones.
+    assert len(expected["Segments"]) > 400 and len(expected["Codings"]) > 150
+    assert summary.run_id is None and summary.output == by_library
+    assert said[-1] == summary.describe().replace(str(by_library), str(by_command))
+    assert said[-1].startswith("Coded 402 segments from 85 documents: ")
+
+
+def test_the_library_call_in_a_study_takes_its_settings_and_records_the_run(tmp_path):
+    root = tmp_path / "study"
+    ok("init", root, "--coder", "Ana Ruiz")
+    config = root / "qualcode.toml"
+    config.write_text(
+        re.sub(r"(?m)^suggest_at = .*$", "suggest_at = 0.7", config.read_text(encoding="utf-8")),
+        encoding="utf-8",
+    )
+    by_command = root / "command.xlsx"
+    ok("code", SAMPLE / "essays", "-o", by_command, "--study", root, "--no-model-cache", "-q")
+
+    by_library = root / "library.xlsx"
+    with Study.open(root) as study:
+        options = with_study_defaults(CodingOptions(jobs=0, model_cache=False), study.config)
+        summary = code_paths([str(SAMPLE / "essays")], by_library, options, study=study)
+        runs = [detail for _, what, detail in study.history() if what.startswith("run ")]
+
+    assert options.suggest_at == 0.7
+    assert _cells(by_library) == _cells(by_command)
+    assert summary.run_id == 2 and summary.study_root == root.resolve()
+    assert len(runs) == 2 and str(by_library) in runs[-1]
+
+
+def test_the_readme_runs_from_python_as_it_says(tmp_path, monkeypatch):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## From Python", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)\n```", section, re.S)
+    assert blocks
+    os.symlink(REPO / "corpora", tmp_path / "corpora")
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+    assert (tmp_path / "coded.xlsx").is_file()
+    with Study.open(tmp_path / "my-study") as study:
+        assert [what for _, what, _ in study.history() if what.startswith("run ")] == ["run 1"]
