@@ -21,7 +21,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def handle_error(self, request, client_address):  # a client that gave up on a slow answer: not news
+    def handle_error(
+        self, request, client_address
+    ):  # a client that gave up on a slow answer: not news
         pass
 
 
@@ -48,7 +50,9 @@ class FakeChatServer:
 
         self._httpd = _Server(("127.0.0.1", port), Handler)
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         self._closed = False
 
@@ -87,7 +91,9 @@ class FakeChatServer:
         if handler.path.rstrip("/") != "/v1/chat/completions":
             return _send(handler, 404, {"error": {"message": f"no route {handler.path}"}})
         if action == "429":
-            return _send(handler, 429, {"error": {"message": "rate limited"}}, {"retry-after-ms": "10"})
+            return _send(
+                handler, 429, {"error": {"message": "rate limited"}}, {"retry-after-ms": "10"}
+            )
         if action == "500":
             return _send(handler, 500, {"error": {"message": "the model crashed"}})
         if action == "400":
@@ -97,17 +103,36 @@ class FakeChatServer:
         time.sleep(self.delay)
         format_ = (body.get("response_format") or {}).get("type")
         if self.reject_json_schema and format_ == "json_schema":
-            return _send(handler, 400, {"error": {"message": "response_format json_schema is not supported"}})
+            return _send(
+                handler, 400, {"error": {"message": "response_format json_schema is not supported"}}
+            )
         content = answer(body)
         with self._lock:
             self.answered += 1
             dying = self.die_after is not None and self.answered >= self.die_after
             self.dead = self.dead or dying
-        _send(handler, 200, {
-            "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": len(json.dumps(body["messages"])) // 4, "completion_tokens": len(content) // 4,
-                      "total_tokens": 0}})
+        _send(
+            handler,
+            200,
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": len(json.dumps(body["messages"])) // 4,
+                    "completion_tokens": len(content) // 4,
+                    "total_tokens": 0,
+                },
+            },
+        )
         if dying:
             threading.Thread(target=self.stop, daemon=True).start()
 
@@ -125,7 +150,11 @@ def _send(handler, status: int, payload: dict, headers: dict | None = None) -> N
 
 def segment_text(body: dict) -> str:
     user = body["messages"][-1]["content"]
-    return user.split("SEGMENT (speaker:", 1)[1].split("):\n", 1)[1] if "SEGMENT (speaker:" in user else user
+    return (
+        user.split("SEGMENT (speaker:", 1)[1].split("):\n", 1)[1]
+        if "SEGMENT (speaker:" in user
+        else user
+    )
 
 
 def code_ids(body: dict) -> list[str]:
@@ -142,7 +171,11 @@ def answer(body: dict) -> str:
         quote = found.group(0) if found else ""
         if found and "NOTVERBATIM" in text:
             quote = "words she never said"
-        codes[code_id] = {"applies": bool(found), "confidence": 0.9 if found else 0.8, "quote": quote}
+        codes[code_id] = {
+            "applies": bool(found),
+            "confidence": 0.9 if found else 0.8,
+            "quote": quote,
+        }
     content = json.dumps(codes)
     if "FENCED" in text:
         return "Here you are:\n```json\n" + content[:-1] + ",}\n```"

@@ -46,10 +46,14 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         with atomic_file(target) as temporary:
             temporary.write_bytes(b"half")
             raise RuntimeError("interrupted")
-    assert target.read_bytes() == b"old" and [path.name for path in tmp_path.iterdir()] == ["coded.xlsx"]
+    assert target.read_bytes() == b"old" and [path.name for path in tmp_path.iterdir()] == [
+        "coded.xlsx"
+    ]
 
 
-def test_a_new_folder_gets_the_permissions_the_umask_gives_and_replaces_the_old(tmp_path, umask_022):
+def test_a_new_folder_gets_the_permissions_the_umask_gives_and_replaces_the_old(
+    tmp_path, umask_022
+):
     target = tmp_path / "tables"
     target.mkdir()
     (target / "old.csv").write_text("old")
@@ -60,14 +64,23 @@ def test_a_new_folder_gets_the_permissions_the_umask_gives_and_replaces_the_old(
     fresh = tmp_path / "fresh"
     with atomic_folder(fresh) as folder:
         (folder / "segments.csv").write_text("new")
-    assert _mode(fresh) == 0o755 and sorted(path.name for path in tmp_path.iterdir()) == ["fresh", "tables"]
+    assert _mode(fresh) == 0o755 and sorted(path.name for path in tmp_path.iterdir()) == [
+        "fresh",
+        "tables",
+    ]
 
 
 def test_a_folder_that_cannot_take_the_output_is_a_clear_error(tmp_path):
     missing = tmp_path / "missing"
-    with pytest.raises(OutputError, match=r"coded.xlsx: cannot create a file in .*missing \(No such file or directory\)"):
+    with pytest.raises(
+        OutputError,
+        match=r"coded.xlsx: cannot create a file in .*missing \(No such file or directory\)",
+    ):
         with atomic_file(missing / "coded.xlsx"):
             pass
-    with pytest.raises(OutputError, match=r"tables: cannot create a folder in .*missing \(No such file or directory\)"):
+    with pytest.raises(
+        OutputError,
+        match=r"tables: cannot create a folder in .*missing \(No such file or directory\)",
+    ):
         with atomic_folder(missing / "tables"):
             pass

@@ -9,7 +9,14 @@ from click.testing import CliRunner
 from conftest import SAMPLE, run
 from qualcode.cli import cli
 
-CODE_IDS = ["continuity", "accessibility", "participation", "empathy", "trust", "structural_context"]
+CODE_IDS = [
+    "continuity",
+    "accessibility",
+    "participation",
+    "empathy",
+    "trust",
+    "structural_context",
+]
 
 
 @pytest.fixture(scope="module")
@@ -24,21 +31,43 @@ def test_code_on_the_sample_corpus_writes_the_whole_contract(sample_workbook):
     output, result = sample_workbook
     assert result.output.startswith("Coded ") and str(output) in result.output
     sheets = pd.read_excel(output, sheet_name=None)
-    assert list(sheets) == ["Segments", "Codings", "Summary", "Documents", "Co-occurrence", "Codebook", "Run",
-                           "Orphaned reviews"]
+    assert list(sheets) == [
+        "Segments",
+        "Codings",
+        "Summary",
+        "Documents",
+        "Co-occurrence",
+        "Codebook",
+        "Run",
+        "Orphaned reviews",
+    ]
     segments = sheets["Segments"]
-    assert list(segments.columns[:6]) == ["segment_id", "document", "speaker", "start", "end", "timestamp"]
+    assert list(segments.columns[:6]) == [
+        "segment_id",
+        "document",
+        "speaker",
+        "start",
+        "end",
+        "timestamp",
+    ]
     assert list(segments.columns[-10:]) == ["text", *CODE_IDS, "codes", "reviewed", "decided by"]
-    assert {"role", "age_group", "site", "years_known_to_services", "respondent"} <= set(segments.columns)
+    assert {"role", "age_group", "site", "years_known_to_services", "respondent"} <= set(
+        segments.columns
+    )
     documents = set(segments["document"])
-    assert "transcripts/young_person_03.docx" in documents and "transcripts/care_leaver_02.vtt" in documents
+    assert (
+        "transcripts/young_person_03.docx" in documents
+        and "transcripts/care_leaver_02.vtt" in documents
+    )
     assert sum(document.startswith("survey/open_responses.csv#") for document in documents) >= 60
     assert segments["timestamp"].notna().any()
     codings = sheets["Codings"]
     assert set(codings["code"]) == set(CODE_IDS), "every theme is found somewhere in the sample"
     assert set(codings["source"]) == {"rule", "classifier"} and codings["evidence"].notna().all()
     machine = codings[codings["source"] == "classifier"]
-    assert machine["confidence"].between(0.5, 1).all(), "classifier suggestions are at or above the threshold"
+    assert machine["confidence"].between(0.5, 1).all(), (
+        "classifier suggestions are at or above the threshold"
+    )
     assert set(codings["status"]) <= {"suggested", "downgraded"}
     assert list(sheets["Codebook"]["id"]) == CODE_IDS
     run_sheet = dict(zip(sheets["Run"]["field"], sheets["Run"]["value"]))
@@ -48,7 +77,11 @@ def test_code_on_the_sample_corpus_writes_the_whole_contract(sample_workbook):
 def test_interviewer_turns_are_exported_but_not_coded(sample_workbook):
     output, _ = sample_workbook
     segments = pd.read_excel(output, sheet_name="Segments")
-    interviewer = segments[segments["speaker"].isin(["Interviewer", "INT", "Int", "I", "Q", "Researcher", "Facilitator"])]
+    interviewer = segments[
+        segments["speaker"].isin(
+            ["Interviewer", "INT", "Int", "I", "Q", "Researcher", "Facilitator"]
+        )
+    ]
     assert len(interviewer) > 50
     assert interviewer["codes"].isna().all()
 
@@ -58,7 +91,9 @@ def test_same_input_gives_the_same_segments_and_codings(sample_workbook, tmp_pat
     again = tmp_path / "again.xlsx"
     assert run("code", SAMPLE, "-o", again, "-q").exit_code == 0
     for sheet in ("Segments", "Codings", "Summary", "Documents", "Co-occurrence"):
-        pd.testing.assert_frame_equal(pd.read_excel(output, sheet_name=sheet), pd.read_excel(again, sheet_name=sheet))
+        pd.testing.assert_frame_equal(
+            pd.read_excel(output, sheet_name=sheet), pd.read_excel(again, sheet_name=sheet)
+        )
 
 
 def test_code_leaves_the_garbage_collector_as_it_found_it(tmp_path):
@@ -67,7 +102,9 @@ def test_code_leaves_the_garbage_collector_as_it_found_it(tmp_path):
     before = gc.get_threshold(), gc.get_freeze_count()
     for extra in ([], ["--format", "csv"]):
         output = tmp_path / ("coded.xlsx" if not extra else "tables")
-        result = CliRunner().invoke(cli, ["code", str(SAMPLE / "survey"), "-o", str(output), "-q", *extra])
+        result = CliRunner().invoke(
+            cli, ["code", str(SAMPLE / "survey"), "-o", str(output), "-q", *extra]
+        )
         assert result.exit_code == 0, result.output
         assert (gc.get_threshold(), gc.get_freeze_count()) == before
 
@@ -81,20 +118,49 @@ def test_verbose_shows_what_the_training_process_logs(tmp_path):
         "name: Book\ncodes:\n  - id: time\n    name: Time\n    definition: Time for us.\n"
         "    examples:\n      positive: [She never had time., Always rushing off., Weeks before a call.]\n"
         "      negative: [We had chips., The bus was late., It rained all week.]\n"
-        "  - id: silent\n    name: Silent\n    definition: Nothing to learn from.\n", encoding="utf-8")
-    completed = subprocess.run([sys.executable, "-m", "qualcode", "code", str(SAMPLE / "survey"), "--codebook",
-                                str(codebook), "-o", str(tmp_path / "coded.xlsx"), "-v", "--no-model-cache"],
-                               capture_output=True, text=True, timeout=300)
+        "  - id: silent\n    name: Silent\n    definition: Nothing to learn from.\n",
+        encoding="utf-8",
+    )
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qualcode",
+            "code",
+            str(SAMPLE / "survey"),
+            "--codebook",
+            str(codebook),
+            "-o",
+            str(tmp_path / "coded.xlsx"),
+            "-v",
+            "--no-model-cache",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr
     assert "code silent: 0 positive and 0 negative examples; too few to train" in completed.stderr
 
 
 def test_csv_format_and_sentence_unit(tmp_path):
-    result = run("code", SAMPLE / "essays", "-o", tmp_path / "out", "--format", "csv", "--unit", "sentence", "-q")
+    result = run(
+        "code",
+        SAMPLE / "essays",
+        "-o",
+        tmp_path / "out",
+        "--format",
+        "csv",
+        "--unit",
+        "sentence",
+        "-q",
+    )
     assert result.exit_code == 0, result.output
     assert result.output == ""
     segments = pd.read_csv(tmp_path / "out" / "segments.csv")
-    paragraphs = pd.read_excel(_code_to(tmp_path / "p.xlsx", SAMPLE / "essays"), sheet_name="Segments")
+    paragraphs = pd.read_excel(
+        _code_to(tmp_path / "p.xlsx", SAMPLE / "essays"), sheet_name="Segments"
+    )
     assert len(segments) > len(paragraphs)
 
 
@@ -111,7 +177,11 @@ def _fails(result, code, message):
 
 
 def test_missing_path(tmp_path):
-    _fails(run("code", tmp_path / "nope", "-o", tmp_path / "o.xlsx"), 66, f"Error: {tmp_path / 'nope'}: no such file or folder")
+    _fails(
+        run("code", tmp_path / "nope", "-o", tmp_path / "o.xlsx"),
+        66,
+        f"Error: {tmp_path / 'nope'}: no such file or folder",
+    )
 
 
 def test_empty_corpus(tmp_path):
@@ -122,10 +192,16 @@ def test_empty_corpus(tmp_path):
 
 def test_bad_codebook_names_file_and_line(tmp_path):
     book = tmp_path / "book.yaml"
-    book.write_text("name: x\ncodes:\n  - id: a\n    name: A\n    definition: d\n    rules:\n      regex: ['(']\n")
+    book.write_text(
+        "name: x\ncodes:\n  - id: a\n    name: A\n    definition: d\n    rules:\n      regex: ['(']\n"
+    )
     result = run("code", SAMPLE / "essays", "-o", tmp_path / "o.xlsx", "--codebook", book)
-    _fails(result, 78, f"Error: {book}: line 7: codes[0] (a).rules.regex[0]: bad regular expression '(': "
-                       "missing ) at position 1")
+    _fails(
+        result,
+        78,
+        f"Error: {book}: line 7: codes[0] (a).rules.regex[0]: bad regular expression '(': "
+        "missing ) at position 1",
+    )
     assert not (tmp_path / "o.xlsx").exists()
 
 
@@ -134,24 +210,33 @@ def test_output_that_is_an_input_or_inside_one(tmp_path):
     shutil.copytree(SAMPLE / "essays", corpus)
     target = corpus / "practice_note_01.txt"
     before = target.read_bytes()
-    _fails(run("code", corpus, target, "-o", target), 73,
-           f"Error: {target}: the output is also an input; choose another output path")
+    _fails(
+        run("code", corpus, target, "-o", target),
+        73,
+        f"Error: {target}: the output is also an input; choose another output path",
+    )
     assert target.read_bytes() == before
     result = run("code", corpus, "-o", corpus / "coded.xlsx")
     assert result.exit_code == 73 and "is inside the input folder" in result.output
 
 
 def test_output_folder_missing(tmp_path):
-    _fails(run("code", SAMPLE / "essays", "-o", tmp_path / "no" / "o.xlsx"), 73,
-           f"Error: {tmp_path / 'no' / 'o.xlsx'}: folder {tmp_path / 'no'} does not exist")
+    _fails(
+        run("code", SAMPLE / "essays", "-o", tmp_path / "no" / "o.xlsx"),
+        73,
+        f"Error: {tmp_path / 'no' / 'o.xlsx'}: folder {tmp_path / 'no'} does not exist",
+    )
 
 
 def test_survey_without_a_text_column_lists_columns(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "s.csv").write_text("id,age\n1,20\n")
-    _fails(run("code", tmp_path / "in", "-o", tmp_path / "o.xlsx"), 65,
-           f"Error: {tmp_path / 'in' / 's.csv'}: no answer text column found; name it with --text-column. "
-           "The columns are 'id', 'age'")
+    _fails(
+        run("code", tmp_path / "in", "-o", tmp_path / "o.xlsx"),
+        65,
+        f"Error: {tmp_path / 'in' / 's.csv'}: no answer text column found; name it with --text-column. "
+        "The columns are 'id', 'age'",
+    )
 
 
 def test_reviewed_workbook_is_kept_unless_forced(tmp_path):
@@ -163,23 +248,30 @@ def test_reviewed_workbook_is_kept_unless_forced(tmp_path):
         sheet.cell(row, header.index("reviewed") + 1).value = "x"
     book.save(output)
     before = output.read_bytes()
-    _fails(run("code", SAMPLE / "essays", "-o", output), 73,
-           f"Error: {output}: not replaced, because 2 segment rows marked reviewed; "
-           "write to another file with -o, or pass --force to replace it")
+    _fails(
+        run("code", SAMPLE / "essays", "-o", output),
+        73,
+        f"Error: {output}: not replaced, because 2 segment rows marked reviewed; "
+        "write to another file with -o, or pass --force to replace it",
+    )
     assert output.read_bytes() == before
     assert run("code", SAMPLE / "essays", "-o", output, "--force", "-q").exit_code == 0
     assert output.read_bytes() != before
 
 
 def test_uninstalled_spacy_model(tmp_path):
-    result = run("code", SAMPLE / "essays", "-o", tmp_path / "o.xlsx", "--spacy-model", "en_no_such_model")
+    result = run(
+        "code", SAMPLE / "essays", "-o", tmp_path / "o.xlsx", "--spacy-model", "en_no_such_model"
+    )
     assert result.exit_code == 78
     assert "spaCy pipeline 'en_no_such_model' is not installed" in result.output
 
 
 def test_kind_override_and_extra_interviewer_label(tmp_path):
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "t.txt").write_text("SW: Did you feel listened to?\nMum: She never listened.\nSW: I see.\nMum: Yes.\n")
+    (tmp_path / "in" / "t.txt").write_text(
+        "SW: Did you feel listened to?\nMum: She never listened.\nSW: I see.\nMum: Yes.\n"
+    )
     output = tmp_path / "o.xlsx"
     assert run("code", tmp_path / "in", "-o", output, "--interviewer", "SW", "-q").exit_code == 0
     segments = pd.read_excel(output, sheet_name="Segments")
@@ -189,7 +281,9 @@ def test_kind_override_and_extra_interviewer_label(tmp_path):
 
 
 def test_codebook_validate(tmp_path):
-    good = run("codebook", "validate", SAMPLE.parent.parent / "codebooks" / "relationship-themes.yaml")
+    good = run(
+        "codebook", "validate", SAMPLE.parent.parent / "codebooks" / "relationship-themes.yaml"
+    )
     assert good.exit_code == 0 and "valid; 6 codes" in good.output
     book = tmp_path / "b.yaml"
     book.write_text("name: x\ncodes:\n  - id: A\n    name: A\n    definition: d\n    extra: 1\n")
@@ -210,7 +304,14 @@ def test_evaluate_prints_per_code_and_macro_figures_and_writes_the_report(tmp_pa
     output = tmp_path / "report.xlsx"
     result = run("evaluate", SAMPLE, "--gold", GOLD, "--no-learning-curve", "-o", output)
     assert result.exit_code == 0, result.output
-    for heading in ("rules", "classifier", "combined", "macro average", "Calibration", "Rules below the precision floor"):
+    for heading in (
+        "rules",
+        "classifier",
+        "combined",
+        "macro average",
+        "Calibration",
+        "Rules below the precision floor",
+    ):
         assert heading in result.output
     assert "5-fold cross-validation grouped by document" in result.output
     sheets = pd.read_excel(output, sheet_name=None)
@@ -223,9 +324,12 @@ def test_evaluate_prints_per_code_and_macro_figures_and_writes_the_report(tmp_pa
 def test_evaluate_rejects_a_gold_column_outside_the_codebook(tmp_path):
     gold = tmp_path / "gold.csv"
     gold.write_text("segment_id,trust,hope\nx:0-1,1,1\n")
-    _fails(run("evaluate", SAMPLE, "--gold", gold), 65,
-           f"Error: {gold}: column 'hope' holds 0/1 codes but is not a code in the codebook "
-           "(accessibility, continuity, empathy, participation, structural_context, trust)")
+    _fails(
+        run("evaluate", SAMPLE, "--gold", gold),
+        65,
+        f"Error: {gold}: column 'hope' holds 0/1 codes but is not a code in the codebook "
+        "(accessibility, continuity, empathy, participation, structural_context, trust)",
+    )
 
 
 def test_agree_between_a_human_and_the_machine(sample_workbook, tmp_path):
@@ -253,8 +357,21 @@ def test_train_no_classifier_and_thresholds(tmp_path):
     assert run("code", SAMPLE / "essays", "-o", rules_only, "--no-classifier", "-q").exit_code == 0
     assert set(pd.read_excel(rules_only, sheet_name="Codings")["source"]) == {"rule"}
     strict = tmp_path / "strict.xlsx"
-    assert run("code", SAMPLE / "essays", "-o", strict, "--threshold", "0.99", "--no-seed", "--train", GOLD,
-               "-q").exit_code == 0
+    assert (
+        run(
+            "code",
+            SAMPLE / "essays",
+            "-o",
+            strict,
+            "--threshold",
+            "0.99",
+            "--no-seed",
+            "--train",
+            GOLD,
+            "-q",
+        ).exit_code
+        == 0
+    )
     codings = pd.read_excel(strict, sheet_name="Codings")
     assert (codings[codings["source"] == "classifier"]["confidence"] >= 0.99).all()
     run_sheet = pd.read_excel(strict, sheet_name="Run").set_index("field")["value"]
@@ -267,12 +384,21 @@ def test_train_no_classifier_and_thresholds(tmp_path):
 def test_outputs_of_the_wrong_kind_are_refused_even_with_force(tmp_path):
     folder = tmp_path / "folder"
     folder.mkdir()
-    _fails(run("code", SAMPLE / "essays", "-o", folder, "--force"), 73,
-           f"Error: {folder}: is a folder; name the workbook, e.g. {folder / 'coded.xlsx'}")
+    _fails(
+        run("code", SAMPLE / "essays", "-o", folder, "--force"),
+        73,
+        f"Error: {folder}: is a folder; name the workbook, e.g. {folder / 'coded.xlsx'}",
+    )
     file = tmp_path / "notes.txt"
     file.write_text("mine")
-    _fails(run("code", SAMPLE / "essays", "-o", file, "--format", "csv", "--force"), 73,
-           f"Error: {file}: is a file, but --format csv writes a folder of CSV files; name a folder")
+    _fails(
+        run("code", SAMPLE / "essays", "-o", file, "--format", "csv", "--force"),
+        73,
+        f"Error: {file}: is a file, but --format csv writes a folder of CSV files; name a folder",
+    )
     assert file.read_text() == "mine"
-    _fails(run("code", SAMPLE / "essays", "-o", tmp_path / "coded"), 73,
-           f"Error: {tmp_path / 'coded'}: a workbook's name should end in .xlsx (or use --format csv for a folder)")
+    _fails(
+        run("code", SAMPLE / "essays", "-o", tmp_path / "coded"),
+        73,
+        f"Error: {tmp_path / 'coded'}: a workbook's name should end in .xlsx (or use --format csv for a folder)",
+    )

@@ -45,7 +45,9 @@ def test_units_gather_prose_paragraphs_and_leave_out_menus_and_a_cut_off_line(re
     units = rebuild.cut_units("S1", PAGE)
     texts = [rebuild.unit_text(paragraphs) for _, paragraphs in units]
     assert len(units) == 2
-    assert texts[0].startswith("I met my new worker in March.") and texts[0].endswith("left a message.")
+    assert texts[0].startswith("I met my new worker in March.") and texts[0].endswith(
+        "left a message."
+    )
     assert texts[0].count("\n\n") == 1
     assert not any("Short line here." in text for text in texts)  # under five words: not prose
     assert texts[1].startswith("Then in June") and texts[1].endswith("did not know us.")
@@ -55,8 +57,12 @@ def test_units_gather_prose_paragraphs_and_leave_out_menus_and_a_cut_off_line(re
 def test_a_unit_is_found_by_its_hash_in_a_page_that_moved_around_it(rebuild):
     first, paragraphs = rebuild.cut_units("S1", PAGE)[1]
     text = rebuild.unit_text(paragraphs)
-    unit = rebuild.Unit("U0002", "S1", first, len(paragraphs), len(text.split()), len(text), rebuild.sha1(text))
-    moved = "Cookie notice\nAccept all\n" + PAGE.replace("Then in June she told", "Then in June  she\ttold")
+    unit = rebuild.Unit(
+        "U0002", "S1", first, len(paragraphs), len(text.split()), len(text), rebuild.sha1(text)
+    )
+    moved = "Cookie notice\nAccept all\n" + PAGE.replace(
+        "Then in June she told", "Then in June  she\ttold"
+    )
     assert rebuild.find_unit(unit, rebuild.paragraphs_of(moved)) == text
     edited = PAGE.replace("wasted", "lost")
     assert rebuild.find_unit(unit, rebuild.paragraphs_of(edited)) is None
@@ -66,7 +72,10 @@ def test_the_text_of_an_html_page_gives_the_same_units(rebuild):
     body = "".join(f"<p>{line}</p>" for line in PAGE.splitlines() if line)
     html = f"<html><head><script>var x = 'I met my new worker';</script><style>p {{}}</style></head><body>{body}</body></html>"
     expected = [rebuild.unit_text(paragraphs) for _, paragraphs in rebuild.cut_units("S1", PAGE)]
-    got = [rebuild.unit_text(paragraphs) for _, paragraphs in rebuild.cut_units("S1", rebuild.text_of_html(html))]
+    got = [
+        rebuild.unit_text(paragraphs)
+        for _, paragraphs in rebuild.cut_units("S1", rebuild.text_of_html(html))
+    ]
     assert got == expected
 
 
@@ -74,8 +83,10 @@ def test_rebuild_writes_each_unit_to_its_split_and_reports_what_it_cannot_find(r
     pages = tmp_path / "pages"
     pages.mkdir()
     (pages / "S1.txt").write_text(PAGE, encoding="utf-8")
-    sources = [{"source_id": "S1", "url": "http://127.0.0.1/none", "split": "test"},
-               {"source_id": "S2", "url": "http://127.0.0.1/none", "split": "dev"}]
+    sources = [
+        {"source_id": "S1", "url": "http://127.0.0.1/none", "split": "test"},
+        {"source_id": "S2", "url": "http://127.0.0.1/none", "split": "dev"},
+    ]
     units = rebuild.cut_corpus(sources[:1], pages)
     units.append(rebuild.Unit("U0003", "S2", 0, 1, 10, 50, "0" * 40))
     written, missing = rebuild.rebuild(units, sources, pages, tmp_path / "texts")
@@ -83,7 +94,10 @@ def test_rebuild_writes_each_unit_to_its_split_and_reports_what_it_cannot_find(r
     folder = tmp_path / "texts" / "test" / "S1"
     assert sorted(path.name for path in folder.iterdir()) == ["U0001.txt", "U0002.txt"]
     assert (folder / "U0002.txt").read_text(encoding="utf-8").startswith("Then in June")
-    assert units[1].segment_id == f"S1/U0002.txt:0-{len((folder / 'U0002.txt').read_text(encoding='utf-8')) - 1}"
+    assert (
+        units[1].segment_id
+        == f"S1/U0002.txt:0-{len((folder / 'U0002.txt').read_text(encoding='utf-8')) - 1}"
+    )
 
 
 def _rows(name):
@@ -94,7 +108,15 @@ def _rows(name):
 def test_the_index_is_whole_and_holds_no_text():
     sources = {row["source_id"]: row for row in _rows("sources.csv")}
     units = _rows("units.csv")
-    assert list(units[0]) == ["unit_id", "source_id", "first_paragraph", "paragraphs", "words", "chars", "sha1"]
+    assert list(units[0]) == [
+        "unit_id",
+        "source_id",
+        "first_paragraph",
+        "paragraphs",
+        "words",
+        "chars",
+        "sha1",
+    ]
     assert [row["unit_id"] for row in units] == [f"U{i:04d}" for i in range(1, len(units) + 1)]
     assert len(units) >= 600 and len({row["source_id"] for row in units}) >= 40
     assert all(row["source_id"] in sources for row in units)
@@ -114,7 +136,9 @@ def test_the_second_test_split_is_new_sources_whose_units_come_after_the_others(
     in_test2 = [row["split"] == "test2" for row in (sources[unit["source_id"]] for unit in units)]
     first = in_test2.index(True)
     last = len(in_test2) - in_test2[::-1].index(True)
-    assert all(in_test2[first:last]) and not any(in_test2[:first])  # appended after every dev and test unit
+    assert all(in_test2[first:last]) and not any(
+        in_test2[:first]
+    )  # appended after every dev and test unit
     later = [sources[unit["source_id"]]["split"] for unit in units[last:]]
     assert set(later) <= {"test3"}  # only the third split's units come after it
     assert sum(in_test2) >= 150 and {unit["source_id"] for unit in units[first:last]} == test2
@@ -134,7 +158,9 @@ def test_the_third_test_split_is_new_sources_whose_units_come_after_all_the_othe
     assert len(test3) >= 40
     in_test3 = [row["split"] == "test3" for row in (sources[unit["source_id"]] for unit in units)]
     first = in_test3.index(True)
-    assert all(in_test3[first:]) and not any(in_test3[:first])  # appended after every dev, test and test2 unit
+    assert all(in_test3[first:]) and not any(
+        in_test3[:first]
+    )  # appended after every dev, test and test2 unit
     assert sum(in_test3) >= 150 and {unit["source_id"] for unit in units[first:]} == test3
 
     def address(url):
@@ -156,7 +182,9 @@ We left with three things to do and a date for the next visit written in her dia
 Comments are closed."""
 
 
-def test_cut_new_appends_the_units_of_new_sources_and_leaves_the_rows_already_there(rebuild, tmp_path):
+def test_cut_new_appends_the_units_of_new_sources_and_leaves_the_rows_already_there(
+    rebuild, tmp_path
+):
     pages = tmp_path / "pages"
     pages.mkdir()
     (pages / "S1.txt").write_text(PAGE, encoding="utf-8")
@@ -187,7 +215,9 @@ def test_no_held_out_page_is_in_the_corpus():
     def address(url):
         return re.sub(r"^https?://(www\.)?", "", url.strip()).split("?")[0].rstrip("/").lower()
 
-    held_out = {address(line[2:]) for line in listing.read_text().splitlines() if line.startswith("- http")}
+    held_out = {
+        address(line[2:]) for line in listing.read_text().splitlines() if line.startswith("- http")
+    }
     assert held_out and not held_out & {address(row["url"]) for row in _rows("sources.csv")}
 
 

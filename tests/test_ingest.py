@@ -56,8 +56,10 @@ def test_vtt_cues_of_one_speaker_merge_into_turns(write):
     )
     (document,) = read_documents([write("call.vtt", vtt)]).documents
     assert document.kind == "transcript"
-    assert document.text == ("[00:00:01] Interviewer: How has it been going?\n\n"
-                             "[00:00:05] Jay Smith: Better since she started.\n")
+    assert document.text == (
+        "[00:00:01] Interviewer: How has it been going?\n\n"
+        "[00:00:05] Jay Smith: Better since she started.\n"
+    )
 
 
 def test_srt_without_speakers_merges_until_a_sentence_ends(write):
@@ -74,13 +76,22 @@ def test_malformed_caption_names_the_line(write):
 
 def test_docx_paragraphs_and_turns(tmp_path):
     word = docx.Document()
-    for line in ["Interviewer: Who is your worker?", "Kai: Sam, since I was nine.", "", "Interviewer: Good?", "Kai: Yes."]:
+    for line in [
+        "Interviewer: Who is your worker?",
+        "Kai: Sam, since I was nine.",
+        "",
+        "Interviewer: Good?",
+        "Kai: Yes.",
+    ]:
         word.add_paragraph(line)
     path = tmp_path / "kai.docx"
     word.save(path)
     (document,) = read_documents([path]).documents
     assert document.kind == "transcript"
-    assert document.text == "Interviewer: Who is your worker?\n\nKai: Sam, since I was nine.\n\nInterviewer: Good?\n\nKai: Yes."
+    assert (
+        document.text
+        == "Interviewer: Who is your worker?\n\nKai: Sam, since I was nine.\n\nInterviewer: Good?\n\nKai: Yes."
+    )
 
 
 def test_corrupt_docx_is_named(write):
@@ -91,9 +102,9 @@ def test_corrupt_docx_is_named(write):
 
 SURVEY = (
     "Respondent ID,Role,Site,Response\n"
-    "R1,parent,North,\"She listens, and she calls back.\"\n"
+    'R1,parent,North,"She listens, and she calls back."\n'
     "R2,young person,South,\n"
-    "R3,care leaver,North,\"=( she left\nand nobody told me\"\n"
+    'R3,care leaver,North,"=( she left\nand nobody told me"\n'
 )
 
 
@@ -113,20 +124,28 @@ def test_semicolon_csv_is_sniffed(write):
 
 def test_missing_text_column_lists_the_columns(write):
     path = write("s.csv", "id,age,site\n1,20,North\n")
-    with pytest.raises(InputDataError, match=r"s.csv: no answer text column found; name it with --text-column\. "
-                                             r"The columns are 'id', 'age', 'site'"):
+    with pytest.raises(
+        InputDataError,
+        match=r"s.csv: no answer text column found; name it with --text-column\. "
+        r"The columns are 'id', 'age', 'site'",
+    ):
         read_documents([path])
 
 
 def test_named_text_column_that_does_not_exist(write):
     path = write("s.csv", "id,response\n1,ok\n")
-    with pytest.raises(InputDataError, match=r"no column named 'comment' for --text-column; the columns are 'id', 'response'"):
+    with pytest.raises(
+        InputDataError,
+        match=r"no column named 'comment' for --text-column; the columns are 'id', 'response'",
+    ):
         read_documents([path], text_column="comment")
 
 
 def test_duplicate_ids_name_both_rows(write):
     path = write("s.csv", "id,response\nA,one\nB,two\nA,three\n")
-    with pytest.raises(InputDataError, match=r"s.csv: line 4: duplicate id 'A' in column 'id' \(first at line 2\)"):
+    with pytest.raises(
+        InputDataError, match=r"s.csv: line 4: duplicate id 'A' in column 'id' \(first at line 2\)"
+    ):
         read_documents([path])
 
 
@@ -190,6 +209,12 @@ def test_same_document_id_from_two_paths_is_refused(write, tmp_path):
 
 
 def test_tsv_survey_uses_tabs(write):
-    corpus = read_documents([write("s.tsv", "respondent\tcomment\tsite\nA\tShe listens, always.\tNorth\n")])
+    corpus = read_documents(
+        [write("s.tsv", "respondent\tcomment\tsite\nA\tShe listens, always.\tNorth\n")]
+    )
     (document,) = corpus.documents
-    assert (document.doc_id, document.text, document.attributes["site"]) == ("s.tsv#A", "She listens, always.", "North")
+    assert (document.doc_id, document.text, document.attributes["site"]) == (
+        "s.tsv#A",
+        "She listens, always.",
+        "North",
+    )

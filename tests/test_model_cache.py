@@ -11,10 +11,20 @@ from qualcode.cli import cli
 from qualcode.features import ngram_hashes
 from qualcode.model_cache import KEEP_MODELS, load_model, model_key, store_model
 
-TEXTS = {1: ["she never had time for us", "nobody ever rang back", "always rushing off", "weeks before a call"],
-         0: ["we had chips after school", "the bus was late", "it rained all week", "I like drawing"]}
-EXAMPLES = [TrainingExample(text, {"time": label}, group=f"g{index}")
-            for label, texts in TEXTS.items() for index, text in enumerate(texts)]
+TEXTS = {
+    1: [
+        "she never had time for us",
+        "nobody ever rang back",
+        "always rushing off",
+        "weeks before a call",
+    ],
+    0: ["we had chips after school", "the bus was late", "it rained all week", "I like drawing"],
+}
+EXAMPLES = [
+    TrainingExample(text, {"time": label}, group=f"g{index}")
+    for label, texts in TEXTS.items()
+    for index, text in enumerate(texts)
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +36,19 @@ def test_a_stored_model_loads_with_identical_predictions(model, nlp, tmp_path):
     key = model_key(["time", "trust"], EXAMPLES, "blank:en")
     store_model(tmp_path, key, model)
     loaded = load_model(tmp_path, key)
-    assert loaded is not None and loaded.codes == model.codes and loaded.training_counts == model.training_counts
+    assert (
+        loaded is not None
+        and loaded.codes == model.codes
+        and loaded.training_counts == model.training_counts
+    )
     features = ngram_hashes(nlp.tokenizer.pipe(["she never rang back", "the bus again"]))
-    np.testing.assert_array_equal(loaded.probabilities(loaded.features(features)),
-                                  model.probabilities(model.features(features)))
-    assert loaded.explain(loaded.features(features), 0, "time") == model.explain(model.features(features), 0, "time")
+    np.testing.assert_array_equal(
+        loaded.probabilities(loaded.features(features)),
+        model.probabilities(model.features(features)),
+    )
+    assert loaded.explain(loaded.features(features), 0, "time") == model.explain(
+        model.features(features), 0, "time"
+    )
     assert [path.suffix for path in (tmp_path / "models").iterdir()] == [".npz"]
 
 
@@ -67,17 +85,25 @@ def test_a_rerun_loads_the_model_and_writes_the_same_workbook(tmp_path, monkeypa
     monkeypatch.setenv("QUALCODE_CACHE_DIR", str(tmp_path / "cache"))
     runner = CliRunner()
     outputs = []
-    for name, extra in (("first.xlsx", []), ("second.xlsx", []), ("uncached.xlsx", ["--no-model-cache"])):
+    for name, extra in (
+        ("first.xlsx", []),
+        ("second.xlsx", []),
+        ("uncached.xlsx", ["--no-model-cache"]),
+    ):
         # The model cache keeps n-gram models; embeddings have their own cache (test_embeddings).
-        result = runner.invoke(cli, ["code", str(SAMPLE), "-o", str(tmp_path / name), "--representation", "ngrams",
-                                     *extra])
+        result = runner.invoke(
+            cli,
+            ["code", str(SAMPLE), "-o", str(tmp_path / name), "--representation", "ngrams", *extra],
+        )
         assert result.exit_code == 0, result.output
         outputs.append(tmp_path / name)
     runs = [_run_sheet(path) for path in outputs]
     assert runs[0]["option classifier model"].startswith("trained (cached as ")
     assert runs[1]["option classifier model"].startswith("loaded from the model cache (")
     assert runs[2]["option classifier model"] == "trained"
-    codings = [list(openpyxl.load_workbook(path, read_only=True)["Codings"].iter_rows(values_only=True))
-               for path in outputs]
+    codings = [
+        list(openpyxl.load_workbook(path, read_only=True)["Codings"].iter_rows(values_only=True))
+        for path in outputs
+    ]
     assert len(codings[0]) > 100
     assert codings[0] == codings[1] == codings[2]

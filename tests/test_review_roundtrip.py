@@ -28,11 +28,13 @@ codes:
     rules:
       phrases: [no time, rang back]
 """
-TEXT = ("I trust her completely.\n\n"
-        "She had no time for us.\n\n"
-        "She was honest about the court.\n\n"
-        "She rang back the same day.\n\n"
-        "We went to the park.\n")
+TEXT = (
+    "I trust her completely.\n\n"
+    "She had no time for us.\n\n"
+    "She was honest about the court.\n\n"
+    "She rang back the same day.\n\n"
+    "We went to the park.\n"
+)
 CODES = ("trust", "time")
 
 
@@ -65,10 +67,15 @@ def _sheet(book, name):
 
 def _row_of(sheet, column, segment_text):
     text_column = column["text"]
-    return next(row for row in range(2, sheet.max_row + 1) if str(sheet.cell(row, text_column).value) == segment_text)
+    return next(
+        row
+        for row in range(2, sheet.max_row + 1)
+        if str(sheet.cell(row, text_column).value) == segment_text
+    )
 
 
 # --- 1. renamed sheets --------------------------------------------------------------------------
+
 
 def test_decisions_in_a_renamed_codings_sheet_are_read_and_protected(study, tmp_path):
     root, folder = study
@@ -90,7 +97,10 @@ def test_decisions_in_a_renamed_codings_sheet_are_read_and_protected(study, tmp_
     imported = ok("review", "import", output, "--study", root)
     assert "4 rejected" in imported.output and "4 new decisions stored" in imported.output
     with Study.open(root) as opened:
-        assert sorted((d.code_id, d.applies) for d in opened.decisions()) == [("time", False)] * 2 + [("trust", False)] * 2
+        assert (
+            sorted((d.code_id, d.applies) for d in opened.decisions())
+            == [("time", False)] * 2 + [("trust", False)] * 2
+        )
 
 
 def test_sheets_that_cannot_be_told_apart_are_refused_and_protected(corpus, tmp_path):
@@ -100,7 +110,9 @@ def test_sheets_that_cannot_be_told_apart_are_refused_and_protected(corpus, tmp_
     book = openpyxl.load_workbook(output)
     book.copy_worksheet(book["Codings"]).title = "Codings (before)"
     book.save(output)
-    with pytest.raises(InputDataError, match=r"sheets 'Codings', 'Codings \(before\)' all have the Codings columns"):
+    with pytest.raises(
+        InputDataError, match=r"sheets 'Codings', 'Codings \(before\)' all have the Codings columns"
+    ):
         read_review_workbook(output, coder="ana", code_ids=CODES)
     refused = run("code", folder, "-o", output, "--codebook", book_path, "--no-classifier")
     assert refused.exit_code == 73 and "all look like its Codings sheet" in refused.output
@@ -110,11 +122,14 @@ def test_sheets_that_cannot_be_told_apart_are_refused_and_protected(corpus, tmp_
     book.create_sheet("My notes")["A1"] = "ask Ana about p1"
     book.save(output)
     refused = run("code", folder, "-o", output, "--codebook", book_path, "--no-classifier")
-    assert refused.exit_code == 73 and "sheets qualcode did not write ('My notes')" in refused.output
+    assert (
+        refused.exit_code == 73 and "sheets qualcode did not write ('My notes')" in refused.output
+    )
     _code(folder, output, "--codebook", book_path, "--force")
 
 
 # --- 2. work saved while a run is going -----------------------------------------------------------
+
 
 def _mark_first_row_reviewed(path):
     book = openpyxl.load_workbook(path)
@@ -129,23 +144,38 @@ def test_review_work_saved_during_a_run_is_not_overwritten(corpus, tmp_path, nlp
     codebook, _ = parse_codebook(BOOK, str(book_path))
     corpus_read = read_documents([folder])
     options = CodingOptions(classifier=False)
-    output = write_result(code_corpus(corpus_read, codebook, options, nlp=nlp), tmp_path / "coded.xlsx")
+    output = write_result(
+        code_corpus(corpus_read, codebook, options, nlp=nlp), tmp_path / "coded.xlsx"
+    )
 
     def save_review_meanwhile(add):
         def on_chunk(*args, **kwargs):
             _mark_first_row_reviewed(output)  # the researcher presses Save in Excel mid-run
             add(*args, **kwargs)
+
         return on_chunk
 
-    with pytest.raises(ReviewWorkProtectedError, match="saved while this run was going \\(1 segment rows marked reviewed\\)"):
-        with streamed_workbook(output, corpus_read, codebook, code_interviewer=False, force=force) as workbook:
-            result = code_corpus(corpus_read, codebook, options, nlp=nlp, on_chunk=save_review_meanwhile(workbook.add))
+    with pytest.raises(
+        ReviewWorkProtectedError,
+        match="saved while this run was going \\(1 segment rows marked reviewed\\)",
+    ):
+        with streamed_workbook(
+            output, corpus_read, codebook, code_interviewer=False, force=force
+        ) as workbook:
+            result = code_corpus(
+                corpus_read,
+                codebook,
+                options,
+                nlp=nlp,
+                on_chunk=save_review_meanwhile(workbook.add),
+            )
             workbook.finish(result)
     assert read_review_workbook(output, coder="ana", code_ids=CODES).reviewed_rows == 1
     assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")] == []
 
 
 # --- 3. what counts as reviewed -------------------------------------------------------------------
+
 
 def test_reviewed_takes_yes_and_no_words_and_refuses_others(corpus, tmp_path):
     folder, book_path = corpus
@@ -160,12 +190,17 @@ def test_reviewed_takes_yes_and_no_words_and_refuses_others(corpus, tmp_path):
     book.save(output)
     review = read_review_workbook(output, coder="ana", code_ids=CODES)
     assert review.reviewed_rows == 1
-    assert {d.segment_id for d in review.decisions} == {segments.cell(5, column["segment_id"]).value}
+    assert {d.segment_id for d in review.decisions} == {
+        segments.cell(5, column["segment_id"]).value
+    }
 
     segments.cell(5, column["reviewed"]).value = "maybe"
     book.save(output)
-    with pytest.raises(InputDataError, match=r"round1\.xlsx: sheet 'Segments', row 5, column 'reviewed': 'maybe' is "
-                                             r"neither yes nor no"):
+    with pytest.raises(
+        InputDataError,
+        match=r"round1\.xlsx: sheet 'Segments', row 5, column 'reviewed': 'maybe' is "
+        r"neither yes nor no",
+    ):
         read_review_workbook(output, coder="ana", code_ids=CODES)
     refused = run("code", folder, "-o", output, "--codebook", book_path, "--no-classifier")
     assert refused.exit_code == 73 and "row 5, column 'reviewed' holds 'maybe'" in refused.output
@@ -177,6 +212,7 @@ def test_reviewed_takes_yes_and_no_words_and_refuses_others(corpus, tmp_path):
 
 # --- 4. a segment that matches nothing ------------------------------------------------------------
 
+
 def test_a_segments_row_matching_nothing_in_the_study_is_refused(study, tmp_path):
     root, folder = study
     output = tmp_path / "round1.xlsx"
@@ -184,19 +220,28 @@ def test_a_segments_row_matching_nothing_in_the_study_is_refused(study, tmp_path
     book = openpyxl.load_workbook(output)
     segments, column = _sheet(book, "Segments")
     row = segments.max_row + 1
-    for name, value in (("segment_id", "ghost.txt:0-20"), ("document", "ghost.txt"), ("start", 0), ("end", 20),
-                        ("text", "Nobody ever said this"), ("reviewed", "yes")):
+    for name, value in (
+        ("segment_id", "ghost.txt:0-20"),
+        ("document", "ghost.txt"),
+        ("start", 0),
+        ("end", 20),
+        ("text", "Nobody ever said this"),
+        ("reviewed", "yes"),
+    ):
         segments.cell(row, column[name]).value = value
     book.save(output)
     refused = run("review", "import", output, "--study", root)
     assert refused.exit_code == 65
-    assert (f"sheet 'Segments', row {row}, column 'segment_id': 'ghost.txt:0-20' matches no segment and no document "
-            "text in the study") in refused.output
+    assert (
+        f"sheet 'Segments', row {row}, column 'segment_id': 'ghost.txt:0-20' matches no segment and no document "
+        "text in the study"
+    ) in refused.output
     with Study.open(root) as opened:
         assert opened.decisions() == []
 
 
 # --- 5. idempotent imports and conflicts ----------------------------------------------------------
+
 
 def test_importing_a_workbook_twice_stores_each_decision_once(study, tmp_path):
     root, folder = study
@@ -221,18 +266,26 @@ def test_an_accept_and_a_reject_of_one_coding_in_one_workbook_are_refused(study,
     book = openpyxl.load_workbook(output)
     codings, column = _sheet(book, "Codings")
     codings.cell(2, column["decision"]).value = "accept"
-    codings.append({column["segment_id"]: codings.cell(2, column["segment_id"]).value,
-                    column["code"]: codings.cell(2, column["code"]).value, column["decision"]: "reject"})
+    codings.append(
+        {
+            column["segment_id"]: codings.cell(2, column["segment_id"]).value,
+            column["code"]: codings.cell(2, column["code"]).value,
+            column["decision"]: "reject",
+        }
+    )
     book.save(output)
     refused = run("review", "import", output, "--study", root)
     assert refused.exit_code == 65
-    assert ("sheet 'Codings', row 6, column 'decision' says 'trust' does not apply to segment p1.txt:0-23, "
-            "but sheet 'Codings', row 2, column 'decision' says it applies to") in refused.output
+    assert (
+        "sheet 'Codings', row 6, column 'decision' says 'trust' does not apply to segment p1.txt:0-23, "
+        "but sheet 'Codings', row 2, column 'decision' says it applies to"
+    ) in refused.output
     with Study.open(root) as opened:
         assert opened.decisions() == []
 
 
 # --- 6. round 2 shows every earlier decision --------------------------------------------------------
+
 
 def test_round_two_shows_every_decision_already_made(study, tmp_path):
     root, folder = study
@@ -252,8 +305,10 @@ def test_round_two_shows_every_decision_already_made(study, tmp_path):
 
     # The researcher refines the codebook: "honest" no longer suggests trust.
     codebook = root / "codebook.yaml"
-    codebook.write_text(codebook.read_text(encoding="utf-8").replace("[trust her, honest]", "[trust her]"),
-                        encoding="utf-8")
+    codebook.write_text(
+        codebook.read_text(encoding="utf-8").replace("[trust her, honest]", "[trust her]"),
+        encoding="utf-8",
+    )
     round2 = tmp_path / "round2.xlsx"
     _code(folder, round2, "--study", root)
     codings = pd.read_excel(round2, sheet_name="Codings")
@@ -275,6 +330,7 @@ def test_round_two_shows_every_decision_already_made(study, tmp_path):
 
 
 # --- blanking a suggested code cell rejects it --------------------------------------------------------
+
 
 def _blank_time_cell(path):
     book = openpyxl.load_workbook(path)
@@ -311,23 +367,34 @@ def test_blanking_a_suggested_code_cell_rejects_it(study, tmp_path):
 
 # --- 9. reviewing (and printing) the workbook ---------------------------------------------------------
 
+
 def test_the_workbook_is_made_for_reviewing_and_printing(corpus, tmp_path):
     from openpyxl.cell.rich_text import CellRichText, TextBlock
 
     folder, book_path = corpus
     output = tmp_path / "coded.xlsx"
-    (folder / "p2.txt").write_text("She was honest with me. " * 40, encoding="utf-8")  # one long paragraph
+    (folder / "p2.txt").write_text(
+        "She was honest with me. " * 40, encoding="utf-8"
+    )  # one long paragraph
     _code(folder, output, "--codebook", book_path)
     book = openpyxl.load_workbook(output, rich_text=True)
     segments, column = _sheet(book, "Segments")
     trust_header = segments.cell(1, column["trust"])
-    assert trust_header.value == "trust" and trust_header.number_format == '"Trust ("@")"'  # shows "Trust (trust)"
+    assert (
+        trust_header.value == "trust" and trust_header.number_format == '"Trust ("@")"'
+    )  # shows "Trust (trust)"
     assert "decided by" in column
 
-    validations = {(str(v.sqref), v.formula1) for sheet in (segments, book["Codings"])
-                   for v in sheet.data_validations.dataValidation}
-    assert (f"{openpyxl.utils.get_column_letter(column['reviewed'])}2:"
-            f"{openpyxl.utils.get_column_letter(column['reviewed'])}{segments.max_row}", '"yes,no"') in validations
+    validations = {
+        (str(v.sqref), v.formula1)
+        for sheet in (segments, book["Codings"])
+        for v in sheet.data_validations.dataValidation
+    }
+    assert (
+        f"{openpyxl.utils.get_column_letter(column['reviewed'])}2:"
+        f"{openpyxl.utils.get_column_letter(column['reviewed'])}{segments.max_row}",
+        '"yes,no"',
+    ) in validations
     assert any(formula == '"accept,reject"' for _, formula in validations)
 
     codings, coding_column = _sheet(book, "Codings")
@@ -343,9 +410,14 @@ def test_the_workbook_is_made_for_reviewing_and_printing(corpus, tmp_path):
         # fitToWidth is left out when it is 1, the file format's default: one page wide, as tall as needed.
         assert (sheet.page_setup.fitToWidth or 1, sheet.page_setup.fitToHeight) == (1, 0)
         assert sheet.print_title_rows == "$1:$1"
-    long_row = next(row for row in range(2, segments.max_row + 1)
-                    if len(str(segments.cell(row, column["text"]).value)) > 900)
-    assert segments.row_dimensions[long_row].height >= 15 * 9  # 959 characters wrapped at about 92 a line
+    long_row = next(
+        row
+        for row in range(2, segments.max_row + 1)
+        if len(str(segments.cell(row, column["text"]).value)) > 900
+    )
+    assert (
+        segments.row_dimensions[long_row].height >= 15 * 9
+    )  # 959 characters wrapped at about 92 a line
 
 
 def test_a_big_corpus_is_written_without_rich_text_and_says_so(tmp_path):
@@ -360,12 +432,16 @@ def test_a_big_corpus_is_written_without_rich_text_and_says_so(tmp_path):
     result = code_corpus(corpus, load_codebook())
     for mark, expected in ((False, "no"), (True, "yes")):
         path = tmp_path / f"marked-{mark}.xlsx"
-        workbook = CodedWorkbook(path, corpus, result.codebook, code_interviewer=False, mark_evidence=mark)
+        workbook = CodedWorkbook(
+            path, corpus, result.codebook, code_interviewer=False, mark_evidence=mark
+        )
         workbook.add(result.segments, result.assignments)
         workbook.finish(result)
         book = openpyxl.load_workbook(path, rich_text=True)
         run = {row[0]: row[1] for row in book["Run"].iter_rows(min_row=2, values_only=True)}
         assert run["evidence marked in the text"] == expected
         codings, coding_column = _sheet(book, "Codings")
-        texts = [codings.cell(row, coding_column["text"]).value for row in range(2, codings.max_row + 1)]
+        texts = [
+            codings.cell(row, coding_column["text"]).value for row in range(2, codings.max_row + 1)
+        ]
         assert texts and all(isinstance(text, str) for text in texts) != mark

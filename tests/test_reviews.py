@@ -23,10 +23,12 @@ codes:
     rules:
       phrases: [no time, rang back]
 """
-TEXT = ("I trust her completely.\n\n"
-        "She had no time for us.\n\n"
-        "She was honest about the court.\n\n"
-        "We went to the park.\n")
+TEXT = (
+    "I trust her completely.\n\n"
+    "She had no time for us.\n\n"
+    "She was honest about the court.\n\n"
+    "We went to the park.\n"
+)
 CODES = ("trust", "time")
 
 
@@ -40,7 +42,14 @@ def study(tmp_path, nlp):
     options = CodingOptions(classifier=False)
 
     def run(reviews=(), coder=None):
-        return code_corpus(read_documents([folder]), codebook, options, reviews=reviews, review_coder=coder, nlp=nlp)
+        return code_corpus(
+            read_documents([folder]),
+            codebook,
+            options,
+            reviews=reviews,
+            review_coder=coder,
+            nlp=nlp,
+        )
 
     return folder, codebook, run
 
@@ -58,28 +67,50 @@ def _edit(path, *, reviewed=(), cells=(), decisions=(), added=()):
     for row, value in decisions:
         codings.cell(row, coding_header.index("decision") + 1).value = value
     for segment_id, code in added:
-        codings.append({coding_header.index("segment_id") + 1: segment_id, coding_header.index("code") + 1: code})
+        codings.append(
+            {
+                coding_header.index("segment_id") + 1: segment_id,
+                coding_header.index("code") + 1: code,
+            }
+        )
     book.save(path)
 
 
 def _codes(result):
     coded = {}
     for assignment in result.assignments:
-        coded.setdefault(assignment.segment_id, []).append((assignment.code_id, assignment.source, assignment.status))
+        coded.setdefault(assignment.segment_id, []).append(
+            (assignment.code_id, assignment.source, assignment.status)
+        )
     return [sorted(coded.get(segment.segment_id, [])) for segment in result.segments]
 
 
 def test_every_kind_of_review_is_read(study, tmp_path):
     _, codebook, run = study
     first = run()
-    assert _codes(first) == [[("trust", "rule", "suggested")], [("time", "rule", "suggested")],
-                             [("trust", "rule", "suggested")], []]
+    assert _codes(first) == [
+        [("trust", "rule", "suggested")],
+        [("time", "rule", "suggested")],
+        [("trust", "rule", "suggested")],
+        [],
+    ]
     path = write_result(first, tmp_path / "round1.xlsx")
     # Row 2 (trust) reviewed as right; row 3's time cell cleared; the coding on row 4 rejected; time added to row 5.
-    _edit(path, reviewed=[2], cells=[(3, "time", None)], decisions=[(4, "reject")],
-          added=[(first.segments[3].segment_id, "time")])
+    _edit(
+        path,
+        reviewed=[2],
+        cells=[(3, "time", None)],
+        decisions=[(4, "reject")],
+        added=[(first.segments[3].segment_id, "time")],
+    )
     review = read_review_workbook(path, coder="ana", code_ids=CODES)
-    assert (review.reviewed_rows, review.edited_cells, review.accepted, review.rejected, review.added) == (1, 1, 0, 1, 1)
+    assert (
+        review.reviewed_rows,
+        review.edited_cells,
+        review.accepted,
+        review.rejected,
+        review.added,
+    ) == (1, 1, 0, 1, 1)
     assert [(d.segment_id, d.code_id, d.applies, d.origin) for d in review.decisions] == [
         (first.segments[0].segment_id, "trust", True, "reviewed row"),
         (first.segments[0].segment_id, "time", False, "reviewed row"),
@@ -96,8 +127,12 @@ def test_decisions_are_final_in_the_next_round(study, tmp_path):
     _edit(path, decisions=[(2, "accept"), (4, "reject")], added=[(first["segment_id"][3], "time")])
     review = read_review_workbook(path, coder="ana", code_ids=CODES)
     second = run(reviews=review.decisions)
-    assert _codes(second) == [[("trust", "human", "accepted")], [("time", "rule", "suggested")],
-                              [("trust", "human", "rejected")], [("time", "human", "accepted")]]
+    assert _codes(second) == [
+        [("trust", "human", "accepted")],
+        [("time", "rule", "suggested")],
+        [("trust", "human", "rejected")],
+        [("time", "human", "accepted")],
+    ]
     output = write_result(second, tmp_path / "round2.xlsx")
     segments = pd.read_excel(output, sheet_name="Segments")
     assert list(segments["codes"].fillna("")) == ["trust", "time", "", "time"]
@@ -110,14 +145,19 @@ def test_decisions_follow_their_text_and_orphans_are_kept(study, tmp_path):
     path = write_result(run(), tmp_path / "round1.xlsx")
     _edit(path, reviewed=[3, 5])
     review = read_review_workbook(path, coder="ana", code_ids=CODES)
-    (folder / "p1.txt").write_text("A new first line.\n\n" + TEXT.replace("We went to the park.\n", ""),
-                                   encoding="utf-8")
+    (folder / "p1.txt").write_text(
+        "A new first line.\n\n" + TEXT.replace("We went to the park.\n", ""), encoding="utf-8"
+    )
     second = run(reviews=review.decisions)
     moved = next(s for s in second.segments if s.text == "She had no time for us.")
     assert ("time", "human", "accepted") in _codes(second)[second.segments.index(moved)]
-    assert {(d.text, d.code_id) for d in second.orphaned_reviews} == {("We went to the park.", "trust"),
-                                                                        ("We went to the park.", "time")}
-    orphans = pd.read_excel(write_result(second, tmp_path / "round2.xlsx"), sheet_name="Orphaned reviews")
+    assert {(d.text, d.code_id) for d in second.orphaned_reviews} == {
+        ("We went to the park.", "trust"),
+        ("We went to the park.", "time"),
+    }
+    orphans = pd.read_excel(
+        write_result(second, tmp_path / "round2.xlsx"), sheet_name="Orphaned reviews"
+    )
     assert list(orphans["text"]) == ["We went to the park.", "We went to the park."]
     assert set(orphans["coder"]) == {"ana"}
 
@@ -126,11 +166,17 @@ def test_two_coders_kept_apart_and_one_chosen(study, tmp_path):
     _, _, run = study
     path = write_result(run(), tmp_path / "round1.xlsx")
     _edit(path, decisions=[(2, "accept")])
-    ana = read_review_workbook(path, coder="ana", code_ids=CODES, decided_at="2026-01-01T00:00:00+00:00")
+    ana = read_review_workbook(
+        path, coder="ana", code_ids=CODES, decided_at="2026-01-01T00:00:00+00:00"
+    )
     _edit(path, decisions=[(2, "reject")])
-    ben = read_review_workbook(path, coder="ben", code_ids=CODES, decided_at="2026-01-02T00:00:00+00:00")
+    ben = read_review_workbook(
+        path, coder="ben", code_ids=CODES, decided_at="2026-01-02T00:00:00+00:00"
+    )
     both = [*ana.decisions, *ben.decisions]
-    assert _codes(run(reviews=both))[0] == [("trust", "human", "rejected")]  # the latest decision counts
+    assert _codes(run(reviews=both))[0] == [
+        ("trust", "human", "rejected")
+    ]  # the latest decision counts
     assert _codes(run(reviews=both, coder="ana"))[0] == [("trust", "human", "accepted")]
 
 
@@ -141,17 +187,23 @@ def test_bad_review_workbooks_name_sheet_row_and_column(study, tmp_path):
     book["Codings"]["C2"] = "hope"
     book["Codings"]["I2"] = "accept"
     book.save(path)
-    with pytest.raises(InputDataError, match=r"sheet 'Codings', row 2, column 'code': unknown code 'hope'"):
+    with pytest.raises(
+        InputDataError, match=r"sheet 'Codings', row 2, column 'code': unknown code 'hope'"
+    ):
         read_review_workbook(path, coder="ana", code_ids=CODES)
     book["Codings"]["C2"] = "trust"
     book["Codings"]["I2"] = "maybe"
     book.save(path)
-    with pytest.raises(InputDataError, match=r"sheet 'Codings', row 2, column 'decision': 'maybe' is neither"):
+    with pytest.raises(
+        InputDataError, match=r"sheet 'Codings', row 2, column 'decision': 'maybe' is neither"
+    ):
         read_review_workbook(path, coder="ana", code_ids=CODES)
     book["Codings"]["I2"] = None
     book["Codings"].append(["nowhere:0-1", "x", "trust"])
     book.save(path)
-    with pytest.raises(InputDataError, match=r"sheet 'Codings', row \d+, column 'segment_id': 'nowhere:0-1' is not"):
+    with pytest.raises(
+        InputDataError, match=r"sheet 'Codings', row \d+, column 'segment_id': 'nowhere:0-1' is not"
+    ):
         read_review_workbook(path, coder="ana", code_ids=CODES)
     del book["Segments"]
     book.save(path)

@@ -10,7 +10,9 @@ from qualcode.segment import segment_documents
 
 def test_gold_covers_every_participant_segment_at_the_default_units():
     corpus = read_documents([SAMPLE])
-    segments = {s.segment_id: s for s in segment_documents(corpus.documents) if not s.is_interviewer}
+    segments = {
+        s.segment_id: s for s in segment_documents(corpus.documents) if not s.is_interviewer
+    }
     with (REPO / "corpora" / "sample-gold.csv").open(newline="", encoding="utf-8") as handle:
         gold = list(csv.DictReader(handle))
     assert {row["segment_id"] for row in gold} == set(segments)
@@ -24,5 +26,13 @@ def test_gold_covers_every_participant_segment_at_the_default_units():
 def test_sample_has_the_promised_variety():
     corpus = read_documents([SAMPLE])
     kinds = [document.kind for document in corpus.documents]
-    assert kinds.count("transcript") >= 8 and kinds.count("essay") >= 4 and kinds.count("survey") >= 60
-    assert {file.path.rsplit(".", 1)[-1] for file in corpus.files} >= {"txt", "md", "vtt", "docx", "csv"}
+    assert (
+        kinds.count("transcript") >= 8 and kinds.count("essay") >= 4 and kinds.count("survey") >= 60
+    )
+    assert {file.path.rsplit(".", 1)[-1] for file in corpus.files} >= {
+        "txt",
+        "md",
+        "vtt",
+        "docx",
+        "csv",
+    }

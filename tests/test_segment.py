@@ -10,11 +10,20 @@ from qualcode.models import Document
 from qualcode.segment import segment_documents
 
 TRANSCRIPT = Document(
-    doc_id="t.txt", source="t.txt", kind="transcript",
+    doc_id="t.txt",
+    source="t.txt",
+    kind="transcript",
     text="Interviewer: Who do you see?\n\nP1: Sam. She visits weekly. She listens.\n\nShe is kind.\nInterviewer: Thanks.\n",
 )
-ESSAY = Document(doc_id="e.md", source="e.md", kind="essay", text="# Notes\n\nFirst point. Second point.\n\n\n  Third para.  \n")
-ANSWER = Document(doc_id="s.csv#1", source="s.csv", kind="survey", text="Good worker.\n\nBut always late.")
+ESSAY = Document(
+    doc_id="e.md",
+    source="e.md",
+    kind="essay",
+    text="# Notes\n\nFirst point. Second point.\n\n\n  Third para.  \n",
+)
+ANSWER = Document(
+    doc_id="s.csv#1", source="s.csv", kind="survey", text="Good worker.\n\nBut always late."
+)
 
 
 def _cut(document, unit, nlp=None):
@@ -44,8 +53,17 @@ def test_paragraphs_inside_turns_keep_the_speaker():
 
 
 def test_sentences_inside_turns(nlp):
-    assert _cut(TRANSCRIPT, "sentence", nlp)[1:4] == [("P1", "Sam."), ("P1", "She visits weekly."), ("P1", "She listens.")]
-    assert _cut(ESSAY, "sentence", nlp) == [(None, "# Notes"), (None, "First point."), (None, "Second point."), (None, "Third para.")]
+    assert _cut(TRANSCRIPT, "sentence", nlp)[1:4] == [
+        ("P1", "Sam."),
+        ("P1", "She visits weekly."),
+        ("P1", "She listens."),
+    ]
+    assert _cut(ESSAY, "sentence", nlp) == [
+        (None, "# Notes"),
+        (None, "First point."),
+        (None, "Second point."),
+        (None, "Third para."),
+    ]
 
 
 def test_document_unit_and_turn_fallback_for_essays():
@@ -69,8 +87,30 @@ def test_extra_interviewer_labels():
 
 # --- the offsets invariant, over generated inputs in every supported encoding and line ending ---
 
-_WORDS = st.sampled_from(["she", "came", "every", "week", "café", "don’t", "I", "we're", "OK.", "Yes!", "so", "😊", "x:y",
-                          "10:30", "(laughs)", "Nobody", "asked.", "—", "  ", "\t"])
+_WORDS = st.sampled_from(
+    [
+        "she",
+        "came",
+        "every",
+        "week",
+        "café",
+        "don’t",
+        "I",
+        "we're",
+        "OK.",
+        "Yes!",
+        "so",
+        "😊",
+        "x:y",
+        "10:30",
+        "(laughs)",
+        "Nobody",
+        "asked.",
+        "—",
+        "  ",
+        "\t",
+    ]
+)
 _LABELS = st.sampled_from(["Interviewer", "P03", "SW2", "Mum", "Young person", "INT", "Jo (aunt)"])
 _STAMPS = st.sampled_from(["", "[00:12:31] ", "00:01:02 ", "(1:02:03) "])
 
@@ -79,21 +119,29 @@ _STAMPS = st.sampled_from(["", "[00:12:31] ", "00:01:02 ", "(1:02:03) "])
 def _transcripts(draw):
     turns = []
     for _ in range(draw(st.integers(1, 6))):
-        lines = [" ".join(draw(st.lists(_WORDS, min_size=1, max_size=8))) for _ in range(draw(st.integers(1, 3)))]
+        lines = [
+            " ".join(draw(st.lists(_WORDS, min_size=1, max_size=8)))
+            for _ in range(draw(st.integers(1, 3)))
+        ]
         gap = draw(st.sampled_from(["\n", "\n\n", "\n \n"]))
         turns.append(f"{draw(_STAMPS)}{draw(_LABELS)}: " + gap.join(lines))
-    return draw(st.sampled_from(["\n", "\n\n"])).join(turns) + draw(st.sampled_from(["", "\n", "\n\n  "]))
+    return draw(st.sampled_from(["\n", "\n\n"])).join(turns) + draw(
+        st.sampled_from(["", "\n", "\n\n  "])
+    )
 
 
-_FREE_TEXT = st.lists(st.sampled_from(list("ab .:\n\r\t’é😊P1[]0") + ["\r\n", "Interviewer: ", "P2: "]),
-                      max_size=80).map("".join)
+_FREE_TEXT = st.lists(
+    st.sampled_from(list("ab .:\n\r\t’é😊P1[]0") + ["\r\n", "Interviewer: ", "P2: "]), max_size=80
+).map("".join)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(text=st.one_of(_transcripts(), _FREE_TEXT),
-       newline=st.sampled_from(["\n", "\r\n", "\r"]),
-       encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16"]),
-       kind=st.sampled_from([None, "essay", "transcript"]))
+@given(
+    text=st.one_of(_transcripts(), _FREE_TEXT),
+    newline=st.sampled_from(["\n", "\r\n", "\r"]),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16"]),
+    kind=st.sampled_from([None, "essay", "transcript"]),
+)
 def test_every_segment_is_an_exact_slice_of_its_document(nlp, text, newline, encoding, kind):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "doc.txt"
@@ -109,7 +157,7 @@ def test_every_segment_is_an_exact_slice_of_its_document(nlp, text, newline, enc
         assert segments or unit != "document", unit
         previous_end = 0
         for segment in segments:
-            assert document.text[segment.start_char:segment.end_char] == segment.text
+            assert document.text[segment.start_char : segment.end_char] == segment.text
             assert segment.text == segment.text.strip() and segment.text
             assert segment.start_char >= previous_end
             previous_end = segment.end_char
@@ -126,4 +174,4 @@ def test_invariant_holds_on_the_sample_corpus(nlp):
     for unit in (None, "sentence"):
         for segment in segment_documents(corpus.documents, unit=unit, nlp=nlp):
             document = next(d for d in corpus.documents if d.doc_id == segment.doc_id)
-            assert document.text[segment.start_char:segment.end_char] == segment.text
+            assert document.text[segment.start_char : segment.end_char] == segment.text

@@ -2,11 +2,11 @@
 
 import csv
 import shutil
-from pathlib import Path
 import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import openpyxl
@@ -16,12 +16,22 @@ import pytest
 from conftest import REPO, SAMPLE, ok, run
 from qualcode.study import Study
 
-CODE_IDS = ["continuity", "accessibility", "participation", "empathy", "trust", "structural_context"]
+CODE_IDS = [
+    "continuity",
+    "accessibility",
+    "participation",
+    "empathy",
+    "trust",
+    "structural_context",
+]
 
 
 def _gold():
     with (REPO / "corpora" / "sample-gold.csv").open(newline="", encoding="utf-8") as handle:
-        return {row["segment_id"]: {code: int(row[code]) for code in CODE_IDS} for row in csv.DictReader(handle)}
+        return {
+            row["segment_id"]: {code: int(row[code]) for code in CODE_IDS}
+            for row in csv.DictReader(handle)
+        }
 
 
 def _new_study(tmp_path, seed=True):
@@ -100,13 +110,18 @@ def test_the_whole_loop_keeps_every_human_decision(tmp_path):
     book.save(round1)
 
     imported = ok("review", "import", round1, "--study", study)
-    assert f"{len(reviewed)} rows reviewed" in imported.output and "2 rejected, 1 added" in imported.output
+    assert (
+        f"{len(reviewed)} rows reviewed" in imported.output
+        and "2 rejected, 1 added" in imported.output
+    )
 
     # Change the codebook: rename a code, add a rule.
     codebook = study / "codebook.yaml"
     text = codebook.read_text(encoding="utf-8")
     text = text.replace("name: Trust\n", "name: Trust and honesty\n", 1)
-    text = text.replace("    rules:\n      phrases:\n", "    rules:\n      phrases:\n        - kept changing\n", 1)
+    text = text.replace(
+        "    rules:\n      phrases:\n", "    rules:\n      phrases:\n        - kept changing\n", 1
+    )
     codebook.write_text(text, encoding="utf-8")
     diff = ok("codebook", "diff", REPO / "codebooks" / "relationship-themes.yaml", codebook)
     assert "trust: renamed: 'Trust' -> 'Trust and honesty'" in diff.output
@@ -127,14 +142,20 @@ def test_the_whole_loop_keeps_every_human_decision(tmp_path):
         # Listed as rejected wherever the machine suggests it again; never coded either way.
         assert human.get((segment_id, code), "rejected") == "rejected"
     assert human[added] == "accepted" and segments.loc[added[0], "structural_context"] == 1
-    assert pd.read_excel(round2, sheet_name="Codebook").set_index("id").loc["trust", "name"] == "Trust and honesty"
+    assert (
+        pd.read_excel(round2, sheet_name="Codebook").set_index("id").loc["trust", "name"]
+        == "Trust and honesty"
+    )
 
     # The classifier learned from the reviews: agreement on segments nobody reviewed rises.
     unseen = [s for s in held_out if s != added[0] and s not in {r for r, _ in rejected}]
     assert _macro_f1(round2, gold, unseen) > _macro_f1(round1, gold, unseen) + 0.03
 
     state = ok("status", "--study", study).output
-    assert f"Reviewed by Ana: {len({*reviewed, *(s for s, _ in rejected), added[0]})} segments" in state
+    assert (
+        f"Reviewed by Ana: {len({*reviewed, *(s for s, _ in rejected), added[0]})} segments"
+        in state
+    )
     history = ok("history", "--study", study).output
     assert "  run 1 " in history and "  run 2 " in history and "  import 1 " in history
     assert history.count("first applied") == 2, "both codebook versions are kept"
@@ -163,14 +184,18 @@ def test_an_output_with_unimported_reviews_is_protected_in_a_study(tmp_path):
     _mark_reviewed(output, [2])
     assert run("code", SAMPLE / "essays", "-o", output, "--study", study).exit_code == 73
     ok("review", "import", output, "--study", study)
-    ok("code", SAMPLE / "essays", "-o", output, "--study", study, "-q")  # imported: nothing would be lost
+    ok(
+        "code", SAMPLE / "essays", "-o", output, "--study", study, "-q"
+    )  # imported: nothing would be lost
 
 
 def _counts(study):
     with sqlite3.connect(study / "qualcode.sqlite") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        return [db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("runs", "segments", "assignments", "decisions", "documents")]
+        return [
+            db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            for table in ("runs", "segments", "assignments", "decisions", "documents")
+        ]
 
 
 def test_two_processes_write_one_study(tmp_path):
@@ -181,8 +206,12 @@ def test_two_processes_write_one_study(tmp_path):
     _mark_reviewed(first, (2, 3))
     _mark_reviewed(second, (4, 5, 6))
     command = [sys.executable, "-m", "qualcode", "review", "import", "--study", str(study)]
-    processes = [subprocess.Popen([*command, str(path), "--coder", coder], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                 for path, coder in ((first, "ana"), (second, "ben"))]
+    processes = [
+        subprocess.Popen(
+            [*command, str(path), "--coder", coder], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for path, coder in ((first, "ana"), (second, "ben"))
+    ]
     outputs = [process.communicate(timeout=120) for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     with Study.open(study) as opened:
@@ -238,14 +267,33 @@ def test_a_killed_run_leaves_the_study_as_it_was(tmp_path):
     before = _counts(study)
     output = tmp_path / "killed.xlsx"
     # N-grams: the run's worker processes last until it writes, so the kill lands while they work.
-    process = subprocess.Popen([sys.executable, "-m", "qualcode", "code", str(big), "-o", str(output), "--study",
-                                str(study), "-q", "--jobs", "2", "--representation", "ngrams"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qualcode",
+            "code",
+            str(big),
+            "-o",
+            str(output),
+            "--study",
+            str(study),
+            "-q",
+            "--jobs",
+            "2",
+            "--representation",
+            "ngrams",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     workers = _wait_for_workers(process.pid)
     assert workers, "the run started no worker processes"
     process.kill()
     process.wait(timeout=60)
-    assert process.returncode == -9, "the run finished before it could be killed; make the corpus bigger"
+    assert process.returncode == -9, (
+        "the run finished before it could be killed; make the corpus bigger"
+    )
     _assert_gone(workers)
     assert _counts(study) == before
     assert not output.exists(), "the workbook is renamed into place only when complete"
@@ -261,7 +309,16 @@ def test_init_refuses_an_existing_study_and_commands_need_one(tmp_path):
 
 def test_suggest_writes_a_review_workbook_of_uncertain_segments(tmp_path):
     study = _new_study(tmp_path)
-    ok("code", SAMPLE / "essays", SAMPLE / "survey", "-o", tmp_path / "r1.xlsx", "--study", study, "-q")
+    ok(
+        "code",
+        SAMPLE / "essays",
+        SAMPLE / "survey",
+        "-o",
+        tmp_path / "r1.xlsx",
+        "--study",
+        study,
+        "-q",
+    )
     output = tmp_path / "review.xlsx"
     ok("suggest", "-n", "12", "-o", output, "--study", study, "-q")
     sheets = pd.read_excel(output, sheet_name=None)
@@ -283,11 +340,21 @@ def test_retired_and_replaced_codes_keep_their_reviews(tmp_path):
 
     data = yaml.safe_load(codebook.read_text(encoding="utf-8"))
     data["codes"] = [code for code in data["codes"] if code["id"] not in ("empathy", "trust")]
-    data["codes"].append({"id": "safety", "name": "Safety", "definition": "Trust and feeling safe.", "replaces": ["trust"]})
+    data["codes"].append(
+        {
+            "id": "safety",
+            "name": "Safety",
+            "definition": "Trust and feeling safe.",
+            "replaces": ["trust"],
+        }
+    )
     codebook.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     state = ok("status", "--study", study).output
     assert "Retired code empathy: 1 decisions kept" in state
-    assert "Retired code trust: 1 decisions kept" in state and "Replaced code trust: 1 decisions flagged" in state
+    assert (
+        "Retired code trust: 1 decisions kept" in state
+        and "Replaced code trust: 1 decisions flagged" in state
+    )
     round2 = tmp_path / "round2.xlsx"
     ok("code", SAMPLE / "essays", "-o", round2, "--study", study, "-q", "--no-classifier")
     codings = pd.read_excel(round2, sheet_name="Codings")
@@ -308,27 +375,41 @@ def test_codebook_diff_shows_gains_and_losses_on_a_corpus(tmp_path):
     new = tmp_path / "v2.yaml"
     new.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     output = tmp_path / "diff.xlsx"
-    result = ok("codebook", "diff", old, new, SAMPLE / "essays", "-o", output, "-q",
-                "--no-classifier")
+    result = ok(
+        "codebook", "diff", old, new, SAMPLE / "essays", "-o", output, "-q", "--no-classifier"
+    )
     assert "accessibility: phrases changed: added: family" in result.output
     assert "structural_context: removed: retired: its reviews stay in the study" in result.output
     sheets = pd.read_excel(output, sheet_name=None)
     impact = sheets["Impact"].set_index("code")
     assert impact.loc["structural_context", "segments after"] == 0
-    assert impact.loc["structural_context", "lost"] == impact.loc["structural_context", "segments before"] > 0
+    assert (
+        impact.loc["structural_context", "lost"]
+        == impact.loc["structural_context", "segments before"]
+        > 0
+    )
     gained = sheets["Gained"]
-    assert (gained[gained["code"] == "accessibility"]["text"].str.contains("famil", case=False)).all()
+    assert (
+        gained[gained["code"] == "accessibility"]["text"].str.contains("famil", case=False)
+    ).all()
 
 
-def test_two_coders_in_a_study_are_compared_and_the_study_is_found_from_below(tmp_path, monkeypatch):
+def test_two_coders_in_a_study_are_compared_and_the_study_is_found_from_below(
+    tmp_path, monkeypatch
+):
     study = _new_study(tmp_path)
     first = tmp_path / "r1.xlsx"
     ok("code", SAMPLE / "essays", "-o", first, "--study", study, "-q", "--no-classifier")
     second = tmp_path / "r1-ben.xlsx"
     shutil.copy(first, second)
     for path, trust in ((first, {2, 3, 4}), (second, {2, 3, 5})):
-        _mark_reviewed(path, range(2, 12),
-                       lambda row, trust=trust: {code: 1 if code == "trust" and row in trust else None for code in CODE_IDS})
+        _mark_reviewed(
+            path,
+            range(2, 12),
+            lambda row, trust=trust: {
+                code: 1 if code == "trust" and row in trust else None for code in CODE_IDS
+            },
+        )
     below = study / "rounds" / "two"
     below.mkdir(parents=True)
     monkeypatch.chdir(below)

@@ -10,12 +10,16 @@ from qualcode.codebook import load_codebook
 from qualcode.coding import CodingOptions
 from qualcode.training import background_training_available, start_classifier, training_process
 
-needs_fork = pytest.mark.skipif(not background_training_available(),
-                                reason="no training in a process of its own here: no fork, or a single core")
+needs_fork = pytest.mark.skipif(
+    not background_training_available(),
+    reason="no training in a process of its own here: no fork, or a single core",
+)
 
 
 def _training_children():
-    return [child for child in multiprocessing.active_children() if child.name == "qualcode-training"]
+    return [
+        child for child in multiprocessing.active_children() if child.name == "qualcode-training"
+    ]
 
 
 @needs_fork
@@ -41,14 +45,19 @@ def test_a_cached_model_is_ready_without_training(nlp, tmp_path, monkeypatch):
         trained = first.result()
     assert first.description.startswith("trained (cached as ")
     with start_classifier(codebook, options, nlp=nlp) as second:
-        assert second.description.startswith("loaded from the model cache (") and not second.in_background
+        assert (
+            second.description.startswith("loaded from the model cache (")
+            and not second.in_background
+        )
         assert second.result().codes == trained.codes
     assert second.description.startswith("loaded from the model cache (")
 
 
 @needs_fork
 def test_a_training_no_one_waits_for_is_stopped():
-    with start_classifier(load_codebook(), CodingOptions(model_cache=False), background=True) as pending:
+    with start_classifier(
+        load_codebook(), CodingOptions(model_cache=False), background=True
+    ) as pending:
         assert pending.in_background and _training_children()
     assert not _training_children()
 
@@ -57,18 +66,31 @@ def test_a_training_no_one_waits_for_is_stopped():
 def test_a_failure_in_the_training_process_is_raised_where_the_model_is_asked_for(nlp):
     from qualcode.classify import TrainingExample, training_matrix
 
-    data = training_matrix([TrainingExample(text, {"trust": label}) for text, label in
-                            (("I told her everything", 1), ("she kept her word", 1), ("the bus was late", 0),
-                             ("it rained", 0))], nlp)
+    data = training_matrix(
+        [
+            TrainingExample(text, {"trust": label})
+            for text, label in (
+                ("I told her everything", 1),
+                ("she kept her word", 1),
+                ("the bus was late", 0),
+                ("it rained", 0),
+            )
+        ],
+        nlp,
+    )
     with training_process() as trainer:
-        trainer.fit(["trust"], dataclasses.replace(data, matrix=None))  # not a matrix: fitting fails there
+        trainer.fit(
+            ["trust"], dataclasses.replace(data, matrix=None)
+        )  # not a matrix: fitting fails there
         with pytest.raises(TypeError):
             trainer.result()
         assert not _training_children()
 
 
 @needs_fork
-def test_a_training_process_started_before_the_data_is_known_trains_the_same_model(nlp, tmp_path, monkeypatch):
+def test_a_training_process_started_before_the_data_is_known_trains_the_same_model(
+    nlp, tmp_path, monkeypatch
+):
     monkeypatch.setenv("QUALCODE_CACHE_DIR", str(tmp_path))
     codebook, options = load_codebook(), CodingOptions()
     with training_process() as trainer:
@@ -83,7 +105,9 @@ def test_a_training_process_started_before_the_data_is_known_trains_the_same_mod
         np.testing.assert_allclose(cached.result().weights, model.weights)
     with training_process() as unused:
         with start_classifier(codebook, options, trainer=unused) as again:
-            assert not again.in_background and not _training_children()  # the cache had it: stopped unused
+            assert (
+                not again.in_background and not _training_children()
+            )  # the cache had it: stopped unused
 
 
 @needs_fork

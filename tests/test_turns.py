@@ -15,14 +15,24 @@ INT2: Thank you both.
 
 
 def _texts(text):
-    return [(turn.speaker, turn.timestamp, text[turn.start:turn.end]) for turn in parse_turns(text)]
+    return [
+        (turn.speaker, turn.timestamp, text[turn.start : turn.end]) for turn in parse_turns(text)
+    ]
 
 
 def test_turns_keep_labels_timestamps_and_multiline_speech():
     assert _texts(TRANSCRIPT) == [
         (None, None, "Interview 3 - parent, North site"),
-        ("Interviewer", "00:00:05", "Thanks for coming. Can you tell me\nabout your social worker?"),
-        ("P03", "00:00:12", "She's been with us since the start.\nShe said: you won't be on your own.\n\nThat stuck with me."),
+        (
+            "Interviewer",
+            "00:00:05",
+            "Thanks for coming. Can you tell me\nabout your social worker?",
+        ),
+        (
+            "P03",
+            "00:00:12",
+            "She's been with us since the start.\nShe said: you won't be on your own.\n\nThat stuck with me.",
+        ),
         ("Young person (Kai)", "00:01:02", "I'm here too."),
         ("INT2", None, "Thank you both."),
     ]

@@ -117,9 +117,11 @@ def cut_units(source_id: str, page_text: str) -> list[tuple[int, list[str]]]:
 
 def find_unit(unit: Unit, paragraphs: list[str]) -> str | None:
     """The unit's text among a page's paragraphs, found by its hash; None if the page no longer has it."""
-    candidates = [unit.first_paragraph] + [i for i in range(len(paragraphs)) if i != unit.first_paragraph]
+    candidates = [unit.first_paragraph] + [
+        i for i in range(len(paragraphs)) if i != unit.first_paragraph
+    ]
     for start in candidates:
-        window = paragraphs[start:start + unit.paragraphs]
+        window = paragraphs[start : start + unit.paragraphs]
         if len(window) == unit.paragraphs and sha1(unit_text(window)) == unit.sha1:
             return unit_text(window)
     return None
@@ -128,7 +130,22 @@ def find_unit(unit: Unit, paragraphs: list[str]) -> str | None:
 class _TextOfPage(html.parser.HTMLParser):
     """The visible text of an HTML page, a line per block element."""
 
-    _BLOCKS = {"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "tr", "section", "article"}
+    _BLOCKS = {
+        "p",
+        "div",
+        "br",
+        "li",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "blockquote",
+        "tr",
+        "section",
+        "article",
+    }
     _HIDDEN = {"script", "style", "noscript", "template"}
 
     def __init__(self) -> None:
@@ -172,16 +189,28 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def read_units(path: Path) -> list[Unit]:
-    return [Unit(row["unit_id"], row["source_id"], int(row["first_paragraph"]), int(row["paragraphs"]),
-                 int(row["words"]), int(row["chars"]), row["sha1"]) for row in read_csv(path)]
+    return [
+        Unit(
+            row["unit_id"],
+            row["source_id"],
+            int(row["first_paragraph"]),
+            int(row["paragraphs"]),
+            int(row["words"]),
+            int(row["chars"]),
+            row["sha1"],
+        )
+        for row in read_csv(path)
+    ]
 
 
 def write_units(units: list[Unit], path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(UNIT_COLUMNS)
-        writer.writerows((u.unit_id, u.source_id, u.first_paragraph, u.paragraphs, u.words, u.chars, u.sha1)
-                         for u in units)
+        writer.writerows(
+            (u.unit_id, u.source_id, u.first_paragraph, u.paragraphs, u.words, u.chars, u.sha1)
+            for u in units
+        )
 
 
 def cut_corpus(sources: list[dict[str, str]], pages: Path, *, first_number: int = 1) -> list[Unit]:
@@ -191,8 +220,17 @@ def cut_corpus(sources: list[dict[str, str]], pages: Path, *, first_number: int 
         page = (pages / f"{source['source_id']}.txt").read_text(encoding="utf-8")
         for first, paragraphs in cut_units(source["source_id"], page):
             text = unit_text(paragraphs)
-            units.append(Unit(f"U{first_number + len(units):04d}", source["source_id"], first, len(paragraphs),
-                              len(text.split()), len(text), sha1(text)))
+            units.append(
+                Unit(
+                    f"U{first_number + len(units):04d}",
+                    source["source_id"],
+                    first,
+                    len(paragraphs),
+                    len(text.split()),
+                    len(text),
+                    sha1(text),
+                )
+            )
     return units
 
 
@@ -200,18 +238,25 @@ def cut_new(sources: list[dict[str, str]], pages: Path, units: list[Unit]) -> li
     """The units of the sources that have none in ``units`` yet, numbered after the last of ``units``."""
     cut = {unit.source_id for unit in units}
     last = max((int(unit.unit_id[1:]) for unit in units), default=0)
-    return cut_corpus([source for source in sources if source["source_id"] not in cut], pages, first_number=last + 1)
+    return cut_corpus(
+        [source for source in sources if source["source_id"] not in cut],
+        pages,
+        first_number=last + 1,
+    )
 
 
 def append_units(units: list[Unit], path: Path) -> None:
     """Add rows to an existing ``units.csv`` without rewriting the rows already in it."""
     with path.open("a", newline="", encoding="utf-8") as handle:
         csv.writer(handle, lineterminator="\n").writerows(
-            (u.unit_id, u.source_id, u.first_paragraph, u.paragraphs, u.words, u.chars, u.sha1) for u in units)
+            (u.unit_id, u.source_id, u.first_paragraph, u.paragraphs, u.words, u.chars, u.sha1)
+            for u in units
+        )
 
 
-def rebuild(units: list[Unit], sources: list[dict[str, str]], pages: Path, out: Path, *,
-            fetch: bool = False) -> tuple[int, list[str]]:
+def rebuild(
+    units: list[Unit], sources: list[dict[str, str]], pages: Path, out: Path, *, fetch: bool = False
+) -> tuple[int, list[str]]:
     """Write every unit found to ``out/<split>/<source id>/<unit id>.txt``; returns (written, units not found)."""
     by_source = {source["source_id"]: source for source in sources}
     page_paragraphs: dict[str, list[str]] = {}
@@ -245,7 +290,9 @@ def rebuild(units: list[Unit], sources: list[dict[str, str]], pages: Path, out: 
 TRAINING_SPLITS = ("dev", "test", "test2")
 
 
-def write_vectors(units: list[Unit], sources: list[dict[str, str]], texts: Path, target: Path) -> int:
+def write_vectors(
+    units: list[Unit], sources: list[dict[str, str]], texts: Path, target: Path
+) -> int:
     """The training splits' embeddings (float16), gold labels and text hashes: what the default model learns, as numbers."""
     import numpy as np
 
@@ -255,28 +302,51 @@ def write_vectors(units: list[Unit], sources: list[dict[str, str]], texts: Path,
     gold = {row["segment_id"]: row for row in read_csv(HERE / "gold.csv")}
     code_ids = [name for name in read_csv(HERE / "gold.csv")[0] if name != "segment_id"]
     chosen = [unit for unit in units if split[unit.source_id] in TRAINING_SPLITS]
-    unit_texts = [(texts / split[unit.source_id] / unit.source_id / f"{unit.unit_id}.txt").read_text(
-        encoding="utf-8").removesuffix("\n") for unit in chosen]
+    unit_texts = [
+        (texts / split[unit.source_id] / unit.source_id / f"{unit.unit_id}.txt")
+        .read_text(encoding="utf-8")
+        .removesuffix("\n")
+        for unit in chosen
+    ]
     if any(sha1(text) != unit.sha1 for text, unit in zip(unit_texts, chosen)):
         raise SystemExit("the rebuilt texts do not match units.csv; run rebuild.py first")
     vectors = load_encoder().encode(unit_texts)
-    labels = np.array([[int(gold[unit.segment_id][code]) for code in code_ids] for unit in chosen], dtype=np.int8)
-    np.savez_compressed(target, vectors=vectors.astype(np.float16), labels=labels, code_ids=np.array(code_ids),
-                        sha1=np.array([unit.sha1 for unit in chosen]), sources=np.array([unit.source_id for unit in chosen]))
+    labels = np.array(
+        [[int(gold[unit.segment_id][code]) for code in code_ids] for unit in chosen], dtype=np.int8
+    )
+    np.savez_compressed(
+        target,
+        vectors=vectors.astype(np.float16),
+        labels=labels,
+        code_ids=np.array(code_ids),
+        sha1=np.array([unit.sha1 for unit in chosen]),
+        sources=np.array([unit.source_id for unit in chosen]),
+    )
     return len(chosen)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pages", type=Path, default=HERE / "pages", help="folder of page texts, <source_id>.txt")
+    parser.add_argument(
+        "--pages", type=Path, default=HERE / "pages", help="folder of page texts, <source_id>.txt"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "texts", help="where the unit texts go")
-    parser.add_argument("--fetch", action="store_true", help="fetch each source URL instead of reading --pages")
+    parser.add_argument(
+        "--fetch", action="store_true", help="fetch each source URL instead of reading --pages"
+    )
     parser.add_argument("--cut", action="store_true", help="(re)make units.csv from the pages")
-    parser.add_argument("--cut-new", action="store_true",
-                        help="cut only the sources that have no units yet and append their units to units.csv")
-    parser.add_argument("--vectors", type=Path, metavar="NPZ",
-                        help="write the training splits' sentence embeddings and gold labels (numbers, no text) "
-                             "to NPZ, for qualcode's default model; needs qualcode and its model installed")
+    parser.add_argument(
+        "--cut-new",
+        action="store_true",
+        help="cut only the sources that have no units yet and append their units to units.csv",
+    )
+    parser.add_argument(
+        "--vectors",
+        type=Path,
+        metavar="NPZ",
+        help="write the training splits' sentence embeddings and gold labels (numbers, no text) "
+        "to NPZ, for qualcode's default model; needs qualcode and its model installed",
+    )
     args = parser.parse_args(argv)
     sources = read_csv(HERE / "sources.csv")
     if args.cut:
@@ -289,17 +359,24 @@ def main(argv: list[str] | None = None) -> int:
         new = cut_new(sources, args.pages, units)
         append_units(new, HERE / "units.csv")
         span = f" ({new[0].unit_id}-{new[-1].unit_id})" if new else ""
-        print(f"{len(new)} new units{span} from {len({u.source_id for u in new})} new sources -> {HERE / 'units.csv'}")
+        print(
+            f"{len(new)} new units{span} from {len({u.source_id for u in new})} new sources -> {HERE / 'units.csv'}"
+        )
         return 0
     if args.vectors:
         count = write_vectors(units, sources, args.out, args.vectors)
-        print(f"{count} units' vectors and labels ({', '.join(TRAINING_SPLITS)} splits) -> {args.vectors}")
+        print(
+            f"{count} units' vectors and labels ({', '.join(TRAINING_SPLITS)} splits) -> {args.vectors}"
+        )
         return 0
     written, missing = rebuild(units, sources, args.pages, args.out, fetch=args.fetch)
     print(f"{written} of {len(units)} units rebuilt -> {args.out}")
     if missing:
-        print(f"{len(missing)} units not found (their page changed or is missing): {', '.join(missing[:20])}"
-              + (" ..." if len(missing) > 20 else ""), file=sys.stderr)
+        print(
+            f"{len(missing)} units not found (their page changed or is missing): {', '.join(missing[:20])}"
+            + (" ..." if len(missing) > 20 else ""),
+            file=sys.stderr,
+        )
     return 0 if not missing else 1
 
 

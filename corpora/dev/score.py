@@ -56,7 +56,9 @@ def write_gold(rows: list[dict[str, str]], path: Path) -> Path:
 
 def reviewed_sources(sources: list[str]) -> set[str]:
     """A quarter of the sources, by the order of a hash of their ids: a fixed choice nobody made by reading."""
-    ranked = sorted(sources, key=lambda source: hashlib.sha1(f"qualcode-reviewed:{source}".encode()).hexdigest())
+    ranked = sorted(
+        sources, key=lambda source: hashlib.sha1(f"qualcode-reviewed:{source}".encode()).hexdigest()
+    )
     return set(ranked[: max(1, round(len(ranked) * REVIEWED_SHARE))])
 
 
@@ -67,7 +69,9 @@ def copy_sources(texts: Path, sources: set[str], target: Path) -> Path:
 
 
 def qualcode(*args: object) -> str:
-    result = subprocess.run([sys.executable, "-m", "qualcode", *map(str, args)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "qualcode", *map(str, args)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise SystemExit(f"qualcode {' '.join(map(str, args))} failed:\n{result.stderr}")
     return result.stdout + result.stderr
@@ -82,19 +86,33 @@ def scores(gold: Path, workbook: Path) -> dict[str, tuple[float, float, float]]:
     machine = {unit.key: unit.labels for unit in read_label_file(workbook, CODES).units}
     per_code = {}
     for code in CODES:
-        pairs = [(unit.labels[code], machine[unit.key][code]) for unit in truth.units if unit.key in machine]
+        pairs = [
+            (unit.labels[code], machine[unit.key][code])
+            for unit in truth.units
+            if unit.key in machine
+        ]
         if len(pairs) != len(truth.units):
-            raise SystemExit(f"{workbook}: {len(truth.units) - len(pairs)} gold units were not coded")
+            raise SystemExit(
+                f"{workbook}: {len(truth.units) - len(pairs)} gold units were not coded"
+            )
         per_code[code] = binary_scores([a for a, _ in pairs], [b for _, b in pairs])
     macro = macro_average(list(per_code.values()))
-    return {**{code: (s.precision, s.recall, s.alpha) for code, s in per_code.items()},
-            "macro": (macro.precision, macro.recall, macro.alpha)}
+    return {
+        **{code: (s.precision, s.recall, s.alpha) for code, s in per_code.items()},
+        "macro": (macro.precision, macro.recall, macro.alpha),
+    }
 
 
 def table(title: str, results: dict[str, dict[str, tuple[float, float, float]]]) -> str:
-    lines = [f"\n{title}", "| code | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
+    lines = [
+        f"\n{title}",
+        "| code | " + " | ".join(results) + " |",
+        "|---" * (len(results) + 1) + "|",
+    ]
     for code in (*CODES, "macro"):
-        cells = [f"{r[code][2]:.2f} (P {r[code][0]:.2f}, R {r[code][1]:.2f})" for r in results.values()]
+        cells = [
+            f"{r[code][2]:.2f} (P {r[code][0]:.2f}, R {r[code][1]:.2f})" for r in results.values()
+        ]
         lines.append(f"| {code} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -103,15 +121,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--split", choices=("dev", "test", "test2", "test3"), required=True)
     parser.add_argument("--texts", type=Path, default=HERE / "texts")
-    parser.add_argument("--keep", type=Path, help="keep the gold files and workbooks in this folder")
+    parser.add_argument(
+        "--keep", type=Path, help="keep the gold files and workbooks in this folder"
+    )
     args = parser.parse_args(argv)
 
-    split_sources = {row["source_id"] for row in read_csv(HERE / "sources.csv") if row["split"] == args.split}
+    split_sources = {
+        row["source_id"] for row in read_csv(HERE / "sources.csv") if row["split"] == args.split
+    }
     texts = args.texts / args.split
     present = {path.name for path in texts.iterdir() if path.is_dir()} if texts.is_dir() else set()
     if not present:
-        raise SystemExit(f"{texts}: no unit texts; rebuild them first (python corpora/dev/rebuild.py)")
-    gold = [row for row in read_csv(HERE / "gold.csv") if row["segment_id"].split("/")[0] in present & split_sources]
+        raise SystemExit(
+            f"{texts}: no unit texts; rebuild them first (python corpora/dev/rebuild.py)"
+        )
+    gold = [
+        row
+        for row in read_csv(HERE / "gold.csv")
+        if row["segment_id"].split("/")[0] in present & split_sources
+    ]
     reviewed = reviewed_sources(sorted(present & split_sources))
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="qualcode-score-"))
@@ -124,23 +152,47 @@ def main(argv: list[str] | None = None) -> int:
             qualcode("code", texts, "--unit", "document", "-o", out, "-q", "--force", *options)
             results[name] = scores(all_gold, out)
         print(f"{args.split} split: {len(gold)} units from {len(present & split_sources)} sources")
-        print(table("qualcode code, each classifier representation (alpha, precision, recall)", results))
+        print(
+            table(
+                "qualcode code, each classifier representation (alpha, precision, recall)", results
+            )
+        )
 
         rest_folder = copy_sources(texts, present & split_sources - reviewed, work / "rest")
-        rest_gold = write_gold([row for row in gold if row["segment_id"].split("/")[0] not in reviewed],
-                               work / "rest-gold.csv")
+        rest_gold = write_gold(
+            [row for row in gold if row["segment_id"].split("/")[0] not in reviewed],
+            work / "rest-gold.csv",
+        )
         # Labels for texts outside the coded folder carry their text, as a reviewed workbook does.
-        train_gold = write_gold([{**row, "text": (texts / row["segment_id"].rsplit(":", 1)[0]).read_text("utf-8")}
-                                 for row in gold if row["segment_id"].split("/")[0] in reviewed],
-                                work / "reviewed-gold.csv")
+        train_gold = write_gold(
+            [
+                {**row, "text": (texts / row["segment_id"].rsplit(":", 1)[0]).read_text("utf-8")}
+                for row in gold
+                if row["segment_id"].split("/")[0] in reviewed
+            ],
+            work / "reviewed-gold.csv",
+        )
         learning = {}
         for name in LEARNING_RUNS:
             for label, extra in (("without", []), ("with", ["--train", train_gold])):
                 out = work / f"rest-{name.replace(' ', '').replace('+', '-')}-{label}.xlsx"
-                qualcode("code", rest_folder, "--unit", "document", "-o", out, "-q", "--force", *RUNS[name], *extra)
+                qualcode(
+                    "code",
+                    rest_folder,
+                    "--unit",
+                    "document",
+                    "-o",
+                    out,
+                    "-q",
+                    "--force",
+                    *RUNS[name],
+                    *extra,
+                )
                 learning[f"{name}, {label} the reviewed quarter"] = scores(rest_gold, out)
-        print(f"\nThe other three quarters ({len(read_csv(rest_gold))} units), coded without and with the gold of "
-              f"{len(reviewed)} reviewed sources ({len(read_csv(train_gold))} units) as --train labels")
+        print(
+            f"\nThe other three quarters ({len(read_csv(rest_gold))} units), coded without and with the gold of "
+            f"{len(reviewed)} reviewed sources ({len(read_csv(train_gold))} units) as --train labels"
+        )
         print(table("", learning))
     finally:
         if not args.keep:

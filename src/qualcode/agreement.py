@@ -43,7 +43,11 @@ def cohen_kappa(first: Sequence[int], second: Sequence[int]) -> float | None:
 
 def mean_pairwise_kappa(ratings: np.ndarray) -> float | None:
     """Cohen's kappa for two coders; for more, the mean over pairs (Light's kappa). None if undefined."""
-    values = [cohen_kappa(ratings[i], ratings[j]) for i in range(len(ratings)) for j in range(i + 1, len(ratings))]
+    values = [
+        cohen_kappa(ratings[i], ratings[j])
+        for i in range(len(ratings))
+        for j in range(i + 1, len(ratings))
+    ]
     values = [value for value in values if value is not None]
     return float(np.mean(values)) if values else None
 
@@ -80,7 +84,9 @@ def binary_scores(reference: Sequence[int], predicted: Sequence[int]) -> Scores:
     from sklearn.metrics import precision_recall_fscore_support
 
     reference, predicted = np.asarray(reference, dtype=int), np.asarray(predicted, dtype=int)
-    precision, recall, f1, _ = precision_recall_fscore_support(reference, predicted, average="binary", zero_division=0)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        reference, predicted, average="binary", zero_division=0
+    )
     return Scores(
         units=len(reference),
         precision=float(precision),
@@ -111,6 +117,7 @@ def macro_average(scores: Sequence[Scores]) -> Scores:
 
 
 # --- comparing coders' files -------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CodeAgreement:
@@ -165,7 +172,12 @@ def kappa_reading(kappa: float | None) -> str:
         return "n/a"
     if kappa < 0:
         return "poor"
-    for bound, words in ((0.20, "slight"), (0.40, "fair"), (0.60, "moderate"), (0.80, "substantial")):
+    for bound, words in (
+        (0.20, "slight"),
+        (0.40, "fair"),
+        (0.60, "moderate"),
+        (0.80, "substantial"),
+    ):
         if kappa <= bound:
             return words
     return "almost perfect"
@@ -203,8 +215,14 @@ def _unique_names(files: Sequence[LabelFile]) -> tuple[str, ...]:
 
 
 def _agreement_for(code_id: str, ratings: np.ndarray) -> CodeAgreement:
-    return CodeAgreement(code_id, ratings.shape[1], percent_agreement(ratings), mean_pairwise_kappa(ratings),
-                         krippendorff_alpha(ratings), tuple(float(row.mean()) if row.size else 0.0 for row in ratings))
+    return CodeAgreement(
+        code_id,
+        ratings.shape[1],
+        percent_agreement(ratings),
+        mean_pairwise_kappa(ratings),
+        krippendorff_alpha(ratings),
+        tuple(float(row.mean()) if row.size else 0.0 for row in ratings),
+    )
 
 
 def compare_coders(files: Sequence[LabelFile]) -> AgreementReport:
@@ -221,22 +239,32 @@ def compare_coders(files: Sequence[LabelFile]) -> AgreementReport:
     common_keys = [key for key in keyed[0] if all(key in others for others in keyed[1:])]
     for file, units in zip(files[1:], keyed[1:]):
         if not any(key in units for key in keyed[0]):
-            raise InputDataError(f"{file.path}: none of its {len(units)} rows labels a segment that {files[0].path} "
-                                 "labels; the files must code the same segments (matched by segment_id, or "
-                                 "document + start + end)")
+            raise InputDataError(
+                f"{file.path}: none of its {len(units)} rows labels a segment that {files[0].path} "
+                "labels; the files must code the same segments (matched by segment_id, or "
+                "document + start + end)"
+            )
     if not common_keys:
-        raise InputDataError("no segment is labelled in every file; agreement needs shared segments")
-    shared_codes = tuple(code for code in files[0].code_ids if all(code in file.code_ids for file in files[1:]))
+        raise InputDataError(
+            "no segment is labelled in every file; agreement needs shared segments"
+        )
+    shared_codes = tuple(
+        code for code in files[0].code_ids if all(code in file.code_ids for file in files[1:])
+    )
     if not shared_codes:
         raise InputDataError(f"{files[1].path}: shares no code column with {files[0].path}")
     all_codes = {code for file in files for code in file.code_ids}
     common = set(common_keys)
-    unmatched = {coder: sum(1 for key in units if key not in common) for coder, units in zip(coders, keyed)}
+    unmatched = {
+        coder: sum(1 for key in units if key not in common) for coder, units in zip(coders, keyed)
+    }
     per_code = []
     pooled = []
     disagreements = []
     for code_index, code_id in enumerate(shared_codes):
-        ratings = np.array([[units[key].labels[code_id] for key in common_keys] for units in keyed], dtype=int)
+        ratings = np.array(
+            [[units[key].labels[code_id] for key in common_keys] for units in keyed], dtype=int
+        )
         per_code.append(_agreement_for(code_id, ratings))
         pooled.append(ratings)
         for column in np.flatnonzero(~np.all(ratings == ratings[0], axis=0)):
@@ -244,16 +272,35 @@ def compare_coders(files: Sequence[LabelFile]) -> AgreementReport:
             first = keyed[0][key]
             text = next((units[key].text for units in keyed if units[key].text), None)
             segment_id = first.segment_id or f"{key[0]}:{key[1]}-{key[2]}"
-            disagreements.append((column, code_index, Disagreement(
-                segment_id, first.document or key[0], text, code_id, tuple(int(value) for value in ratings[:, column]))))
+            disagreements.append(
+                (
+                    column,
+                    code_index,
+                    Disagreement(
+                        segment_id,
+                        first.document or key[0],
+                        text,
+                        code_id,
+                        tuple(int(value) for value in ratings[:, column]),
+                    ),
+                )
+            )
     overall = _agreement_for("(all codes, pooled)", np.hstack(pooled))
     pairs = ()
     if len(files) > 2:
         everything = np.hstack(pooled)
-        pairs = tuple(PairAgreement(coders[i], coders[j], everything.shape[1],
-                                    percent_agreement(everything[[i, j]]), cohen_kappa(everything[i], everything[j]),
-                                    krippendorff_alpha(everything[[i, j]]))
-                      for i in range(len(files)) for j in range(i + 1, len(files)))
+        pairs = tuple(
+            PairAgreement(
+                coders[i],
+                coders[j],
+                everything.shape[1],
+                percent_agreement(everything[[i, j]]),
+                cohen_kappa(everything[i], everything[j]),
+                krippendorff_alpha(everything[[i, j]]),
+            )
+            for i in range(len(files))
+            for j in range(i + 1, len(files))
+        )
     return AgreementReport(
         coders=coders,
         files=tuple(file.path for file in files),
@@ -263,7 +310,9 @@ def compare_coders(files: Sequence[LabelFile]) -> AgreementReport:
         overall=overall,
         unmatched=unmatched,
         codes_not_shared=tuple(sorted(all_codes - set(shared_codes))),
-        disagreements=tuple(item for _, _, item in sorted(disagreements, key=lambda entry: entry[:2])),
+        disagreements=tuple(
+            item for _, _, item in sorted(disagreements, key=lambda entry: entry[:2])
+        ),
         pairs=pairs,
         warnings=tuple(_trained_on_compared(files, coders, common_keys, keyed)),
     )
@@ -280,7 +329,11 @@ def _texts_of(path: str, code_ids: Sequence[str]) -> set[str] | None:
 
     try:
         file = Path(path)
-        sheet = "Segments" if file.suffix.lower() == ".xlsx" and "Segments" in xlsx_sheet_names(file) else None
+        sheet = (
+            "Segments"
+            if file.suffix.lower() == ".xlsx" and "Segments" in xlsx_sheet_names(file)
+            else None
+        )
         _, rows = read_table(file, sheet)
         return {_normalised(row.values.get("text")) for row in rows}
     except (QualcodeError, OSError):
@@ -299,8 +352,12 @@ def _model_sources(file: LabelFile) -> list[tuple[str, set[str] | None]]:
 
         default = load_codebook()
         if run.get("codebook name") == default.name:
-            sources.append(("the seed set shipped with the default codebook (the sample corpus's gold)",
-                            {_normalised(example.text) for example in seed_examples(default)}))
+            sources.append(
+                (
+                    "the seed set shipped with the default codebook (the sample corpus's gold)",
+                    {_normalised(example.text) for example in seed_examples(default)},
+                )
+            )
     for option, what in (("option train", "--train"), ("option reviews", "--reviews")):
         for path in filter(None, (part.strip() for part in run.get(option, "none").split(", "))):
             if path != "none":
@@ -322,8 +379,9 @@ def _study_texts(root: str) -> set[str] | None:
         return None
 
 
-def _trained_on_compared(files: Sequence[LabelFile], coders: Sequence[str], common_keys: list,
-                         keyed: list[dict]) -> list[str]:
+def _trained_on_compared(
+    files: Sequence[LabelFile], coders: Sequence[str], common_keys: list, keyed: list[dict]
+) -> list[str]:
     """Warn where a qualcode workbook's classifier was trained on the segments it is compared on.
 
     Its agreement there measures how well it remembers its training labels, not how it codes
@@ -336,14 +394,16 @@ def _trained_on_compared(files: Sequence[LabelFile], coders: Sequence[str], comm
         compared = [_normalised(units[key].text) for key in common_keys]
         for description, texts in _model_sources(file):
             if texts is None:
-                warnings_found.append(f"{coder} ({file.path}): its classifier was trained on {description}, which "
-                                      "cannot be read now to check whether it holds the compared segments")
+                warnings_found.append(
+                    f"{coder} ({file.path}): its classifier was trained on {description}, which "
+                    "cannot be read now to check whether it holds the compared segments"
+                )
                 continue
             seen = sum(1 for text in compared if text and text in texts)
             if seen:
                 warnings_found.append(
                     f"{coder} ({file.path}): its classifier was trained on {seen} of the {len(compared)} compared "
                     f"segments, from {description}; its agreement there is inflated. Run qualcode evaluate for "
-                    "agreement on documents it was not trained on")
+                    "agreement on documents it was not trained on"
+                )
     return warnings_found
-

@@ -13,4 +13,8 @@ def concatenated_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     first_of_each = np.cumsum(lengths) - lengths
-    return np.arange(lengths.sum()) - np.repeat(first_of_each, lengths) + np.repeat(np.asarray(starts), lengths)
+    return (
+        np.arange(lengths.sum())
+        - np.repeat(first_of_each, lengths)
+        + np.repeat(np.asarray(starts), lengths)
+    )

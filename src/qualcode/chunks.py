@@ -54,26 +54,64 @@ class ChunkResult:
 
     def codable(self, code_interviewer: bool) -> list[Segment]:
         """The segments that are coded, in the order of ``ngrams`` and ``probabilities``."""
-        return [segment for segment in self.segments if code_interviewer or not segment.is_interviewer]
+        return [
+            segment for segment in self.segments if code_interviewer or not segment.is_interviewer
+        ]
 
     def __reduce__(self):
         # Every chunk crosses from a worker to the process writing the workbook. As tuples of
         # plain values its segments and assignments pickle in half the time and unpickle in
         # two thirds of it, and that process has no time to spare.
-        segments = [(s.segment_id, s.doc_id, s.start_char, s.end_char, s.text, s.index, s.speaker, s.timestamp,
-                     s.is_interviewer) for s in self.segments]
-        assignments = [(a.segment_id, a.code_id, a.source, a.status, a.confidence,
-                        tuple((e.rule, e.matched, e.start_char, e.end_char) for e in a.evidence))
-                       for a in self.assignments]
-        return (_rebuilt_chunk, (self.documents, segments, assignments, self.ngrams, self.coded, self.probabilities))
+        segments = [
+            (
+                s.segment_id,
+                s.doc_id,
+                s.start_char,
+                s.end_char,
+                s.text,
+                s.index,
+                s.speaker,
+                s.timestamp,
+                s.is_interviewer,
+            )
+            for s in self.segments
+        ]
+        assignments = [
+            (
+                a.segment_id,
+                a.code_id,
+                a.source,
+                a.status,
+                a.confidence,
+                tuple((e.rule, e.matched, e.start_char, e.end_char) for e in a.evidence),
+            )
+            for a in self.assignments
+        ]
+        return (
+            _rebuilt_chunk,
+            (self.documents, segments, assignments, self.ngrams, self.coded, self.probabilities),
+        )
 
 
 def _rebuilt_chunk(documents, segments, assignments, ngrams, coded, probabilities) -> ChunkResult:
-    return ChunkResult(documents, [Segment(*fields) for fields in segments],
-                       [CodeAssignment(segment_id, code_id, source, status, confidence,
-                                       tuple(Evidence(*fields) for fields in evidence))
-                        for segment_id, code_id, source, status, confidence, evidence in assignments],
-                       ngrams, coded, probabilities)
+    return ChunkResult(
+        documents,
+        [Segment(*fields) for fields in segments],
+        [
+            CodeAssignment(
+                segment_id,
+                code_id,
+                source,
+                status,
+                confidence,
+                tuple(Evidence(*fields) for fields in evidence),
+            )
+            for segment_id, code_id, source, status, confidence, evidence in assignments
+        ],
+        ngrams,
+        coded,
+        probabilities,
+    )
 
 
 _STATE: dict[tuple, tuple] = {}
@@ -94,7 +132,9 @@ def compiled(task: ChunkTask, nlp=None):
     return _STATE[key]
 
 
-def process_chunk(task: ChunkTask, documents: Sequence[Document], nlp=None, model=None) -> ChunkResult:
+def process_chunk(
+    task: ChunkTask, documents: Sequence[Document], nlp=None, model=None
+) -> ChunkResult:
     """Segment a chunk, match the rules on the segments that are coded, and code it if it can be coded here.
 
     It can be coded here when the run has no classifier or ``model`` (a ``ClassifierModel``) is
@@ -103,11 +143,17 @@ def process_chunk(task: ChunkTask, documents: Sequence[Document], nlp=None, mode
     from qualcode.segment import segment_documents
 
     pipeline, matcher = compiled(task, nlp)
-    segments = segment_documents(documents, unit=task.unit, nlp=pipeline, interviewer_labels=task.interviewer_labels)
-    codable = [segment for segment in segments if task.code_interviewer or not segment.is_interviewer]
+    segments = segment_documents(
+        documents, unit=task.unit, nlp=pipeline, interviewer_labels=task.interviewer_labels
+    )
+    codable = [
+        segment for segment in segments if task.code_interviewer or not segment.is_interviewer
+    ]
     docs = list(matcher.docs(codable))
     assignments = matcher.match_docs(codable, docs)
-    result = ChunkResult(len(documents), segments, assignments, ngram_hashes(docs) if task.features else None)
+    result = ChunkResult(
+        len(documents), segments, assignments, ngram_hashes(docs) if task.features else None
+    )
     if not task.features or model is not None:
         return code_chunk(result, model, task)
     return result

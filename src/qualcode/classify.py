@@ -19,8 +19,17 @@ from importlib import resources
 import numpy as np
 
 from qualcode.arrays import concatenated_ranges
-from qualcode.features import (NgramHashes, count_matrix, doc_words, hashes_of_words, names_of_words, ngram_hashes,
-                               smooth_idf, tfidf, tfidf_matrix)
+from qualcode.features import (
+    NgramHashes,
+    count_matrix,
+    doc_words,
+    hashes_of_words,
+    names_of_words,
+    ngram_hashes,
+    smooth_idf,
+    tfidf,
+    tfidf_matrix,
+)
 from qualcode.models import Codebook
 
 logger = logging.getLogger(__name__)
@@ -48,9 +57,17 @@ def examples_from_codebook(codebook: Codebook) -> list[TrainingExample]:
     examples = []
     for code in codebook.codes:
         for text in code.positive_examples:
-            examples.append(TrainingExample(text, {code.code_id: 1}, EXAMPLE_WEIGHT, f"codebook:{code.code_id}", "example"))
+            examples.append(
+                TrainingExample(
+                    text, {code.code_id: 1}, EXAMPLE_WEIGHT, f"codebook:{code.code_id}", "example"
+                )
+            )
         for text in code.negative_examples:
-            examples.append(TrainingExample(text, {code.code_id: 0}, EXAMPLE_WEIGHT, f"codebook:{code.code_id}", "example"))
+            examples.append(
+                TrainingExample(
+                    text, {code.code_id: 0}, EXAMPLE_WEIGHT, f"codebook:{code.code_id}", "example"
+                )
+            )
     return examples
 
 
@@ -68,13 +85,18 @@ def _default_codebook_sha256() -> str:
 
     from qualcode.codebook import default_codebook_path
 
-    return hashlib.sha256(default_codebook_path().read_bytes().decode("utf-8-sig").encode("utf-8")).hexdigest()
+    return hashlib.sha256(
+        default_codebook_path().read_bytes().decode("utf-8-sig").encode("utf-8")
+    ).hexdigest()
 
 
 def seed_examples(codebook: Codebook) -> list[TrainingExample]:
     """The hand-coded sample corpus shipped with the default codebook; empty for any other codebook."""
     if codebook.sha256 is not None and codebook.sha256 == _default_codebook_sha256():
-        name, code_ids = codebook.name, codebook.code_ids  # the default itself: no need to parse it again
+        name, code_ids = (
+            codebook.name,
+            codebook.code_ids,
+        )  # the default itself: no need to parse it again
     else:
         name, code_ids = _default_codebook_identity()
     if codebook.name != name:
@@ -83,8 +105,13 @@ def seed_examples(codebook: Codebook) -> list[TrainingExample]:
     shared = [code_id for code_id in code_ids if code_id in codebook.code_ids]
     with data.open("r", encoding="utf-8", newline="") as handle:
         return [
-            TrainingExample(row["text"], {code_id: int(row[code_id]) for code_id in shared}, SEED_WEIGHT,
-                            f"seed:{row['document']}", "seed")
+            TrainingExample(
+                row["text"],
+                {code_id: int(row[code_id]) for code_id in shared},
+                SEED_WEIGHT,
+                f"seed:{row['document']}",
+                "seed",
+            )
             for row in csv.DictReader(handle)
         ]
 
@@ -93,8 +120,11 @@ def _content_mask(names: np.ndarray) -> np.ndarray:
     """Function words help the model but explain nothing to a researcher, so evidence leaves them out."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-    return np.fromiter((not ENGLISH_STOP_WORDS.issuperset(name.split()) for name in names.tolist()), dtype=bool,
-                       count=len(names))
+    return np.fromiter(
+        (not ENGLISH_STOP_WORDS.issuperset(name.split()) for name in names.tolist()),
+        dtype=bool,
+        count=len(names),
+    )
 
 
 def _base_model(features):
@@ -103,15 +133,18 @@ def _base_model(features):
     # The dual formulation solves the same problem, about twice as fast when there are fewer
     # texts than n-grams (the usual case); probabilities agree to 1e-4.
     dual = features.shape[0] < features.shape[1]
-    return LogisticRegression(C=4.0, class_weight="balanced", solver="liblinear", dual=dual, max_iter=1000,
-                              random_state=0)  # the dual solver visits examples in a random order
+    return LogisticRegression(
+        C=4.0, class_weight="balanced", solver="liblinear", dual=dual, max_iter=1000, random_state=0
+    )  # the dual solver visits examples in a random order
 
 
 # Part of the model cache key: change it whenever training would give a different model for the same data.
 MODEL_VERSION = f"liblinear-C4-balanced-platt{CALIBRATION_FOLDS}-v2"
 
 
-def _platt_calibrator(features, labels: np.ndarray, weights: np.ndarray, groups: np.ndarray, real: np.ndarray):
+def _platt_calibrator(
+    features, labels: np.ndarray, weights: np.ndarray, groups: np.ndarray, real: np.ndarray
+):
     """Platt scaling fitted on out-of-fold scores, with folds grouped by document.
 
     Grouping matters: segments of one interview share words, so folds that split a document
@@ -125,7 +158,9 @@ def _platt_calibrator(features, labels: np.ndarray, weights: np.ndarray, groups:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedGroupKFold
 
-    folds = min(CALIBRATION_FOLDS, len(set(groups)), int(labels.sum()), int(len(labels) - labels.sum()))
+    folds = min(
+        CALIBRATION_FOLDS, len(set(groups)), int(labels.sum()), int(len(labels) - labels.sum())
+    )
     if folds < 2:
         return None
     scores = np.zeros(len(labels))
@@ -133,11 +168,19 @@ def _platt_calibrator(features, labels: np.ndarray, weights: np.ndarray, groups:
     for train, held_out in StratifiedGroupKFold(folds).split(features, labels, groups):
         if len(set(labels[train])) < 2:
             return None
-        fold_model = _base_model(features).fit(features[train], labels[train], sample_weight=weights[train])
+        fold_model = _base_model(features).fit(
+            features[train], labels[train], sample_weight=weights[train]
+        )
         scores[held_out] = fold_model.decision_function(features[held_out])
         fold_models.append(fold_model)
-    use = real if labels[real].sum() >= MIN_PER_CLASS and (1 - labels[real]).sum() >= MIN_PER_CLASS else np.ones_like(real)
-    calibrator = LogisticRegression(C=1e4).fit(scores[use].reshape(-1, 1), labels[use], sample_weight=weights[use])
+    use = (
+        real
+        if labels[real].sum() >= MIN_PER_CLASS and (1 - labels[real]).sum() >= MIN_PER_CLASS
+        else np.ones_like(real)
+    )
+    calibrator = LogisticRegression(C=1e4).fit(
+        scores[use].reshape(-1, 1), labels[use], sample_weight=weights[use]
+    )
     slope, intercept = float(calibrator.coef_[0, 0]), float(calibrator.intercept_[0])
     # Held-out scores that do not rise with the label mean too little data to calibrate; never invert the model.
     return ((slope, intercept), fold_models) if slope > 0 else None
@@ -199,7 +242,9 @@ class ClassifierModel:
                 result[:, column] = _sigmoid(scores[:, code.full])
             else:
                 slope, intercept = code.platt
-                result[:, column] = _sigmoid(slope * scores[:, list(code.folds)] + intercept).mean(axis=1)
+                result[:, column] = _sigmoid(slope * scores[:, list(code.folds)] + intercept).mean(
+                    axis=1
+                )
         return result
 
     def explain(self, features, row: int, code_id: str, top: int = 4) -> list[tuple[str, float]]:
@@ -216,7 +261,9 @@ class ClassifierModel:
         rank[np.argsort(self.names, kind="stable")] = np.arange(len(self.names))
         return self.names.tolist(), rank
 
-    def explain_rows(self, features, pairs: Sequence[tuple[int, str]], top: int = 4) -> list[list[tuple[str, float]]]:
+    def explain_rows(
+        self, features, pairs: Sequence[tuple[int, str]], top: int = 4
+    ) -> list[list[tuple[str, float]]]:
         """``explain`` for many (row, code_id) pairs at once, in their order: one numpy pass per code, not per pair."""
         names, name_rank = self._names_in_order
         explained: list[list[tuple[str, float]]] = [[] for _ in pairs]
@@ -237,9 +284,13 @@ class ClassifierModel:
             owner, indices, weights = owner[keep], indices[keep], weights[keep]
             order = np.lexsort((name_rank[indices], -weights, owner))
             owner, indices, weights = owner[order], indices[order], weights[order]
-            place = np.arange(len(owner)) - np.searchsorted(owner, owner)  # 0 for each pair's strongest n-gram
+            place = np.arange(len(owner)) - np.searchsorted(
+                owner, owner
+            )  # 0 for each pair's strongest n-gram
             best = place < top
-            for pair, index, weight in zip(owner[best].tolist(), indices[best].tolist(), weights[best].tolist()):
+            for pair, index, weight in zip(
+                owner[best].tolist(), indices[best].tolist(), weights[best].tolist()
+            ):
                 explained[positions[pair]].append((names[index], weight))
         return explained
 
@@ -271,7 +322,9 @@ def training_matrix(examples: Sequence[TrainingExample], nlp) -> TrainingMatrix:
     return TrainingMatrix(examples, vocabulary, idf, names, tfidf(counts, idf))
 
 
-def train_model(code_ids: Sequence[str], examples: Sequence[TrainingExample], nlp) -> ClassifierModel:
+def train_model(
+    code_ids: Sequence[str], examples: Sequence[TrainingExample], nlp
+) -> ClassifierModel:
     """Fit one calibrated logistic regression per code on the examples that carry a label for it."""
     return fit_model(code_ids, training_matrix(examples, nlp))
 
@@ -286,8 +339,12 @@ def _fitting_processes(codes: int, examples: int) -> int:
     import multiprocessing
     import os
 
-    if (codes < 2 or examples < PARALLEL_FIT_FROM or "fork" not in multiprocessing.get_all_start_methods()
-            or multiprocessing.current_process().daemon):  # a daemonic process may not start others
+    if (
+        codes < 2
+        or examples < PARALLEL_FIT_FROM
+        or "fork" not in multiprocessing.get_all_start_methods()
+        or multiprocessing.current_process().daemon
+    ):  # a daemonic process may not start others
         return 1
     return min(codes, os.cpu_count() or 1)
 
@@ -297,7 +354,9 @@ def _fitting_processes(codes: int, examples: int) -> int:
 Scorer = tuple[np.ndarray, float]
 CodeFit = tuple[Scorer, tuple[tuple[float, float], list[Scorer]] | None]
 
-_FITTING: tuple[TrainingMatrix, dict[str, list[int]]] | None = None  # what forked fitting processes inherit
+_FITTING: tuple[TrainingMatrix, dict[str, list[int]]] | None = (
+    None  # what forked fitting processes inherit
+)
 
 
 def _fit_code(data: TrainingMatrix, rows: list[int], code_id: str) -> CodeFit:
@@ -356,7 +415,12 @@ def fit_model(code_ids: Sequence[str], data: TrainingMatrix) -> ClassifierModel:
         negatives = len(rows) - positives
         counts_by_code[code_id] = (positives, negatives)
         if positives < MIN_PER_CLASS or negatives < MIN_PER_CLASS:
-            logger.info("code %s: %d positive and %d negative examples; too few to train", code_id, positives, negatives)
+            logger.info(
+                "code %s: %d positive and %d negative examples; too few to train",
+                code_id,
+                positives,
+                negatives,
+            )
             continue
         trainable[code_id] = rows
     scorers: list[Scorer] = []
@@ -373,10 +437,22 @@ def fit_model(code_ids: Sequence[str], data: TrainingMatrix) -> ClassifierModel:
             platt, folds = calibration
             full_column = add(full)
             codes[code_id] = CodeModel(full_column, tuple(add(fold) for fold in folds), platt)
-    weight_matrix = (np.column_stack([coefficients for coefficients, _ in scorers]) if scorers
-                     else np.zeros((len(vocabulary), 0)))
-    return ClassifierModel(tuple(code_ids), vocabulary, idf, names, _content_mask(names), weight_matrix,
-                           np.array([intercept for _, intercept in scorers]), codes, counts_by_code)
+    weight_matrix = (
+        np.column_stack([coefficients for coefficients, _ in scorers])
+        if scorers
+        else np.zeros((len(vocabulary), 0))
+    )
+    return ClassifierModel(
+        tuple(code_ids),
+        vocabulary,
+        idf,
+        names,
+        _content_mask(names),
+        weight_matrix,
+        np.array([intercept for _, intercept in scorers]),
+        codes,
+        counts_by_code,
+    )
 
 
 class ModelClassifier:
@@ -434,11 +510,15 @@ class CodeClassifier(ModelClassifier):
     def explain(self, features, row: int, code_id: str, top: int = 4) -> list[tuple[str, float]]:
         return self.model.explain(features, row, code_id, top)
 
-    def explain_rows(self, features, pairs: Sequence[tuple[int, str]], top: int = 4) -> list[list[tuple[str, float]]]:
+    def explain_rows(
+        self, features, pairs: Sequence[tuple[int, str]], top: int = 4
+    ) -> list[list[tuple[str, float]]]:
         return self.model.explain_rows(features, pairs, top)
 
 
-def examples_from_labels(label_file, segments: Sequence | None = None, *, weight: float = HUMAN_WEIGHT) -> list[TrainingExample]:
+def examples_from_labels(
+    label_file, segments: Sequence | None = None, *, weight: float = HUMAN_WEIGHT
+) -> list[TrainingExample]:
     """Training examples from a label file: its text column, else the text of the segments it matches."""
     from qualcode.errors import InputDataError
     from qualcode.labels import match_units
@@ -448,16 +528,26 @@ def examples_from_labels(label_file, segments: Sequence | None = None, *, weight
     else:
         matched, _ = match_units(label_file.units, segments or ())
         if not matched:
-            raise InputDataError(f"{label_file.path}: has no text column and none of its rows matches a segment "
-                                 "of the inputs by segment_id or document/start/end")
+            raise InputDataError(
+                f"{label_file.path}: has no text column and none of its rows matches a segment "
+                "of the inputs by segment_id or document/start/end"
+            )
         texts = {segment.segment_id: segment.text for segment in segments}
         pairs = [(unit, texts[segment_id]) for segment_id, unit in matched.items()]
-    return [TrainingExample(text, dict(unit.labels), weight, unit.document or label_file.path, "human")
-            for unit, text in pairs if text and text.strip()]
+    return [
+        TrainingExample(text, dict(unit.labels), weight, unit.document or label_file.path, "human")
+        for unit, text in pairs
+        if text and text.strip()
+    ]
 
 
 def weak_examples(segments: Sequence, rule_assignments: Iterable) -> list[TrainingExample]:
     """Rule-matched segments as low-weight positives for the matched code (only with --weak-labels)."""
     texts = {segment.segment_id: (segment.text, segment.doc_id) for segment in segments}
-    return [TrainingExample(texts[a.segment_id][0], {a.code_id: 1}, WEAK_WEIGHT, texts[a.segment_id][1], "weak")
-            for a in rule_assignments if a.segment_id in texts]
+    return [
+        TrainingExample(
+            texts[a.segment_id][0], {a.code_id: 1}, WEAK_WEIGHT, texts[a.segment_id][1], "weak"
+        )
+        for a in rule_assignments
+        if a.segment_id in texts
+    ]

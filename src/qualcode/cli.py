@@ -19,13 +19,24 @@ from qualcode import __version__
 from qualcode.codebook import codebook_warnings, load_codebook, validate_codebook
 from qualcode.coding import CodingOptions
 from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW
-from qualcode.errors import CodebookError, InputDataError, InputMissingError, OutputError, QualcodeError
+from qualcode.errors import (
+    CodebookError,
+    InputDataError,
+    InputMissingError,
+    OutputError,
+    QualcodeError,
+)
 from qualcode.export import FORMATS, check_output_path, ensure_replaceable
 from qualcode.export.atomic import atomic_file
 from qualcode.ingest import read_documents
 from qualcode.labels import read_label_file
 from qualcode.llm.coder import CHARS_PER_TOKEN
-from qualcode.llm.settings import API_KEY_VARIABLE, DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, DEFAULT_URL
+from qualcode.llm.settings import (
+    API_KEY_VARIABLE,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_TIMEOUT,
+    DEFAULT_URL,
+)
 from qualcode.models import UNITS
 from qualcode.reviews import read_review_workbook
 from qualcode.run import (
@@ -75,8 +86,13 @@ def _logging_to_stderr(quiet: bool, verbose: bool):
 class _ProgressBars:
     """One progress bar per stage on stderr, shown only on a terminal and when not quiet."""
 
-    _LABELS = {"read": "Reading", "segment": "Segmenting", "code": "Coding", "embed": "Embedding",
-               "llm": "Asking the language model"}
+    _LABELS = {
+        "read": "Reading",
+        "segment": "Segmenting",
+        "code": "Coding",
+        "embed": "Embedding",
+        "llm": "Asking the language model",
+    }
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
@@ -89,8 +105,12 @@ class _ProgressBars:
         if stage != self._stage:
             self.close()
             self._stage = stage
-            self._bar = click.progressbar(length=total, label=self._LABELS.get(stage, stage), file=sys.stderr,
-                                          item_show_func=lambda item: item)
+            self._bar = click.progressbar(
+                length=total,
+                label=self._LABELS.get(stage, stage),
+                file=sys.stderr,
+                item_show_func=lambda item: item,
+            )
             self._bar.__enter__()
         self._bar.update(advance, note)
 
@@ -101,7 +121,9 @@ class _ProgressBars:
 
 
 def _quiet_option(function):
-    return click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary; errors only.")(function)
+    return click.option(
+        "-q", "--quiet", is_flag=True, help="No progress bars or summary; errors only."
+    )(function)
 
 
 @click.group(cls=_QualcodeGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,30 +136,72 @@ def _corpus_options(function):
     """Options that decide what is read and how it is cut into segments; shared by code and evaluate."""
     options = [
         click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path)),
-        click.option("--codebook", "codebook_path", type=click.Path(path_type=Path),
-                     help="Codebook YAML (default: the built-in relationship-based social work themes)."),
-        click.option("--unit", type=click.Choice(UNITS), default=None,
-                     help="Segment unit. Default: turn for transcripts, paragraph for essays, document for survey rows."),
-        click.option("--kind", type=click.Choice(["transcript", "essay"]), default=None,
-                     help="Treat every text file as this kind instead of detecting speaker turns."),
+        click.option(
+            "--codebook",
+            "codebook_path",
+            type=click.Path(path_type=Path),
+            help="Codebook YAML (default: the built-in relationship-based social work themes).",
+        ),
+        click.option(
+            "--unit",
+            type=click.Choice(UNITS),
+            default=None,
+            help="Segment unit. Default: turn for transcripts, paragraph for essays, document for survey rows.",
+        ),
+        click.option(
+            "--kind",
+            type=click.Choice(["transcript", "essay"]),
+            default=None,
+            help="Treat every text file as this kind instead of detecting speaker turns.",
+        ),
         click.option("--text-column", help="Survey tables: the column holding the answer text."),
         click.option("--id-column", help="Survey tables: the column holding the respondent id."),
-        click.option("--sheet", help="Survey workbooks (.xlsx): the sheet to read (default: the first)."),
-        click.option("--code-interviewer", is_flag=True, help="Code interviewer turns too (they are exported either way)."),
-        click.option("--interviewer", "interviewer_labels", multiple=True, metavar="LABEL",
-                     help="A speaker label that marks the interviewer, besides Interviewer, INT, I, Q, Researcher, "
-                          "Facilitator and Moderator. Repeatable."),
-        click.option("--spacy-model", default=None, metavar="NAME",
-                     help="An installed trained spaCy pipeline (e.g. en_core_web_sm); default: offline blank English."),
-        click.option("--no-seed", is_flag=True,
-                     help="Leave out the labelled seed set shipped with the default codebook."),
-        click.option("--weak-labels", is_flag=True,
-                     help="Also train on rule-matched segments as low-weight positive labels."),
-        click.option("--threshold", "thresholds", multiple=True, metavar="P|CODE=P",
-                     help="Classifier probability needed to suggest a code without a rule hit (default 0.5); "
-                          "CODE=P sets one code's. Repeatable."),
-        click.option("--veto-below", type=click.FloatRange(0, 1), default=None,
-                     help=f"A rule hit whose classifier probability is below this is downgraded (default {DEFAULT_VETO_BELOW})."),
+        click.option(
+            "--sheet", help="Survey workbooks (.xlsx): the sheet to read (default: the first)."
+        ),
+        click.option(
+            "--code-interviewer",
+            is_flag=True,
+            help="Code interviewer turns too (they are exported either way).",
+        ),
+        click.option(
+            "--interviewer",
+            "interviewer_labels",
+            multiple=True,
+            metavar="LABEL",
+            help="A speaker label that marks the interviewer, besides Interviewer, INT, I, Q, Researcher, "
+            "Facilitator and Moderator. Repeatable.",
+        ),
+        click.option(
+            "--spacy-model",
+            default=None,
+            metavar="NAME",
+            help="An installed trained spaCy pipeline (e.g. en_core_web_sm); default: offline blank English.",
+        ),
+        click.option(
+            "--no-seed",
+            is_flag=True,
+            help="Leave out the labelled seed set shipped with the default codebook.",
+        ),
+        click.option(
+            "--weak-labels",
+            is_flag=True,
+            help="Also train on rule-matched segments as low-weight positive labels.",
+        ),
+        click.option(
+            "--threshold",
+            "thresholds",
+            multiple=True,
+            metavar="P|CODE=P",
+            help="Classifier probability needed to suggest a code without a rule hit (default 0.5); "
+            "CODE=P sets one code's. Repeatable.",
+        ),
+        click.option(
+            "--veto-below",
+            type=click.FloatRange(0, 1),
+            default=None,
+            help=f"A rule hit whose classifier probability is below this is downgraded (default {DEFAULT_VETO_BELOW}).",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -151,9 +215,13 @@ def _parse_thresholds(values: tuple[str, ...]) -> tuple[float, tuple[tuple[str, 
         try:
             probability = float(number)
         except ValueError:
-            raise click.BadParameter(f"'{value}' is not a probability or CODE=probability", param_hint="--threshold")
+            raise click.BadParameter(
+                f"'{value}' is not a probability or CODE=probability", param_hint="--threshold"
+            ) from None
         if not 0 < probability < 1:
-            raise click.BadParameter(f"'{value}': the probability must lie between 0 and 1", param_hint="--threshold")
+            raise click.BadParameter(
+                f"'{value}': the probability must lie between 0 and 1", param_hint="--threshold"
+            )
         if code_id:
             per_code.append((code_id, probability))
         else:
@@ -164,7 +232,9 @@ def _parse_thresholds(values: tuple[str, ...]) -> tuple[float, tuple[tuple[str, 
 def ensure_replaceable_text(output: Path) -> None:
     """A codebook YAML is a researcher's work: never replace one silently."""
     if Path(output).exists():
-        raise OutputError(f"{output}: already exists; choose another name (a codebook is never overwritten)")
+        raise OutputError(
+            f"{output}: already exists; choose another name (a codebook is never overwritten)"
+        )
 
 
 def _show_report(text: str, tables, output: Path | None, quiet: bool, saved: str) -> None:
@@ -179,34 +249,62 @@ def _show_report(text: str, tables, output: Path | None, quiet: bool, saved: str
 
 
 def _study_option(function):
-    return click.option("--study", "study_dir", type=click.Path(path_type=Path), default=None,
-                        help="The study folder (default: the nearest folder at or above this one with qualcode.toml).")(function)
+    return click.option(
+        "--study",
+        "study_dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="The study folder (default: the nearest folder at or above this one with qualcode.toml).",
+    )(function)
 
 
 def _open_study(study_dir: Path | None, *, required: bool = False) -> Study | None:
     root = study_dir or find_study()
     if root is None:
         if required:
-            raise InputMissingError("no qualcode study here or above; create one with qualcode init DIR, or pass --study DIR")
+            raise InputMissingError(
+                "no qualcode study here or above; create one with qualcode init DIR, or pass --study DIR"
+            )
         return None
     study = Study.open(root)
     click.get_current_context().call_on_close(study.close)
     return study
 
 
-def _library_options(study: Study | None, *, unit, kind, text_column, id_column, sheet,
-                     code_interviewer, interviewer_labels, spacy_model, no_seed, weak_labels,
-                     thresholds, veto_below, **settings) -> tuple[CodingOptions, ReadOptions]:
+def _library_options(
+    study: Study | None,
+    *,
+    unit,
+    kind,
+    text_column,
+    id_column,
+    sheet,
+    code_interviewer,
+    interviewer_labels,
+    spacy_model,
+    no_seed,
+    weak_labels,
+    thresholds,
+    veto_below,
+    **settings,
+) -> tuple[CodingOptions, ReadOptions]:
     """The corpus options as the library takes them; in a study, its settings where none given."""
     if study is not None and not thresholds:
         # The study's threshold is checked as a --threshold would be.
         thresholds = (str(study.config.suggest_at),)
     suggest_at, per_code = _parse_thresholds(thresholds)
     options = CodingOptions(
-        unit=unit, code_interviewer=code_interviewer, interviewer_labels=tuple(interviewer_labels),
-        spacy_model=spacy_model or DEFAULT_PIPELINE, seed=not no_seed, weak_labels=weak_labels,
-        suggest_at=suggest_at, veto_below=DEFAULT_VETO_BELOW if veto_below is None else veto_below,
-        thresholds=per_code, **settings)
+        unit=unit,
+        code_interviewer=code_interviewer,
+        interviewer_labels=tuple(interviewer_labels),
+        spacy_model=spacy_model or DEFAULT_PIPELINE,
+        seed=not no_seed,
+        weak_labels=weak_labels,
+        suggest_at=suggest_at,
+        veto_below=DEFAULT_VETO_BELOW if veto_below is None else veto_below,
+        thresholds=per_code,
+        **settings,
+    )
     if study is not None:
         chosen = {"suggest_at", "llm", *(["veto_below"] if veto_below is not None else [])}
         options = with_study_defaults(options, study.config, chosen=chosen)
@@ -226,20 +324,45 @@ def _representation(requested: str | None, quiet: bool) -> str:
 def _llm_options(function):
     """--llm and its settings; shared by code, evaluate and suggest."""
     options = [
-        click.option("--llm", "llm_model", default=None, metavar="MODEL",
-                     help="Also ask this language model (e.g. llama3.1:8b) about every segment, as a third coder "
-                          "beside rules and classifier; its judgement decides where it answers. Sends the codebook "
-                          "and each segment to --llm-url. Needs pip install 'qualcode[llm]'."),
-        click.option("--llm-url", default=None, metavar="URL",
-                     help=f"An OpenAI-compatible endpoint (default: {DEFAULT_URL}, Ollama on this machine). "
-                          f"An API key is read from the environment variable {API_KEY_VARIABLE}."),
-        click.option("--llm-concurrency", type=click.IntRange(1, 256), default=None,
-                     help=f"Requests in flight at once (default {DEFAULT_CONCURRENCY})."),
-        click.option("--llm-timeout", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
-                     help=f"Seconds to wait for one answer before trying again (default {DEFAULT_TIMEOUT:g})."),
-        click.option("--llm-dry-run", is_flag=True,
-                     help="Say how many segments and roughly how many tokens --llm would send, and send nothing."),
-        click.option("--no-llm", is_flag=True, help="Ask no language model, even if the study's qualcode.toml names one."),
+        click.option(
+            "--llm",
+            "llm_model",
+            default=None,
+            metavar="MODEL",
+            help="Also ask this language model (e.g. llama3.1:8b) about every segment, as a third coder "
+            "beside rules and classifier; its judgement decides where it answers. Sends the codebook "
+            "and each segment to --llm-url. Needs pip install 'qualcode[llm]'.",
+        ),
+        click.option(
+            "--llm-url",
+            default=None,
+            metavar="URL",
+            help=f"An OpenAI-compatible endpoint (default: {DEFAULT_URL}, Ollama on this machine). "
+            f"An API key is read from the environment variable {API_KEY_VARIABLE}.",
+        ),
+        click.option(
+            "--llm-concurrency",
+            type=click.IntRange(1, 256),
+            default=None,
+            help=f"Requests in flight at once (default {DEFAULT_CONCURRENCY}).",
+        ),
+        click.option(
+            "--llm-timeout",
+            type=click.FloatRange(0, min_open=True),
+            default=None,
+            metavar="SECONDS",
+            help=f"Seconds to wait for one answer before trying again (default {DEFAULT_TIMEOUT:g}).",
+        ),
+        click.option(
+            "--llm-dry-run",
+            is_flag=True,
+            help="Say how many segments and roughly how many tokens --llm would send, and send nothing.",
+        ),
+        click.option(
+            "--no-llm",
+            is_flag=True,
+            help="Ask no language model, even if the study's qualcode.toml names one.",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -250,34 +373,61 @@ def _llm_settings(model, url, concurrency, timeout, no_llm, dry_run, study=None)
     """The run's language-model settings: the options, else the study's [llm] table; None when no model is named."""
     if no_llm:
         return None
-    settings = llm_settings(study.config if study is not None else None, model=model, url=url,
-                            concurrency=concurrency, timeout=timeout)
+    settings = llm_settings(
+        study.config if study is not None else None,
+        model=model,
+        url=url,
+        concurrency=concurrency,
+        timeout=timeout,
+    )
     if settings is None:
-        given = [name for name, value in (("--llm-dry-run", dry_run or None), ("--llm-url", url),
-                                          ("--llm-concurrency", concurrency), ("--llm-timeout", timeout))
-                 if value is not None]
+        given = [
+            name
+            for name, value in (
+                ("--llm-dry-run", dry_run or None),
+                ("--llm-url", url),
+                ("--llm-concurrency", concurrency),
+                ("--llm-timeout", timeout),
+            )
+            if value is not None
+        ]
         if given:
-            raise click.UsageError(f"{given[0]} needs a model: --llm MODEL (or model in the study's qualcode.toml)")
+            raise click.UsageError(
+                f"{given[0]} needs a model: --llm MODEL (or model in the study's qualcode.toml)"
+            )
     return settings
 
 
 def _llm_coder(settings, study, bars):
     """The coder for --llm, open until the command ends: the API key from the environment."""
-    return click.get_current_context().with_resource(opened_llm_coder(
-        settings, study_root=study.root if study is not None else None,
-        api_key=os.environ.get(API_KEY_VARIABLE) or None, progress=bars))
+    return click.get_current_context().with_resource(
+        opened_llm_coder(
+            settings,
+            study_root=study.root if study is not None else None,
+            api_key=os.environ.get(API_KEY_VARIABLE) or None,
+            progress=bars,
+        )
+    )
 
 
 def _llm_dry_run(settings, study, corpus, codebook, options, gold=None) -> None:
     """Print what --llm would send for the corpus's coded segments (those of the ``gold``, if given); send nothing."""
-    plan, cache = plan_llm_requests(settings, corpus, codebook, options, gold=gold,
-                                    study_root=study.root if study is not None else None)
+    plan, cache = plan_llm_requests(
+        settings,
+        corpus,
+        codebook,
+        options,
+        gold=gold,
+        study_root=study.root if study is not None else None,
+    )
     where = "this machine" if settings.is_local else "another machine"
-    click.echo(f"--llm-dry-run: {plan.segments} segment{'s' if plan.segments != 1 else ''} to code; "
-               f"{plan.cached} answered already in {cache}; "
-               f"{plan.to_send} would be sent to {settings.model} at {settings.endpoint} ({where}), with the codebook: "
-               f"about {plan.prompt_tokens:,} prompt tokens and {plan.completion_tokens:,} answer tokens "
-               f"(at {CHARS_PER_TOKEN} characters a token). Nothing was sent.")
+    click.echo(
+        f"--llm-dry-run: {plan.segments} segment{'s' if plan.segments != 1 else ''} to code; "
+        f"{plan.cached} answered already in {cache}; "
+        f"{plan.to_send} would be sent to {settings.model} at {settings.endpoint} ({where}), with the codebook: "
+        f"about {plan.prompt_tokens:,} prompt tokens and {plan.completion_tokens:,} answer tokens "
+        f"(at {CHARS_PER_TOKEN} characters a token). Nothing was sent."
+    )
 
 
 @contextlib.contextmanager
@@ -303,36 +453,104 @@ def _garbage_collected_less():
 
 @cli.command()
 @_corpus_options
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="The workbook to write (.xlsx), or a folder with --format csv.")
-@click.option("--format", "output_format", type=click.Choice(FORMATS), default="xlsx", show_default=True,
-              help="xlsx: one workbook; csv: a folder with one CSV per sheet.")
-@click.option("--train", "train_paths", multiple=True, type=click.Path(path_type=Path), metavar="LABELS",
-              help="Human labels to train the classifier on: a gold CSV or a reviewed workbook. Repeatable.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The workbook to write (.xlsx), or a folder with --format csv.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(FORMATS),
+    default="xlsx",
+    show_default=True,
+    help="xlsx: one workbook; csv: a folder with one CSV per sheet.",
+)
+@click.option(
+    "--train",
+    "train_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="LABELS",
+    help="Human labels to train the classifier on: a gold CSV or a reviewed workbook. Repeatable.",
+)
 @click.option("--no-classifier", is_flag=True, help="Rules only: no classifier suggestions.")
-@click.option("--representation", type=click.Choice(REPRESENTATIONS), default=None,
-              help="What the classifier reads: words and word pairs, sentence embeddings (all-MiniLM-L6-v2; "
-                   "about 7,000 words a second on two cores; needs the model, see README), or both. "
-                   f"Default: {DEFAULT_REPRESENTATION} when the model is installed, else ngrams.")
-@click.option("--no-model-cache", is_flag=True,
-              help="Train the classifier even if a model trained on the same data is in the model cache "
-                   "($QUALCODE_CACHE_DIR, else ~/.cache/qualcode).")
-@click.option("--reviews", "review_paths", multiple=True, type=click.Path(path_type=Path), metavar="WORKBOOK",
-              help="A reviewed workbook whose human decisions are final in this run and train the classifier. "
-                   "Repeatable; where files disagree, the most recently saved decision counts.")
-@click.option("--coder", default=None, help="Attribute --reviews decisions to this coder (default: each file's name).")
-@click.option("--force", is_flag=True, help="Replace an earlier output even if it holds review work.")
-@click.option("--jobs", type=click.IntRange(0, 512), default=0, show_default=True,
-              help="Processes for segmenting and rule matching; 0: every core when the corpus is large enough to gain.")
-@click.option("--dask", "dask_address", default=None, metavar="SCHEDULER_ADDRESS",
-              help="Run segmenting and rule matching on a Dask cluster (pip install 'qualcode[dask]').")
+@click.option(
+    "--representation",
+    type=click.Choice(REPRESENTATIONS),
+    default=None,
+    help="What the classifier reads: words and word pairs, sentence embeddings (all-MiniLM-L6-v2; "
+    "about 7,000 words a second on two cores; needs the model, see README), or both. "
+    f"Default: {DEFAULT_REPRESENTATION} when the model is installed, else ngrams.",
+)
+@click.option(
+    "--no-model-cache",
+    is_flag=True,
+    help="Train the classifier even if a model trained on the same data is in the model cache "
+    "($QUALCODE_CACHE_DIR, else ~/.cache/qualcode).",
+)
+@click.option(
+    "--reviews",
+    "review_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="WORKBOOK",
+    help="A reviewed workbook whose human decisions are final in this run and train the classifier. "
+    "Repeatable; where files disagree, the most recently saved decision counts.",
+)
+@click.option(
+    "--coder",
+    default=None,
+    help="Attribute --reviews decisions to this coder (default: each file's name).",
+)
+@click.option(
+    "--force", is_flag=True, help="Replace an earlier output even if it holds review work."
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(0, 512),
+    default=0,
+    show_default=True,
+    help="Processes for segmenting and rule matching; 0: every core when the corpus is large enough to gain.",
+)
+@click.option(
+    "--dask",
+    "dask_address",
+    default=None,
+    metavar="SCHEDULER_ADDRESS",
+    help="Run segmenting and rule matching on a Dask cluster (pip install 'qualcode[dask]').",
+)
 @_llm_options
 @_study_option
 @click.option("-v", "--verbose", is_flag=True, help="Also list skipped files and other notes.")
 @_quiet_option
-def code(paths, output, output_format, codebook_path, train_paths, no_classifier, representation, no_model_cache,
-         review_paths, coder, force, jobs, dask_address, llm_model, llm_url, llm_concurrency, llm_timeout, llm_dry_run,
-         no_llm, study_dir, verbose, quiet, **corpus_options) -> None:
+def code(
+    paths,
+    output,
+    output_format,
+    codebook_path,
+    train_paths,
+    no_classifier,
+    representation,
+    no_model_cache,
+    review_paths,
+    coder,
+    force,
+    jobs,
+    dask_address,
+    llm_model,
+    llm_url,
+    llm_concurrency,
+    llm_timeout,
+    llm_dry_run,
+    no_llm,
+    study_dir,
+    verbose,
+    quiet,
+    **corpus_options,
+) -> None:
     """Code PATHS (files or folders) and write coded segments with their evidence.
 
     Inside a study (see qualcode init), every human decision stored in it is applied and the run
@@ -342,12 +560,21 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
     """
     check_output_path(output, [*paths, *review_paths, *train_paths])
     study = _open_study(study_dir)
-    llm = _llm_settings(llm_model, llm_url, llm_concurrency, llm_timeout, no_llm, llm_dry_run, study)
+    llm = _llm_settings(
+        llm_model, llm_url, llm_concurrency, llm_timeout, no_llm, llm_dry_run, study
+    )
     representation = _representation(representation, quiet or no_classifier)
     codebook_path = codebook_path or (study.config.codebook if study is not None else None)
     options, reading = _library_options(
-        study, classifier=not no_classifier, model_cache=not no_model_cache,
-        representation=representation, jobs=jobs, dask=dask_address, llm=llm, **corpus_options)
+        study,
+        classifier=not no_classifier,
+        model_cache=not no_model_cache,
+        representation=representation,
+        jobs=jobs,
+        dask=dask_address,
+        llm=llm,
+        **corpus_options,
+    )
     with _logging_to_stderr(quiet, verbose):
         if llm_dry_run:
             codebook = load_codebook(codebook_path)
@@ -356,22 +583,37 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
         progress = _ProgressBars(enabled=not quiet and sys.stderr.isatty())
         try:
             summary = code_paths(
-                paths, output, options, reading=reading, codebook=codebook_path, study=study,
-                train=train_paths, reviews=review_paths, coder=coder, format=output_format,
-                force=force, llm_api_key=os.environ.get(API_KEY_VARIABLE) or None,
-                progress=progress, while_coding=_garbage_collected_less)
+                paths,
+                output,
+                options,
+                reading=reading,
+                codebook=codebook_path,
+                study=study,
+                train=train_paths,
+                reviews=review_paths,
+                coder=coder,
+                format=output_format,
+                force=force,
+                llm_api_key=os.environ.get(API_KEY_VARIABLE) or None,
+                progress=progress,
+                while_coding=_garbage_collected_less,
+            )
         finally:
             progress.close()
     if not quiet:
         if summary.run_id is not None:
-            click.echo(f"Recorded as run {summary.run_id} of the study in {summary.study_root}",
-                       err=True)
+            click.echo(
+                f"Recorded as run {summary.run_id} of the study in {summary.study_root}", err=True
+            )
         for review in summary.review_imports:
             click.echo(f"{review.path}: {review.summary()}", err=True)
         orphaned = summary.result.orphaned_reviews
         if orphaned:
-            click.echo(f"Warning: {len(orphaned)} human decisions match no segment now; "
-                       "they are listed in the 'Orphaned reviews' sheet", err=True)
+            click.echo(
+                f"Warning: {len(orphaned)} human decisions match no segment now; "
+                "they are listed in the 'Orphaned reviews' sheet",
+                err=True,
+            )
         skipped = summary.corpus.skipped
         more = f"; {len(skipped)} files skipped (-v lists them)" if skipped and not verbose else ""
         click.echo(summary.describe() + more, err=True)
@@ -379,28 +621,72 @@ def code(paths, output, output_format, codebook_path, train_paths, no_classifier
 
 @cli.command()
 @_corpus_options
-@click.option("--gold", "gold_path", required=True, type=click.Path(path_type=Path),
-              help="Human coding of the same segments: a CSV (segment_id or document/start/end, one 0/1 column "
-                   "per code) or a reviewed workbook.")
-@click.option("--folds", type=click.IntRange(2, 50), default=5, show_default=True,
-              help="Cross-validation folds, grouped by document (see --group-by).")
-@click.option("--group-by", default="document", show_default=True, metavar="document|folder|ATTRIBUTE",
-              help="What a fold keeps together: each document, each folder of documents (a participant, a "
-                   "source), or the documents sharing a value of an attribute such as a survey column.")
-@click.option("--representation", type=click.Choice([*REPRESENTATIONS, "all"]), default=None,
-              help="What the classifier reads: words and word pairs, sentence embeddings (needs the model: see "
-                   "README), both, or all three one after the other, compared. "
-                   f"Default: {DEFAULT_REPRESENTATION} when the model is installed, else ngrams.")
-@click.option("--min-rule-precision", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Flag rules whose precision against the gold is below this.")
+@click.option(
+    "--gold",
+    "gold_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Human coding of the same segments: a CSV (segment_id or document/start/end, one 0/1 column "
+    "per code) or a reviewed workbook.",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(2, 50),
+    default=5,
+    show_default=True,
+    help="Cross-validation folds, grouped by document (see --group-by).",
+)
+@click.option(
+    "--group-by",
+    default="document",
+    show_default=True,
+    metavar="document|folder|ATTRIBUTE",
+    help="What a fold keeps together: each document, each folder of documents (a participant, a "
+    "source), or the documents sharing a value of an attribute such as a survey column.",
+)
+@click.option(
+    "--representation",
+    type=click.Choice([*REPRESENTATIONS, "all"]),
+    default=None,
+    help="What the classifier reads: words and word pairs, sentence embeddings (needs the model: see "
+    "README), both, or all three one after the other, compared. "
+    f"Default: {DEFAULT_REPRESENTATION} when the model is installed, else ngrams.",
+)
+@click.option(
+    "--min-rule-precision",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Flag rules whose precision against the gold is below this.",
+)
 @click.option("--no-learning-curve", is_flag=True, help="Skip the learning curve (faster).")
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Also write the report, with every disagreement, to this workbook.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Also write the report, with every disagreement, to this workbook.",
+)
 @_llm_options
 @_quiet_option
-def evaluate(paths, codebook_path, gold_path, folds, group_by, representation, min_rule_precision, no_learning_curve,
-             output, llm_model, llm_url, llm_concurrency, llm_timeout, llm_dry_run, no_llm, quiet,
-             **corpus_options) -> None:
+def evaluate(
+    paths,
+    codebook_path,
+    gold_path,
+    folds,
+    group_by,
+    representation,
+    min_rule_precision,
+    no_learning_curve,
+    output,
+    llm_model,
+    llm_url,
+    llm_concurrency,
+    llm_timeout,
+    llm_dry_run,
+    no_llm,
+    quiet,
+    **corpus_options,
+) -> None:
     """Compare machine coding of PATHS with a human gold standard, per code and overall.
 
     Example: qualcode evaluate corpora/sample --gold corpora/sample-gold.csv
@@ -426,26 +712,56 @@ def evaluate(paths, codebook_path, gold_path, folds, group_by, representation, m
         llm_coder = _llm_coder(llm, None, progress)
         chosen = REPRESENTATIONS if representation == "all" else (representation,)
         try:
-            reports = [run_evaluation(corpus, codebook, gold, options=options, folds=folds, group_by=group_by,
-                                      representation=each, min_rule_precision=min_rule_precision,
-                                      learning_curve=not no_learning_curve, nlp=nlp, llm=llm_coder) for each in chosen]
+            reports = [
+                run_evaluation(
+                    corpus,
+                    codebook,
+                    gold,
+                    options=options,
+                    folds=folds,
+                    group_by=group_by,
+                    representation=each,
+                    min_rule_precision=min_rule_precision,
+                    learning_curve=not no_learning_curve,
+                    nlp=nlp,
+                    llm=llm_coder,
+                )
+                for each in chosen
+            ]
         finally:
             progress.close()
     text = "\n\n".join(format_evaluation(report) for report in reports)
     if len(reports) > 1:
         text += "\n\n" + format_representations(reports)
-    _show_report(text, evaluation_tables(reports[-1] if len(reports) == 1 else reports[0]), output, quiet,
-                 f"Report with {len(reports[0].disagreements)} disagreements")
+    _show_report(
+        text,
+        evaluation_tables(reports[-1] if len(reports) == 1 else reports[0]),
+        output,
+        quiet,
+        f"Report with {len(reports[0].disagreements)} disagreements",
+    )
 
 
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--codebook", "codebook_path", type=click.Path(path_type=Path),
-              help="The codebook whose code ids name the code columns in plain CSV files (default: built-in).")
-@click.option("--coders", "study_coders", is_flag=True,
-              help="Also compare the coders whose decisions are stored in the study (segments each decided in full).")
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Write the figures and every disagreement to this workbook.")
+@click.option(
+    "--codebook",
+    "codebook_path",
+    type=click.Path(path_type=Path),
+    help="The codebook whose code ids name the code columns in plain CSV files (default: built-in).",
+)
+@click.option(
+    "--coders",
+    "study_coders",
+    is_flag=True,
+    help="Also compare the coders whose decisions are stored in the study (segments each decided in full).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Write the figures and every disagreement to this workbook.",
+)
 @_study_option
 @_quiet_option
 def agree(files, codebook_path, study_coders, output, study_dir, quiet) -> None:
@@ -468,18 +784,34 @@ def agree(files, codebook_path, study_coders, output, study_dir, quiet) -> None:
     if study is not None:
         label_files += study.coder_labels(codebook.code_ids)
     if len(label_files) < 2:
-        raise click.UsageError("give at least two coders' files (or --coders in a study with two coders' reviews)")
+        raise click.UsageError(
+            "give at least two coders' files (or --coders in a study with two coders' reviews)"
+        )
     report = compare_coders(label_files)
-    _show_report(format_agreement(report), agreement_tables(report), output, quiet,
-                 f"Agreement and {len(report.disagreements)} disagreements")
+    _show_report(
+        format_agreement(report),
+        agreement_tables(report),
+        output,
+        quiet,
+        f"Agreement and {len(report.disagreements)} disagreements",
+    )
 
 
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--codebook", "codebook_path", type=click.Path(path_type=Path),
-              help="The codebook to start from (copied into the study; default: the built-in one).")
+@click.option(
+    "--codebook",
+    "codebook_path",
+    type=click.Path(path_type=Path),
+    help="The codebook to start from (copied into the study; default: the built-in one).",
+)
 @click.option("--coder", required=True, help="Your name, recorded with every decision you import.")
-@click.option("--unit", type=click.Choice(UNITS), default=None, help="Segment unit for the study (default: by kind).")
+@click.option(
+    "--unit",
+    type=click.Choice(UNITS),
+    default=None,
+    help="Segment unit for the study (default: by kind).",
+)
 def init(directory, codebook_path, coder, unit) -> None:
     """Create a study in DIRECTORY: qualcode.toml, codebook.yaml and the qualcode.sqlite history.
 
@@ -488,8 +820,10 @@ def init(directory, codebook_path, coder, unit) -> None:
     if codebook_path is not None:
         load_codebook(codebook_path)
     with Study.create(directory, coder=coder, codebook=codebook_path, unit=unit) as study:
-        click.echo(f"Created a study in {study.root}: edit {study.config.codebook.name}, then run qualcode code PATH -o OUT.xlsx "
-                   "inside it")
+        click.echo(
+            f"Created a study in {study.root}: edit {study.config.codebook.name}, then run qualcode code PATH -o OUT.xlsx "
+            "inside it"
+        )
 
 
 @cli.command()
@@ -504,11 +838,18 @@ def status(study_dir) -> None:
         state = study.status(codebook)
     click.echo(f"Study: {study.root}")
     click.echo(f"Codebook: {state.codebook}")
-    click.echo(f"Runs: {state.runs}; documents: {state.documents}; segments in the latest run: {state.segments}")
-    sources = ", ".join(f"{count} by {source}" for source, count in sorted(state.codes_by_source.items())) or "none yet"
+    click.echo(
+        f"Runs: {state.runs}; documents: {state.documents}; segments in the latest run: {state.segments}"
+    )
+    sources = (
+        ", ".join(f"{count} by {source}" for source, count in sorted(state.codes_by_source.items()))
+        or "none yet"
+    )
     click.echo(f"Codings in the latest run: {sources}")
     for coder, segments in sorted(state.reviewed_segments.items()):
-        click.echo(f"Reviewed by {coder}: {segments} segments, {state.decisions_by_coder[coder]} decisions")
+        click.echo(
+            f"Reviewed by {coder}: {segments} segments, {state.decisions_by_coder[coder]} decisions"
+        )
     if not state.reviewed_segments:
         click.echo("No reviews imported yet (qualcode review import WORKBOOK)")
     for code_id, count in sorted(state.retired_code_decisions.items()):
@@ -553,22 +894,58 @@ def review_import(workbook, coder, study_dir) -> None:
         codebook = load_codebook(study.config.codebook)
         imported = read_review_workbook(workbook, coder=coder, code_ids=codebook.code_ids)
         outcome = study.import_reviews(imported)
-    repeated = f"; {imported.repeated} cells repeated a decision made elsewhere in it" if imported.repeated else ""
+    repeated = (
+        f"; {imported.repeated} cells repeated a decision made elsewhere in it"
+        if imported.repeated
+        else ""
+    )
     click.echo(f"Imported {workbook}: {imported.summary()}: {outcome}{repeated}")
 
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("-n", "limit", type=click.IntRange(1, 100_000), default=30, show_default=True,
-              help="How many segments to suggest.")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The review workbook to write.")
-@click.option("--codebook", "codebook_path", type=click.Path(path_type=Path), help="Codebook YAML (default: the study's).")
-@click.option("--force", is_flag=True, help="Replace an earlier output even if it holds review work.")
+@click.option(
+    "-n",
+    "limit",
+    type=click.IntRange(1, 100_000),
+    default=30,
+    show_default=True,
+    help="How many segments to suggest.",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The review workbook to write.",
+)
+@click.option(
+    "--codebook",
+    "codebook_path",
+    type=click.Path(path_type=Path),
+    help="Codebook YAML (default: the study's).",
+)
+@click.option(
+    "--force", is_flag=True, help="Replace an earlier output even if it holds review work."
+)
 @_llm_options
 @_study_option
 @_quiet_option
-def suggest(paths, limit, output, codebook_path, force, llm_model, llm_url, llm_concurrency, llm_timeout, llm_dry_run,
-            no_llm, study_dir, quiet) -> None:
+def suggest(
+    paths,
+    limit,
+    output,
+    codebook_path,
+    force,
+    llm_model,
+    llm_url,
+    llm_concurrency,
+    llm_timeout,
+    llm_dry_run,
+    no_llm,
+    study_dir,
+    quiet,
+) -> None:
     """Write the segments whose review would teach the classifier most, ready to review and import.
 
     Without PATHS, the study's documents are used.
@@ -587,7 +964,9 @@ def suggest(paths, limit, output, codebook_path, force, llm_model, llm_url, llm_
     codebook = load_codebook(codebook_path or (study.config.codebook if study else None))
     corpus = read_documents(paths) if paths else study.corpus()
     decisions = study.decisions() if study else []
-    llm = _llm_settings(llm_model, llm_url, llm_concurrency, llm_timeout, no_llm, llm_dry_run, study)
+    llm = _llm_settings(
+        llm_model, llm_url, llm_concurrency, llm_timeout, no_llm, llm_dry_run, study
+    )
     options = CodingOptions(llm=llm)
     if study is not None:
         options = with_study_defaults(options, study.config, chosen={"llm"})
@@ -596,9 +975,14 @@ def suggest(paths, limit, output, codebook_path, force, llm_model, llm_url, llm_
         return
     progress = _ProgressBars(enabled=not quiet and sys.stderr.isatty())
     try:
-        run = run_coding(corpus, codebook, options, reviews=decisions,
-                         review_coder=study.config.decisive_coder if study else None,
-                         llm=_llm_coder(llm, study, progress))
+        run = run_coding(
+            corpus,
+            codebook,
+            options,
+            reviews=decisions,
+            review_coder=study.config.decisive_coder if study else None,
+            llm=_llm_coder(llm, study, progress),
+        )
     finally:
         progress.close()
     chosen = rank_for_review(run, decisions, limit=limit)
@@ -616,7 +1000,9 @@ def codebook() -> None:
 
 @codebook.command("export")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The .qdc file to write.")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="The .qdc file to write."
+)
 def codebook_export(path, output) -> None:
     """Write a codebook as REFI-QDA Codebook Exchange (.qdc) for NVivo, ATLAS.ti, MAXQDA, QualCoder.
 
@@ -636,9 +1022,19 @@ def codebook_export(path, output) -> None:
 
 @codebook.command("import")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The codebook YAML to write.")
-@click.option("--base", "base_path", type=click.Path(path_type=Path),
-              help="A qualcode codebook whose rules, examples and criteria the recognised codes keep.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The codebook YAML to write.",
+)
+@click.option(
+    "--base",
+    "base_path",
+    type=click.Path(path_type=Path),
+    help="A qualcode codebook whose rules, examples and criteria the recognised codes keep.",
+)
 def codebook_import(path, output, base_path) -> None:
     """Turn a REFI-QDA codebook (.qdc) from any tool into a qualcode codebook YAML.
 
@@ -667,7 +1063,13 @@ def export_group() -> None:
 
 @export_group.command("qdpx")
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The .qdpx file to write.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The .qdpx file to write.",
+)
 def export_qdpx_command(source, output) -> None:
     """Write a coded workbook, or a study's latest run, as a REFI-QDA project (.qdpx).
 
@@ -688,7 +1090,9 @@ def export_qdpx_command(source, output) -> None:
     data = export_qdpx(content)
     with atomic_file(Path(output)) as temporary:
         temporary.write_bytes(data)
-    click.echo(f"{output}: {len(content.documents)} documents, {len(content.codings)} codings", err=True)
+    click.echo(
+        f"{output}: {len(content.documents)} documents, {len(content.codings)} codings", err=True
+    )
 
 
 @cli.group("import")
@@ -698,19 +1102,47 @@ def import_group() -> None:
 
 @import_group.command("qdpx")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="The labels CSV to write (segment_id, document, start, end, text, one 0/1 column per code).")
-@click.option("--unit", type=click.Choice(UNITS), default=None, help="Segment unit (default: by kind).")
-@click.option("--codebook", "codebook_path", type=click.Path(path_type=Path),
-              help="Name the code columns by this codebook's ids (codes matched by name); others are left out.")
-@click.option("--user", default=None, help="Only this user's codings (default: everyone's but qualcode's own).")
-@click.option("--include-machine", is_flag=True,
-              help="Also take the codings of the user 'qualcode' (machine suggestions in a qualcode export).")
-@click.option("--texts", "texts_dir", type=click.Path(path_type=Path),
-              help="Also write each source's text to this folder, so qualcode code can read it.")
-@click.option("--save-codebook", "codebook_out", type=click.Path(path_type=Path),
-              help="Also write the project's codes as a qualcode codebook YAML (rules empty, descriptions kept).")
-def import_qdpx_command(path, output, unit, codebook_path, user, include_machine, texts_dir, codebook_out) -> None:
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The labels CSV to write (segment_id, document, start, end, text, one 0/1 column per code).",
+)
+@click.option(
+    "--unit", type=click.Choice(UNITS), default=None, help="Segment unit (default: by kind)."
+)
+@click.option(
+    "--codebook",
+    "codebook_path",
+    type=click.Path(path_type=Path),
+    help="Name the code columns by this codebook's ids (codes matched by name); others are left out.",
+)
+@click.option(
+    "--user",
+    default=None,
+    help="Only this user's codings (default: everyone's but qualcode's own).",
+)
+@click.option(
+    "--include-machine",
+    is_flag=True,
+    help="Also take the codings of the user 'qualcode' (machine suggestions in a qualcode export).",
+)
+@click.option(
+    "--texts",
+    "texts_dir",
+    type=click.Path(path_type=Path),
+    help="Also write each source's text to this folder, so qualcode code can read it.",
+)
+@click.option(
+    "--save-codebook",
+    "codebook_out",
+    type=click.Path(path_type=Path),
+    help="Also write the project's codes as a qualcode codebook YAML (rules empty, descriptions kept).",
+)
+def import_qdpx_command(
+    path, output, unit, codebook_path, user, include_machine, texts_dir, codebook_out
+) -> None:
     """Turn a project coded in another tool into training labels for qualcode.
 
     A code covers a segment when its coded selections cover more than half of the segment. The
@@ -718,8 +1150,15 @@ def import_qdpx_command(path, output, unit, codebook_path, user, include_machine
 
     Example: qualcode import qdpx nvivo-project.qdpx -o labels.csv
     """
-    from qualcode.interop.qdpx import (choose_users, covered_codes, label_warnings, read_qdpx, relabel_for_codebook,
-                                       write_labels, write_texts)
+    from qualcode.interop.qdpx import (
+        choose_users,
+        covered_codes,
+        label_warnings,
+        read_qdpx,
+        relabel_for_codebook,
+        write_labels,
+        write_texts,
+    )
     from qualcode.segment import segment_documents
 
     check_output_path(output, [path])
@@ -732,7 +1171,9 @@ def import_qdpx_command(path, output, unit, codebook_path, user, include_machine
         target = load_codebook(codebook_path)
         labels, unmatched = relabel_for_codebook(project, labels, target)
         if unmatched:
-            click.echo(f"Warning: codes not in {codebook_path}, left out: {', '.join(unmatched)}", err=True)
+            click.echo(
+                f"Warning: codes not in {codebook_path}, left out: {', '.join(unmatched)}", err=True
+            )
         code_ids = list(target.code_ids)
     with atomic_file(Path(output)) as temporary:
         write_labels(temporary, segments, labels, code_ids)
@@ -745,8 +1186,12 @@ def import_qdpx_command(path, output, unit, codebook_path, user, include_machine
         ensure_replaceable_text(codebook_out)
         if not project.codes:
             raise InputDataError(f"{path}: the project has no codes to save")
-        imported = Codebook(name=f"{project.name} (from {project.origin})", version="1", codes=tuple(project.codes),
-                            description=f"Imported from {Path(path).name} ({project.origin}).")
+        imported = Codebook(
+            name=f"{project.name} (from {project.origin})",
+            version="1",
+            codes=tuple(project.codes),
+            description=f"Imported from {Path(path).name} ({project.origin}).",
+        )
         with atomic_file(Path(codebook_out)) as temporary:
             temporary.write_text(dump_codebook(imported), encoding="utf-8")
     for note in project.notes:
@@ -755,17 +1200,27 @@ def import_qdpx_command(path, output, unit, codebook_path, user, include_machine
     for warning in label_warnings(segments, labels):
         click.echo(f"Warning: {output}: {warning}", err=True)
     coded = sum(1 for codes in labels.values() if codes)
-    click.echo(f"{path}: from {project.origin}; positions read as {project.offset_convention}; "
-               f"{len(project.codes)} codes, {len(project.documents)} text sources, {len(project.selections)} coded "
-               f"selections -> {len(segments)} segments, {coded} coded -> {output}", err=True)
+    click.echo(
+        f"{path}: from {project.origin}; positions read as {project.offset_convention}; "
+        f"{len(project.codes)} codes, {len(project.documents)} text sources, {len(project.selections)} coded "
+        f"selections -> {len(segments)} segments, {coded} coded -> {output}",
+        err=True,
+    )
 
 
 @codebook.command("diff")
 @click.argument("old", type=click.Path(path_type=Path))
 @click.argument("new", type=click.Path(path_type=Path))
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Also write the comparison to this workbook.")
-@click.option("--no-classifier", is_flag=True, help="Compare the rules alone, without classifier suggestions.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Also write the comparison to this workbook.",
+)
+@click.option(
+    "--no-classifier", is_flag=True, help="Compare the rules alone, without classifier suggestions."
+)
 @_quiet_option
 def codebook_diff(old, new, paths, output, no_classifier, quiet) -> None:
     """What changed from OLD to NEW; with PATHS, the segments each code gains and loses.
@@ -781,8 +1236,13 @@ def codebook_diff(old, new, paths, output, no_classifier, quiet) -> None:
     changes = diff_codebooks(before, after)
     options = CodingOptions(classifier=not no_classifier)
     impact = coding_impact(read_documents(paths), before, after, options) if paths else None
-    _show_report(format_codebook_diff(changes, impact), codebook_diff_tables(changes, impact), output, quiet,
-                 "Comparison")
+    _show_report(
+        format_codebook_diff(changes, impact),
+        codebook_diff_tables(changes, impact),
+        output,
+        quiet,
+        "Comparison",
+    )
 
 
 @codebook.command("validate")
@@ -797,7 +1257,9 @@ def codebook_validate(path, quiet) -> None:
     for problem in problems:
         click.echo(f"{path}:{problem.removeprefix('line ')}", err=True)
     if problems:
-        click.echo(f"Error: {path}: {len(problems)} problem{'s' if len(problems) != 1 else ''}", err=True)
+        click.echo(
+            f"Error: {path}: {len(problems)} problem{'s' if len(problems) != 1 else ''}", err=True
+        )
         sys.exit(78)
     loaded = load_codebook(path)
     warnings = codebook_warnings(loaded)
@@ -807,19 +1269,30 @@ def codebook_validate(path, quiet) -> None:
     if not quiet:
         rules = sum(len(code.rules) for code in loaded.codes)
         more = f", {len(warnings)} warning{'s' if len(warnings) != 1 else ''}" if warnings else ""
-        click.echo(f"{path}: valid; {len(loaded.codes)} codes, {rules} rules{more} "
-                   f"(codebook '{loaded.name}' version {loaded.version})")
+        click.echo(
+            f"{path}: valid; {len(loaded.codes)} codes, {rules} rules{more} "
+            f"(codebook '{loaded.name}' version {loaded.version})"
+        )
 
 
 def _writeup_options(function):
     """What tables and report share: which codings count, and the grouping for themes by group."""
     options = [
         click.argument("source", type=click.Path(path_type=Path)),
-        click.option("--reviewed-only", is_flag=True,
-                     help="Count only what a human accepted or coded (default: human decisions plus the "
-                          "suggestions still standing)."),
-        click.option("--by", "by", default="folder", show_default=True, metavar="ATTRIBUTE|speaker|folder",
-                     help="Group participants by a document attribute (e.g. role), the speaker or the source folder."),
+        click.option(
+            "--reviewed-only",
+            is_flag=True,
+            help="Count only what a human accepted or coded (default: human decisions plus the "
+            "suggestions still standing).",
+        ),
+        click.option(
+            "--by",
+            "by",
+            default="folder",
+            show_default=True,
+            metavar="ATTRIBUTE|speaker|folder",
+            help="Group participants by a document attribute (e.g. role), the speaker or the source folder.",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -831,19 +1304,36 @@ def _check_writeup_output(output: Path, source: Path) -> None:
     if Path(source).is_dir():
         check_output_path(output, [])
         if Path(output).resolve() == Path(source).resolve():
-            raise OutputError(f"{output}: the output is the study folder itself; name a file or another folder")
+            raise OutputError(
+                f"{output}: the output is the study folder itself; name a file or another folder"
+            )
     else:
         check_output_path(output, [source])
 
 
 @cli.command()
 @_writeup_options
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="A file (.xlsx, .md, .tex, .docx) for all four tables, or a folder for one file per table.")
-@click.option("--format", "output_format", type=click.Choice(["xlsx", "md", "tex", "docx", "csv"]), default=None,
-              help="Format of a folder's files (default csv); a file's name says its format.")
-@click.option("--quotes", type=click.IntRange(1, 10), default=1, show_default=True,
-              help="Exemplar quotes per code in the codebook table.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A file (.xlsx, .md, .tex, .docx) for all four tables, or a folder for one file per table.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["xlsx", "md", "tex", "docx", "csv"]),
+    default=None,
+    help="Format of a folder's files (default csv); a file's name says its format.",
+)
+@click.option(
+    "--quotes",
+    type=click.IntRange(1, 10),
+    default=1,
+    show_default=True,
+    help="Exemplar quotes per code in the codebook table.",
+)
 @_quiet_option
 def tables(source, output, output_format, reviewed_only, by, quotes, quiet) -> None:
     """Write-up tables from a coded workbook or a study: codebook, themes by group, co-occurrence, quote bank.
@@ -857,15 +1347,25 @@ def tables(source, output, output_format, reviewed_only, by, quotes, quiet) -> N
     made = writeup_tables(analysis, quotes=quotes)
     write_tables(made, output, output_format)
     if not quiet:
-        click.echo(f"{len(made)} tables ({', '.join(t.title.split('. ', 1)[1] for t in made)}) -> {output}", err=True)
+        click.echo(
+            f"{len(made)} tables ({', '.join(t.title.split('. ', 1)[1] for t in made)}) -> {output}",
+            err=True,
+        )
         click.echo(analysis.data.counting_rule(), err=True)
 
 
 @cli.command()
 @_writeup_options
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The HTML file to write.")
-@click.option("--quotes", type=click.IntRange(1, 10), default=2, show_default=True,
-              help="Exemplar quotes per code in the codebook section.")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="The HTML file to write."
+)
+@click.option(
+    "--quotes",
+    type=click.IntRange(1, 10),
+    default=2,
+    show_default=True,
+    help="Exemplar quotes per code in the codebook section.",
+)
 @_quiet_option
 def report(source, output, reviewed_only, by, quotes, quiet) -> None:
     """One self-contained HTML report: codebook, charts, themes by group, co-occurrence, documents, quote bank.
@@ -882,8 +1382,10 @@ def report(source, output, reviewed_only, by, quotes, quiet) -> None:
     analysis = analyse(load_coded(source, reviewed_only=reviewed_only), by=by)
     write_report(analysis, output, quotes=quotes)
     if not quiet:
-        click.echo(f"Report of {analysis.documents_total} documents, {len(analysis.eligible)} passages -> {output}",
-                   err=True)
+        click.echo(
+            f"Report of {analysis.documents_total} documents, {len(analysis.eligible)} passages -> {output}",
+            err=True,
+        )
         click.echo(analysis.data.counting_rule(), err=True)
 
 
@@ -900,7 +1402,9 @@ def _stop_at_once(signum: int, frame) -> None:
 
         remove_temporaries_in_use()
         with contextlib.suppress(OSError, ValueError):
-            sys.stderr.write(f"Stopped by signal {signal.Signals(signum).name}; earlier outputs are as they were\n")
+            sys.stderr.write(
+                f"Stopped by signal {signal.Signals(signum).name}; earlier outputs are as they were\n"
+            )
             sys.stderr.flush()
     os._exit(128 + signum)
 

@@ -27,8 +27,19 @@ _CODE_ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 TOP_KEYS = ("name", "version", "description", "codes")
-CODE_KEYS = ("id", "name", "color", "parent", "definition", "include", "exclude", "examples", "rules", "threshold",
-             "replaces")
+CODE_KEYS = (
+    "id",
+    "name",
+    "color",
+    "parent",
+    "definition",
+    "include",
+    "exclude",
+    "examples",
+    "rules",
+    "threshold",
+    "replaces",
+)
 EXAMPLE_KEYS = ("positive", "negative")
 RULE_KEYS = ("phrases", "patterns", "regex", "exclude")
 PATTERN_KEYS = ("name", "pattern")
@@ -41,7 +52,9 @@ def default_codebook_path() -> Path:
     return Path(str(resources.files("qualcode") / "data" / DEFAULT_CODEBOOK_NAME))
 
 
-def _line_map(node: yaml.Node, path: Path_, lines: dict[Path_, int], duplicates: list[tuple[Path_, int]]) -> None:
+def _line_map(
+    node: yaml.Node, path: Path_, lines: dict[Path_, int], duplicates: list[tuple[Path_, int]]
+) -> None:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
@@ -102,7 +115,9 @@ class _Checker:
                 self.report(path, "is required")
             return None
         if isinstance(value, dict):
-            self.report(path, "expected text but found a mapping; put text containing ': ' in quotes")
+            self.report(
+                path, "expected text but found a mapping; put text containing ': ' in quotes"
+            )
             return None
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             self.report(path, "expected text")
@@ -143,8 +158,15 @@ def _validation_vocab():
 def _check_token_pattern(checker: _Checker, name: str, pattern: Any, path: Path_) -> None:
     from spacy.matcher import Matcher
 
-    if not isinstance(pattern, list) or not pattern or not all(isinstance(token, dict) for token in pattern):
-        checker.report(path, "expected a non-empty list of token specifications (mappings like {LEMMA: worker})")
+    if (
+        not isinstance(pattern, list)
+        or not pattern
+        or not all(isinstance(token, dict) for token in pattern)
+    ):
+        checker.report(
+            path,
+            "expected a non-empty list of token specifications (mappings like {LEMMA: worker})",
+        )
         return
     try:
         Matcher(_validation_vocab(), validate=True).add(name, [pattern])
@@ -157,10 +179,14 @@ def _build_rules(checker: _Checker, raw: Any, path: Path_) -> Rules:
     if raw is None:
         return Rules()
     rules = checker.mapping(raw, path, RULE_KEYS)
-    phrases = tuple(PhraseRule(text, checker.lines.get(path + ("phrases", i)))
-                    for i, text in enumerate(checker.texts(rules.get("phrases"), path + ("phrases",))))
-    exclude = tuple(PhraseRule(text, checker.lines.get(path + ("exclude", i)))
-                    for i, text in enumerate(checker.texts(rules.get("exclude"), path + ("exclude",))))
+    phrases = tuple(
+        PhraseRule(text, checker.lines.get(path + ("phrases", i)))
+        for i, text in enumerate(checker.texts(rules.get("phrases"), path + ("phrases",)))
+    )
+    exclude = tuple(
+        PhraseRule(text, checker.lines.get(path + ("exclude", i)))
+        for i, text in enumerate(checker.texts(rules.get("exclude"), path + ("exclude",)))
+    )
     regexes = []
     for index, pattern in enumerate(checker.texts(rules.get("regex"), path + ("regex",))):
         _check_regex(checker, pattern, path + ("regex", index))
@@ -182,7 +208,9 @@ def _build_rules(checker: _Checker, raw: Any, path: Path_) -> Rules:
         seen_names.add(name)
         _check_token_pattern(checker, name, entry.get("pattern"), entry_path + ("pattern",))
         if isinstance(entry.get("pattern"), list):
-            patterns.append(PatternRule(name, tuple(entry["pattern"]), checker.lines.get(entry_path)))
+            patterns.append(
+                PatternRule(name, tuple(entry["pattern"]), checker.lines.get(entry_path))
+            )
     return Rules(phrases=phrases, patterns=tuple(patterns), regex=tuple(regexes), exclude=exclude)
 
 
@@ -192,7 +220,10 @@ def _build_code(checker: _Checker, raw: Any, path: Path_) -> Code | None:
         return None
     code_id = checker.text(entry.get("id"), path + ("id",), required=True)
     if code_id and not _CODE_ID.match(code_id):
-        checker.report(path + ("id",), f"id '{code_id}' must be lowercase letters, digits and underscores, starting with a letter")
+        checker.report(
+            path + ("id",),
+            f"id '{code_id}' must be lowercase letters, digits and underscores, starting with a letter",
+        )
     name = checker.text(entry.get("name"), path + ("name",), required=True)
     definition = checker.text(entry.get("definition"), path + ("definition",), required=True)
     color = checker.text(entry.get("color"), path + ("color",))
@@ -205,9 +236,14 @@ def _build_code(checker: _Checker, raw: Any, path: Path_) -> Code | None:
     examples = examples or {}
     rules = _build_rules(checker, entry.get("rules"), path + ("rules",))
     threshold = entry.get("threshold")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                  or not 0 < threshold < 1):
-        checker.report(path + ("threshold",), f"threshold must be a number between 0 and 1, not {threshold!r}")
+    if threshold is not None and (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not 0 < threshold < 1
+    ):
+        checker.report(
+            path + ("threshold",), f"threshold must be a number between 0 and 1, not {threshold!r}"
+        )
         threshold = None
     if not code_id or not name:
         return None
@@ -233,12 +269,17 @@ def _check_hierarchy(checker: _Checker, codes: list[tuple[int, Code]]) -> None:
     names: dict[str, int] = {}
     for index, code in codes:
         if code.code_id in first_index:
-            checker.report(("codes", index, "id"),
-                           f"duplicate id '{code.code_id}' (first used on line {checker.lines.get(('codes', first_index[code.code_id], 'id'))})")
+            checker.report(
+                ("codes", index, "id"),
+                f"duplicate id '{code.code_id}' (first used on line {checker.lines.get(('codes', first_index[code.code_id], 'id'))})",
+            )
         else:
             first_index[code.code_id] = index
         if code.name.lower() in names:
-            checker.report(("codes", index, "name"), f"duplicate name '{code.name}' (also code [{names[code.name.lower()]}])")
+            checker.report(
+                ("codes", index, "name"),
+                f"duplicate name '{code.name}' (also code [{names[code.name.lower()]}])",
+            )
         names.setdefault(code.name.lower(), index)
     for index, code in codes:
         if code.code_id in code.replaces:
@@ -248,13 +289,19 @@ def _check_hierarchy(checker: _Checker, codes: list[tuple[int, Code]]) -> None:
         if code.parent is None:
             continue
         if code.parent not in ids:
-            checker.report(("codes", index, "parent"), f"parent '{code.parent}' is not a code id in this codebook")
+            checker.report(
+                ("codes", index, "parent"),
+                f"parent '{code.parent}' is not a code id in this codebook",
+            )
             continue
         seen = {code.code_id}
         ancestor = code.parent
         while ancestor is not None:
             if ancestor in seen:
-                checker.report(("codes", index, "parent"), f"parent chain of '{code.code_id}' loops back on itself")
+                checker.report(
+                    ("codes", index, "parent"),
+                    f"parent chain of '{code.code_id}' loops back on itself",
+                )
                 break
             seen.add(ancestor)
             ancestor = parents.get(ancestor)
@@ -281,7 +328,11 @@ def parse_codebook(text: str, source: str = "<codebook>") -> tuple[Codebook | No
     lines: dict[Path_, int] = {}
     duplicates: list[tuple[Path_, int]] = []
     _line_map(node, (), lines, duplicates)
-    checker = _Checker(data, lines, [(line, f"{_describe(path, data)}: key given twice") for path, line in duplicates])
+    checker = _Checker(
+        data,
+        lines,
+        [(line, f"{_describe(path, data)}: key given twice") for path, line in duplicates],
+    )
     top = checker.mapping(data, (), TOP_KEYS)
     name = checker.text(top.get("name"), ("name",), required=True)
     version = checker.text(top.get("version"), ("version",)) or "1"
@@ -296,7 +347,10 @@ def parse_codebook(text: str, source: str = "<codebook>") -> tuple[Codebook | No
             if code is not None:
                 built.append((index, code))
         _check_hierarchy(checker, built)
-    problems = [f"line {line}: {message}" for line, message in sorted(checker.problems, key=lambda item: item[0])]
+    problems = [
+        f"line {line}: {message}"
+        for line, message in sorted(checker.problems, key=lambda item: item[0])
+    ]
     if problems or not name:
         return None, problems
     codebook = Codebook(
@@ -320,7 +374,9 @@ def _read_codebook_text(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise CodebookError(path, [f"byte {error.start}: the codebook must be saved as UTF-8"]) from error
+        raise CodebookError(
+            path, [f"byte {error.start}: the codebook must be saved as UTF-8"]
+        ) from error
 
 
 def validate_codebook(path: str | os.PathLike[str]) -> list[str]:
@@ -374,13 +430,18 @@ def codebook_to_data(codebook: Codebook) -> dict:
         if code.exclude:
             entry["exclude"] = list(code.exclude)
         if code.positive_examples or code.negative_examples:
-            entry["examples"] = {"positive": list(code.positive_examples), "negative": list(code.negative_examples)}
+            entry["examples"] = {
+                "positive": list(code.positive_examples),
+                "negative": list(code.negative_examples),
+            }
         rules: dict[str, Any] = {}
         if code.rules.phrases:
             rules["phrases"] = [rule.text for rule in code.rules.phrases]
         if code.rules.patterns:
-            rules["patterns"] = [{"name": rule.name, "pattern": [dict(token) for token in rule.pattern]}
-                                 for rule in code.rules.patterns]
+            rules["patterns"] = [
+                {"name": rule.name, "pattern": [dict(token) for token in rule.pattern]}
+                for rule in code.rules.patterns
+            ]
         if code.rules.regex:
             rules["regex"] = [rule.pattern for rule in code.rules.regex]
         if code.rules.exclude:
@@ -397,4 +458,6 @@ def codebook_to_data(codebook: Codebook) -> dict:
 
 def dump_codebook(codebook: Codebook) -> str:
     """YAML text that ``parse_codebook`` reads back to the same codebook."""
-    return yaml.safe_dump(codebook_to_data(codebook), sort_keys=False, allow_unicode=True, width=100)
+    return yaml.safe_dump(
+        codebook_to_data(codebook), sort_keys=False, allow_unicode=True, width=100
+    )

@@ -43,24 +43,52 @@ def diff_codebooks(old: Codebook, new: Codebook) -> list[CodeChange]:
             changes.append(CodeChange(code.code_id, "added", f"'{code.name}'{replaces}"))
             continue
         if before.name != code.name:
-            changes.append(CodeChange(code.code_id, "renamed", f"'{before.name}' -> '{code.name}' (reviews kept: same id)"))
+            changes.append(
+                CodeChange(
+                    code.code_id,
+                    "renamed",
+                    f"'{before.name}' -> '{code.name}' (reviews kept: same id)",
+                )
+            )
         for field in ("definition", "parent", "color", "threshold"):
             if getattr(before, field) != getattr(code, field):
-                changes.append(CodeChange(code.code_id, f"{field} changed", f"{getattr(before, field)!r} -> {getattr(code, field)!r}"))
+                changes.append(
+                    CodeChange(
+                        code.code_id,
+                        f"{field} changed",
+                        f"{getattr(before, field)!r} -> {getattr(code, field)!r}",
+                    )
+                )
         for field in ("include", "exclude", "positive_examples", "negative_examples", "replaces"):
             was, now = _listed(getattr(before, field)), _listed(getattr(code, field))
             if was != now:
-                changes.append(CodeChange(code.code_id, f"{field.replace('_', ' ')} changed",
-                                          _added_removed(now - was, was - now)))
+                changes.append(
+                    CodeChange(
+                        code.code_id,
+                        f"{field.replace('_', ' ')} changed",
+                        _added_removed(now - was, was - now),
+                    )
+                )
         was_rules, now_rules = _rule_texts(before), _rule_texts(code)
         for kind in was_rules:
             if was_rules[kind] != now_rules[kind]:
-                changes.append(CodeChange(code.code_id, f"{kind} changed",
-                                          _added_removed(now_rules[kind] - was_rules[kind], was_rules[kind] - now_rules[kind])))
+                changes.append(
+                    CodeChange(
+                        code.code_id,
+                        f"{kind} changed",
+                        _added_removed(
+                            now_rules[kind] - was_rules[kind], was_rules[kind] - now_rules[kind]
+                        ),
+                    )
+                )
     for code in old.codes:
         if code.code_id not in new_codes:
             takers = [c.code_id for c in new.codes if code.code_id in c.replaces]
-            detail = f"replaced by {', '.join(takers)}" if takers else "retired: its reviews stay in the study"
+            detail = (
+                f"replaced by {', '.join(takers)}"
+                if takers
+                else "retired: its reviews stay in the study"
+            )
             changes.append(CodeChange(code.code_id, "removed", detail))
     return changes
 
@@ -83,13 +111,25 @@ class CodeImpact:
     lost: tuple[Segment, ...]
 
 
-def coding_impact(corpus: Corpus, old: Codebook, new: Codebook, options: CodingOptions = CodingOptions(), *,
-                  nlp=None) -> list[CodeImpact]:
+def coding_impact(
+    corpus: Corpus,
+    old: Codebook,
+    new: Codebook,
+    options: CodingOptions = CodingOptions(),
+    *,
+    nlp=None,
+) -> list[CodeImpact]:
     """Code the corpus under both codebooks; per code, the segments gained and lost under the new one."""
     before = code_corpus(corpus, old, options, nlp=nlp)
     after = code_corpus(corpus, new, options, nlp=nlp)
     segments = {segment.segment_id: segment for segment in after.segments}
-    segments.update({segment.segment_id: segment for segment in before.segments if segment.segment_id not in segments})
+    segments.update(
+        {
+            segment.segment_id: segment
+            for segment in before.segments
+            if segment.segment_id not in segments
+        }
+    )
 
     def coded(result) -> dict[str, set[str]]:
         by_code: dict[str, set[str]] = {}
@@ -105,7 +145,13 @@ def coding_impact(corpus: Corpus, old: Codebook, new: Codebook, options: CodingO
     def ordered(ids: Sequence[str]) -> tuple[Segment, ...]:
         return tuple(segments[i] for i in sorted(ids, key=lambda i: order[i]))
 
-    return [CodeImpact(code_id, len(old_coded.get(code_id, ())), len(new_coded.get(code_id, ())),
-                       ordered(new_coded.get(code_id, set()) - old_coded.get(code_id, set())),
-                       ordered(old_coded.get(code_id, set()) - new_coded.get(code_id, set())))
-            for code_id in code_ids]
+    return [
+        CodeImpact(
+            code_id,
+            len(old_coded.get(code_id, ())),
+            len(new_coded.get(code_id, ())),
+            ordered(new_coded.get(code_id, set()) - old_coded.get(code_id, set())),
+            ordered(old_coded.get(code_id, set()) - new_coded.get(code_id, set())),
+        )
+        for code_id in code_ids
+    ]

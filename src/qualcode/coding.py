@@ -28,7 +28,12 @@ from qualcode.reviews import apply_reviews, rereview_assignments, resolve_review
 from qualcode.rules import RuleMatcher
 from qualcode.segment import DEFAULT_PIPELINE, build_pipeline
 from qualcode.semantic import DEFAULT_REPRESENTATION, code_semantically
-from qualcode.training import PendingClassifier, classifier_model, start_classifier, training_examples
+from qualcode.training import (
+    PendingClassifier,
+    classifier_model,
+    start_classifier,
+    training_examples,
+)
 
 # progress(stage, advance, total): ``advance`` more items of ``total`` are done in ``stage``.
 Progress = Callable[[str, int, int], None]
@@ -56,12 +61,18 @@ class CodingOptions:
     dask: str | None = None
     model_cache: bool = True
     representation: str = DEFAULT_REPRESENTATION
-    llm: LlmSettings | None = None  # a language model as a third coder (qualcode.llm); None: nothing is sent
+    llm: LlmSettings | None = (
+        None  # a language model as a third coder (qualcode.llm); None: nothing is sent
+    )
     extra: dict[str, object] = field(default_factory=dict)
 
     def policy(self, codebook: Codebook) -> Policy:
-        return Policy.for_codebook(codebook, suggest_at=self.suggest_at, veto_below=self.veto_below,
-                                   overrides=dict(self.thresholds))
+        return Policy.for_codebook(
+            codebook,
+            suggest_at=self.suggest_at,
+            veto_below=self.veto_below,
+            overrides=dict(self.thresholds),
+        )
 
     def as_record(self) -> dict[str, object]:
         record = asdict(self)
@@ -76,10 +87,12 @@ class CodingOptions:
         return {**record, **extra}
 
 
-def match_rules(segments: Sequence[Segment], matcher: RuleMatcher, progress: Progress | None = None) -> list:
+def match_rules(
+    segments: Sequence[Segment], matcher: RuleMatcher, progress: Progress | None = None
+) -> list:
     assignments = []
     for offset in range(0, len(segments), _PROGRESS_CHUNK):
-        chunk = segments[offset:offset + _PROGRESS_CHUNK]
+        chunk = segments[offset : offset + _PROGRESS_CHUNK]
         assignments.extend(matcher.match(chunk))
         if progress:
             progress("code", len(chunk), len(segments))
@@ -92,7 +105,12 @@ def codes_as_it_goes(options: CodingOptions, reviews: Sequence[HumanDecision]) -
     sentence embeddings, which are computed for the whole corpus at once (texts of one length
     together, each text once), nor with a language model, asked about every segment at once
     (several requests in flight, one progress bar)."""
-    return not reviews and not options.weak_labels and options.representation == "ngrams" and options.llm is None
+    return (
+        not reviews
+        and not options.weak_labels
+        and options.representation == "ngrams"
+        and options.llm is None
+    )
 
 
 @dataclass(frozen=True)
@@ -103,14 +121,25 @@ class CodingRun:
     codable: tuple[Segment, ...]
     probabilities: object | None
     human_decided: frozenset[tuple[str, str]]
-    llm_verdicts: dict[tuple[str, str], bool] = field(default_factory=dict)  # (segment, code) -> the model says it applies
+    llm_verdicts: dict[tuple[str, str], bool] = field(
+        default_factory=dict
+    )  # (segment, code) -> the model says it applies
 
 
-def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = CodingOptions(), *,
-                training: Sequence[TrainingExample] = (), reviews: Sequence[HumanDecision] = (),
-                review_coder: str | None = None, nlp=None, progress: Progress | None = None,
-                on_chunk: ChunkSink | None = None, classifier: PendingClassifier | None = None,
-                llm=None) -> CodingResult:
+def code_corpus(
+    corpus: Corpus,
+    codebook: Codebook,
+    options: CodingOptions = CodingOptions(),
+    *,
+    training: Sequence[TrainingExample] = (),
+    reviews: Sequence[HumanDecision] = (),
+    review_coder: str | None = None,
+    nlp=None,
+    progress: Progress | None = None,
+    on_chunk: ChunkSink | None = None,
+    classifier: PendingClassifier | None = None,
+    llm=None,
+) -> CodingResult:
     """Segment every document, suggest codes by rule, classifier and (``options.llm``) a language model, combine
     them, then apply human decisions.
 
@@ -125,22 +154,49 @@ def code_corpus(corpus: Corpus, codebook: Codebook, options: CodingOptions = Cod
     ``llm``, an ``llm.coder.LlmCoder`` for ``options.llm``, carries the API key, answer cache and
     progress; without it the model is asked with no key, through the user's answer cache.
     """
-    return run_coding(corpus, codebook, options, training=training, reviews=reviews, review_coder=review_coder,
-                      nlp=nlp, progress=progress, on_chunk=on_chunk, classifier=classifier, llm=llm).result
+    return run_coding(
+        corpus,
+        codebook,
+        options,
+        training=training,
+        reviews=reviews,
+        review_coder=review_coder,
+        nlp=nlp,
+        progress=progress,
+        on_chunk=on_chunk,
+        classifier=classifier,
+        llm=llm,
+    ).result
 
 
-def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = CodingOptions(), *,
-               training: Sequence[TrainingExample] = (), reviews: Sequence[HumanDecision] = (),
-               review_coder: str | None = None, nlp=None, progress: Progress | None = None,
-               on_chunk: ChunkSink | None = None, classifier: PendingClassifier | None = None,
-               llm=None) -> CodingRun:
+def run_coding(
+    corpus: Corpus,
+    codebook: Codebook,
+    options: CodingOptions = CodingOptions(),
+    *,
+    training: Sequence[TrainingExample] = (),
+    reviews: Sequence[HumanDecision] = (),
+    review_coder: str | None = None,
+    nlp=None,
+    progress: Progress | None = None,
+    on_chunk: ChunkSink | None = None,
+    classifier: PendingClassifier | None = None,
+    llm=None,
+) -> CodingRun:
     """``code_corpus``, keeping the classifier's probabilities for every coded segment (for active learning)."""
     nlp = nlp if nlp is not None else build_pipeline(options.spacy_model)
     documents = corpus.documents
     jobs = resolve_jobs(options.jobs, documents)
     policy = options.policy(codebook)
-    task = ChunkTask(codebook, options.spacy_model, options.unit, tuple(options.interviewer_labels),
-                     options.code_interviewer, features=options.classifier, policy=policy)
+    task = ChunkTask(
+        codebook,
+        options.spacy_model,
+        options.unit,
+        tuple(options.interviewer_labels),
+        options.code_interviewer,
+        features=options.classifier,
+        policy=policy,
+    )
     record = {**options.as_record(), **policy.as_record()}
     # Without reviews or weak labels the classifier's data is known before any chunk is computed:
     # its model comes from the cache or is trained in another process (started by the caller, or
@@ -172,8 +228,11 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
         pending = None
         if streaming and options.classifier:
             # Worker processes are forked anyway with --jobs 2 or more; the training process is one more.
-            pending = classifier or stack.enter_context(start_classifier(codebook, options, training, nlp=nlp,
-                                                                         background=jobs > 1 and not options.dask))
+            pending = classifier or stack.enter_context(
+                start_classifier(
+                    codebook, options, training, nlp=nlp, background=jobs > 1 and not options.dask
+                )
+            )
         compiled(task, nlp)  # a rule the pipeline cannot serve fails here, before any worker starts
         if pending is not None:
             # Waiting for a model still in training beats starting without it: chunks computed
@@ -181,7 +240,9 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
             # the workbook, while the training competed with the workers for the cores.
             model = pending.result()
             record["classifier model"] = pending.description
-        with chunk_results(documents, task, jobs=jobs, dask_address=options.dask, nlp=nlp, model=model) as stream:
+        with chunk_results(
+            documents, task, jobs=jobs, dask_address=options.dask, nlp=nlp, model=model
+        ) as stream:
             for chunk in stream:
                 if streaming:
                     code(chunk, on_chunk)
@@ -196,23 +257,43 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
         resolved = resolve_reviews(current, everything, coder=review_coder)
         if options.llm is not None:
             asked = [s for chunk in held for s in chunk.codable(options.code_interviewer)]
-            assistant = LanguageModelAssistant(options.llm, llm, codebook, context=everything,
-                                               record=record, decided=resolved.final)
+            assistant = LanguageModelAssistant(
+                options.llm,
+                llm,
+                codebook,
+                context=everything,
+                record=record,
+                decided=resolved.final,
+            )
             verdicts = assistant.suggest(asked)
         if options.classifier:
-            weak = weak_examples([s for chunk in held for s in chunk.codable(options.code_interviewer)],
-                                 [a for chunk in held for a in chunk.assignments]) if options.weak_labels else []
-            examples = training_examples(codebook, options, [*training, *reviewed_examples(resolved, everything)], weak)
+            weak = (
+                weak_examples(
+                    [s for chunk in held for s in chunk.codable(options.code_interviewer)],
+                    [a for chunk in held for a in chunk.assignments],
+                )
+                if options.weak_labels
+                else []
+            )
+            examples = training_examples(
+                codebook, options, [*training, *reviewed_examples(resolved, everything)], weak
+            )
             if options.representation == "ngrams":
-                model, record["classifier model"] = classifier_model(codebook, options, examples, nlp)
+                model, record["classifier model"] = classifier_model(
+                    codebook, options, examples, nlp
+                )
             else:
-                held, model = code_semantically(held, codebook, options, task, examples, nlp, record, progress)
+                held, model = code_semantically(
+                    held, codebook, options, task, examples, nlp, record, progress
+                )
         for chunk in held:
             code(chunk, None)
         held.clear()
     if model is not None:
         record["classifier training"] = "; ".join(
-            f"{code_id}: {positive}+/{negative}-" for code_id, (positive, negative) in model.training_counts.items())
+            f"{code_id}: {positive}+/{negative}-"
+            for code_id, (positive, negative) in model.training_counts.items()
+        )
         record["classifier codes"] = ", ".join(model.trained_codes) or "none (too few examples)"
     orphaned: tuple = ()
     if resolved is not None:
@@ -220,21 +301,40 @@ def run_coding(corpus: Corpus, codebook: Codebook, options: CodingOptions = Codi
             assignments = apply_reviews(assignments, resolved)
             flagged = rereview_assignments(reviews, segments, codebook, set(resolved.final))
             flagged_pairs = {(a.segment_id, a.code_id) for a in flagged}
-            assignments = [a for a in assignments if (a.segment_id, a.code_id) not in flagged_pairs] + flagged
+            assignments = [
+                a for a in assignments if (a.segment_id, a.code_id) not in flagged_pairs
+            ] + flagged
             retired = len(reviews) - len(current)
-            record["human decisions"] = (f"{len(resolved.final)} applied ({resolved.reanchored} re-anchored), "
-                                         f"{len(resolved.orphaned)} orphaned, {len(flagged)} flagged for re-review, "
-                                         f"{retired} on codes not in this codebook (kept); "
-                                         f"coder: {review_coder or 'latest decision'}")
+            record["human decisions"] = (
+                f"{len(resolved.final)} applied ({resolved.reanchored} re-anchored), "
+                f"{len(resolved.orphaned)} orphaned, {len(flagged)} flagged for re-review, "
+                f"{retired} on codes not in this codebook (kept); "
+                f"coder: {review_coder or 'latest decision'}"
+            )
         orphaned = resolved.orphaned
         if on_chunk:
             on_chunk(segments, assignments, decisions=resolved.final)
-    result = CodingResult(corpus=corpus, segments=tuple(segments), assignments=tuple(assignments), codebook=codebook,
-                          options=record, orphaned_reviews=orphaned,
-                          decisions=resolved.final if resolved is not None else {})
+    result = CodingResult(
+        corpus=corpus,
+        segments=tuple(segments),
+        assignments=tuple(assignments),
+        codebook=codebook,
+        options=record,
+        orphaned_reviews=orphaned,
+        decisions=resolved.final if resolved is not None else {},
+    )
     matrix = np.vstack(probabilities) if probabilities and codable else None
     answers = verdicts.answers if verdicts is not None else {}
-    llm_verdicts = {(segment_id, code_id): verdict.applies for segment_id, answer in answers.items()
-                    if answer.usable for code_id, verdict in answer.codes.items()}
-    return CodingRun(result, tuple(codable), matrix, frozenset(resolved.final) if resolved is not None else frozenset(),
-                     llm_verdicts)
+    llm_verdicts = {
+        (segment_id, code_id): verdict.applies
+        for segment_id, answer in answers.items()
+        if answer.usable
+        for code_id, verdict in answer.codes.items()
+    }
+    return CodingRun(
+        result,
+        tuple(codable),
+        matrix,
+        frozenset(resolved.final) if resolved is not None else frozenset(),
+        llm_verdicts,
+    )

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qualcode.errors import ConfigurationError
-from qualcode.models import Codebook, CodeAssignment, Evidence, Segment
+from qualcode.models import CodeAssignment, Codebook, Evidence, Segment
 
 DEFAULT_SUGGEST_AT = 0.5
 DEFAULT_VETO_BELOW = 0.05
@@ -39,20 +39,34 @@ class Policy:
         return self.per_code.get(code_id, self.suggest_at)
 
     @classmethod
-    def for_codebook(cls, codebook: Codebook, *, suggest_at: float = DEFAULT_SUGGEST_AT,
-                     veto_below: float = DEFAULT_VETO_BELOW, overrides: Mapping[str, float] | None = None) -> Policy:
+    def for_codebook(
+        cls,
+        codebook: Codebook,
+        *,
+        suggest_at: float = DEFAULT_SUGGEST_AT,
+        veto_below: float = DEFAULT_VETO_BELOW,
+        overrides: Mapping[str, float] | None = None,
+    ) -> Policy:
         """Codebook thresholds first, then command-line overrides on top."""
-        per_code = {code.code_id: code.threshold for code in codebook.codes if code.threshold is not None}
+        per_code = {
+            code.code_id: code.threshold for code in codebook.codes if code.threshold is not None
+        }
         for code_id in overrides or {}:
             if code_id not in codebook.code_ids:
-                raise ConfigurationError(f"--threshold names code '{code_id}', which is not in the codebook "
-                                         f"({', '.join(codebook.code_ids)})")
+                raise ConfigurationError(
+                    f"--threshold names code '{code_id}', which is not in the codebook "
+                    f"({', '.join(codebook.code_ids)})"
+                )
         per_code.update(overrides or {})
         return cls(suggest_at=suggest_at, veto_below=veto_below, per_code=per_code)
 
     def as_record(self) -> dict[str, object]:
         thresholds = ", ".join(f"{code}={value:g}" for code, value in sorted(self.per_code.items()))
-        return {"suggest_at": self.suggest_at, "veto_below": self.veto_below, "code_thresholds": thresholds or "none"}
+        return {
+            "suggest_at": self.suggest_at,
+            "veto_below": self.veto_below,
+            "code_thresholds": thresholds or "none",
+        }
 
 
 def combine(
@@ -71,8 +85,11 @@ def combine(
     """
     row_of = {segment.segment_id: row for row, segment in enumerate(segments)}
     column_of = {code_id: column for column, code_id in enumerate(code_ids)}
-    rules = {(row_of[a.segment_id], column_of[a.code_id]): a for a in rule_assignments
-             if a.segment_id in row_of and a.code_id in column_of}
+    rules = {
+        (row_of[a.segment_id], column_of[a.code_id]): a
+        for a in rule_assignments
+        if a.segment_id in row_of and a.code_id in column_of
+    }
     # Only (segment, code) pairs with a rule hit or a probability at the threshold can yield a
     # coding; finding them with numpy skips the rest of the matrix.
     candidates = set(rules)
@@ -92,18 +109,31 @@ def combine(
             probability = values[row][column]
         if rule is not None:
             if probability is not None and probability < policy.veto_below:
-                merged.append(CodeAssignment(rule.segment_id, code_id, "rule", "downgraded", probability, rule.evidence))
+                merged.append(
+                    CodeAssignment(
+                        rule.segment_id, code_id, "rule", "downgraded", probability, rule.evidence
+                    )
+                )
             else:
-                merged.append(CodeAssignment(rule.segment_id, code_id, "rule", rule.status, probability, rule.evidence))
+                merged.append(
+                    CodeAssignment(
+                        rule.segment_id, code_id, "rule", rule.status, probability, rule.evidence
+                    )
+                )
         elif probability is not None and probability >= policy.threshold(code_id):
             suggestions.append((len(merged), row, code_id, probability))
             merged.append(None)  # filled below, once every suggestion's evidence is known
     if suggestions:
-        explained = explain([(row, code_id) for _, row, code_id, _ in suggestions]) if explain else None
+        explained = (
+            explain([(row, code_id) for _, row, code_id, _ in suggestions]) if explain else None
+        )
         for number, (place, row, code_id, probability) in enumerate(suggestions):
-            evidence = tuple(Evidence(*_described(item)) for item in (explained[number] if explained else ()))
-            merged[place] = CodeAssignment(segments[row].segment_id, code_id, "classifier", "suggested", probability,
-                                           evidence)
+            evidence = tuple(
+                Evidence(*_described(item)) for item in (explained[number] if explained else ())
+            )
+            merged[place] = CodeAssignment(
+                segments[row].segment_id, code_id, "classifier", "suggested", probability, evidence
+            )
     return merged
 
 

@@ -52,12 +52,28 @@ BATCH_SIZE = 16
 _F32 = np.float32
 # erf on [-4, 4] as a rational function (the float32 kernel of Eigen and XLA): NumPy has no erf,
 # and the error, under 4e-7, is below float32 rounding of the activations.
-_ERF_NUMERATOR = tuple(_F32(c) for c in (
-    -2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
-    -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02))
-_ERF_DENOMINATOR = tuple(_F32(c) for c in (
-    -1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
-    -1.42647390514189e-02))
+_ERF_NUMERATOR = tuple(
+    _F32(c)
+    for c in (
+        -2.72614225801306e-10,
+        2.77068142495902e-08,
+        -2.10102402082508e-06,
+        -5.69250639462346e-05,
+        -7.34990630326855e-04,
+        -2.95459980854025e-03,
+        -1.60960333262415e-02,
+    )
+)
+_ERF_DENOMINATOR = tuple(
+    _F32(c)
+    for c in (
+        -1.45660718464996e-05,
+        -2.13374055278905e-04,
+        -1.68282697438203e-03,
+        -7.37332916720468e-03,
+        -1.42647390514189e-02,
+    )
+)
 _GELU_ROWS = 64  # rows per block: the temporaries stay in cache (one pass over the whole array was 5x slower)
 
 
@@ -69,7 +85,9 @@ def model_folder(package: str = MODEL_PACKAGE) -> Path:
     """Where the installed model package keeps its files, found without importing the package."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddingModelError(f"the sentence-embedding model ({MODEL_NAME}) is not installed; {INSTALL_HINT}")
+        raise EmbeddingModelError(
+            f"the sentence-embedding model ({MODEL_NAME}) is not installed; {INSTALL_HINT}"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
@@ -86,17 +104,21 @@ def verify_model_files(folder: Path) -> None:
     for name, expected in UPSTREAM_SHA256.items():
         path = folder / name
         if not path.is_file():
-            raise EmbeddingModelError(f"{path}: missing from the sentence-embedding model; {INSTALL_HINT}")
+            raise EmbeddingModelError(
+                f"{path}: missing from the sentence-embedding model; {INSTALL_HINT}"
+            )
         actual = _sha256(path)
         if actual != expected:
-            raise EmbeddingModelError(f"{path}: SHA-256 {actual[:12]}... is not the upstream release's "
-                                      f"{expected[:12]}...; the file was altered: reinstall it ({INSTALL_HINT})")
+            raise EmbeddingModelError(
+                f"{path}: SHA-256 {actual[:12]}... is not the upstream release's "
+                f"{expected[:12]}...; the file was altered: reinstall it ({INSTALL_HINT})"
+            )
 
 
 def _gelu(values: np.ndarray) -> None:
     """In place, blockwise: x * (1 + erf(x / sqrt 2)) / 2, the exact GELU BERT uses."""
     for start in range(0, values.shape[0], _GELU_ROWS):
-        block = values[start:start + _GELU_ROWS]
+        block = values[start : start + _GELU_ROWS]
         z = np.multiply(block, _F32(1 / math.sqrt(2)))
         np.clip(z, -4.0, 4.0, out=z)
         z2 = z * z
@@ -148,26 +170,52 @@ class SentenceEncoder:
 
         self.words = tensor("embeddings.word_embeddings.weight")
         # Every token has type 0, so its type embedding is one constant row added to each position.
-        self.positions = tensor("embeddings.position_embeddings.weight") + tensor("embeddings.token_type_embeddings.weight")[0]
-        self.embedding_norm = (tensor("embeddings.LayerNorm.weight"), tensor("embeddings.LayerNorm.bias"))
+        self.positions = (
+            tensor("embeddings.position_embeddings.weight")
+            + tensor("embeddings.token_type_embeddings.weight")[0]
+        )
+        self.embedding_norm = (
+            tensor("embeddings.LayerNorm.weight"),
+            tensor("embeddings.LayerNorm.bias"),
+        )
         self.layers = []
         for layer in range(_LAYERS):
             prefix = f"encoder.layer.{layer}."
-            qkv = np.concatenate([tensor(f"{prefix}attention.self.{part}.weight") for part in ("query", "key", "value")])
-            qkv_bias = np.concatenate([tensor(f"{prefix}attention.self.{part}.bias") for part in ("query", "key", "value")])
+            qkv = np.concatenate(
+                [
+                    tensor(f"{prefix}attention.self.{part}.weight")
+                    for part in ("query", "key", "value")
+                ]
+            )
+            qkv_bias = np.concatenate(
+                [
+                    tensor(f"{prefix}attention.self.{part}.bias")
+                    for part in ("query", "key", "value")
+                ]
+            )
             # Attention divides scores by sqrt(64) = 8, a power of two: folded into the query, exactly.
             qkv[:DIMENSIONS] /= math.sqrt(_HEAD_SIZE)
             qkv_bias[:DIMENSIONS] /= math.sqrt(_HEAD_SIZE)
-            self.layers.append({
-                "qkv": np.ascontiguousarray(qkv.T), "qkv_bias": qkv_bias,
-                "attention_out": linear(f"{prefix}attention.output.dense.weight"),
-                "attention_out_bias": tensor(f"{prefix}attention.output.dense.bias"),
-                "attention_norm": (tensor(f"{prefix}attention.output.LayerNorm.weight"),
-                                   tensor(f"{prefix}attention.output.LayerNorm.bias")),
-                "up": linear(f"{prefix}intermediate.dense.weight"), "up_bias": tensor(f"{prefix}intermediate.dense.bias"),
-                "down": linear(f"{prefix}output.dense.weight"), "down_bias": tensor(f"{prefix}output.dense.bias"),
-                "output_norm": (tensor(f"{prefix}output.LayerNorm.weight"), tensor(f"{prefix}output.LayerNorm.bias")),
-            })
+            self.layers.append(
+                {
+                    "qkv": np.ascontiguousarray(qkv.T),
+                    "qkv_bias": qkv_bias,
+                    "attention_out": linear(f"{prefix}attention.output.dense.weight"),
+                    "attention_out_bias": tensor(f"{prefix}attention.output.dense.bias"),
+                    "attention_norm": (
+                        tensor(f"{prefix}attention.output.LayerNorm.weight"),
+                        tensor(f"{prefix}attention.output.LayerNorm.bias"),
+                    ),
+                    "up": linear(f"{prefix}intermediate.dense.weight"),
+                    "up_bias": tensor(f"{prefix}intermediate.dense.bias"),
+                    "down": linear(f"{prefix}output.dense.weight"),
+                    "down_bias": tensor(f"{prefix}output.dense.bias"),
+                    "output_norm": (
+                        tensor(f"{prefix}output.LayerNorm.weight"),
+                        tensor(f"{prefix}output.LayerNorm.bias"),
+                    ),
+                }
+            )
         self.model_sha256 = UPSTREAM_SHA256["model.safetensors"]
 
     def _states(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -179,13 +227,17 @@ class SentenceEncoder:
         for layer in self.layers:
             qkv = states @ layer["qkv"]
             qkv += layer["qkv_bias"]
-            query, key, value = qkv.reshape(batch, length, 3, _HEADS, _HEAD_SIZE).transpose(2, 0, 3, 1, 4)
+            query, key, value = qkv.reshape(batch, length, 3, _HEADS, _HEAD_SIZE).transpose(
+                2, 0, 3, 1, 4
+            )
             scores = np.matmul(query, key.transpose(0, 1, 3, 2))
             scores += padding
             scores -= scores.max(axis=-1, keepdims=True)
             np.exp(scores, out=scores)
             scores /= scores.sum(axis=-1, keepdims=True)
-            context = np.matmul(scores, value).transpose(0, 2, 1, 3).reshape(batch * length, DIMENSIONS)
+            context = (
+                np.matmul(scores, value).transpose(0, 2, 1, 3).reshape(batch * length, DIMENSIONS)
+            )
             attended = context @ layer["attention_out"]
             attended += layer["attention_out_bias"]
             attended += states
@@ -201,24 +253,34 @@ class SentenceEncoder:
 
     def _embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         weights = mask.astype(_F32)[:, :, None]
-        pooled = (self._states(ids, mask) * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), _F32(1e-9))
+        pooled = (self._states(ids, mask) * weights).sum(axis=1) / np.maximum(
+            weights.sum(axis=1), _F32(1e-9)
+        )
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), _F32(1e-12))
 
-    def _batches(self, texts: Sequence[str], batch_size: int) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+    def _batches(
+        self, texts: Sequence[str], batch_size: int
+    ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
         """(rows, ids, mask) of texts of similar length together, so that a batch carries little padding."""
         tokens = [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
         order = sorted(range(len(tokens)), key=lambda row: len(tokens[row]), reverse=True)
         for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
+            rows = order[start : start + batch_size]
             ids = np.zeros((len(rows), len(tokens[rows[0]])), dtype=np.int64)  # [PAD] is 0
             mask = np.zeros_like(ids)
             for place, row in enumerate(rows):
-                ids[place, :len(tokens[row])] = tokens[row]
-                mask[place, :len(tokens[row])] = 1
+                ids[place, : len(tokens[row])] = tokens[row]
+                mask[place, : len(tokens[row])] = 1
             yield rows, ids, mask
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = BATCH_SIZE, workers: int | None = None,
-               progress=None) -> np.ndarray:
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = BATCH_SIZE,
+        workers: int | None = None,
+        progress=None,
+    ) -> np.ndarray:
         """Embeddings of ``texts`` (texts x 384, float32, unit length), in their order.
 
         ``workers`` batches run at once in threads (default: one per core), each with one BLAS
@@ -276,8 +338,10 @@ class EmbeddingCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self._connection.execute("PRAGMA journal_mode = WAL")
-        self._connection.execute("CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, text_sha1 BLOB NOT NULL, "
-                                 "vector BLOB NOT NULL, PRIMARY KEY (model, text_sha1)) WITHOUT ROWID")
+        self._connection.execute(
+            "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, text_sha1 BLOB NOT NULL, "
+            "vector BLOB NOT NULL, PRIMARY KEY (model, text_sha1)) WITHOUT ROWID"
+        )
 
     def close(self) -> None:
         self._connection.close()
@@ -285,24 +349,34 @@ class EmbeddingCache:
     def get(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}
         for start in range(0, len(keys), 500):
-            chunk = list(keys[start:start + 500])
+            chunk = list(keys[start : start + 500])
             marks = ",".join("?" * len(chunk))
             for key, vector in self._connection.execute(
-                    f"SELECT text_sha1, vector FROM embeddings WHERE model = ? AND text_sha1 IN ({marks})",
-                    [self.model, *chunk]):
+                f"SELECT text_sha1, vector FROM embeddings WHERE model = ? AND text_sha1 IN ({marks})",
+                [self.model, *chunk],
+            ):
                 found[bytes(key)] = np.frombuffer(vector, dtype=_F32)
         return found
 
     def put(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
         with self._connection:
             self._connection.execute("BEGIN")
-            self._connection.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
-                                         [(self.model, key, vector.astype(_F32).tobytes())
-                                          for key, vector in zip(keys, vectors)])
+            self._connection.executemany(
+                "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
+                [
+                    (self.model, key, vector.astype(_F32).tobytes())
+                    for key, vector in zip(keys, vectors)
+                ],
+            )
 
 
-def embed_texts(texts: Sequence[str], *, encoder: SentenceEncoder | None = None, cache: EmbeddingCache | None = None,
-                progress=None) -> tuple[np.ndarray, int]:
+def embed_texts(
+    texts: Sequence[str],
+    *,
+    encoder: SentenceEncoder | None = None,
+    cache: EmbeddingCache | None = None,
+    progress=None,
+) -> tuple[np.ndarray, int]:
     """Embeddings of ``texts`` (each distinct text embedded once, cached ones read back) and how many were computed."""
     encoder = encoder or load_encoder()
     keys = [text_key(text) for text in texts]

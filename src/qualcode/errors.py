@@ -36,7 +36,11 @@ class CodebookError(QualcodeError):
         self.path = str(path) if path is not None else "<codebook>"
         self.problems = problems
         first = problems[0] if problems else "invalid codebook"
-        more = f" (and {len(problems) - 1} more; run `qualcode codebook validate`)" if len(problems) > 1 else ""
+        more = (
+            f" (and {len(problems) - 1} more; run `qualcode codebook validate`)"
+            if len(problems) > 1
+            else ""
+        )
         super().__init__(f"{self.path}: {first}{more}")
 
 

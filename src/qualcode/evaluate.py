@@ -114,10 +114,14 @@ def fold_groups(corpus: Corpus, segments: list[Segment], group_by: str) -> list[
     if group_by == "folder":
         return [segment.doc_id.rpartition("/")[0] for segment in segments]
     attributes = {document.doc_id: document.attributes for document in corpus.documents}
-    missing = sorted({segment.doc_id for segment in segments if group_by not in attributes[segment.doc_id]})
+    missing = sorted(
+        {segment.doc_id for segment in segments if group_by not in attributes[segment.doc_id]}
+    )
     if missing:
-        raise InputDataError(f"--group-by {group_by}: document {missing[0]} has no attribute '{group_by}' "
-                             "(use document, folder, or a column every document has)")
+        raise InputDataError(
+            f"--group-by {group_by}: document {missing[0]} has no attribute '{group_by}' "
+            "(use document, folder, or a column every document has)"
+        )
     return [str(attributes[segment.doc_id][group_by]) for segment in segments]
 
 
@@ -126,14 +130,22 @@ def _group_folds(groups: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.nd
 
     distinct = len(set(groups))
     if distinct < 2:
-        raise InputDataError("the gold labels cover a single document; cross-validation needs at least two")
+        raise InputDataError(
+            "the gold labels cover a single document; cross-validation needs at least two"
+        )
     splitter = GroupKFold(n_splits=min(folds, distinct))
     return list(splitter.split(np.zeros(len(groups)), groups=groups))
 
 
-def _train(new_classifier, code_ids, base: list[TrainingExample], segments, gold: np.ndarray, rows, groups):
-    human = [TrainingExample(segments[row].text, dict(zip(code_ids, map(int, gold[row]))), 1.0, str(groups[row]))
-             for row in rows]
+def _train(
+    new_classifier, code_ids, base: list[TrainingExample], segments, gold: np.ndarray, rows, groups
+):
+    human = [
+        TrainingExample(
+            segments[row].text, dict(zip(code_ids, map(int, gold[row]))), 1.0, str(groups[row])
+        )
+        for row in rows
+    ]
     return new_classifier().fit(base + human)
 
 
@@ -143,10 +155,19 @@ def _calibration(probabilities: np.ndarray, gold: np.ndarray) -> tuple[Calibrati
     bins = []
     for index in range(CALIBRATION_BINS):
         low, high = index / CALIBRATION_BINS, (index + 1) / CALIBRATION_BINS
-        inside = (values >= low) & ((values < high) if index < CALIBRATION_BINS - 1 else (values <= high))
+        inside = (values >= low) & (
+            (values < high) if index < CALIBRATION_BINS - 1 else (values <= high)
+        )
         count = int(inside.sum())
-        bins.append(CalibrationBin(low, high, count, float(values[inside].mean()) if count else None,
-                                   float(truth[inside].mean()) if count else None))
+        bins.append(
+            CalibrationBin(
+                low,
+                high,
+                count,
+                float(values[inside].mean()) if count else None,
+                float(truth[inside].mean()) if count else None,
+            )
+        )
     return tuple(bins)
 
 
@@ -178,18 +199,29 @@ def evaluate(
     ``llm.coder.LlmCoder`` to ask (its key, answer cache and progress), as for ``coding.code_corpus``.
     """
     nlp = nlp if nlp is not None else build_pipeline(options.spacy_model)
-    segments_all = segment_documents(corpus.documents, unit=options.unit, nlp=nlp,
-                                     interviewer_labels=options.interviewer_labels)
+    segments_all = segment_documents(
+        corpus.documents, unit=options.unit, nlp=nlp, interviewer_labels=options.interviewer_labels
+    )
     matched, unmatched = match_units(gold.units, segments_all)
     if not matched:
-        raise InputDataError(f"{gold.path}: none of its {len(gold.units)} rows matches a segment of the inputs "
-                             "(by segment_id, or document + start + end); code the same files at the same --unit")
+        raise InputDataError(
+            f"{gold.path}: none of its {len(gold.units)} rows matches a segment of the inputs "
+            "(by segment_id, or document + start + end); code the same files at the same --unit"
+        )
     if unmatched:
-        logger.warning("%s: %d of %d gold rows match no segment (first: %s) and are left out",
-                       gold.path, len(unmatched), len(gold.units), unmatched[0].place)
+        logger.warning(
+            "%s: %d of %d gold rows match no segment (first: %s) and are left out",
+            gold.path,
+            len(unmatched),
+            len(gold.units),
+            unmatched[0].place,
+        )
     code_ids = tuple(code_id for code_id in codebook.code_ids if code_id in gold.code_ids)
     segments = [segment for segment in segments_all if segment.segment_id in matched]
-    truth = np.array([[matched[s.segment_id].labels[code_id] for code_id in code_ids] for s in segments], dtype=int)
+    truth = np.array(
+        [[matched[s.segment_id].labels[code_id] for code_id in code_ids] for s in segments],
+        dtype=int,
+    )
     groups = np.array(fold_groups(corpus, segments, group_by))
 
     rule_assignments = match_rules(segments, compile_rules(codebook, nlp))
@@ -200,7 +232,11 @@ def evaluate(
 
     evaluated_texts = {segment.text for segment in segments}
     base_all = training_examples(codebook, options)
-    base = [example for example in base_all if not (example.origin == "seed" and example.text in evaluated_texts)]
+    base = [
+        example
+        for example in base_all
+        if not (example.origin == "seed" and example.text in evaluated_texts)
+    ]
     seed_left_out = len(base_all) - len(base)
 
     policy = options.policy(codebook)
@@ -208,15 +244,21 @@ def evaluate(
     notes = []
     prior = None
     if representation != "ngrams":
-        embedding_cache = embedding_cache if embedding_cache is not None else default_embedding_cache()
+        embedding_cache = (
+            embedding_cache if embedding_cache is not None else default_embedding_cache()
+        )
         if options.seed:
             # Real passages the default model knows as vectors: never those being evaluated.
-            evaluated = frozenset(hashlib.sha1(text.encode("utf-8")).hexdigest() for text in evaluated_texts)
+            evaluated = frozenset(
+                hashlib.sha1(text.encode("utf-8")).hexdigest() for text in evaluated_texts
+            )
             prior = corpus_examples(codebook, leave_out=evaluated)
             shipped = corpus_examples(codebook)[0]
             if len(shipped) > len(prior[0]):
-                notes.append(f"{len(shipped) - len(prior[0])} passages of the development corpus that are evaluated "
-                             "segments were left out of training.")
+                notes.append(
+                    f"{len(shipped) - len(prior[0])} passages of the development corpus that are evaluated "
+                    "segments were left out of training."
+                )
 
     def new_classifier():
         # The run's pipeline: n-grams are tokenized as the rules tokenize, and no fold builds its own.
@@ -233,9 +275,19 @@ def evaluate(
         fold_probabilities = classifier.probabilities(features)
         probabilities[test_rows] = fold_probabilities
         test_ids = {segment.segment_id for segment in test_segments}
-        fold_rules = [assignment for assignment in rule_assignments if assignment.segment_id in test_ids]
-        merged = combine(test_segments, fold_rules, fold_probabilities, code_ids, policy,
-                         lambda pairs: classifier.explain_rows(features, pairs))
+        fold_rules = [
+            assignment for assignment in rule_assignments if assignment.segment_id in test_ids
+        ]
+        merged = combine(
+            test_segments,
+            fold_rules,
+            fold_probabilities,
+            code_ids,
+            policy,
+            lambda pairs, classifier=classifier, features=features: classifier.explain_rows(
+                features, pairs
+            ),
+        )
         without_llm_matrix[test_rows] = _matrix(test_segments, merged, code_ids)
         if answers is not None:
             merged = with_llm(test_segments, merged, answers, code_ids, options.llm.model)
@@ -248,38 +300,74 @@ def evaluate(
     methods = METHODS
     if answers is not None:
         methods = ("rules", "classifier", "llm", "rules + classifier", "combined")
-        matrices["llm"] = np.array([[int(code_id in applied) for code_id in code_ids]
-                                    for applied in (_applied(answers.get(s.segment_id)) for s in segments)], dtype=int)
+        matrices["llm"] = np.array(
+            [
+                [int(code_id in applied) for code_id in code_ids]
+                for applied in (_applied(answers.get(s.segment_id)) for s in segments)
+            ],
+            dtype=int,
+        )
         matrices["rules + classifier"] = without_llm_matrix
-        unusable = sum(1 for s in segments if s.segment_id not in answers or not answers[s.segment_id].usable)
-        notes.append(f"Language model {options.llm.model} at {options.llm.endpoint}: {llm_record['llm answers']}. "
-                     "'llm' scores the model alone (no answer counts as not coded"
-                     + (f": {unusable} segments" if unusable else "") + "); 'combined' is the policy of "
-                     "qualcode code --llm, its judgement first, rules and classifier where it gave none.")
-    scores = {method: {code_id: binary_scores(truth[:, column], matrices[method][:, column])
-                       for column, code_id in enumerate(code_ids)} for method in methods}
+        unusable = sum(
+            1 for s in segments if s.segment_id not in answers or not answers[s.segment_id].usable
+        )
+        notes.append(
+            f"Language model {options.llm.model} at {options.llm.endpoint}: {llm_record['llm answers']}. "
+            "'llm' scores the model alone (no answer counts as not coded"
+            + (f": {unusable} segments" if unusable else "")
+            + "); 'combined' is the policy of "
+            "qualcode code --llm, its judgement first, rules and classifier where it gave none."
+        )
+    scores = {
+        method: {
+            code_id: binary_scores(truth[:, column], matrices[method][:, column])
+            for column, code_id in enumerate(code_ids)
+        }
+        for method in methods
+    }
     macro = {method: macro_average(list(per_code.values())) for method, per_code in scores.items()}
 
-    suggested = _best_thresholds(segments, rule_assignments, probabilities, code_ids, policy, truth,
-                                 {code_id: scores.get("rules + classifier", scores["combined"])[code_id].alpha for code_id in code_ids})
-    curve = (_learning_curve(new_classifier, code_ids, base, segments, truth, split, rule_assignments, policy, groups)
-             if learning_curve else ())
+    suggested = _best_thresholds(
+        segments,
+        rule_assignments,
+        probabilities,
+        code_ids,
+        policy,
+        truth,
+        {
+            code_id: scores.get("rules + classifier", scores["combined"])[code_id].alpha
+            for code_id in code_ids
+        },
+    )
+    curve = (
+        _learning_curve(
+            new_classifier, code_ids, base, segments, truth, split, rule_assignments, policy, groups
+        )
+        if learning_curve
+        else ()
+    )
     evidence = {}
     for assignment in machine_assignments:
         if assignment.status in COUNTED_STATUSES:
-            evidence.setdefault(assignment.segment_id, []).append(f"{assignment.code_id}: {assignment.evidence_text}")
+            evidence.setdefault(assignment.segment_id, []).append(
+                f"{assignment.code_id}: {assignment.evidence_text}"
+            )
     evaluated = tuple(
         EvaluatedSegment(
             segment,
             tuple(code_id for column, code_id in enumerate(code_ids) if truth[row, column]),
-            tuple(code_id for column, code_id in enumerate(code_ids) if combined_matrix[row, column]),
+            tuple(
+                code_id for column, code_id in enumerate(code_ids) if combined_matrix[row, column]
+            ),
             " | ".join(evidence.get(segment.segment_id, [])),
         )
         for row, segment in enumerate(segments)
     )
     missing = [code_id for code_id in codebook.code_ids if code_id not in code_ids]
     if missing:
-        notes.append(f"the gold has no column for {', '.join(missing)}; those codes are not evaluated")
+        notes.append(
+            f"the gold has no column for {', '.join(missing)}; those codes are not evaluated"
+        )
     return EvaluationReport(
         code_ids=code_ids,
         segments=len(segments),
@@ -290,7 +378,9 @@ def evaluate(
         macro=macro,
         calibration=_calibration(probabilities, truth),
         learning_curve=curve,
-        rules=_rule_diagnostics(codebook, code_ids, segments, truth, rule_assignments, min_rule_precision),
+        rules=_rule_diagnostics(
+            codebook, code_ids, segments, truth, rule_assignments, min_rule_precision
+        ),
         evaluated=evaluated,
         seed_left_out=seed_left_out,
         notes=tuple(notes),
@@ -309,7 +399,9 @@ def _applied(answer) -> set[str]:
     return {code_id for code_id, verdict in answer.codes.items() if verdict.applies}
 
 
-def _best_thresholds(segments, rule_assignments, probabilities, code_ids, policy, truth, current_alpha):
+def _best_thresholds(
+    segments, rule_assignments, probabilities, code_ids, policy, truth, current_alpha
+):
     """Per code, the classifier threshold at which the combined coding agrees best with the gold.
 
     Chosen on the same held-out probabilities it is scored on, so the gain is optimistic: a
@@ -323,20 +415,27 @@ def _best_thresholds(segments, rule_assignments, probabilities, code_ids, policy
     alphas = {}
     for threshold in THRESHOLD_GRID:
         trial = Policy(suggest_at=threshold, veto_below=policy.veto_below)
-        matrix = _matrix(segments, combine(segments, rule_assignments, probabilities, code_ids, trial), code_ids)
+        matrix = _matrix(
+            segments, combine(segments, rule_assignments, probabilities, code_ids, trial), code_ids
+        )
         for column, code_id in enumerate(code_ids):
             alphas[code_id, threshold] = binary_scores(truth[:, column], matrix[:, column]).alpha
     best = {}
     for code_id in code_ids:
-        scored = [(alphas[code_id, threshold], -abs(threshold - current[code_id]), threshold)
-                  for threshold in THRESHOLD_GRID if not math.isnan(alphas[code_id, threshold])]
+        scored = [
+            (alphas[code_id, threshold], -abs(threshold - current[code_id]), threshold)
+            for threshold in THRESHOLD_GRID
+            if not math.isnan(alphas[code_id, threshold])
+        ]
         if scored:
             alpha, _, threshold = max(scored)
             best[code_id] = (threshold, alpha, current_alpha[code_id])
     return best
 
 
-def _learning_curve(new_classifier, code_ids, base, segments, truth, split, rule_assignments, policy, groups):
+def _learning_curve(
+    new_classifier, code_ids, base, segments, truth, split, rule_assignments, policy, groups
+):
     """Combined macro F1 after training on a growing share of each fold's training documents."""
     rng = np.random.default_rng(0)
     by_segment: dict[str, list] = {}
@@ -348,16 +447,23 @@ def _learning_curve(new_classifier, code_ids, base, segments, truth, split, rule
         documents_used = 0
         for train_rows, test_rows in split:
             documents = sorted({segments[row].doc_id for row in train_rows})
-            keep = set(rng.permutation(documents)[:max(1, math.ceil(fraction * len(documents)))])
+            keep = set(rng.permutation(documents)[: max(1, math.ceil(fraction * len(documents)))])
             documents_used += len(keep)
             rows = [row for row in train_rows if segments[row].doc_id in keep]
             classifier = _train(new_classifier, code_ids, base, segments, truth, rows, groups)
             test_segments = [segments[row] for row in test_rows]
             fold_rules = [a for s in test_segments for a in by_segment.get(s.segment_id, [])]
-            merged = combine(test_segments, fold_rules, classifier.predict_proba([s.text for s in test_segments]),
-                             code_ids, policy)
+            merged = combine(
+                test_segments,
+                fold_rules,
+                classifier.predict_proba([s.text for s in test_segments]),
+                code_ids,
+                policy,
+            )
             predicted[test_rows] = _matrix(test_segments, merged, code_ids)
-        f1 = macro_average([binary_scores(truth[:, c], predicted[:, c]) for c in range(len(code_ids))]).f1
+        f1 = macro_average(
+            [binary_scores(truth[:, c], predicted[:, c]) for c in range(len(code_ids))]
+        ).f1
         curve.append((fraction, round(documents_used / len(split)), f1))
     return tuple(curve)
 
@@ -375,8 +481,12 @@ def _rule_diagnostics(codebook, code_ids, segments, truth, rule_assignments, min
         column = code_ids.index(code.code_id)
         for rule in rule_labels(code):
             segment_ids = hits.get((code.code_id, rule), [])
-            wrong = tuple(segment_id for segment_id in segment_ids if not truth[rows[segment_id], column])
+            wrong = tuple(
+                segment_id for segment_id in segment_ids if not truth[rows[segment_id], column]
+            )
             correct = len(segment_ids) - len(wrong)
             flagged = bool(segment_ids) and correct / len(segment_ids) < min_precision
-            diagnostics.append(RuleDiagnostic(code.code_id, rule, len(segment_ids), correct, wrong, flagged))
+            diagnostics.append(
+                RuleDiagnostic(code.code_id, rule, len(segment_ids), correct, wrong, flagged)
+            )
     return tuple(diagnostics)

@@ -85,8 +85,12 @@ def names_of_words(words_per_text: Sequence[np.ndarray], strings) -> dict[int, s
     second = np.concatenate([words[1:] for words in words_per_text])
     pairs, where = np.unique(_pairs_of(first, second), return_index=True)
     names = dict(text)
-    names.update(zip(pairs.tolist(), (f"{text[a]} {text[b]}" for a, b in zip(first[where].tolist(),
-                                                                              second[where].tolist()))))
+    names.update(
+        zip(
+            pairs.tolist(),
+            (f"{text[a]} {text[b]}" for a, b in zip(first[where].tolist(), second[where].tolist())),
+        )
+    )
     return names
 
 
@@ -99,8 +103,10 @@ def count_matrix(batch: NgramHashes, vocabulary: np.ndarray):
         return csr_matrix((len(batch), 0))
     columns = np.minimum(np.searchsorted(vocabulary, batch.hashes), len(vocabulary) - 1)
     known = vocabulary[columns] == batch.hashes
-    matrix = csr_matrix((np.ones(int(known.sum())), (rows[known], columns[known])),
-                        shape=(len(batch), len(vocabulary)))
+    matrix = csr_matrix(
+        (np.ones(int(known.sum())), (rows[known], columns[known])),
+        shape=(len(batch), len(vocabulary)),
+    )
     matrix.sum_duplicates()
     return matrix
 
@@ -116,7 +122,7 @@ def tfidf(counts, idf: np.ndarray):
     """Sublinear term frequency times idf, each row scaled to unit length (in place on ``counts``)."""
     counts.data = (1 + np.log(counts.data)) * idf[counts.indices]
     rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
-    norms = np.sqrt(np.bincount(rows, weights=counts.data ** 2, minlength=counts.shape[0]))
+    norms = np.sqrt(np.bincount(rows, weights=counts.data**2, minlength=counts.shape[0]))
     counts.data /= norms[rows]
     return counts
 

@@ -17,8 +17,27 @@ from qualcode.ingest.tables import read_table
 from qualcode.review_cells import read_mark
 from qualcode.workbooks import xlsx_sheet_names
 
-META_COLUMNS = frozenset({"segment_id", "document", "start", "end", "speaker", "text", "timestamp", "unit", "reviewed",
-                          "codes", "respondent", "notes", "note", "coder", "index", "decided by", "decision"})
+META_COLUMNS = frozenset(
+    {
+        "segment_id",
+        "document",
+        "start",
+        "end",
+        "speaker",
+        "text",
+        "timestamp",
+        "unit",
+        "reviewed",
+        "codes",
+        "respondent",
+        "notes",
+        "note",
+        "coder",
+        "index",
+        "decided by",
+        "decision",
+    }
+)
 _TRUE = {"1", "1.0"}
 _FALSE = {"", "0", "0.0"}
 
@@ -58,7 +77,9 @@ def _int_or_none(value: str, path: Path, place: str, column: str) -> int | None:
     try:
         return int(float(value))
     except ValueError:
-        raise InputDataError(f"{path}: {place}: column '{column}' should be a character offset, not '{value}'") from None
+        raise InputDataError(
+            f"{path}: {place}: column '{column}' should be a character offset, not '{value}'"
+        ) from None
 
 
 def _is_binary_column(rows, column: str) -> bool:
@@ -66,7 +87,9 @@ def _is_binary_column(rows, column: str) -> bool:
     return values <= (_TRUE | _FALSE) and bool(values & _TRUE)
 
 
-def read_label_file(path: str | os.PathLike[str], code_ids: tuple[str, ...] | None = None) -> LabelFile:
+def read_label_file(
+    path: str | os.PathLike[str], code_ids: tuple[str, ...] | None = None
+) -> LabelFile:
     """Read one coder's labels. ``code_ids`` (the codebook's) decide which columns are codes outside qualcode exports.
 
     Raises ``InputDataError`` naming the file, row and column for a value that is not 0/1, a
@@ -85,29 +108,39 @@ def read_label_file(path: str | os.PathLike[str], code_ids: tuple[str, ...] | No
     header, row_iter = read_table(path, sheet)
     rows = list(row_iter)
     if "text" in header and "codes" in header and header.index("codes") > header.index("text"):
-        codes = tuple(header[header.index("text") + 1:header.index("codes")])
+        codes = tuple(header[header.index("text") + 1 : header.index("codes")])
     else:
         known = set(code_ids or ())
         codes = tuple(column for column in header if column in known)
         for column in header:
-            if column not in known and column not in META_COLUMNS and _is_binary_column(rows, column):
+            if (
+                column not in known
+                and column not in META_COLUMNS
+                and _is_binary_column(rows, column)
+            ):
                 raise InputDataError(
                     f"{path}: column '{column}' holds 0/1 codes but is not a code in the codebook "
                     f"({', '.join(sorted(known)) or 'no codes given'})"
                 )
     if not codes:
-        raise InputDataError(f"{path}: no code columns found; expected columns named after the codes "
-                             f"({', '.join(code_ids or ())})")
+        raise InputDataError(
+            f"{path}: no code columns found; expected columns named after the codes "
+            f"({', '.join(code_ids or ())})"
+        )
     if code_ids is not None:
         unknown = [code for code in codes if code not in code_ids]
         if unknown:
-            raise InputDataError(f"{path}: column '{unknown[0]}' is not a code in the codebook "
-                                 f"({', '.join(code_ids)})")
+            raise InputDataError(
+                f"{path}: column '{unknown[0]}' is not a code in the codebook "
+                f"({', '.join(code_ids)})"
+            )
     has_id = "segment_id" in header
     has_span = {"document", "start", "end"} <= set(header)
     if not has_id and not has_span:
-        raise InputDataError(f"{path}: needs a 'segment_id' column, or 'document', 'start' and 'end' columns, "
-                             "to say which segment each row labels")
+        raise InputDataError(
+            f"{path}: needs a 'segment_id' column, or 'document', 'start' and 'end' columns, "
+            "to say which segment each row labels"
+        )
     units = []
     seen: dict[tuple, str] = {}
     for row in rows:
@@ -120,20 +153,30 @@ def read_label_file(path: str | os.PathLike[str], code_ids: tuple[str, ...] | No
             elif raw in _FALSE:
                 labels[code] = 0
             else:
-                raise InputDataError(f"{path}: {row.place}: column '{code}' should be 0 or 1 (or blank), not '{raw}'")
+                raise InputDataError(
+                    f"{path}: {row.place}: column '{code}' should be 0 or 1 (or blank), not '{raw}'"
+                )
         unit = LabelledUnit(
             segment_id=values.get("segment_id", "").strip() or None,
             document=values.get("document", "").strip() or None,
-            start=_int_or_none(values.get("start", ""), path, row.place, "start") if has_span else None,
+            start=_int_or_none(values.get("start", ""), path, row.place, "start")
+            if has_span
+            else None,
             end=_int_or_none(values.get("end", ""), path, row.place, "end") if has_span else None,
             text=values.get("text") if "text" in header else None,
             labels=labels,
             place=row.place,
         )
-        if unit.segment_id is None and (unit.document is None or unit.start is None or unit.end is None):
-            raise InputDataError(f"{path}: {row.place}: no segment_id, and document/start/end are incomplete")
+        if unit.segment_id is None and (
+            unit.document is None or unit.start is None or unit.end is None
+        ):
+            raise InputDataError(
+                f"{path}: {row.place}: no segment_id, and document/start/end are incomplete"
+            )
         if unit.key in seen:
-            raise InputDataError(f"{path}: {row.place}: the same segment is labelled again (first at {seen[unit.key]})")
+            raise InputDataError(
+                f"{path}: {row.place}: the same segment is labelled again (first at {seen[unit.key]})"
+            )
         seen[unit.key] = row.place
         units.append(unit)
     if not units:
@@ -152,10 +195,14 @@ def _reviewed(rows) -> bool:
     return any(read_mark(row.values.get("reviewed", "")) for row in rows)
 
 
-def match_units(units: tuple[LabelledUnit, ...], segments) -> tuple[dict[str, LabelledUnit], list[LabelledUnit]]:
+def match_units(
+    units: tuple[LabelledUnit, ...], segments
+) -> tuple[dict[str, LabelledUnit], list[LabelledUnit]]:
     """Pair labelled units with segments by id, else by document and offsets. Returns (segment_id -> unit, unmatched)."""
     by_id = {segment.segment_id: segment for segment in segments}
-    by_span = {(segment.doc_id, segment.start_char, segment.end_char): segment for segment in segments}
+    by_span = {
+        (segment.doc_id, segment.start_char, segment.end_char): segment for segment in segments
+    }
     matched: dict[str, LabelledUnit] = {}
     unmatched: list[LabelledUnit] = []
     for unit in units:

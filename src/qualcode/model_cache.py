@@ -38,14 +38,27 @@ def default_cache_dir() -> Path:
     return Path(base) / "qualcode"
 
 
-def model_key(code_ids: Sequence[str], examples: Sequence[TrainingExample], spacy_model: str) -> str:
+def model_key(
+    code_ids: Sequence[str], examples: Sequence[TrainingExample], spacy_model: str
+) -> str:
     """SHA-256 of everything that decides the model: data, code ids, tokenizer, feature and library versions."""
     digest = hashlib.sha256()
     versions = {name: metadata.version(name) for name in ("scikit-learn", "spacy", "numpy")}
-    digest.update(json.dumps([MODEL_VERSION, FEATURE_VERSION, spacy_model, versions, list(code_ids)]).encode())
+    digest.update(
+        json.dumps([MODEL_VERSION, FEATURE_VERSION, spacy_model, versions, list(code_ids)]).encode()
+    )
     for example in examples:
-        digest.update(json.dumps([example.text, sorted(example.labels.items()), example.weight, example.group,
-                                  example.origin]).encode())
+        digest.update(
+            json.dumps(
+                [
+                    example.text,
+                    sorted(example.labels.items()),
+                    example.weight,
+                    example.group,
+                    example.origin,
+                ]
+            ).encode()
+        )
         digest.update(b"\x1e")
     return digest.hexdigest()
 
@@ -60,12 +73,23 @@ def read_model(path: Path) -> ClassifierModel:
         layout = json.loads(str(arrays["layout"]))
         return ClassifierModel(
             code_ids=tuple(layout["code_ids"]),
-            vocabulary=arrays["vocabulary"], idf=arrays["idf"], names=arrays["names"],
-            content=arrays["content"], weights=arrays["weights"], intercepts=arrays["intercepts"],
-            codes={code_id: CodeModel(code["full"], tuple(code["folds"]),
-                                      tuple(code["platt"]) if code["platt"] is not None else None)
-                   for code_id, code in layout["codes"].items()},
-            training_counts={code_id: tuple(pair) for code_id, pair in layout["training_counts"].items()},
+            vocabulary=arrays["vocabulary"],
+            idf=arrays["idf"],
+            names=arrays["names"],
+            content=arrays["content"],
+            weights=arrays["weights"],
+            intercepts=arrays["intercepts"],
+            codes={
+                code_id: CodeModel(
+                    code["full"],
+                    tuple(code["folds"]),
+                    tuple(code["platt"]) if code["platt"] is not None else None,
+                )
+                for code_id, code in layout["codes"].items()
+            },
+            training_counts={
+                code_id: tuple(pair) for code_id, pair in layout["training_counts"].items()
+            },
         )
 
 
@@ -73,15 +97,25 @@ def write_model(path: Path, model: ClassifierModel) -> None:
     """Write ``model`` to ``path`` atomically, as arrays and a JSON layout (no pickles)."""
     layout = {
         "code_ids": list(model.code_ids),
-        "codes": {code_id: {"full": code.full, "folds": list(code.folds), "platt": code.platt}
-                  for code_id, code in model.codes.items()},
+        "codes": {
+            code_id: {"full": code.full, "folds": list(code.folds), "platt": code.platt}
+            for code_id, code in model.codes.items()
+        },
         "training_counts": model.training_counts,
     }
     handle, temporary = tempfile.mkstemp(prefix=".model.", suffix=".npz.tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, layout=np.array(json.dumps(layout)), vocabulary=model.vocabulary, idf=model.idf,
-                     names=model.names, content=model.content, weights=model.weights, intercepts=model.intercepts)
+            np.savez(
+                stream,
+                layout=np.array(json.dumps(layout)),
+                vocabulary=model.vocabulary,
+                idf=model.idf,
+                names=model.names,
+                content=model.content,
+                weights=model.weights,
+                intercepts=model.intercepts,
+            )
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

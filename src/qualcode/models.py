@@ -53,8 +53,20 @@ class Segment:
     def __reduce__(self):
         # Every segment crosses from a worker to the writing process; rebuilding it through the
         # constructor unpickles about twice as fast as the slots-dataclass default.
-        return (Segment, (self.segment_id, self.doc_id, self.start_char, self.end_char, self.text, self.index,
-                          self.speaker, self.timestamp, self.is_interviewer))
+        return (
+            Segment,
+            (
+                self.segment_id,
+                self.doc_id,
+                self.start_char,
+                self.end_char,
+                self.text,
+                self.index,
+                self.speaker,
+                self.timestamp,
+                self.is_interviewer,
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -155,7 +167,17 @@ class CodeAssignment:
     evidence: tuple[Evidence, ...] = ()
 
     def __reduce__(self):  # see Segment.__reduce__
-        return (CodeAssignment, (self.segment_id, self.code_id, self.source, self.status, self.confidence, self.evidence))
+        return (
+            CodeAssignment,
+            (
+                self.segment_id,
+                self.code_id,
+                self.source,
+                self.status,
+                self.confidence,
+                self.evidence,
+            ),
+        )
 
     @property
     def evidence_text(self) -> str:

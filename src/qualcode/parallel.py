@@ -27,7 +27,9 @@ from qualcode.models import Document
 logger = logging.getLogger(__name__)
 
 WORDS_PER_CHUNK = 25_000
-FIRST_CHUNK_SHARE = 8  # the first chunk holds WORDS_PER_CHUNK // FIRST_CHUNK_SHARE words (chunk_documents)
+FIRST_CHUNK_SHARE = (
+    8  # the first chunk holds WORDS_PER_CHUNK // FIRST_CHUNK_SHARE words (chunk_documents)
+)
 # Chunks in flight per worker: enough to keep every worker busy while the caller writes.
 CHUNKS_AHEAD_PER_WORKER = 4
 DASK_CONNECT_TIMEOUT = "10s"
@@ -39,7 +41,9 @@ _PR_SET_PDEATHSIG = 1
 PARALLEL_FROM_WORDS = 150_000
 
 
-def chunk_documents(documents: Sequence[Document], words_per_chunk: int | None = None) -> list[list[Document]]:
+def chunk_documents(
+    documents: Sequence[Document], words_per_chunk: int | None = None
+) -> list[list[Document]]:
     """Consecutive runs of whole documents of about ``words_per_chunk`` words (default ``WORDS_PER_CHUNK``).
 
     The first chunk is an eighth of that: the process writing the output has nothing to do until
@@ -77,7 +81,9 @@ class ChunkStream:
 
     def __init__(self, backend, chunks: Sequence, ahead: int):
         self._backend = backend
-        self._waiting = collections.deque(chunks)  # what the backend's ``submit`` takes: documents or spans
+        self._waiting = collections.deque(
+            chunks
+        )  # what the backend's ``submit`` takes: documents or spans
         self._ahead = max(1, ahead)
         self._in_flight: collections.deque = collections.deque()
 
@@ -158,7 +164,7 @@ def _initialise_worker(task: ChunkTask, documents: Sequence[Document], model, yi
 
 
 def _run_in_worker(span: tuple[int, int]) -> ChunkResult:
-    return process_chunk(_WORKER_TASK, _WORKER_DOCUMENTS[span[0]:span[1]], model=_WORKER_MODEL)
+    return process_chunk(_WORKER_TASK, _WORKER_DOCUMENTS[span[0] : span[1]], model=_WORKER_MODEL)
 
 
 class _LocalPool:
@@ -200,16 +206,27 @@ def _connect_to_dask(address: str):
     try:
         from distributed import Client
     except ImportError:
-        raise ConfigurationError("--dask needs the dask extra: pip install 'qualcode[dask]'") from None
+        raise ConfigurationError(
+            "--dask needs the dask extra: pip install 'qualcode[dask]'"
+        ) from None
     try:
         return Client(address, timeout=DASK_CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as error:
-        raise ConfigurationError(f"cannot reach the Dask scheduler at {address} ({error})") from error
+        raise ConfigurationError(
+            f"cannot reach the Dask scheduler at {address} ({error})"
+        ) from error
 
 
 @contextlib.contextmanager
-def chunk_results(documents: Sequence[Document], task: ChunkTask, *, jobs: int = 1, dask_address: str | None = None,
-                  nlp=None, model=None) -> Iterator[ChunkStream]:
+def chunk_results(
+    documents: Sequence[Document],
+    task: ChunkTask,
+    *,
+    jobs: int = 1,
+    dask_address: str | None = None,
+    nlp=None,
+    model=None,
+) -> Iterator[ChunkStream]:
     """A ``ChunkStream`` over ``documents``: iterate it for the chunk results in document order.
 
     With ``model`` (a ``ClassifierModel``), or without a classifier in ``task``, every chunk comes
@@ -232,14 +249,22 @@ def chunk_results(documents: Sequence[Document], task: ChunkTask, *, jobs: int =
         from concurrent.futures import ProcessPoolExecutor
 
         compiled(task, nlp)  # forked workers inherit the compiled rules
-        context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+        context = (
+            multiprocessing.get_context("fork")
+            if "fork" in multiprocessing.get_all_start_methods()
+            else None
+        )
         workers = min(jobs, len(chunks))
         ends = list(itertools.accumulate(len(chunk) for chunk in chunks))
         spans = list(zip([0, *ends[:-1]], ends))
         # Workers yield to the writing process when they leave it no core of its own.
         yields = workers >= (os.cpu_count() or 1)
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_initialise_worker,
-                                 initargs=(task, documents, model, yields)) as pool:
+        with ProcessPoolExecutor(
+            workers,
+            mp_context=context,
+            initializer=_initialise_worker,
+            initargs=(task, documents, model, yields),
+        ) as pool:
             stream = ChunkStream(_LocalPool(pool), spans, CHUNKS_AHEAD_PER_WORKER * workers)
             try:
                 yield stream

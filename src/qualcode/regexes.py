@@ -42,7 +42,9 @@ def _holds_unbounded_repeat(items) -> bool:
             return True
         if op == _constants.SUBPATTERN and _holds_unbounded_repeat(argument[-1]):
             return True
-        if op == _constants.BRANCH and any(_holds_unbounded_repeat(branch) for branch in argument[1]):
+        if op == _constants.BRANCH and any(
+            _holds_unbounded_repeat(branch) for branch in argument[1]
+        ):
             return True
     return False
 

@@ -19,8 +19,19 @@ FALSE_SHOWN = "no, n, 0, false, - or blank"
 SEGMENTS_HEADER = frozenset({"segment_id", "document", "start", "end", "text", "codes", "reviewed"})
 CODINGS_HEADER = frozenset({"segment_id", "code", "status", "decision"})
 # The sheets qualcode writes into a coded workbook (and ``suggest`` into its review workbook).
-QUALCODE_SHEETS = frozenset({"Segments", "Codings", "Summary", "Documents", "Co-occurrence", "Codebook", "Run",
-                             "Orphaned reviews", "Why these segments"})
+QUALCODE_SHEETS = frozenset(
+    {
+        "Segments",
+        "Codings",
+        "Summary",
+        "Documents",
+        "Co-occurrence",
+        "Codebook",
+        "Run",
+        "Orphaned reviews",
+        "Why these segments",
+    }
+)
 
 # What qualcode writes in the Segments sheet's ``decided by`` column for a segment a coder reviewed
 # in full in an earlier round (its ``reviewed`` cell then says yes): such a mark is a copy of those
@@ -42,7 +53,9 @@ def marks_earlier_review(decided_by: str) -> bool:
     return decided_by.strip().startswith(EARLIER_REVIEW)
 
 
-def find_sheet(headers: Mapping[str, Iterable[str]], preferred: str, required: frozenset[str]) -> tuple[str | None, list[str]]:
+def find_sheet(
+    headers: Mapping[str, Iterable[str]], preferred: str, required: frozenset[str]
+) -> tuple[str | None, list[str]]:
     """The sheet whose header holds ``required`` columns: (its name or None, every sheet that qualifies).
 
     More than one qualifying sheet is ambiguous (a copy kept aside, say); callers refuse it rather

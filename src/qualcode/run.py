@@ -279,7 +279,9 @@ def code_paths(
     output = Path(output)
     check_output_path(output, [*paths, *reviews, *train])
     if options is None:
-        options = with_study_defaults(default_options(), study.config) if study else default_options()
+        options = (
+            with_study_defaults(default_options(), study.config) if study else default_options()
+        )
     codebook_path = codebook or (study.config.codebook if study is not None else None)
     stored = study.decisions() if study is not None else []
     # Fitting the classifier needs scikit-learn imported, about a second: a process gets that done

@@ -16,8 +16,13 @@ MAX_ENTRIES = 100_000
 _RATIO_APPLIES_ABOVE = 10_000_000
 
 
-def check_archive(path: Path, archive: zipfile.ZipFile, *, max_entry_bytes: int = MAX_ENTRY_BYTES,
-                  max_total_bytes: int = MAX_TOTAL_BYTES) -> list[zipfile.ZipInfo]:
+def check_archive(
+    path: Path,
+    archive: zipfile.ZipFile,
+    *,
+    max_entry_bytes: int = MAX_ENTRY_BYTES,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
+) -> list[zipfile.ZipInfo]:
     """The archive's entries, once each is known to unpack to a sane size inside the archive's own folder.
 
     Sizes are those the archive declares; ``zipfile`` never reads past them, so a reader that
@@ -31,14 +36,26 @@ def check_archive(path: Path, archive: zipfile.ZipFile, *, max_entry_bytes: int 
         name = info.filename
         parts = PurePosixPath(name.replace("\\", "/")).parts
         if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
-            raise InputDataError(f"{path}: entry '{name}' points outside the archive's folder (zip slip); refused")
+            raise InputDataError(
+                f"{path}: entry '{name}' points outside the archive's folder (zip slip); refused"
+            )
         if info.file_size > max_entry_bytes:
-            raise InputDataError(f"{path}: entry '{name}' unpacks to {info.file_size:,} bytes "
-                                 f"(the limit is {max_entry_bytes:,}); refused as too large")
-        if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > _RATIO_APPLIES_ABOVE:
-            raise InputDataError(f"{path}: entry '{name}' expands {info.file_size // info.compress_size}-fold; "
-                                 "refused as a likely zip bomb")
+            raise InputDataError(
+                f"{path}: entry '{name}' unpacks to {info.file_size:,} bytes "
+                f"(the limit is {max_entry_bytes:,}); refused as too large"
+            )
+        if (
+            info.compress_size
+            and info.file_size / info.compress_size > MAX_RATIO
+            and info.file_size > _RATIO_APPLIES_ABOVE
+        ):
+            raise InputDataError(
+                f"{path}: entry '{name}' expands {info.file_size // info.compress_size}-fold; "
+                "refused as a likely zip bomb"
+            )
         total += info.file_size
     if total > max_total_bytes:
-        raise InputDataError(f"{path}: unpacks to {total:,} bytes (the limit is {max_total_bytes:,}); refused as too large")
+        raise InputDataError(
+            f"{path}: unpacks to {total:,} bytes (the limit is {max_total_bytes:,}); refused as too large"
+        )
     return infos

@@ -63,9 +63,18 @@ def _add_upper_case_contractions(nlp) -> None:
     rules = nlp.tokenizer.rules
     for text, tokens in list(rules.items()):
         upper = text.upper()
-        if ("'" in text or "’" in text) and upper != text and upper not in rules and len(tokens) > 1:
+        if (
+            ("'" in text or "’" in text)
+            and upper != text
+            and upper not in rules
+            and len(tokens) > 1
+        ):
             nlp.tokenizer.add_special_case(
-                upper, [{ORTH: token[ORTH].upper(), NORM: token.get(NORM, token[ORTH].lower())} for token in tokens]
+                upper,
+                [
+                    {ORTH: token[ORTH].upper(), NORM: token.get(NORM, token[ORTH].lower())}
+                    for token in tokens
+                ],
             )
 
 
@@ -143,8 +152,13 @@ def _within(document: Document, blocks: list[_Block], limit: int) -> list[_Block
     if all(block.end - block.start <= limit for block in blocks):
         return blocks
     longest = max(block.end - block.start for block in blocks)
-    logger.warning("%s: a segment of %s characters is longer than the pipeline takes (%s); it is cut into pieces "
-                   "at sentence ends", document.source, f"{longest:,}", f"{limit:,}")
+    logger.warning(
+        "%s: a segment of %s characters is longer than the pipeline takes (%s); it is cut into pieces "
+        "at sentence ends",
+        document.source,
+        f"{longest:,}",
+        f"{limit:,}",
+    )
     return [piece for block in blocks for piece in _pieces(document.text, block, limit)]
 
 
@@ -159,7 +173,9 @@ def _blocks(document: Document, unit: str) -> list[_Block]:
     if unit == "document":
         return _whole(text)
     if document.kind == "transcript":
-        turns = [_Block(turn.start, turn.end, turn.speaker, turn.timestamp) for turn in parse_turns(text)]
+        turns = [
+            _Block(turn.start, turn.end, turn.speaker, turn.timestamp) for turn in parse_turns(text)
+        ]
         if unit == "turn":
             return turns
         return [paragraph for turn in turns for paragraph in _paragraphs(text, turn)]
@@ -179,13 +195,15 @@ def segment_id(doc_id: str, start: int, end: int) -> str:
     return f"{doc_id}:{start}-{end}"
 
 
-def _make_segment(document: Document, index: int, block: _Block, interviewer_labels: frozenset[str]) -> Segment:
+def _make_segment(
+    document: Document, index: int, block: _Block, interviewer_labels: frozenset[str]
+) -> Segment:
     return Segment(
         segment_id=segment_id(document.doc_id, block.start, block.end),
         doc_id=document.doc_id,
         start_char=block.start,
         end_char=block.end,
-        text=document.text[block.start:block.end],
+        text=document.text[block.start : block.end],
         index=index,
         speaker=block.speaker,
         timestamp=block.timestamp,
@@ -218,7 +236,9 @@ def segment_documents(
             if nlp is None:
                 nlp = build_pipeline()
             blocks = list(_sentences(document.text, blocks, nlp))
-        segments.extend(_make_segment(document, index, block, labels) for index, block in enumerate(blocks))
+        segments.extend(
+            _make_segment(document, index, block, labels) for index, block in enumerate(blocks)
+        )
         if progress is not None:
             progress(1)
     return segments
@@ -226,11 +246,17 @@ def segment_documents(
 
 def _sentences(text: str, paragraphs: list[_Block], nlp) -> Iterator[_Block]:
     # Sentence splitting needs only the sentencizer (or a trained parser); lemmas are not used here.
-    enabled = [name for name in nlp.pipe_names if name in ("sentencizer", "senter", "parser", "tok2vec", "transformer")]
+    enabled = [
+        name
+        for name in nlp.pipe_names
+        if name in ("sentencizer", "senter", "parser", "tok2vec", "transformer")
+    ]
     with nlp.select_pipes(enable=enabled):
-        docs = nlp.pipe(text[block.start:block.end] for block in paragraphs)
+        docs = nlp.pipe(text[block.start : block.end] for block in paragraphs)
         for block, doc in zip(paragraphs, docs):
             for sentence in doc.sents:
-                start, end = strip_span(text, block.start + sentence.start_char, block.start + sentence.end_char)
+                start, end = strip_span(
+                    text, block.start + sentence.start_char, block.start + sentence.end_char
+                )
                 if end > start:
                     yield _Block(start, end, block.speaker, block.timestamp)

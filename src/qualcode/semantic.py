@@ -15,7 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qualcode.classify import CodeClassifier, ModelClassifier, TrainingExample, TrainingMatrix, fit_model
+from qualcode.classify import (
+    CodeClassifier,
+    ModelClassifier,
+    TrainingExample,
+    TrainingMatrix,
+    fit_model,
+)
 from qualcode.embeddings import DIMENSIONS, MODEL_NAME, EmbeddingCache, embed_texts, load_encoder
 
 REPRESENTATIONS = ("ngrams", "embeddings", "both")
@@ -49,7 +55,9 @@ def default_representation(package: str | None = None) -> tuple[str, str | None]
 
 def _excerpt(text: str) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= EVIDENCE_CHARS else text[:EVIDENCE_CHARS - 1].rsplit(" ", 1)[0] + "…"
+    return (
+        text if len(text) <= EVIDENCE_CHARS else text[: EVIDENCE_CHARS - 1].rsplit(" ", 1)[0] + "…"
+    )
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,9 @@ CORPUS_VECTORS = "dev-corpus-vectors.npz"
 CORPUS_WEIGHT = 1.0
 
 
-def corpus_examples(codebook, leave_out: frozenset[str] = frozenset()) -> tuple[list[TrainingExample], np.ndarray]:
+def corpus_examples(
+    codebook, leave_out: frozenset[str] = frozenset()
+) -> tuple[list[TrainingExample], np.ndarray]:
     """The development corpus of real writing as labelled vectors, for the default codebook's codes.
 
     qualcode ships what it learnt from that corpus as numbers only: each passage's embedding, its
@@ -80,17 +90,36 @@ def corpus_examples(codebook, leave_out: frozenset[str] = frozenset()) -> tuple[
     with (resources.files("qualcode") / "data" / CORPUS_VECTORS).open("rb") as handle:
         data = np.load(handle, allow_pickle=False)
         vectors, labels = data["vectors"].astype(np.float32), data["labels"]
-        code_ids, hashes, sources = data["code_ids"].tolist(), data["sha1"].tolist(), data["sources"].tolist()
-    shared = [(column, code_id) for column, code_id in enumerate(code_ids) if code_id in codebook.code_ids]
+        code_ids, hashes, sources = (
+            data["code_ids"].tolist(),
+            data["sha1"].tolist(),
+            data["sources"].tolist(),
+        )
+    shared = [
+        (column, code_id) for column, code_id in enumerate(code_ids) if code_id in codebook.code_ids
+    ]
     keep = [row for row, digest in enumerate(hashes) if digest not in leave_out]
-    examples = [TrainingExample("", {code_id: int(labels[row, column]) for column, code_id in shared}, CORPUS_WEIGHT,
-                                f"dev-corpus:{sources[row]}", "dev-corpus") for row in keep]
+    examples = [
+        TrainingExample(
+            "",
+            {code_id: int(labels[row, column]) for column, code_id in shared},
+            CORPUS_WEIGHT,
+            f"dev-corpus:{sources[row]}",
+            "dev-corpus",
+        )
+        for row in keep
+    ]
     return examples, vectors[keep]
 
 
 def _matrix(examples: Sequence[TrainingExample], vectors: np.ndarray) -> TrainingMatrix:
-    return TrainingMatrix(tuple(examples), np.arange(DIMENSIONS, dtype=np.uint64), np.ones(DIMENSIONS),
-                          np.array([f"dimension {index}" for index in range(DIMENSIONS)]), vectors.astype(np.float64))
+    return TrainingMatrix(
+        tuple(examples),
+        np.arange(DIMENSIONS, dtype=np.uint64),
+        np.ones(DIMENSIONS),
+        np.array([f"dimension {index}" for index in range(DIMENSIONS)]),
+        vectors.astype(np.float64),
+    )
 
 
 class EmbeddingClassifier(ModelClassifier):
@@ -99,8 +128,14 @@ class EmbeddingClassifier(ModelClassifier):
     ``prior`` is labelled data known only as vectors (``corpus_examples``), learnt beside the examples.
     """
 
-    def __init__(self, code_ids: Sequence[str], *, cache: EmbeddingCache | None = None, progress=None,
-                 prior: tuple[list[TrainingExample], np.ndarray] | None = None):
+    def __init__(
+        self,
+        code_ids: Sequence[str],
+        *,
+        cache: EmbeddingCache | None = None,
+        progress=None,
+        prior: tuple[list[TrainingExample], np.ndarray] | None = None,
+    ):
         self.code_ids = tuple(code_ids)
         self.cache = cache
         self.progress = progress
@@ -109,27 +144,44 @@ class EmbeddingClassifier(ModelClassifier):
         self._neighbours: dict[str, _Neighbours] = {}
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return embed_texts(list(texts), encoder=load_encoder(), cache=self.cache, progress=self.progress)[0]
+        return embed_texts(
+            list(texts), encoder=load_encoder(), cache=self.cache, progress=self.progress
+        )[0]
 
-    def fit(self, examples: Sequence[TrainingExample], vectors: np.ndarray | None = None) -> EmbeddingClassifier:
+    def fit(
+        self, examples: Sequence[TrainingExample], vectors: np.ndarray | None = None
+    ) -> EmbeddingClassifier:
         """Fit on ``examples``; ``vectors`` are their embeddings when known (e.g. shipped without their texts)."""
-        examples = tuple(example for example in examples if example.text.strip()) if vectors is None else tuple(examples)
+        examples = (
+            tuple(example for example in examples if example.text.strip())
+            if vectors is None
+            else tuple(examples)
+        )
         vectors = self.embed([example.text for example in examples]) if vectors is None else vectors
         if self.prior is not None and len(self.prior[0]):
             examples += tuple(self.prior[0])
             vectors = np.vstack([vectors, self.prior[1]])
         self.model = fit_model(self.code_ids, _matrix(examples, vectors))
         for code_id in self.code_ids:
-            rows = [row for row, example in enumerate(examples)
-                    if example.labels.get(code_id) == 1 and example.origin in _QUOTABLE and example.text.strip()]
-            self._neighbours[code_id] = _Neighbours(vectors[rows].astype(np.float32),
-                                                    tuple(_excerpt(examples[row].text) for row in rows))
+            rows = [
+                row
+                for row, example in enumerate(examples)
+                if example.labels.get(code_id) == 1
+                and example.origin in _QUOTABLE
+                and example.text.strip()
+            ]
+            self._neighbours[code_id] = _Neighbours(
+                vectors[rows].astype(np.float32),
+                tuple(_excerpt(examples[row].text) for row in rows),
+            )
         return self
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
         return self.embed(texts)
 
-    def explain_rows(self, features, pairs: Sequence[tuple[int, str]], top: int = 2) -> list[list[tuple[str, float]]]:
+    def explain_rows(
+        self, features, pairs: Sequence[tuple[int, str]], top: int = 2
+    ) -> list[list[tuple[str, float]]]:
         """For each (row, code) pair, the most similar quotable examples of that code: (excerpt, similarity, description)."""
         explained = []
         for row, code_id in pairs:
@@ -141,10 +193,21 @@ class EmbeddingClassifier(ModelClassifier):
             # A passage that is itself a labelled example (a seed text, a reviewed segment) would cite
             # itself at similarity 1.00: evidence of nothing.
             similarity[similarity >= SAME_TEXT_SIMILARITY] = -np.inf
-            best = [index for index in np.argsort(-similarity, kind="stable")[:top] if np.isfinite(similarity[index])]
-            explained.append([(neighbours.excerpts[index], float(similarity[index]),
-                               f"classifier: like this coded example (similarity {similarity[index]:.2f})")
-                              for index in best])
+            best = [
+                index
+                for index in np.argsort(-similarity, kind="stable")[:top]
+                if np.isfinite(similarity[index])
+            ]
+            explained.append(
+                [
+                    (
+                        neighbours.excerpts[index],
+                        float(similarity[index]),
+                        f"classifier: like this coded example (similarity {similarity[index]:.2f})",
+                    )
+                    for index in best
+                ]
+            )
         return explained
 
 
@@ -175,8 +238,11 @@ class BlendedClassifier:
 
     @property
     def trained_codes(self) -> tuple[str, ...]:
-        return tuple(code for code in self.code_ids
-                     if code in self.ngrams.trained_codes and code in self.embeddings.trained_codes)
+        return tuple(
+            code
+            for code in self.code_ids
+            if code in self.ngrams.trained_codes and code in self.embeddings.trained_codes
+        )
 
     @property
     def training_counts_(self) -> dict[str, tuple[int, int]]:
@@ -186,12 +252,17 @@ class BlendedClassifier:
         return PairedFeatures(self.ngrams.transform(texts), self.embeddings.transform(texts))
 
     def probabilities(self, features: PairedFeatures) -> np.ndarray:
-        return (self.ngrams.probabilities(features.ngrams) + self.embeddings.probabilities(features.embeddings)) / 2
+        return (
+            self.ngrams.probabilities(features.ngrams)
+            + self.embeddings.probabilities(features.embeddings)
+        ) / 2
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return self.probabilities(self.transform(texts))
 
-    def explain_rows(self, features: PairedFeatures, pairs: Sequence[tuple[int, str]], top: int = 4):
+    def explain_rows(
+        self, features: PairedFeatures, pairs: Sequence[tuple[int, str]], top: int = 4
+    ):
         words = self.ngrams.explain_rows(features.ngrams, pairs, top=top - 1)
         similar = self.embeddings.explain_rows(features.embeddings, pairs, top=1)
         return [first + second for first, second in zip(words, similar)]
@@ -204,16 +275,26 @@ def default_embedding_cache() -> EmbeddingCache:
     return EmbeddingCache(default_cache_dir() / "embeddings.sqlite", load_encoder().model_sha256)
 
 
-def new_classifier(representation: str, code_ids: Sequence[str], nlp, *, cache: EmbeddingCache | None = None,
-                   prior: tuple[list[TrainingExample], np.ndarray] | None = None):
+def new_classifier(
+    representation: str,
+    code_ids: Sequence[str],
+    nlp,
+    *,
+    cache: EmbeddingCache | None = None,
+    prior: tuple[list[TrainingExample], np.ndarray] | None = None,
+):
     """An unfitted classifier over ``representation`` (one of ``REPRESENTATIONS``); ``prior`` as ``EmbeddingClassifier``."""
     if representation == "ngrams":
         return CodeClassifier(code_ids, nlp)
     if representation == "embeddings":
         return EmbeddingClassifier(code_ids, cache=cache, prior=prior)
     if representation == "both":
-        return BlendedClassifier(CodeClassifier(code_ids, nlp), EmbeddingClassifier(code_ids, cache=cache, prior=prior))
-    raise ValueError(f"unknown representation {representation!r}; choose one of {', '.join(REPRESENTATIONS)}")
+        return BlendedClassifier(
+            CodeClassifier(code_ids, nlp), EmbeddingClassifier(code_ids, cache=cache, prior=prior)
+        )
+    raise ValueError(
+        f"unknown representation {representation!r}; choose one of {', '.join(REPRESENTATIONS)}"
+    )
 
 
 def _rows(features, start: int, stop: int):
@@ -235,12 +316,18 @@ def code_semantically(held, codebook, options, task, examples, nlp, record: dict
     from qualcode.model_cache import default_cache_dir
 
     encoder = load_encoder()
-    cache = EmbeddingCache(default_cache_dir() / "embeddings.sqlite", encoder.model_sha256) if options.model_cache else None
+    cache = (
+        EmbeddingCache(default_cache_dir() / "embeddings.sqlite", encoder.model_sha256)
+        if options.model_cache
+        else None
+    )
     codable = [chunk.codable(options.code_interviewer) for chunk in held]
     texts = [segment.text for segments in codable for segment in segments]
     total = len(texts) + len(examples)
     prior = corpus_examples(codebook) if options.seed else None
-    classifier = new_classifier(options.representation, codebook.code_ids, nlp, cache=cache, prior=prior)
+    classifier = new_classifier(
+        options.representation, codebook.code_ids, nlp, cache=cache, prior=prior
+    )
     embedder = classifier.embeddings if isinstance(classifier, BlendedClassifier) else classifier
     embedder.progress = (lambda done: progress("embed", done, total)) if progress else None
     try:
@@ -255,16 +342,35 @@ def code_semantically(held, codebook, options, task, examples, nlp, record: dict
     for chunk, segments in zip(held, codable):
         stop = start + len(segments)
         rows = _rows(features, start, stop)
-        merged = combine(segments, chunk.assignments, probabilities[start:stop], codebook.code_ids, policy,
-                         lambda pairs, rows=rows: classifier.explain_rows(rows, pairs))
-        coded.append(replace(chunk, assignments=merged, ngrams=None, coded=True, probabilities=probabilities[start:stop]))
+        merged = combine(
+            segments,
+            chunk.assignments,
+            probabilities[start:stop],
+            codebook.code_ids,
+            policy,
+            lambda pairs, rows=rows: classifier.explain_rows(rows, pairs),
+        )
+        coded.append(
+            replace(
+                chunk,
+                assignments=merged,
+                ngrams=None,
+                coded=True,
+                probabilities=probabilities[start:stop],
+            )
+        )
         start = stop
     record["classifier representation"] = {
         "embeddings": f"sentence embeddings ({MODEL_NAME}, model.safetensors sha256 {encoder.model_sha256[:12]})",
         "both": f"n-grams and sentence embeddings ({MODEL_NAME}), the mean of the two models' probabilities",
     }[options.representation]
     shipped = len(prior[0]) if prior else 0
-    record["classifier model"] = (f"trained on {len(examples)} examples in this run"
-                                  + (f" and {shipped} passages of real writing (corpora/dev, as vectors)" if shipped else ""))
-    model = classifier.embeddings.model if isinstance(classifier, BlendedClassifier) else classifier.model
+    record["classifier model"] = f"trained on {len(examples)} examples in this run" + (
+        f" and {shipped} passages of real writing (corpora/dev, as vectors)" if shipped else ""
+    )
+    model = (
+        classifier.embeddings.model
+        if isinstance(classifier, BlendedClassifier)
+        else classifier.model
+    )
     return coded, model

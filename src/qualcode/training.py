@@ -18,13 +18,25 @@ import pickle
 import threading
 from collections.abc import Iterator, Sequence
 
-from qualcode.classify import (ClassifierModel, TrainingExample, TrainingMatrix, examples_from_codebook, fit_model,
-                               seed_examples, train_model, training_matrix)
+from qualcode.classify import (
+    ClassifierModel,
+    TrainingExample,
+    TrainingMatrix,
+    examples_from_codebook,
+    fit_model,
+    seed_examples,
+    train_model,
+    training_matrix,
+)
 from qualcode.models import Codebook
 
 
-def training_examples(codebook: Codebook, options, training: Sequence[TrainingExample] = (),
-                      weak: Sequence[TrainingExample] = ()) -> list[TrainingExample]:
+def training_examples(
+    codebook: Codebook,
+    options,
+    training: Sequence[TrainingExample] = (),
+    weak: Sequence[TrainingExample] = (),
+) -> list[TrainingExample]:
     """What the classifier learns from: human labels, codebook examples, the seed set, and weak rule labels if asked.
 
     ``options`` is the run's ``coding.CodingOptions``.
@@ -37,8 +49,9 @@ def training_examples(codebook: Codebook, options, training: Sequence[TrainingEx
     return examples
 
 
-def cached_model(codebook: Codebook, options,
-                 examples: Sequence[TrainingExample]) -> tuple[ClassifierModel | None, str | None]:
+def cached_model(
+    codebook: Codebook, options, examples: Sequence[TrainingExample]
+) -> tuple[ClassifierModel | None, str | None]:
     """The model trained on exactly these examples before, if the cache has it, and its cache key.
 
     Both are None when the run does not use the model cache.
@@ -65,11 +78,14 @@ def loaded(key: str) -> str:
     return f"loaded from the model cache ({key[:12]})"
 
 
-def classifier_model(codebook: Codebook, options, examples: Sequence[TrainingExample],
-                     nlp) -> tuple[ClassifierModel, str]:
+def classifier_model(
+    codebook: Codebook, options, examples: Sequence[TrainingExample], nlp
+) -> tuple[ClassifierModel, str]:
     """The classifier for these examples, from the model cache when it was trained on the same data before."""
     model, key = cached_model(codebook, options, examples)
-    pending = PendingClassifier(codebook.code_ids, examples, options.spacy_model, key=key, model=model, nlp=nlp)
+    pending = PendingClassifier(
+        codebook.code_ids, examples, options.spacy_model, key=key, model=model, nlp=nlp
+    )
     return pending.result(), pending.description
 
 
@@ -94,7 +110,11 @@ def _serve_one_fit(connection, parents_end) -> None:
     die_with_parent()
     outcome = None
     try:
-        for module in ("sklearn.feature_extraction.text", "sklearn.linear_model", "sklearn.model_selection"):
+        for module in (
+            "sklearn.feature_extraction.text",
+            "sklearn.linear_model",
+            "sklearn.model_selection",
+        ):
             importlib.import_module(module)
     except BaseException as error:  # reported when a model is asked for, raised there
         outcome = ("error", _portable(error))
@@ -126,8 +146,12 @@ class TrainingProcess:
     def __init__(self):
         context = multiprocessing.get_context("fork")
         self._connection, theirs = context.Pipe()
-        self._process = context.Process(target=_serve_one_fit, args=(theirs, self._connection),
-                                        name="qualcode-training", daemon=True)
+        self._process = context.Process(
+            target=_serve_one_fit,
+            args=(theirs, self._connection),
+            name="qualcode-training",
+            daemon=True,
+        )
         self._process.start()
         theirs.close()
         self._sending: threading.Thread | None = None
@@ -135,7 +159,9 @@ class TrainingProcess:
     def fit(self, code_ids: Sequence[str], data: TrainingMatrix) -> None:
         from multiprocessing.reduction import ForkingPickler
 
-        payload = ForkingPickler.dumps((tuple(code_ids), data))  # here, so that a failure is raised here
+        payload = ForkingPickler.dumps(
+            (tuple(code_ids), data)
+        )  # here, so that a failure is raised here
         # The data (a few MB) fills the pipe, and the process reads it only once its imports are
         # done: sending from a thread keeps this process from waiting on the pipe meanwhile.
         self._sending = threading.Thread(target=self._send, args=(payload,), daemon=True)
@@ -147,12 +173,16 @@ class TrainingProcess:
 
     def result(self) -> ClassifierModel:
         if self._process is None:
-            raise RuntimeError("the classifier's training process was stopped before it sent a model")
+            raise RuntimeError(
+                "the classifier's training process was stopped before it sent a model"
+            )
         try:
             kind, value = self._connection.recv()
         except EOFError:
-            raise RuntimeError(f"the classifier's training process ended with exit code {self._process.exitcode} "
-                               "and sent no model") from None
+            raise RuntimeError(
+                f"the classifier's training process ended with exit code {self._process.exitcode} "
+                "and sent no model"
+            ) from None
         finally:
             self.stop()
         if kind == "error":
@@ -178,9 +208,17 @@ class PendingClassifier:
     With a ``trainer``, the examples are tokenized here and fitted there.
     """
 
-    def __init__(self, code_ids: Sequence[str], examples: list[TrainingExample], spacy_model: str, *,
-                 key: str | None = None, model: ClassifierModel | None = None,
-                 trainer: TrainingProcess | None = None, nlp=None):
+    def __init__(
+        self,
+        code_ids: Sequence[str],
+        examples: list[TrainingExample],
+        spacy_model: str,
+        *,
+        key: str | None = None,
+        model: ClassifierModel | None = None,
+        trainer: TrainingProcess | None = None,
+        nlp=None,
+    ):
         self.code_ids = tuple(code_ids)
         self._examples, self._spacy_model, self._key, self._nlp = examples, spacy_model, key, nlp
         self._model = model
@@ -214,9 +252,15 @@ def background_training_available() -> bool:
 
 
 @contextlib.contextmanager
-def start_classifier(codebook: Codebook, options, training: Sequence[TrainingExample] = (), *,
-                     background: bool = True, trainer: TrainingProcess | None = None,
-                     nlp=None) -> Iterator[PendingClassifier]:
+def start_classifier(
+    codebook: Codebook,
+    options,
+    training: Sequence[TrainingExample] = (),
+    *,
+    background: bool = True,
+    trainer: TrainingProcess | None = None,
+    nlp=None,
+) -> Iterator[PendingClassifier]:
     """The classifier of a run with these ``options`` (``coding.CodingOptions``) and human labels.
 
     From the model cache when it has the model; otherwise trained from now on in ``trainer`` (a
@@ -234,8 +278,15 @@ def start_classifier(codebook: Codebook, options, training: Sequence[TrainingExa
             trainer = None
         if model is None and trainer is None and background and background_training_available():
             trainer = TrainingProcess()
-        yield PendingClassifier(codebook.code_ids, examples, options.spacy_model, key=key, model=model,
-                                trainer=trainer, nlp=nlp)
+        yield PendingClassifier(
+            codebook.code_ids,
+            examples,
+            options.spacy_model,
+            key=key,
+            model=model,
+            trainer=trainer,
+            nlp=nlp,
+        )
     finally:
         if trainer is not None:
             trainer.stop()

@@ -16,13 +16,36 @@ from dataclasses import dataclass
 _TIMESTAMP = r"(?:\d{1,2}:)?\d{1,2}:\d{2}(?:[.,]\d{1,3})?"
 _LINE_START = re.compile(
     r"""^[ \t]*
-    (?:(?P<ts>\[""" + _TIMESTAMP + r"""\]|\(""" + _TIMESTAMP + r"""\)|""" + _TIMESTAMP + r""")[ \t]+)?
+    (?:(?P<ts>\["""
+    + _TIMESTAMP
+    + r"""\]|\("""
+    + _TIMESTAMP
+    + r"""\)|"""
+    + _TIMESTAMP
+    + r""")[ \t]+)?
     (?:(?P<label>[A-Z0-9][\w'’.\-]*(?:[ \t][\w'’.\-]+){0,3}(?:[ \t]*\([^()\n]{1,40}\))?)[ \t]*:(?=\s|$))?
     """,
     re.VERBOSE | re.MULTILINE,
 )
 # "She said: ..." at the start of a line is reported speech inside a turn, not a new speaker.
-_SPEECH_VERBS = frozenset({"said", "says", "say", "asked", "asks", "told", "tells", "thought", "replied", "goes", "went", "was", "is", "like"})
+_SPEECH_VERBS = frozenset(
+    {
+        "said",
+        "says",
+        "say",
+        "asked",
+        "asks",
+        "told",
+        "tells",
+        "thought",
+        "replied",
+        "goes",
+        "went",
+        "was",
+        "is",
+        "like",
+    }
+)
 
 DEFAULT_INTERVIEWER_LABELS = frozenset(
     {"interviewer", "int", "i", "q", "researcher", "facilitator", "moderator", "interviewer (i)"}
@@ -55,7 +78,9 @@ def normalise_timestamp(raw: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{seconds:02d}"
 
 
-def is_interviewer(speaker: str | None, labels: frozenset[str] = DEFAULT_INTERVIEWER_LABELS) -> bool:
+def is_interviewer(
+    speaker: str | None, labels: frozenset[str] = DEFAULT_INTERVIEWER_LABELS
+) -> bool:
     """True when the label names the interviewer; trailing numbers are ignored (``INT2``, ``Interviewer 1``)."""
     if not speaker:
         return False

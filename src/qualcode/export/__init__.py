@@ -17,16 +17,28 @@ from qualcode.models import Codebook, CodingResult, Corpus
 
 FORMATS = ("xlsx", "csv")
 
-__all__ = ["FORMATS", "ReplaceCheck", "check_output_path", "ensure_replaceable", "write_result", "streamed_workbook",
-           "existing_review_work", "review_work"]
+__all__ = [
+    "FORMATS",
+    "ReplaceCheck",
+    "check_output_path",
+    "ensure_replaceable",
+    "write_result",
+    "streamed_workbook",
+    "existing_review_work",
+    "review_work",
+]
 
 
 def _saved_state(path: Path) -> tuple | None:
     """What changes when anyone saves ``path`` (a file, or a folder's files): None if it does not exist."""
     try:
         if path.is_dir():
-            return tuple(sorted((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
-                                for entry in os.scandir(path)))
+            return tuple(
+                sorted(
+                    (entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
+                    for entry in os.scandir(path)
+                )
+            )
         state = path.stat()
     except OSError:
         return None
@@ -53,8 +65,13 @@ class ReplaceCheck:
         _refuse_if_work(self.output, review_work(self.output), self.kept_elsewhere, during_run=True)
 
 
-def _refuse_if_work(output: Path, work: ReviewWork, kept_elsewhere: Callable[[Path], bool] | None, *,
-                    during_run: bool = False) -> None:
+def _refuse_if_work(
+    output: Path,
+    work: ReviewWork,
+    kept_elsewhere: Callable[[Path], bool] | None,
+    *,
+    during_run: bool = False,
+) -> None:
     if not work:
         return
     if not work.unreadable and kept_elsewhere is not None and kept_elsewhere(output):
@@ -62,13 +79,20 @@ def _refuse_if_work(output: Path, work: ReviewWork, kept_elsewhere: Callable[[Pa
     if during_run:
         raise ReviewWorkProtectedError(
             f"{output}: not replaced, because it was saved while this run was going ({work}); this run's output "
-            "was not written: run again with another -o, or after importing that work")
+            "was not written: run again with another -o, or after importing that work"
+        )
     raise ReviewWorkProtectedError(
-        f"{output}: not replaced, because {work}; write to another file with -o, or pass --force to replace it")
+        f"{output}: not replaced, because {work}; write to another file with -o, or pass --force to replace it"
+    )
 
 
-def ensure_replaceable(output: str | os.PathLike[str], *, force: bool = False, format: str = "xlsx",
-                       kept_elsewhere: Callable[[Path], bool] | None = None) -> ReplaceCheck:
+def ensure_replaceable(
+    output: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    format: str = "xlsx",
+    kept_elsewhere: Callable[[Path], bool] | None = None,
+) -> ReplaceCheck:
     """Refuse an output of the wrong kind, or one holding review work unless ``force`` is set.
 
     ``kept_elsewhere(output)`` may say that every decision the output holds is stored elsewhere
@@ -80,23 +104,37 @@ def ensure_replaceable(output: str | os.PathLike[str], *, force: bool = False, f
     if format == "xlsx" and output.is_dir():
         raise OutputError(f"{output}: is a folder; name the workbook, e.g. {output / 'coded.xlsx'}")
     if format == "xlsx" and output.suffix.lower() != ".xlsx":
-        raise OutputError(f"{output}: a workbook's name should end in .xlsx (or use --format csv for a folder)")
+        raise OutputError(
+            f"{output}: a workbook's name should end in .xlsx (or use --format csv for a folder)"
+        )
     if format == "csv" and output.exists() and not output.is_dir():
-        raise OutputError(f"{output}: is a file, but --format csv writes a folder of CSV files; name a folder")
+        raise OutputError(
+            f"{output}: is a file, but --format csv writes a folder of CSV files; name a folder"
+        )
     if format == "csv" and output.is_dir():
         foreign = foreign_entries(output)
         if foreign:  # not even --force: these files are not ours to delete
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise OutputError(f"{output}: not replaced, because it holds files qualcode did not write ({shown}); "
-                              "name a new or empty folder")
+            shown = ", ".join(foreign[:3]) + (
+                f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            )
+            raise OutputError(
+                f"{output}: not replaced, because it holds files qualcode did not write ({shown}); "
+                "name a new or empty folder"
+            )
     state = _saved_state(output)
     if not force:
         _refuse_if_work(output, review_work(output), kept_elsewhere)
     return ReplaceCheck(output, format, state, kept_elsewhere)
 
 
-def write_result(result: CodingResult, output: str | os.PathLike[str], *, format: str = "xlsx",
-                 force: bool = False, checked: ReplaceCheck | None = None) -> Path:
+def write_result(
+    result: CodingResult,
+    output: str | os.PathLike[str],
+    *,
+    format: str = "xlsx",
+    force: bool = False,
+    checked: ReplaceCheck | None = None,
+) -> Path:
     """Write ``result`` as an xlsx workbook or a folder of CSV files, replacing ``output`` atomically.
 
     An earlier output holding review work is never replaced unless ``force`` is set; ``checked``
@@ -115,9 +153,15 @@ def write_result(result: CodingResult, output: str | os.PathLike[str], *, format
 
 
 @contextlib.contextmanager
-def streamed_workbook(output: str | os.PathLike[str], corpus: Corpus, codebook: Codebook, *,
-                      code_interviewer: bool, force: bool = False,
-                      checked: ReplaceCheck | None = None) -> Iterator[CodedWorkbook]:
+def streamed_workbook(
+    output: str | os.PathLike[str],
+    corpus: Corpus,
+    codebook: Codebook,
+    *,
+    code_interviewer: bool,
+    force: bool = False,
+    checked: ReplaceCheck | None = None,
+) -> Iterator[CodedWorkbook]:
     """A ``CodedWorkbook`` filled while coding runs (pass its ``add`` as ``on_chunk``), then ``finish``-ed.
 
     ``code_interviewer`` is the run's option of that name; ``force`` and ``checked`` as for

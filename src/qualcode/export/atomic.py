@@ -22,7 +22,9 @@ except ImportError:  # pragma: no cover - not on POSIX
     fcntl = None
 
 
-def check_output_path(output: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]]) -> Path:
+def check_output_path(
+    output: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]]
+) -> Path:
     """Refuse an output that is an input, lies inside an input folder, holds an input, or has no folder to go in."""
     output = Path(output)
     resolved = output.resolve()
@@ -37,7 +39,9 @@ def check_output_path(output: str | os.PathLike[str], inputs: Sequence[str | os.
             )
         if resolved in source.parents:
             # Replacing a folder of CSV files would take the input with it.
-            raise OutputError(f"{output}: the output folder holds the input {raw}; write the output elsewhere")
+            raise OutputError(
+                f"{output}: the output folder holds the input {raw}; write the output elsewhere"
+            )
     parent = resolved.parent
     if not parent.is_dir():
         raise OutputError(f"{output}: folder {output.parent} does not exist")
@@ -111,7 +115,9 @@ def _beside(target: Path, kind: str, create) -> Iterator[Path]:
         except FileExistsError:
             continue
         except OSError as error:
-            raise OutputError(f"{target}: cannot create a {kind} in {target.parent} ({error.strerror})") from error
+            raise OutputError(
+                f"{target}: cannot create a {kind} in {target.parent} ({error.strerror})"
+            ) from error
         break
     else:
         raise OutputError(f"{target}: cannot find a free temporary name in {target.parent}")
@@ -166,7 +172,9 @@ def _release_quietly(error: BaseException) -> None:
     for the same lack of room, and Python prints that second failure, which says nothing new.
     """
     hook = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: None if isinstance(unraisable.exc_value, OSError) else hook(unraisable)
+    sys.unraisablehook = lambda unraisable: (
+        None if isinstance(unraisable.exc_value, OSError) else hook(unraisable)
+    )
     try:
         while error is not None:
             traceback.clear_frames(error.__traceback__)
@@ -179,8 +187,10 @@ def _release_quietly(error: BaseException) -> None:
 def _cannot_write(target: Path, error: BaseException) -> OutputError:
     failure = _write_failure(error)
     _release_quietly(error)
-    return OutputError(f"{target}: cannot be written ({failure.strerror}); nothing was replaced, "
-                       "and no partial file is left")
+    return OutputError(
+        f"{target}: cannot be written ({failure.strerror}); nothing was replaced, "
+        "and no partial file is left"
+    )
 
 
 def _new_file(path: Path) -> None:
@@ -189,12 +199,16 @@ def _new_file(path: Path) -> None:
 
 def _keep_permissions(target: Path, replacement: Path) -> None:
     """Give ``replacement`` the permissions of the ``target`` it replaces, if there is one."""
-    with contextlib.suppress(OSError):  # gone meanwhile, or not ours to change: the umask's say stands
+    with contextlib.suppress(
+        OSError
+    ):  # gone meanwhile, or not ours to change: the umask's say stands
         shutil.copymode(target, replacement)
 
 
 @contextlib.contextmanager
-def atomic_file(target: Path, *, before_replace: Callable[[], None] | None = None) -> Iterator[Path]:
+def atomic_file(
+    target: Path, *, before_replace: Callable[[], None] | None = None
+) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target`` in one rename.
 
     The new file has the permissions of the one it replaces, else those the umask gives.
@@ -215,7 +229,9 @@ def atomic_file(target: Path, *, before_replace: Callable[[], None] | None = Non
 
 
 @contextlib.contextmanager
-def atomic_folder(target: Path, *, before_replace: Callable[[], None] | None = None) -> Iterator[Path]:
+def atomic_folder(
+    target: Path, *, before_replace: Callable[[], None] | None = None
+) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; on success it takes ``target``'s place (permissions and
     ``before_replace`` as ``atomic_file``)."""
     with _beside(target, "folder", lambda path: os.mkdir(path, 0o777)) as temporary:

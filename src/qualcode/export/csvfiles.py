@@ -8,8 +8,16 @@ from pathlib import Path
 from qualcode.export.tables import all_tables
 from qualcode.models import CodingResult
 
-
-SHEETS = ("Segments", "Codings", "Summary", "Documents", "Co-occurrence", "Codebook", "Run", "Orphaned reviews")
+SHEETS = (
+    "Segments",
+    "Codings",
+    "Summary",
+    "Documents",
+    "Co-occurrence",
+    "Codebook",
+    "Run",
+    "Orphaned reviews",
+)
 
 
 def csv_name(sheet: str) -> str:
@@ -21,7 +29,11 @@ CSV_FILES = frozenset(csv_name(sheet) for sheet in SHEETS)
 
 def foreign_entries(folder: Path) -> list[str]:
     """Names in ``folder`` that a qualcode CSV export does not write: replacing it would delete them."""
-    return sorted(entry.name for entry in folder.iterdir() if entry.name not in CSV_FILES or not entry.is_file())
+    return sorted(
+        entry.name
+        for entry in folder.iterdir()
+        if entry.name not in CSV_FILES or not entry.is_file()
+    )
 
 
 def write_csv_folder(result: CodingResult, folder: Path) -> None:

@@ -13,8 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qualcode.errors import InputDataError
-from qualcode.review_cells import (CODINGS_HEADER, QUALCODE_SHEETS, SEGMENTS_HEADER, find_sheet, marks_earlier_review,
-                                   read_mark, sheet_headers)
+from qualcode.review_cells import (
+    CODINGS_HEADER,
+    QUALCODE_SHEETS,
+    SEGMENTS_HEADER,
+    find_sheet,
+    marks_earlier_review,
+    read_mark,
+    sheet_headers,
+)
 from qualcode.workbooks import open_workbook
 
 
@@ -56,8 +63,10 @@ def _text(value: object) -> str:
 def _mark(value: object, sheet: str, row: int, column: str) -> bool:
     mark = read_mark(_text(value))
     if mark is None:
-        raise _Unreadable(f"sheet '{sheet}', row {row}, column '{column}' holds '{_text(value).strip()}', "
-                          "which is neither yes nor no")
+        raise _Unreadable(
+            f"sheet '{sheet}', row {row}, column '{column}' holds '{_text(value).strip()}', "
+            "which is neither yes nor no"
+        )
     return mark
 
 
@@ -65,7 +74,11 @@ def _count_segment_work(rows: Iterator[tuple], sheet: str) -> tuple[int, int]:
     header = [str(cell).strip() if cell is not None else "" for cell in next(rows, ())]
     if not SEGMENTS_HEADER <= set(header):
         raise ValueError("no Segments table")
-    reviewed_at, text_at, codes_at = header.index("reviewed"), header.index("text"), header.index("codes")
+    reviewed_at, text_at, codes_at = (
+        header.index("reviewed"),
+        header.index("text"),
+        header.index("codes"),
+    )
     decided_by_at = header.index("decided by") if "decided by" in header else None
     code_columns = list(range(text_at + 1, codes_at))
     reviewed = edited = 0
@@ -75,7 +88,11 @@ def _count_segment_work(rows: Iterator[tuple], sheet: str) -> tuple[int, int]:
         if _mark(row[reviewed_at], sheet, number, "reviewed") and not copied:
             reviewed += 1
         listed = {code.strip() for code in str(row[codes_at] or "").split(";") if code.strip()}
-        ticked = {header[column] for column in code_columns if _mark(row[column], sheet, number, header[column])}
+        ticked = {
+            header[column]
+            for column in code_columns
+            if _mark(row[column], sheet, number, header[column])
+        }
         if listed != ticked:
             edited += 1
     return reviewed, edited
@@ -90,7 +107,11 @@ def _count_coding_work(rows: Iterator[tuple]) -> int:
         row = tuple(row) + (None,) * (len(header) - len(row))
         decided = decision_at is not None and not _blank(row[decision_at])
         # qualcode writes a status on every row it writes, so a row without one was added by a person.
-        added = status_at is not None and _blank(row[status_at]) and any(not _blank(value) for value in row)
+        added = (
+            status_at is not None
+            and _blank(row[status_at])
+            and any(not _blank(value) for value in row)
+        )
         if decided or added:
             count += 1
     return count
@@ -119,23 +140,40 @@ def _xlsx_review_work(path: Path) -> ReviewWork:
     try:
         try:
             headers = sheet_headers(workbook)
-        except Exception:  # a damaged sheet: whatever openpyxl trips on, it is not ours to throw away
+        except (
+            Exception
+        ):  # a damaged sheet: whatever openpyxl trips on, it is not ours to throw away
             return ReviewWork(unreadable="a sheet of it cannot be read")
         segments, candidates = find_sheet(headers, "Segments", SEGMENTS_HEADER)
         if segments is None:
             if candidates:
-                return ReviewWork(unreadable=f"sheets {_sheets(candidates)} all look like its Segments sheet")
-            return ReviewWork(unreadable="it is not a qualcode workbook (no sheet has the Segments columns)")
+                return ReviewWork(
+                    unreadable=f"sheets {_sheets(candidates)} all look like its Segments sheet"
+                )
+            return ReviewWork(
+                unreadable="it is not a qualcode workbook (no sheet has the Segments columns)"
+            )
         codings, candidates = find_sheet(headers, "Codings", CODINGS_HEADER)
         if codings is None:
-            found = f"sheets {_sheets(candidates)} all look like its Codings sheet" if candidates else \
-                "no sheet has the Codings columns (segment_id, code, status, decision)"
+            found = (
+                f"sheets {_sheets(candidates)} all look like its Codings sheet"
+                if candidates
+                else "no sheet has the Codings columns (segment_id, code, status, decision)"
+            )
             return ReviewWork(unreadable=f"qualcode cannot read all of it: {found}")
-        foreign = [name for name in headers if name not in QUALCODE_SHEETS and name not in (segments, codings)]
+        foreign = [
+            name
+            for name in headers
+            if name not in QUALCODE_SHEETS and name not in (segments, codings)
+        ]
         if foreign:
-            return ReviewWork(unreadable=f"it holds sheets qualcode did not write ({_sheets(foreign)})")
+            return ReviewWork(
+                unreadable=f"it holds sheets qualcode did not write ({_sheets(foreign)})"
+            )
         try:
-            reviewed, edited = _count_segment_work(workbook[segments].iter_rows(values_only=True), segments)
+            reviewed, edited = _count_segment_work(
+                workbook[segments].iter_rows(values_only=True), segments
+            )
         except _Unreadable as error:
             return ReviewWork(unreadable=f"qualcode cannot read all of it: {error}")
         decided = _count_coding_work(workbook[codings].iter_rows(values_only=True))
@@ -160,7 +198,9 @@ def _csv_folder_review_work(path: Path) -> ReviewWork:
         codings = path / "codings.csv"
         decided = _count_coding_work(_csv_rows(codings)) if codings.is_file() else 0
     except _Unreadable as error:
-        return ReviewWork(unreadable=f"qualcode cannot read all of it: {str(error).replace('sheet ', '', 1)}")
+        return ReviewWork(
+            unreadable=f"qualcode cannot read all of it: {str(error).replace('sheet ', '', 1)}"
+        )
     except (ValueError, UnicodeDecodeError, csv.Error):
         return ReviewWork(unreadable="it is not a qualcode CSV folder qualcode can read")
     return ReviewWork(decisions=_describe(reviewed, edited, decided))

@@ -12,14 +12,32 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from qualcode import __version__
-from qualcode.models import (COUNTED_STATUSES, CodeAssignment, Codebook, CodingResult, Corpus, Document, HumanDecision,
-                             Segment)
+from qualcode.models import (
+    COUNTED_STATUSES,
+    CodeAssignment,
+    Codebook,
+    CodingResult,
+    Corpus,
+    Document,
+    HumanDecision,
+    Segment,
+)
 from qualcode.review_cells import EARLIER_REVIEW, when
 
 SEGMENT_FIXED = ("segment_id", "document", "speaker", "start", "end", "timestamp")
 SEGMENT_TAIL = ("codes", "reviewed", "decided by")
-CODING_COLUMNS = ("segment_id", "document", "code", "source", "confidence", "evidence", "status", "text", "decision",
-                  "decided by")
+CODING_COLUMNS = (
+    "segment_id",
+    "document",
+    "code",
+    "source",
+    "confidence",
+    "evidence",
+    "status",
+    "text",
+    "decision",
+    "decided by",
+)
 CODING_TEXT_COLUMNS = ("evidence", "text")
 
 
@@ -57,7 +75,10 @@ def _column_name(attribute: str, taken: set[str]) -> str:
 def _active(assignments: Iterable[CodeAssignment]) -> dict[str, list[str]]:
     codes: dict[str, list[str]] = defaultdict(list)
     for assignment in assignments:
-        if assignment.status in COUNTED_STATUSES and assignment.code_id not in codes[assignment.segment_id]:
+        if (
+            assignment.status in COUNTED_STATUSES
+            and assignment.code_id not in codes[assignment.segment_id]
+        ):
             codes[assignment.segment_id].append(assignment.code_id)
     return codes
 
@@ -67,10 +88,15 @@ def decided_by(decisions: Iterable[HumanDecision]) -> str:
     latest: dict[str, str] = {}
     for decision in decisions:
         latest[decision.coder] = max(latest.get(decision.coder, ""), decision.decided_at)
-    return "; ".join(f"{coder}, {when(moment)}" for coder, moment in sorted(latest.items(), key=lambda item: item[1]))
+    return "; ".join(
+        f"{coder}, {when(moment)}"
+        for coder, moment in sorted(latest.items(), key=lambda item: item[1])
+    )
 
 
-def _by_segment(decisions: Mapping[tuple[str, str], HumanDecision] | None) -> dict[str, dict[str, HumanDecision]]:
+def _by_segment(
+    decisions: Mapping[tuple[str, str], HumanDecision] | None,
+) -> dict[str, dict[str, HumanDecision]]:
     grouped: dict[str, dict[str, HumanDecision]] = defaultdict(dict)
     for (segment_id, code_id), decision in (decisions or {}).items():
         grouped[segment_id][code_id] = decision
@@ -94,34 +120,63 @@ class SegmentRows:
         self._documents = {document.doc_id: document for document in corpus.documents}
 
     def _review(self, decided: dict[str, HumanDecision]) -> tuple[str | None, str]:
-        if len(decided) >= len(self.code_ids) and all(code_id in decided for code_id in self.code_ids):
+        if len(decided) >= len(self.code_ids) and all(
+            code_id in decided for code_id in self.code_ids
+        ):
             return "yes", EARLIER_REVIEW + decided_by(decided.values())
         codes = ", ".join(code_id for code_id in self.code_ids if code_id in decided)
         return None, f"{decided_by(decided.values())} ({codes})"
 
-    def rows(self, segments: Iterable[Segment], assignments: Iterable[CodeAssignment],
-             decisions: Mapping[tuple[str, str], HumanDecision] | None = None) -> Iterator[tuple]:
+    def rows(
+        self,
+        segments: Iterable[Segment],
+        assignments: Iterable[CodeAssignment],
+        decisions: Mapping[tuple[str, str], HumanDecision] | None = None,
+    ) -> Iterator[tuple]:
         coded = _active(assignments)
         decided = _by_segment(decisions)
         code_ids, attributes = self.code_ids, self.attributes
-        uncoded = (None,) * len(code_ids) + (None, None, None)  # code columns, codes, reviewed, decided by
+        uncoded = (None,) * len(code_ids) + (
+            None,
+            None,
+            None,
+        )  # code columns, codes, reviewed, decided by
         attribute_values: dict[str, tuple] = {}
         for segment in segments:
             values = attribute_values.get(segment.doc_id)
             if values is None:
                 document = self._documents[segment.doc_id]
-                values = attribute_values[segment.doc_id] = tuple(document.attributes.get(name) for name in attributes)
+                values = attribute_values[segment.doc_id] = tuple(
+                    document.attributes.get(name) for name in attributes
+                )
             active = coded.get(segment.segment_id)
-            review = self._review(decided[segment.segment_id]) if segment.segment_id in decided else (None, None)
+            review = (
+                self._review(decided[segment.segment_id])
+                if segment.segment_id in decided
+                else (None, None)
+            )
             if active:
                 order = [code_id for code_id in code_ids if code_id in active]
-                codes = (*(1 if code_id in active else None for code_id in code_ids), "; ".join(order), *review)
+                codes = (
+                    *(1 if code_id in active else None for code_id in code_ids),
+                    "; ".join(order),
+                    *review,
+                )
             elif review[1] is not None:
-                codes = (*uncoded[:len(code_ids) + 1], *review)
+                codes = (*uncoded[: len(code_ids) + 1], *review)
             else:
                 codes = uncoded
-            yield (segment.segment_id, segment.doc_id, segment.speaker, segment.start_char, segment.end_char,
-                   segment.timestamp, *values, segment.text, *codes)
+            yield (
+                segment.segment_id,
+                segment.doc_id,
+                segment.speaker,
+                segment.start_char,
+                segment.end_char,
+                segment.timestamp,
+                *values,
+                segment.text,
+                *codes,
+            )
 
 
 class MarkedText(str):
@@ -158,34 +213,67 @@ class MarkedText(str):
         return merged
 
 
-def coding_rows(segments: Sequence[Segment], assignments: Iterable[CodeAssignment],
-                code_ids: Sequence[str], decisions: Mapping[tuple[str, str], HumanDecision] | None = None
-                ) -> Iterator[tuple]:
+def coding_rows(
+    segments: Sequence[Segment],
+    assignments: Iterable[CodeAssignment],
+    code_ids: Sequence[str],
+    decisions: Mapping[tuple[str, str], HumanDecision] | None = None,
+) -> Iterator[tuple]:
     """Rows of the Codings sheet for the assignments of ``segments``, in segment order then codebook order."""
     by_id = {segment.segment_id: segment for segment in segments}
     position = {segment.segment_id: index for index, segment in enumerate(segments)}
     order = {code_id: index for index, code_id in enumerate(code_ids)}
     decisions = decisions or {}
-    for assignment in sorted(assignments, key=lambda a: (position[a.segment_id], order.get(a.code_id, len(order)))):
+    for assignment in sorted(
+        assignments, key=lambda a: (position[a.segment_id], order.get(a.code_id, len(order)))
+    ):
         segment = by_id[assignment.segment_id]
         confidence = round(assignment.confidence, 3) if assignment.confidence is not None else None
-        decision = decisions.get((assignment.segment_id, assignment.code_id)) if assignment.source == "human" else None
-        text = MarkedText(segment.text, assignment.evidence, segment.start_char) if assignment.evidence else segment.text
-        yield (assignment.segment_id, segment.doc_id, assignment.code_id, assignment.source, confidence,
-               assignment.evidence_text or None, assignment.status, text, None,
-               decided_by((decision,)) if decision is not None else None)
+        decision = (
+            decisions.get((assignment.segment_id, assignment.code_id))
+            if assignment.source == "human"
+            else None
+        )
+        text = (
+            MarkedText(segment.text, assignment.evidence, segment.start_char)
+            if assignment.evidence
+            else segment.text
+        )
+        yield (
+            assignment.segment_id,
+            segment.doc_id,
+            assignment.code_id,
+            assignment.source,
+            confidence,
+            assignment.evidence_text or None,
+            assignment.status,
+            text,
+            None,
+            decided_by((decision,)) if decision is not None else None,
+        )
 
 
 def segments_table(result: CodingResult) -> Table:
     rows = SegmentRows(result.corpus, result.codebook)
-    return Table("Segments", rows.header, rows.rows(result.segments, result.assignments, result.decisions),
-                 text_columns=("text",), count=len(result.segments))
+    return Table(
+        "Segments",
+        rows.header,
+        rows.rows(result.segments, result.assignments, result.decisions),
+        text_columns=("text",),
+        count=len(result.segments),
+    )
 
 
 def codings_table(result: CodingResult) -> Table:
-    return Table("Codings", CODING_COLUMNS, coding_rows(result.segments, result.assignments, result.codebook.code_ids,
-                                                        result.decisions),
-                 text_columns=CODING_TEXT_COLUMNS, count=len(result.assignments))
+    return Table(
+        "Codings",
+        CODING_COLUMNS,
+        coding_rows(
+            result.segments, result.assignments, result.codebook.code_ids, result.decisions
+        ),
+        text_columns=CODING_TEXT_COLUMNS,
+        count=len(result.assignments),
+    )
 
 
 class CodeCounts:
@@ -202,7 +290,9 @@ class CodeCounts:
         self.eligible: Counter[str] = Counter()  # per document: its segments eligible for coding
         # Per document: its segments carrying each code, and under None those carrying any.
         self.by_document: dict[str, Counter] = defaultdict(Counter)
-        self.pairs: Counter[tuple[str, str]] = Counter()  # segments carrying both codes (the same code twice: it)
+        self.pairs: Counter[tuple[str, str]] = (
+            Counter()
+        )  # segments carrying both codes (the same code twice: it)
         self.segments = 0
         self.coded_segments = 0
         self.codings = 0  # suggested and accepted
@@ -216,8 +306,11 @@ class CodeCounts:
 
     def add(self, segments: Sequence[Segment], assignments: Sequence[CodeAssignment]) -> None:
         self.segments += len(segments)
-        self.eligible.update(segment.doc_id for segment in segments
-                             if self.code_interviewer or not segment.is_interviewer)
+        self.eligible.update(
+            segment.doc_id
+            for segment in segments
+            if self.code_interviewer or not segment.is_interviewer
+        )
         coded = _active(assignments)
         doc_of = {segment.segment_id: segment.doc_id for segment in segments}
         for segment_id, code_ids in coded.items():
@@ -226,7 +319,9 @@ class CodeCounts:
             document[None] += 1
             self.pairs.update((first, second) for first in code_ids for second in code_ids)
         self.coded_segments += len(coded)
-        self.codings += sum(1 for assignment in assignments if assignment.status in COUNTED_STATUSES)
+        self.codings += sum(
+            1 for assignment in assignments if assignment.status in COUNTED_STATUSES
+        )
         self.rows += len(assignments)
 
 
@@ -239,13 +334,25 @@ def summary_table(result: CodingResult, counts: CodeCounts | None = None) -> Tab
     eligible = sum(counts.eligible.values())
     total = eligible or 1
     rows = []
-    for code_id, name in [*((code.code_id, code.name) for code in result.codebook.codes),
-                          (None, "segments with at least one code")]:
+    for code_id, name in [
+        *((code.code_id, code.name) for code in result.codebook.codes),
+        (None, "segments with at least one code"),
+    ]:
         segments = sum(document[code_id] for document in counts.by_document.values())
         documents = sum(1 for document in counts.by_document.values() if document[code_id])
-        rows.append((code_id or "(any code)", name, segments, round(100 * segments / total, 1), documents))
+        rows.append(
+            (code_id or "(any code)", name, segments, round(100 * segments / total, 1), documents)
+        )
     documents = sum(1 for count in counts.eligible.values() if count)
-    rows.append(("(segments)", "segments eligible for coding", eligible, 100.0 if eligible else 0.0, documents))
+    rows.append(
+        (
+            "(segments)",
+            "segments eligible for coding",
+            eligible,
+            100.0 if eligible else 0.0,
+            documents,
+        )
+    )
     return Table("Summary", SUMMARY_COLUMNS, rows)
 
 
@@ -258,14 +365,23 @@ def document_rows(documents: Iterable[Document], counts: CodeCounts) -> Iterator
     empty: Counter = Counter()
     for document in documents:
         coded = counts.by_document.get(document.doc_id, empty)
-        yield (document.doc_id, document.kind, counts.eligible[document.doc_id], coded[None],
-               *(coded[code_id] for code_id in counts.code_ids))
+        yield (
+            document.doc_id,
+            document.kind,
+            counts.eligible[document.doc_id],
+            coded[None],
+            *(coded[code_id] for code_id in counts.code_ids),
+        )
 
 
 def documents_table(result: CodingResult, counts: CodeCounts | None = None) -> Table:
     """One row per document (a case, in NVivo's terms): its segments eligible for coding, coded, and per code."""
     counts = counts or CodeCounts.of(result)
-    return Table("Documents", documents_header(result.codebook), list(document_rows(result.corpus.documents, counts)))
+    return Table(
+        "Documents",
+        documents_header(result.codebook),
+        list(document_rows(result.corpus.documents, counts)),
+    )
 
 
 def cooccurrence_table(result: CodingResult, counts: CodeCounts | None = None) -> Table:
@@ -276,22 +392,52 @@ def cooccurrence_table(result: CodingResult, counts: CodeCounts | None = None) -
 
 
 def codebook_table(result: CodingResult) -> Table:
-    header = ("id", "name", "parent", "color", "definition", "include", "exclude", "positive examples",
-              "negative examples", "phrases", "patterns", "regex", "exclude phrases")
+    header = (
+        "id",
+        "name",
+        "parent",
+        "color",
+        "definition",
+        "include",
+        "exclude",
+        "positive examples",
+        "negative examples",
+        "phrases",
+        "patterns",
+        "regex",
+        "exclude phrases",
+    )
     rows = []
     for code in result.codebook.codes:
         rules = code.rules
-        rows.append((code.code_id, code.name, code.parent, code.color, code.definition, "\n".join(code.include),
-                     "\n".join(code.exclude), "\n".join(code.positive_examples), "\n".join(code.negative_examples),
-                     "\n".join(phrase.text for phrase in rules.phrases),
-                     "\n".join(pattern.name for pattern in rules.patterns),
-                     "\n".join(regex.pattern for regex in rules.regex),
-                     "\n".join(phrase.text for phrase in rules.exclude)))
-    return Table("Codebook", header, rows, text_columns=("definition", "include", "exclude", "positive examples",
-                                                         "negative examples"))
+        rows.append(
+            (
+                code.code_id,
+                code.name,
+                code.parent,
+                code.color,
+                code.definition,
+                "\n".join(code.include),
+                "\n".join(code.exclude),
+                "\n".join(code.positive_examples),
+                "\n".join(code.negative_examples),
+                "\n".join(phrase.text for phrase in rules.phrases),
+                "\n".join(pattern.name for pattern in rules.patterns),
+                "\n".join(regex.pattern for regex in rules.regex),
+                "\n".join(phrase.text for phrase in rules.exclude),
+            )
+        )
+    return Table(
+        "Codebook",
+        header,
+        rows,
+        text_columns=("definition", "include", "exclude", "positive examples", "negative examples"),
+    )
 
 
-def run_table(result: CodingResult, *, created: dt.datetime | None = None, counts: CodeCounts | None = None) -> Table:
+def run_table(
+    result: CodingResult, *, created: dt.datetime | None = None, counts: CodeCounts | None = None
+) -> Table:
     import spacy
 
     created = created or dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -308,13 +454,19 @@ def run_table(result: CodingResult, *, created: dt.datetime | None = None, count
         ("codebook sha256", codebook.sha256, None),
     ]
     rows.extend((f"option {name}", _as_text(value), None) for name, value in result.options.items())
-    rows.extend([
-        ("documents", len(result.corpus.documents), None),
-        ("segments", len(result.segments), None),
-        ("segments with a code", counts.coded_segments, None),
-        ("codings", counts.codings, "suggested and accepted codings (what the command line reports)"),
-        ("rows in Codings", counts.rows, "with the rejected and downgraded ones"),
-    ])
+    rows.extend(
+        [
+            ("documents", len(result.corpus.documents), None),
+            ("segments", len(result.segments), None),
+            ("segments with a code", counts.coded_segments, None),
+            (
+                "codings",
+                counts.codings,
+                "suggested and accepted codings (what the command line reports)",
+            ),
+            ("rows in Codings", counts.rows, "with the rejected and downgraded ones"),
+        ]
+    )
     rows.extend(("input", file.path, file.sha256) for file in result.corpus.files)
     rows.extend(("skipped", skipped.path, skipped.reason) for skipped in result.corpus.skipped)
     return Table("Run", ("field", "value", "detail"), rows)
@@ -328,10 +480,38 @@ def _as_text(value: object) -> object:
 
 def orphaned_reviews_table(result: CodingResult) -> Table:
     """Decisions whose text could not be found in this round's documents: kept, listed, never dropped."""
-    rows = [(d.segment_id, d.doc_id, d.start_char, d.end_char, d.text, d.code_id, int(d.applies), d.coder, d.decided_at,
-             d.origin) for d in result.orphaned_reviews]
-    return Table("Orphaned reviews", ("segment_id", "document", "start", "end", "text", "code", "applies", "coder",
-                                      "decided_at", "origin"), rows, text_columns=("text",))
+    rows = [
+        (
+            d.segment_id,
+            d.doc_id,
+            d.start_char,
+            d.end_char,
+            d.text,
+            d.code_id,
+            int(d.applies),
+            d.coder,
+            d.decided_at,
+            d.origin,
+        )
+        for d in result.orphaned_reviews
+    ]
+    return Table(
+        "Orphaned reviews",
+        (
+            "segment_id",
+            "document",
+            "start",
+            "end",
+            "text",
+            "code",
+            "applies",
+            "coder",
+            "decided_at",
+            "origin",
+        ),
+        rows,
+        text_columns=("text",),
+    )
 
 
 def all_tables(result: CodingResult) -> Iterator[Table]:

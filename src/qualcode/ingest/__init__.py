@@ -46,7 +46,9 @@ def _candidate_files(path: Path, skipped: list[SkippedFile]) -> list[tuple[Path,
         for folder in sorted(folder for folder in folders if not folder.startswith(".")):
             identity = _identity(Path(root) / folder)
             if identity in seen:
-                skipped.append(SkippedFile(str(Path(root) / folder), "a link to a folder read already"))
+                skipped.append(
+                    SkippedFile(str(Path(root) / folder), "a link to a folder read already")
+                )
             else:
                 seen.add(identity)
                 kept.append(folder)
@@ -66,8 +68,9 @@ def _identity(folder: Path) -> tuple[int, int]:
     return status.st_dev, status.st_ino
 
 
-def list_input_files(paths: Iterable[str | os.PathLike[str]],
-                     skipped: list[SkippedFile] | None = None) -> list[tuple[Path, str]]:
+def list_input_files(
+    paths: Iterable[str | os.PathLike[str]], skipped: list[SkippedFile] | None = None
+) -> list[tuple[Path, str]]:
     """Every candidate file with its document id, in a stable order. Missing paths are an error.
 
     Folders not read (links to folders read already) are added to ``skipped``.
@@ -87,21 +90,46 @@ def _read_text_document(file: Path, doc_id: str, text: str, kind: str | None) ->
     return Document(doc_id=doc_id, source=str(file), kind=detected, text=text)
 
 
-def _read_file(file: Path, data: bytes, doc_id: str, *, kind: str | None, text_column: str | None,
-               id_column: str | None, sheet: str | None) -> list[Document]:
+def _read_file(
+    file: Path,
+    data: bytes,
+    doc_id: str,
+    *,
+    kind: str | None,
+    text_column: str | None,
+    id_column: str | None,
+    sheet: str | None,
+) -> list[Document]:
     suffix = file.suffix.lower()
     if suffix in TABLE_SUFFIXES:
         return [
-            Document(doc_id=f"{doc_id}#{answer.respondent}", source=str(file), kind="survey", text=answer.text,
-                     attributes={"respondent": answer.respondent, **answer.attributes})
-            for answer in read_survey_table(file, text_column=text_column, id_column=id_column, data=data,
-                                            sheet=sheet if suffix == ".xlsx" else None)
+            Document(
+                doc_id=f"{doc_id}#{answer.respondent}",
+                source=str(file),
+                kind="survey",
+                text=answer.text,
+                attributes={"respondent": answer.respondent, **answer.attributes},
+            )
+            for answer in read_survey_table(
+                file,
+                text_column=text_column,
+                id_column=id_column,
+                data=data,
+                sheet=sheet if suffix == ".xlsx" else None,
+            )
         ]
     if suffix == ".docx":
         return [_read_text_document(file, doc_id, read_docx_text(file, data), kind)]
     text = decode_text(data, str(file))
     if suffix in CAPTION_SUFFIXES:
-        return [Document(doc_id=doc_id, source=str(file), kind="transcript", text=captions_to_transcript(text, str(file)))]
+        return [
+            Document(
+                doc_id=doc_id,
+                source=str(file),
+                kind="transcript",
+                text=captions_to_transcript(text, str(file)),
+            )
+        ]
     return [_read_text_document(file, doc_id, text, kind)]
 
 
@@ -139,7 +167,15 @@ def read_documents(
                 data = file.read_bytes()
             except OSError as error:
                 raise InputDataError(f"{file}: cannot be read ({error.strerror})") from error
-            read = _read_file(file, data, doc_id, kind=kind, text_column=text_column, id_column=id_column, sheet=sheet)
+            read = _read_file(
+                file,
+                data,
+                doc_id,
+                kind=kind,
+                text_column=text_column,
+                id_column=id_column,
+                sheet=sheet,
+            )
             for document in read:
                 if document.doc_id in origin:
                     raise InputDataError(
@@ -151,7 +187,9 @@ def read_documents(
             for document in empty:
                 logger.warning("%s: no text; nothing to code", document.source)
             documents.extend(document for document in read if document.text.strip())
-            files.append(InputFile(str(file), hashlib.sha256(data).hexdigest(), len(read) - len(empty)))
+            files.append(
+                InputFile(str(file), hashlib.sha256(data).hexdigest(), len(read) - len(empty))
+            )
         if progress is not None:
             progress(done, len(candidates))
     for skip in skipped:

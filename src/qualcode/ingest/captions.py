@@ -24,7 +24,9 @@ _CUE_TIME = re.compile(r"^(?:\d+:)?[0-5]\d:[0-5]\d[.,]\d{1,3}$")
 _VOICE = re.compile(r"<v(?:\.[\w.-]+)?\s+(?P<name>[^>]+)>")
 _TAG = re.compile(r"</?[^>]*>")
 # Zoom writes "Ashlee Kupor (SL): words", "Dr. Amal Osei: words", "iPhone: words".
-_NAMED = re.compile(r"^(?P<name>[^\W\d_][\w'’.\-()/&]*(?: [\w'’.\-()/&]+){0,5}):\s+(?P<words>.*)$", re.DOTALL)
+_NAMED = re.compile(
+    r"^(?P<name>[^\W\d_][\w'’.\-()/&]*(?: [\w'’.\-()/&]+){0,5}):\s+(?P<words>.*)$", re.DOTALL
+)
 _BLOCK = re.compile(r"^[ \t]*\S[^\n]*(?:\n[ \t]*\S[^\n]*)*", re.MULTILINE)
 _UNSAFE_IN_LABEL = re.compile(r"[^\w'’.\- ]+")
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)]*$")
@@ -57,18 +59,27 @@ def _read_blocks(text: str, path: str) -> list[_Cue]:
         if timing_at is None:
             # The timing belongs on the line after a cue id, or first when the block has one line.
             expected = block_line + (1 if len(lines) > 1 and "-->" not in lines[0] else 0)
-            raise InputDataError(f"{path}: line {expected}: expected a cue timing like '00:00:01.000 --> 00:00:04.000'")
+            raise InputDataError(
+                f"{path}: line {expected}: expected a cue timing like '00:00:01.000 --> 00:00:04.000'"
+            )
         timing = _TIMING.match(lines[timing_at])
         for edge in ("start", "end"):
             if not _CUE_TIME.match(timing.group(edge)):
-                raise InputDataError(f"{path}: line {block_line + timing_at}: impossible cue time "
-                                     f"'{timing.group(edge)}'; expected hh:mm:ss.ttt with minutes and seconds below 60")
-        payload = "\n".join(lines[timing_at + 1:]).strip()
+                raise InputDataError(
+                    f"{path}: line {block_line + timing_at}: impossible cue time "
+                    f"'{timing.group(edge)}'; expected hh:mm:ss.ttt with minutes and seconds below 60"
+                )
+        payload = "\n".join(lines[timing_at + 1 :]).strip()
         voice = _VOICE.search(payload)
         words = " ".join(_TAG.sub("", payload).split())
         if words:
-            cues.append(_Cue(normalise_timestamp(timing.group("start")), voice.group("name").strip() if voice else None,
-                             words))
+            cues.append(
+                _Cue(
+                    normalise_timestamp(timing.group("start")),
+                    voice.group("name").strip() if voice else None,
+                    words,
+                )
+            )
     return cues
 
 
@@ -80,11 +91,18 @@ def _parse_cues(text: str, path: str) -> list[_Cue]:
     passing stays part of the words.
     """
     cues = _read_blocks(text, path)
-    prefixes = {cue_index: _NAMED.match(cue.words) for cue_index, cue in enumerate(cues) if cue.speaker is None}
+    prefixes = {
+        cue_index: _NAMED.match(cue.words)
+        for cue_index, cue in enumerate(cues)
+        if cue.speaker is None
+    }
     recurring = Counter(match.group("name") for match in prefixes.values() if match)
     for cue_index, match in prefixes.items():
         if match and (recurring[match.group("name")] > 1 or _reads_as_name(match.group("name"))):
-            cues[cue_index].speaker, cues[cue_index].words = match.group("name"), match.group("words")
+            cues[cue_index].speaker, cues[cue_index].words = (
+                match.group("name"),
+                match.group("words"),
+            )
     return cues
 
 

@@ -20,7 +20,11 @@ def decode_text(data: bytes, path: str) -> str:
 
     The result has normalised newlines and no BOM.
     """
-    for bom, encoding in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+    for bom, encoding in (
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
         if data.startswith(bom):
             try:
                 return normalise_newlines(data.decode(encoding))
@@ -36,7 +40,9 @@ def decode_text(data: bytes, path: str) -> str:
     except UnicodeDecodeError:
         # cp1252 leaves five bytes undefined; Latin-1 maps every byte, so nothing is lost.
         text = data.decode("latin-1")
-    logger.warning("%s: not valid UTF-8; read as Windows-1252 (cp1252). Save it as UTF-8 to be sure.", path)
+    logger.warning(
+        "%s: not valid UTF-8; read as Windows-1252 (cp1252). Save it as UTF-8 to be sure.", path
+    )
     return normalise_newlines(text)
 
 
@@ -55,14 +61,20 @@ def _refuse_binary(data: bytes, path: str) -> None:
         odd, even = sample[1::2].count(0), sample[0::2].count(0)
         if nuls >= len(sample) // 4 and max(odd, even) >= 0.9 * nuls:
             order = "little-endian" if odd > even else "big-endian"
-            raise InputDataError(f"{path}: looks like UTF-16 ({order}) text without a byte order mark; "
-                                 "save it as UTF-8 (in Notepad or Word: Save As, Encoding UTF-8)")
-        raise InputDataError(f"{path}: holds NUL bytes, so it is not a text file (a binary or damaged file?); "
-                             "export the text as .txt, .docx or .csv")
+            raise InputDataError(
+                f"{path}: looks like UTF-16 ({order}) text without a byte order mark; "
+                "save it as UTF-8 (in Notepad or Word: Save As, Encoding UTF-8)"
+            )
+        raise InputDataError(
+            f"{path}: holds NUL bytes, so it is not a text file (a binary or damaged file?); "
+            "export the text as .txt, .docx or .csv"
+        )
     controls = sum(1 for byte in sample if byte < 32 and byte not in _TEXT_CONTROLS)
     if controls > len(sample) // 20:
-        raise InputDataError(f"{path}: {100 * controls // len(sample)}% of its first bytes are control codes, so it "
-                             "is not a text file (a binary or damaged file?); export the text as .txt, .docx or .csv")
+        raise InputDataError(
+            f"{path}: {100 * controls // len(sample)}% of its first bytes are control codes, so it "
+            "is not a text file (a binary or damaged file?); export the text as .txt, .docx or .csv"
+        )
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -6,9 +6,9 @@ import csv
 import datetime as dt
 import io
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from qualcode.errors import InputDataError
 from qualcode.ingest.encoding import decode_text
@@ -16,9 +16,27 @@ from qualcode.workbooks import open_workbook
 
 logger = logging.getLogger(__name__)
 
-TEXT_COLUMN_NAMES = ("text", "response", "answer", "comment", "comments", "free_text", "open_response", "verbatim")
+TEXT_COLUMN_NAMES = (
+    "text",
+    "response",
+    "answer",
+    "comment",
+    "comments",
+    "free_text",
+    "open_response",
+    "verbatim",
+)
 TEXT_COLUMN_HINTS = ("response", "answer", "text", "comment")
-ID_COLUMN_NAMES = ("id", "respondent", "respondent_id", "participant", "participant_id", "response_id", "case_id", "record_id")
+ID_COLUMN_NAMES = (
+    "id",
+    "respondent",
+    "respondent_id",
+    "participant",
+    "participant_id",
+    "response_id",
+    "case_id",
+    "record_id",
+)
 
 
 @dataclass(frozen=True)
@@ -50,14 +68,23 @@ def _cell_text(value: object) -> str:
     return str(value)
 
 
-def _choose_column(columns: list[str], wanted: str | None, exact: tuple[str, ...], hints: tuple[str, ...],
-                   role: str, option: str, path: str) -> str:
+def _choose_column(
+    columns: list[str],
+    wanted: str | None,
+    exact: tuple[str, ...],
+    hints: tuple[str, ...],
+    role: str,
+    option: str,
+    path: str,
+) -> str:
     listing = ", ".join(repr(column) for column in columns)
     if wanted is not None:
         for column in columns:
             if column == wanted or _normalised(column) == _normalised(wanted):
                 return column
-        raise InputDataError(f"{path}: no column named '{wanted}' for {option}; the columns are {listing}")
+        raise InputDataError(
+            f"{path}: no column named '{wanted}' for {option}; the columns are {listing}"
+        )
     by_name = {_normalised(column): column for column in columns}
     for name in exact:
         if name in by_name:
@@ -67,8 +94,12 @@ def _choose_column(columns: list[str], wanted: str | None, exact: tuple[str, ...
         return hinted[0]
     if len(hinted) > 1:
         choices = ", ".join(repr(column) for column in hinted)
-        raise InputDataError(f"{path}: several columns could hold the {role} ({choices}); choose one with {option}")
-    raise InputDataError(f"{path}: no {role} column found; name it with {option}. The columns are {listing}")
+        raise InputDataError(
+            f"{path}: several columns could hold the {role} ({choices}); choose one with {option}"
+        )
+    raise InputDataError(
+        f"{path}: no {role} column found; name it with {option}. The columns are {listing}"
+    )
 
 
 def _csv_rows(path: Path, data: bytes | None = None) -> tuple[list[str], Iterator[TableRow]]:
@@ -91,7 +122,10 @@ def _csv_rows(path: Path, data: bytes | None = None) -> tuple[list[str], Iterato
                         raise InputDataError(
                             f"{path}: line {line}: {len(record)} cells but the header has {len(header)} columns"
                         )
-                    yield TableRow(f"line {line}", dict(zip(header, record + [""] * (len(header) - len(record)))))
+                    yield TableRow(
+                        f"line {line}",
+                        dict(zip(header, record + [""] * (len(header) - len(record)))),
+                    )
                 line = reader.line_num + 1
         except csv.Error as error:
             raise InputDataError(f"{path}: line {line}: {error}") from error
@@ -106,12 +140,15 @@ def _sniff_delimiter(text: str) -> str:
     return best if counts[best] > 0 else ","
 
 
-def _xlsx_rows(path: Path, sheet_name: str | None = None,
-               data: bytes | None = None) -> tuple[list[str], Iterator[TableRow]]:
+def _xlsx_rows(
+    path: Path, sheet_name: str | None = None, data: bytes | None = None
+) -> tuple[list[str], Iterator[TableRow]]:
     workbook = open_workbook(path, data)
     if sheet_name is not None and sheet_name not in workbook.sheetnames:
         workbook.close()
-        raise InputDataError(f"{path}: no sheet named '{sheet_name}' (sheets: {', '.join(workbook.sheetnames)})")
+        raise InputDataError(
+            f"{path}: no sheet named '{sheet_name}' (sheets: {', '.join(workbook.sheetnames)})"
+        )
     sheet = workbook[sheet_name] if sheet_name is not None else workbook.worksheets[0]
     values = sheet.iter_rows(values_only=True)
     try:
@@ -119,8 +156,14 @@ def _xlsx_rows(path: Path, sheet_name: str | None = None,
     except StopIteration:
         workbook.close()
         others = [name for name in workbook.sheetnames if name != sheet.title]
-        hint = f"; name the sheet to read with --sheet (the others: {', '.join(others)})" if others else ""
-        raise InputDataError(f"{path}: sheet '{sheet.title}' is empty; expected a header row{hint}") from None
+        hint = (
+            f"; name the sheet to read with --sheet (the others: {', '.join(others)})"
+            if others
+            else ""
+        )
+        raise InputDataError(
+            f"{path}: sheet '{sheet.title}' is empty; expected a header row{hint}"
+        ) from None
     header = [_cell_text(cell).strip() for cell in header_cells]
     while header and not header[-1]:
         header.pop()
@@ -130,22 +173,33 @@ def _xlsx_rows(path: Path, sheet_name: str | None = None,
             for number, cells in enumerate(values, start=2):
                 texts = [_cell_text(cell) for cell in cells]
                 if any(text.strip() for text in texts):
-                    yield TableRow(f"sheet '{sheet.title}', row {number}", dict(zip(header, texts + [""] * len(header))))
+                    yield TableRow(
+                        f"sheet '{sheet.title}', row {number}",
+                        dict(zip(header, texts + [""] * len(header))),
+                    )
         finally:
             workbook.close()
 
     return header, rows()
 
 
-def read_table(path: Path, sheet: str | None = None, data: bytes | None = None) -> tuple[list[str], Iterator[TableRow]]:
+def read_table(
+    path: Path, sheet: str | None = None, data: bytes | None = None
+) -> tuple[list[str], Iterator[TableRow]]:
     """The header and the non-blank rows of a CSV/TSV file or of one sheet of a workbook (default: the first)."""
     if path.suffix.lower() in (".xlsx", ".xlsm"):
         return _xlsx_rows(path, sheet, data)
     return _csv_rows(path, data)
 
 
-def read_survey_table(path: Path, *, text_column: str | None, id_column: str | None,
-                      data: bytes | None = None, sheet: str | None = None) -> Iterator[SurveyAnswer]:
+def read_survey_table(
+    path: Path,
+    *,
+    text_column: str | None,
+    id_column: str | None,
+    data: bytes | None = None,
+    sheet: str | None = None,
+) -> Iterator[SurveyAnswer]:
     """Yield one answer per row with text; blank answers are skipped and counted in the log.
 
     ``sheet`` names the workbook sheet to read (default: the first); CSV files have none.
@@ -153,9 +207,27 @@ def read_survey_table(path: Path, *, text_column: str | None, id_column: str | N
     header, rows = read_table(path, sheet=sheet, data=data)
     duplicated = {name for name in header if header.count(name) > 1 and name}
     if duplicated:
-        raise InputDataError(f"{path}: the header names column {sorted(duplicated)[0]!r} more than once")
-    text_name = _choose_column(header, text_column, TEXT_COLUMN_NAMES, TEXT_COLUMN_HINTS, "answer text", "--text-column", str(path))
-    id_name = _choose_column(header, id_column, ID_COLUMN_NAMES, ("respondent", "participant"), "respondent id", "--id-column", str(path))
+        raise InputDataError(
+            f"{path}: the header names column {sorted(duplicated)[0]!r} more than once"
+        )
+    text_name = _choose_column(
+        header,
+        text_column,
+        TEXT_COLUMN_NAMES,
+        TEXT_COLUMN_HINTS,
+        "answer text",
+        "--text-column",
+        str(path),
+    )
+    id_name = _choose_column(
+        header,
+        id_column,
+        ID_COLUMN_NAMES,
+        ("respondent", "participant"),
+        "respondent id",
+        "--id-column",
+        str(path),
+    )
     if text_name == id_name:
         raise InputDataError(f"{path}: the text column and the id column are both '{text_name}'")
     first_seen: dict[str, str] = {}
@@ -163,7 +235,9 @@ def read_survey_table(path: Path, *, text_column: str | None, id_column: str | N
     for row in rows:
         respondent = row.values[id_name].strip()
         if not respondent:
-            raise InputDataError(f"{path}: {row.place}: column '{id_name}' is empty; every row needs an id")
+            raise InputDataError(
+                f"{path}: {row.place}: column '{id_name}' is empty; every row needs an id"
+            )
         if respondent in first_seen:
             raise InputDataError(
                 f"{path}: {row.place}: duplicate id '{respondent}' in column '{id_name}' (first at {first_seen[respondent]})"
@@ -173,7 +247,11 @@ def read_survey_table(path: Path, *, text_column: str | None, id_column: str | N
         if not text.strip():
             blank += 1
             continue
-        attributes = {name: value.strip() for name, value in row.values.items() if name not in (text_name, id_name) and name}
+        attributes = {
+            name: value.strip()
+            for name, value in row.values.items()
+            if name not in (text_name, id_name) and name
+        }
         yield SurveyAnswer(respondent, text.replace("\r\n", "\n").replace("\r", "\n"), attributes)
     if blank:
         logger.info("%s: %d rows with a blank '%s' were skipped", path, blank, text_name)

@@ -26,15 +26,30 @@ def read_docx_text(path: Path, data: bytes | None = None) -> str:
     data = path.read_bytes() if data is None else data
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            check_archive(path, archive, max_entry_bytes=MAX_DOCX_PART_BYTES, max_total_bytes=MAX_DOCX_BYTES)
+            check_archive(
+                path, archive, max_entry_bytes=MAX_DOCX_PART_BYTES, max_total_bytes=MAX_DOCX_BYTES
+            )
     except zipfile.BadZipFile:
-        what = ("it is an old Word .doc file" if data.startswith(b"\xd0\xcf\x11\xe0")
-                else "it is not the zip package a .docx is")
-        raise InputDataError(f"{path}: not a readable Word .docx document ({what}); {_RESAVE}") from None
+        what = (
+            "it is an old Word .doc file"
+            if data.startswith(b"\xd0\xcf\x11\xe0")
+            else "it is not the zip package a .docx is"
+        )
+        raise InputDataError(
+            f"{path}: not a readable Word .docx document ({what}); {_RESAVE}"
+        ) from None
     try:
         document = docx.Document(io.BytesIO(data))
-    except (PackageNotFoundError, zipfile.BadZipFile, XMLSyntaxError, KeyError, ValueError) as error:
-        raise InputDataError(f"{path}: not a readable Word .docx document ({error.__class__.__name__}: {error}); "
-                             f"{_RESAVE}") from error
+    except (
+        PackageNotFoundError,
+        zipfile.BadZipFile,
+        XMLSyntaxError,
+        KeyError,
+        ValueError,
+    ) as error:
+        raise InputDataError(
+            f"{path}: not a readable Word .docx document ({error.__class__.__name__}: {error}); "
+            f"{_RESAVE}"
+        ) from error
     paragraphs = [normalise_newlines(paragraph.text).strip() for paragraph in document.paragraphs]
     return "\n\n".join(paragraph for paragraph in paragraphs if paragraph)

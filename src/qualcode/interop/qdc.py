@@ -16,14 +16,25 @@ from pathlib import Path
 
 from qualcode import __version__
 from qualcode.errors import InputDataError, InputMissingError
-from qualcode.interop.safexml import (CODEBOOK_NS, child, children, local, normalise_guid, parse_xml, serialise,
-                                      stable_guid, text_of)
+from qualcode.interop.safexml import (
+    CODEBOOK_NS,
+    child,
+    children,
+    local,
+    normalise_guid,
+    parse_xml,
+    serialise,
+    stable_guid,
+    text_of,
+)
 from qualcode.models import Code, Codebook
 
 logger = logging.getLogger(__name__)
 
 _COLOR = re.compile(r"^#([0-9A-Fa-f]{6}|[0-9A-Fa-f]{3})$")
-IMPORTED_DEFINITION = "Imported from {origin} without a description; write a definition before relying on this code."
+IMPORTED_DEFINITION = (
+    "Imported from {origin} without a description; write a definition before relying on this code."
+)
 
 
 def code_guid(code_id: str) -> str:
@@ -103,13 +114,22 @@ def read_code_tree(codes: ET.Element, origin: str, where: str) -> list[Code]:
         ids[guid] = code_id
         color = node.get("color")
         if color and not _COLOR.match(color):
-            logger.warning("%s: code '%s' has colour %r, which is not #RRGGBB; left out", where, name, color)
+            logger.warning(
+                "%s: code '%s' has colour %r, which is not #RRGGBB; left out", where, name, color
+            )
             color = None
         if color and len(color) == 4:
             color = "#" + "".join(digit * 2 for digit in color[1:])
         description = text_of(child(node, "Description")).strip()
-        built.append(Code(code_id=code_id, name=name, definition=description or IMPORTED_DEFINITION.format(origin=origin),
-                          color=color.upper() if color else None, parent=ids.get(parent_guid) if parent_guid else None))
+        built.append(
+            Code(
+                code_id=code_id,
+                name=name,
+                definition=description or IMPORTED_DEFINITION.format(origin=origin),
+                color=color.upper() if color else None,
+                parent=ids.get(parent_guid) if parent_guid else None,
+            )
+        )
     return built
 
 
@@ -130,19 +150,31 @@ def import_qdc(path: str | Path, *, base: Codebook | None = None) -> Codebook:
         raise InputDataError(f"{path}: no <Codes> element")
     sets = child(root, "Sets")
     if sets is not None and not children(sets, "Set"):
-        logger.warning("%s: an empty <Sets/> element (schema-invalid, as %s writes it) was ignored", path, origin)
+        logger.warning(
+            "%s: an empty <Sets/> element (schema-invalid, as %s writes it) was ignored",
+            path,
+            origin,
+        )
     codes = read_code_tree(codes_node, origin, str(path))
     if base is not None:
         codes = _carry_over(codes, base, codes_node)
     name = base.name if base is not None else f"{path.stem} (from {origin})"
-    return Codebook(name=name, version=base.version if base is not None else "1", codes=tuple(codes),
-                    description=base.description if base is not None else f"Imported from {path.name} ({origin}).")
+    return Codebook(
+        name=name,
+        version=base.version if base is not None else "1",
+        codes=tuple(codes),
+        description=base.description
+        if base is not None
+        else f"Imported from {path.name} ({origin}).",
+    )
 
 
 def _carry_over(codes: list[Code], base: Codebook, codes_node: ET.Element) -> list[Code]:
     by_guid = {code_guid(code.code_id): code for code in base.codes}
     by_name = {code.name.lower(): code for code in base.codes}
-    guids = [normalise_guid(node.get("guid")) for node in codes_node.iter() if local(node.tag) == "Code"]
+    guids = [
+        normalise_guid(node.get("guid")) for node in codes_node.iter() if local(node.tag) == "Code"
+    ]
     renamed: dict[str, str] = {}
     carried = []
     for guid, code in zip(guids, codes):
@@ -151,7 +183,16 @@ def _carry_over(codes: list[Code], base: Codebook, codes_node: ET.Element) -> li
             carried.append(code)
             continue
         renamed[code.code_id] = known.code_id
-        definition = code.definition if not code.definition.startswith("Imported from") else known.definition
-        carried.append(replace(known, name=code.name, color=code.color or known.color, definition=definition,
-                               parent=code.parent))
+        definition = (
+            code.definition if not code.definition.startswith("Imported from") else known.definition
+        )
+        carried.append(
+            replace(
+                known,
+                name=code.name,
+                color=code.color or known.color,
+                definition=definition,
+                parent=code.parent,
+            )
+        )
     return [replace(code, parent=renamed.get(code.parent, code.parent)) for code in carried]

@@ -29,8 +29,17 @@ from pathlib import Path
 from qualcode import __version__
 from qualcode.errors import InputDataError, InputMissingError
 from qualcode.interop.qdc import code_guid, codes_element, read_code_tree
-from qualcode.interop.safexml import (PROJECT_NS, child, children, local, normalise_guid, parse_xml, serialise,
-                                      stable_guid, text_of)
+from qualcode.interop.safexml import (
+    PROJECT_NS,
+    child,
+    children,
+    local,
+    normalise_guid,
+    parse_xml,
+    serialise,
+    stable_guid,
+    text_of,
+)
 from qualcode.models import Code, Codebook, Document, Segment
 from qualcode.safezip import check_archive
 from qualcode.turns import looks_like_transcript
@@ -75,26 +84,48 @@ def _value_element(variable_guid: str, value: str) -> ET.Element:
 def export_qdpx(content: ProjectContent) -> bytes:
     """The project as a .qdpx archive (bytes), deterministic for the same content."""
     coders = sorted({coding.coder for coding in content.codings if coding.coder})
-    users = [(MACHINE_USER, "qualcode (machine suggestions)")] + [(coder, coder) for coder in coders]
-    root = ET.Element("Project", {"xmlns": PROJECT_NS, "name": content.name, "origin": f"qualcode {__version__}",
-                                  "creatingUserGUID": _user_guid(MACHINE_USER), "creationDateTime": content.created})
+    users = [(MACHINE_USER, "qualcode (machine suggestions)")] + [
+        (coder, coder) for coder in coders
+    ]
+    root = ET.Element(
+        "Project",
+        {
+            "xmlns": PROJECT_NS,
+            "name": content.name,
+            "origin": f"qualcode {__version__}",
+            "creatingUserGUID": _user_guid(MACHINE_USER),
+            "creationDateTime": content.created,
+        },
+    )
     users_element = ET.SubElement(root, "Users")
     for key, name in users:
         ET.SubElement(users_element, "User", {"guid": _user_guid(key), "name": name, "id": key})
     ET.SubElement(root, "CodeBook").append(codes_element(content.codebook))
 
-    attributes = list(dict.fromkeys(name for document in content.documents for name in document.attributes))
+    attributes = list(
+        dict.fromkeys(name for document in content.documents for name in document.attributes)
+    )
     variables = {name: stable_guid("variable", name) for name in attributes}
     if variables:
         variables_element = ET.SubElement(root, "Variables")
         for name, guid in variables.items():
-            ET.SubElement(variables_element, "Variable", {"guid": guid, "name": name, "typeOfVariable": "Text"})
-    source_guid = {document.doc_id: stable_guid("source", document.doc_id) for document in content.documents}
+            ET.SubElement(
+                variables_element,
+                "Variable",
+                {"guid": guid, "name": name, "typeOfVariable": "Text"},
+            )
+    source_guid = {
+        document.doc_id: stable_guid("source", document.doc_id) for document in content.documents
+    }
     with_attributes = [document for document in content.documents if document.attributes]
     if with_attributes:
         cases = ET.SubElement(root, "Cases")
         for document in with_attributes:
-            case = ET.SubElement(cases, "Case", {"guid": stable_guid("case", document.doc_id), "name": document.doc_id})
+            case = ET.SubElement(
+                cases,
+                "Case",
+                {"guid": stable_guid("case", document.doc_id), "name": document.doc_id},
+            )
             for name, value in document.attributes.items():
                 case.append(_value_element(variables[name], value))
             ET.SubElement(case, "SourceRef", {"targetGUID": source_guid[document.doc_id]})
@@ -111,19 +142,48 @@ def export_qdpx(content: ProjectContent) -> bytes:
     for document in content.documents:
         guid = source_guid[document.doc_id]
         files[f"sources/{guid}.txt"] = document.text.encode("utf-8")
-        source = ET.SubElement(sources, "TextSource", {
-            "guid": guid, "name": document.doc_id, "plainTextPath": f"internal://{guid}.txt",
-            "creatingUser": _user_guid(MACHINE_USER), "creationDateTime": content.created})
-        for segment in sorted(segments_by_document.get(document.doc_id, []), key=lambda s: s.start_char):
-            selection = ET.SubElement(source, "PlainTextSelection", {
-                "guid": stable_guid("selection", segment.segment_id), "name": segment.text,
-                "startPosition": str(segment.start_char), "endPosition": str(segment.end_char),
-                "creatingUser": _user_guid(MACHINE_USER), "creationDateTime": content.created})
+        source = ET.SubElement(
+            sources,
+            "TextSource",
+            {
+                "guid": guid,
+                "name": document.doc_id,
+                "plainTextPath": f"internal://{guid}.txt",
+                "creatingUser": _user_guid(MACHINE_USER),
+                "creationDateTime": content.created,
+            },
+        )
+        for segment in sorted(
+            segments_by_document.get(document.doc_id, []), key=lambda s: s.start_char
+        ):
+            selection = ET.SubElement(
+                source,
+                "PlainTextSelection",
+                {
+                    "guid": stable_guid("selection", segment.segment_id),
+                    "name": segment.text,
+                    "startPosition": str(segment.start_char),
+                    "endPosition": str(segment.end_char),
+                    "creatingUser": _user_guid(MACHINE_USER),
+                    "creationDateTime": content.created,
+                },
+            )
             for coding in by_segment[segment.segment_id]:
                 user = _user_guid(coding.coder or MACHINE_USER)
-                element = ET.SubElement(selection, "Coding", {
-                    "guid": stable_guid("coding", segment.segment_id, coding.code_id, coding.coder or MACHINE_USER),
-                    "creatingUser": user, "creationDateTime": content.created})
+                element = ET.SubElement(
+                    selection,
+                    "Coding",
+                    {
+                        "guid": stable_guid(
+                            "coding",
+                            segment.segment_id,
+                            coding.code_id,
+                            coding.coder or MACHINE_USER,
+                        ),
+                        "creatingUser": user,
+                        "creationDateTime": content.created,
+                    },
+                )
                 ET.SubElement(element, "CodeRef", {"targetGUID": code_guid(coding.code_id)})
         for name, value in document.attributes.items():
             source.append(_value_element(variables[name], value))
@@ -144,6 +204,7 @@ def _entry(name: str) -> zipfile.ZipInfo:
 
 # --- reading ----------------------------------------------------------------------------------
 
+
 class _SafeArchive:
     """A zip from elsewhere, read in memory, refusing path escapes and decompression bombs."""
 
@@ -163,19 +224,32 @@ class _SafeArchive:
         with self.archive.open(info) as handle:
             data = handle.read(info.file_size + 1)
         if len(data) > info.file_size:
-            raise InputDataError(f"{self.path}: entry '{name}' holds more than its header declares; refused")
+            raise InputDataError(
+                f"{self.path}: entry '{name}' holds more than its header declares; refused"
+            )
         return data
 
     def project_entry(self) -> str:
-        qde = [name for name in self.names if "/" not in name.strip("/") and name.lower().endswith(".qde")]
+        qde = [
+            name
+            for name in self.names
+            if "/" not in name.strip("/") and name.lower().endswith(".qde")
+        ]
         exact = [name for name in qde if name.lower() == "project.qde"]
         if exact:
             return exact[0]
         if len(qde) == 1:
-            logger.warning("%s: the project file is named %s, not project.qde; read it anyway", self.path, qde[0])
+            logger.warning(
+                "%s: the project file is named %s, not project.qde; read it anyway",
+                self.path,
+                qde[0],
+            )
             return qde[0]
-        raise InputDataError(f"{self.path}: no project.qde in the archive" if not qde else
-                             f"{self.path}: several .qde files ({', '.join(qde)}); cannot tell which is the project")
+        raise InputDataError(
+            f"{self.path}: no project.qde in the archive"
+            if not qde
+            else f"{self.path}: several .qde files ({', '.join(qde)}); cannot tell which is the project"
+        )
 
     def source(self, internal: str) -> bytes | None:
         wanted = f"sources/{internal}".lower()
@@ -206,8 +280,12 @@ class ImportedProject:
     notes: list[str] = field(default_factory=list)
 
 
-_CONVENTIONS = (("code points", False), ("code points, CRLF counted as one", True),
-                ("UTF-16 code units", False), ("UTF-16 code units, CRLF counted as one", True))
+_CONVENTIONS = (
+    ("code points", False),
+    ("code points, CRLF counted as one", True),
+    ("UTF-16 code units", False),
+    ("UTF-16 code units, CRLF counted as one", True),
+)
 
 
 def _normalise(raw: str) -> tuple[str, list[int]]:
@@ -283,19 +361,30 @@ def read_qdpx(path: str | Path) -> ImportedProject:
     entry = archive.project_entry()
     root = parse_xml(archive.read(entry), f"{path}:{entry}", "project")
     origin = root.get("origin") or "another tool"
-    users = {normalise_guid(user.get("guid")): user.get("name") or user.get("id") or "unknown"
-             for users in children(root, "Users") for user in children(users, "User")}
+    users = {
+        normalise_guid(user.get("guid")): user.get("name") or user.get("id") or "unknown"
+        for users in children(root, "Users")
+        for user in children(users, "User")
+    }
     codebook = child(root, "CodeBook")
     codes_node = child(codebook, "Codes") if codebook is not None else None
-    codes = read_code_tree(codes_node, origin, str(path)) if codes_node is not None and len(codes_node) else []
+    codes = (
+        read_code_tree(codes_node, origin, str(path))
+        if codes_node is not None and len(codes_node)
+        else []
+    )
     code_ids = {}
     if codes_node is not None:
-        guids = [normalise_guid(node.get("guid")) for node in codes_node.iter() if local(node.tag) == "Code"]
+        guids = [
+            normalise_guid(node.get("guid"))
+            for node in codes_node.iter()
+            if local(node.tag) == "Code"
+        ]
         code_ids = dict(zip(guids, (code.code_id for code in codes)))
     notes: list[str] = []
     raw_sources = []
     sources = child(root, "Sources")
-    for source in (list(sources) if sources is not None else []):
+    for source in list(sources) if sources is not None else []:
         kind = local(source.tag)
         name = source.get("name") or source.get("guid") or "source"
         if kind != "TextSource":
@@ -307,29 +396,46 @@ def read_qdpx(path: str | Path) -> ImportedProject:
         else:
             plain = source.get("plainTextPath") or ""
             if not plain.startswith("internal://"):
-                notes.append(f"text source '{name}' skipped: its text is outside the archive ({plain or 'no path'})")
+                notes.append(
+                    f"text source '{name}' skipped: its text is outside the archive ({plain or 'no path'})"
+                )
                 continue
-            data = archive.source(plain[len("internal://"):])
+            data = archive.source(plain[len("internal://") :])
             if data is None:
-                raise InputDataError(f"{path}: text source '{name}' points at {plain}, which is not in the archive")
+                raise InputDataError(
+                    f"{path}: text source '{name}' points at {plain}, which is not in the archive"
+                )
             raw = _decode(data, f"{path}:{plain}")
         spans = []
         for selection in children(source, "PlainTextSelection"):
             try:
                 start, end = int(selection.get("startPosition")), int(selection.get("endPosition"))
             except (TypeError, ValueError):
-                raise InputDataError(f"{path}: a selection in '{name}' has no valid startPosition/endPosition") from None
+                raise InputDataError(
+                    f"{path}: a selection in '{name}' has no valid startPosition/endPosition"
+                ) from None
             for coding in children(selection, "Coding"):
                 reference = child(coding, "CodeRef")
-                code_id = code_ids.get(normalise_guid(reference.get("targetGUID")) if reference is not None else None)
+                code_id = code_ids.get(
+                    normalise_guid(reference.get("targetGUID")) if reference is not None else None
+                )
                 if code_id is None:
-                    notes.append(f"a coding in '{name}' refers to a code that is not in the codebook; skipped")
+                    notes.append(
+                        f"a coding in '{name}' refers to a code that is not in the codebook; skipped"
+                    )
                     continue
-                user = users.get(normalise_guid(coding.get("creatingUser") or selection.get("creatingUser")), "unknown")
+                user = users.get(
+                    normalise_guid(coding.get("creatingUser") or selection.get("creatingUser")),
+                    "unknown",
+                )
                 spans.append((start, end, selection.get("name") or "", code_id, user))
         raw_sources.append((name, raw, spans))
-    best = max(_CONVENTIONS, key=lambda convention: sum(
-        _score(*_spans_for(raw, spans, convention)) for _, raw, spans in raw_sources))
+    best = max(
+        _CONVENTIONS,
+        key=lambda convention: sum(
+            _score(*_spans_for(raw, spans, convention)) for _, raw, spans in raw_sources
+        ),
+    )
     documents, selections = [], []
     taken: set[str] = set()
     for name, raw, spans in raw_sources:
@@ -343,10 +449,14 @@ def read_qdpx(path: str | Path) -> ImportedProject:
         for start, end, _, code_id, user in spans:
             first, last = position(start), position(end)
             if first is None or last is None or last < first:
-                notes.append(f"a selection {start}-{end} in '{name}' lies outside its text; skipped")
+                notes.append(
+                    f"a selection {start}-{end} in '{name}' lies outside its text; skipped"
+                )
                 continue
             selections.append(ImportedSelection(doc_id, first, last, code_id, user))
-    return ImportedProject(root.get("name") or path.stem, origin, codes, documents, selections, best[0], users, notes)
+    return ImportedProject(
+        root.get("name") or path.stem, origin, codes, documents, selections, best[0], users, notes
+    )
 
 
 def _spans_for(raw, spans, convention):
@@ -356,7 +466,7 @@ def _spans_for(raw, spans, convention):
 
 def _decode(data: bytes, where: str) -> str:
     if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
+        data = data[len(codecs.BOM_UTF8) :]
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return data.decode("utf-16")
     try:
@@ -379,13 +489,17 @@ class UserChoice:
 
     def describe(self) -> str:
         def listed(users: dict[str, int]) -> str:
-            return ", ".join(f"{name} ({count} selections)" for name, count in users.items()) or "none"
+            return (
+                ", ".join(f"{name} ({count} selections)" for name, count in users.items()) or "none"
+            )
 
         text = f"users taken: {listed(self.taken)}"
         return f"{text}; left out: {listed(self.left_out)}" if self.left_out else text
 
 
-def choose_users(project: ImportedProject, *, user: str | None = None, include_machine: bool = False) -> UserChoice:
+def choose_users(
+    project: ImportedProject, *, user: str | None = None, include_machine: bool = False
+) -> UserChoice:
     """Every user's selections, or ``user``'s alone; qualcode's machine suggestions only with ``include_machine``.
 
     A qualcode export holds the machine's suggestions under its own user; taken as labels, they
@@ -395,20 +509,32 @@ def choose_users(project: ImportedProject, *, user: str | None = None, include_m
     for selection in project.selections:
         counts[selection.user] = counts.get(selection.user, 0) + 1
     if user is not None and user not in counts:
-        raise InputDataError(f"{project.name}: no selections by user '{user}' (users: {', '.join(counts) or 'none'})")
-    taken = {name: count for name, count in counts.items()
-             if (name == user if user is not None else include_machine or not is_machine_user(name))}
+        raise InputDataError(
+            f"{project.name}: no selections by user '{user}' (users: {', '.join(counts) or 'none'})"
+        )
+    taken = {
+        name: count
+        for name, count in counts.items()
+        if (name == user if user is not None else include_machine or not is_machine_user(name))
+    }
     left_out = {name: count for name, count in counts.items() if name not in taken}
     if counts and not taken:
         machine = ", ".join(name for name in left_out if is_machine_user(name))
-        raise InputDataError(f"{project.name}: every coded selection is by {machine}, qualcode's own suggestions; "
-                             "as labels they would teach the classifier its own guesses. Pass --include-machine "
-                             "to take them anyway")
+        raise InputDataError(
+            f"{project.name}: every coded selection is by {machine}, qualcode's own suggestions; "
+            "as labels they would teach the classifier its own guesses. Pass --include-machine "
+            "to take them anyway"
+        )
     return UserChoice(taken, left_out)
 
 
-def label_warnings(segments: Sequence[Segment], labels: dict[str, set[str]], *, few: int = 20,
-                   mostly_negative: float = 0.2) -> list[str]:
+def label_warnings(
+    segments: Sequence[Segment],
+    labels: dict[str, set[str]],
+    *,
+    few: int = 20,
+    mostly_negative: float = 0.2,
+) -> list[str]:
     """What makes labels a poor training set: few coded segments, or a file of mostly negatives.
 
     Every segment without a covering selection becomes a negative for every code, which is right
@@ -418,16 +544,26 @@ def label_warnings(segments: Sequence[Segment], labels: dict[str, set[str]], *, 
     warnings = []
     share = coded / len(segments) if segments else 0.0
     if segments and share < mostly_negative:
-        warnings.append(f"only {coded} of {len(segments)} segments ({share:.0%}) carry a code; the rest are negatives "
-                        "for every code, so training on this file (--train) teaches the classifier that almost "
-                        "nothing is coded. If the coders did not read every document, keep only the rows they coded")
+        warnings.append(
+            f"only {coded} of {len(segments)} segments ({share:.0%}) carry a code; the rest are negatives "
+            "for every code, so training on this file (--train) teaches the classifier that almost "
+            "nothing is coded. If the coders did not read every document, keep only the rows they coded"
+        )
     if coded < few:
-        warnings.append(f"only {coded} segments carry a code: too few to train or evaluate on with confidence")
+        warnings.append(
+            f"only {coded} segments carry a code: too few to train or evaluate on with confidence"
+        )
     return warnings
 
 
-def covered_codes(project: ImportedProject, segments: Sequence[Segment], *, user: str | None = None,
-                  users: Collection[str] | None = None, coverage: float = COVERAGE) -> dict[str, set[str]]:
+def covered_codes(
+    project: ImportedProject,
+    segments: Sequence[Segment],
+    *,
+    user: str | None = None,
+    users: Collection[str] | None = None,
+    coverage: float = COVERAGE,
+) -> dict[str, set[str]]:
     """segment id -> codes whose selections cover more than ``coverage`` of the segment's characters.
 
     ``user`` or ``users`` take those users' selections only (default: everyone's).
@@ -436,7 +572,9 @@ def covered_codes(project: ImportedProject, segments: Sequence[Segment], *, user
     chosen = {user} if user is not None else set(users) if users is not None else None
     for selection in project.selections:
         if chosen is None or selection.user in chosen:
-            spans.setdefault((selection.doc_id, selection.code_id), []).append((selection.start_char, selection.end_char))
+            spans.setdefault((selection.doc_id, selection.code_id), []).append(
+                (selection.start_char, selection.end_char)
+            )
     merged = {key: _merge(value) for key, value in spans.items()}
     result: dict[str, set[str]] = {}
     by_document: dict[str, list[tuple[str, list[tuple[int, int]]]]] = {}
@@ -447,7 +585,9 @@ def covered_codes(project: ImportedProject, segments: Sequence[Segment], *, user
         for code_id, intervals in by_document.get(segment.doc_id, []):
             starts = [interval[0] for interval in intervals]
             covered = 0
-            for start, end in intervals[max(0, bisect.bisect_right(starts, segment.start_char) - 1):]:
+            for start, end in intervals[
+                max(0, bisect.bisect_right(starts, segment.start_char) - 1) :
+            ]:
                 if start >= segment.end_char:
                     break
                 covered += max(0, min(end, segment.end_char) - max(start, segment.start_char))
@@ -466,25 +606,43 @@ def _merge(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def write_labels(path: Path, segments: Sequence[Segment], labels: dict[str, set[str]], code_ids: Sequence[str]) -> None:
+def write_labels(
+    path: Path, segments: Sequence[Segment], labels: dict[str, set[str]], code_ids: Sequence[str]
+) -> None:
     """A gold-style CSV: one row per segment, one 0/1 column per code (usable with --train and evaluate)."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["segment_id", "document", "start", "end", "speaker", "text", *code_ids])
         for segment in segments:
             codes = labels.get(segment.segment_id, set())
-            writer.writerow([segment.segment_id, segment.doc_id, segment.start_char, segment.end_char,
-                             segment.speaker or "", segment.text, *(int(code_id in codes) for code_id in code_ids)])
+            writer.writerow(
+                [
+                    segment.segment_id,
+                    segment.doc_id,
+                    segment.start_char,
+                    segment.end_char,
+                    segment.speaker or "",
+                    segment.text,
+                    *(int(code_id in codes) for code_id in code_ids),
+                ]
+            )
 
 
-def relabel_for_codebook(project: ImportedProject, labels: dict[str, set[str]],
-                         codebook: Codebook) -> tuple[dict[str, set[str]], list[str]]:
+def relabel_for_codebook(
+    project: ImportedProject, labels: dict[str, set[str]], codebook: Codebook
+) -> tuple[dict[str, set[str]], list[str]]:
     """Labels renamed to ``codebook``'s ids (codes matched by name, else by id); the names that matched nothing."""
     by_name = {code.name.lower(): code.code_id for code in codebook.codes}
-    mapping = {code.code_id: by_name.get(code.name.lower()) or (code.code_id if code.code_id in codebook.code_ids else None)
-               for code in project.codes}
+    mapping = {
+        code.code_id: by_name.get(code.name.lower())
+        or (code.code_id if code.code_id in codebook.code_ids else None)
+        for code in project.codes
+    }
     unmatched = [code.name for code in project.codes if mapping[code.code_id] is None]
-    renamed = {segment_id: {mapping[code] for code in codes if mapping.get(code)} for segment_id, codes in labels.items()}
+    renamed = {
+        segment_id: {mapping[code] for code in codes if mapping.get(code)}
+        for segment_id, codes in labels.items()
+    }
     return renamed, unmatched
 
 

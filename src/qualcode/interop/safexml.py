@@ -38,20 +38,28 @@ def parse_xml(data: bytes, where: str, kind: str) -> ET.Element:
     try:
         root = fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except defusedxml.DTDForbidden:
-        raise InputDataError(f"{where}: contains a DTD; refused, since REFI-QDA files need none and DTDs can "
-                             "expand entities or read other files") from None
+        raise InputDataError(
+            f"{where}: contains a DTD; refused, since REFI-QDA files need none and DTDs can "
+            "expand entities or read other files"
+        ) from None
     except defusedxml.EntitiesForbidden:
-        raise InputDataError(f"{where}: declares XML entities; refused (entity expansion can exhaust memory)") from None
+        raise InputDataError(
+            f"{where}: declares XML entities; refused (entity expansion can exhaust memory)"
+        ) from None
     except defusedxml.ExternalReferenceForbidden:
         raise InputDataError(f"{where}: refers to an external resource; refused") from None
     except ET.ParseError as error:
         line, column = error.position
-        raise InputDataError(f"{where}: line {line}, column {column}: not well-formed XML ({error.msg})") from None
+        raise InputDataError(
+            f"{where}: line {line}, column {column}: not well-formed XML ({error.msg})"
+        ) from None
     namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
     match = _REFI_NS.match(namespace)
     if match is None or match.group(1) != kind:
-        raise InputDataError(f"{where}: not a REFI-QDA {kind} file (root element {local(root.tag)} in namespace "
-                             f"'{namespace or 'none'}')")
+        raise InputDataError(
+            f"{where}: not a REFI-QDA {kind} file (root element {local(root.tag)} in namespace "
+            f"'{namespace or 'none'}')"
+        )
     if match.group(2) != "1.0":
         logger.warning("%s: namespace version %s read as 1.0", where, match.group(2))
     return root

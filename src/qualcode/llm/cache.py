@@ -35,7 +35,9 @@ CREATE TABLE IF NOT EXISTS answers (
 
 
 def request_key(model: str, template: str, messages: list[dict[str, str]]) -> str:
-    return hashlib.sha256(json.dumps([model, template, messages], ensure_ascii=False).encode("utf-8")).hexdigest()
+    return hashlib.sha256(
+        json.dumps([model, template, messages], ensure_ascii=False).encode("utf-8")
+    ).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -58,30 +60,50 @@ class ResponseCache:
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute(_SCHEMA)
         except (OSError, sqlite3.Error) as error:
-            raise OutputError(f"{self.path}: cannot open the language-model answer cache ({error}); "
-                              "check the folder can be written") from error
+            raise OutputError(
+                f"{self.path}: cannot open the language-model answer cache ({error}); "
+                "check the folder can be written"
+            ) from error
 
     def get(self, key: str) -> CachedAnswer | None:
-        row = self._db.execute("SELECT content, prompt_tokens, completion_tokens, structured FROM answers WHERE key = ?",
-                               (key,)).fetchone()
+        row = self._db.execute(
+            "SELECT content, prompt_tokens, completion_tokens, structured FROM answers WHERE key = ?",
+            (key,),
+        ).fetchone()
         return CachedAnswer(*row) if row else None
 
     def holds(self, keys: list[str]) -> set[str]:
         found: set[str] = set()
         for start in range(0, len(keys), 500):
-            batch = keys[start:start + 500]
-            found.update(row[0] for row in self._db.execute(
-                f"SELECT key FROM answers WHERE key IN ({', '.join('?' * len(batch))})", batch))
+            batch = keys[start : start + 500]
+            found.update(
+                row[0]
+                for row in self._db.execute(
+                    f"SELECT key FROM answers WHERE key IN ({', '.join('?' * len(batch))})", batch
+                )
+            )
         return found
 
     def put(self, key: str, model: str, template: str, answer: CachedAnswer) -> None:
         """Store one answer, committed at once."""
         try:
-            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             (key, model, template, answer.content, answer.prompt_tokens, answer.completion_tokens,
-                              answer.structured, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")))
+            self._db.execute(
+                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    model,
+                    template,
+                    answer.content,
+                    answer.prompt_tokens,
+                    answer.completion_tokens,
+                    answer.structured,
+                    dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                ),
+            )
         except sqlite3.Error as error:
-            raise OutputError(f"{self.path}: cannot store a language-model answer ({error})") from error
+            raise OutputError(
+                f"{self.path}: cannot store a language-model answer ({error})"
+            ) from error
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]

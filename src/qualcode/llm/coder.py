@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -26,7 +25,14 @@ from dataclasses import dataclass, field
 from qualcode.errors import ConfigurationError, LlmUnavailableError
 from qualcode.llm.cache import CachedAnswer, ResponseCache, request_key
 from qualcode.llm.parse import Answer, parse_answer
-from qualcode.llm.prompt import TEMPLATE_VERSION, SegmentPrompt, messages, response_schema, system_message, template_sha256
+from qualcode.llm.prompt import (
+    TEMPLATE_VERSION,
+    SegmentPrompt,
+    messages,
+    response_schema,
+    system_message,
+    template_sha256,
+)
 from qualcode.llm.settings import LlmSettings
 from qualcode.models import Codebook
 
@@ -46,8 +52,10 @@ def load_openai():
     try:
         import openai
     except ImportError:
-        raise ConfigurationError("--llm needs the openai package, which is not installed; "
-                                 "install it with: pip install 'qualcode[llm]'") from None
+        raise ConfigurationError(
+            "--llm needs the openai package, which is not installed; "
+            "install it with: pip install 'qualcode[llm]'"
+        ) from None
     return openai
 
 
@@ -89,8 +97,15 @@ class LlmCoder:
     replaces the ``openai.OpenAI`` client.
     """
 
-    def __init__(self, settings: LlmSettings, *, api_key: str | None = None, cache: ResponseCache | None = None,
-                 progress: LlmProgress | None = None, client=None):
+    def __init__(
+        self,
+        settings: LlmSettings,
+        *,
+        api_key: str | None = None,
+        cache: ResponseCache | None = None,
+        progress: LlmProgress | None = None,
+        client=None,
+    ):
         self.settings = settings
         self.cache = cache
         self.progress = progress
@@ -108,7 +123,9 @@ class LlmCoder:
 
     # --- requests ----------------------------------------------------------------------------
 
-    def _requests(self, prompts: Sequence[SegmentPrompt], codebook: Codebook) -> list[tuple[SegmentPrompt, list, str]]:
+    def _requests(
+        self, prompts: Sequence[SegmentPrompt], codebook: Codebook
+    ) -> list[tuple[SegmentPrompt, list, str]]:
         system = system_message(codebook)
         result = []
         for prompt in prompts:
@@ -119,14 +136,24 @@ class LlmCoder:
     def plan(self, prompts: Sequence[SegmentPrompt], codebook: Codebook) -> RequestPlan:
         """What ``judge`` would send for ``prompts``, without sending anything (``--llm-dry-run``)."""
         requests = self._requests(prompts, codebook)
-        cached = self.cache.holds([key for _, _, key in requests]) if self.cache is not None else set()
-        return _estimate([sent for _, sent, key in requests if key not in cached], len(requests), len(codebook.codes))
+        cached = (
+            self.cache.holds([key for _, _, key in requests]) if self.cache is not None else set()
+        )
+        return _estimate(
+            [sent for _, sent, key in requests if key not in cached],
+            len(requests),
+            len(codebook.codes),
+        )
 
     def _openai_client(self):
         if self._client is None:
             openai = load_openai()
-            client = openai.OpenAI(api_key=self._api_key or "no-key", base_url=self.settings.url,
-                                   timeout=self.settings.timeout, max_retries=0)
+            client = openai.OpenAI(
+                api_key=self._api_key or "no-key",
+                base_url=self.settings.url,
+                timeout=self.settings.timeout,
+                max_retries=0,
+            )
             # The client fills these from OPENAI_ORG_ID and OPENAI_PROJECT_ID; they are not for another endpoint.
             client.organization = None
             client.project = None
@@ -148,28 +175,44 @@ class LlmCoder:
             mode = self._mode
             extra: dict[str, object] = {}
             if mode == "json_schema":
-                extra["response_format"] = {"type": "json_schema", "json_schema": {
-                    "name": "qualcode_coding", "strict": True, "schema": response_schema(code_ids)}}
+                extra["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "qualcode_coding",
+                        "strict": True,
+                        "schema": response_schema(code_ids),
+                    },
+                }
             elif mode == "json_object":
                 extra["response_format"] = {"type": "json_object"}
             if self.settings.seed is not None:
                 extra["seed"] = self.settings.seed
             try:
                 response = client.chat.completions.create(
-                    model=self.settings.model, messages=sent, temperature=self.settings.temperature,
-                    max_tokens=200 + 2 * ANSWER_TOKENS_PER_CODE * len(code_ids), timeout=self.settings.timeout, **extra)
+                    model=self.settings.model,
+                    messages=sent,
+                    temperature=self.settings.temperature,
+                    max_tokens=200 + 2 * ANSWER_TOKENS_PER_CODE * len(code_ids),
+                    timeout=self.settings.timeout,
+                    **extra,
+                )
             except openai.APIStatusError as error:
                 status = error.status_code
                 if status in (400, 422) and mode != "text":
                     self._step_down(mode, error)
                     continue
                 if status in RETRYABLE_STATUS or status >= 500:
-                    attempt = self._retry(attempt, f"HTTP {status}: {_message(error)}", _retry_after(error))
+                    attempt = self._retry(
+                        attempt, f"HTTP {status}: {_message(error)}", _retry_after(error)
+                    )
                     continue
                 raise self._refused(status, error) from None
             except openai.APIConnectionError as error:  # includes timeouts
-                reason = (f"no answer within {self.settings.timeout:g} s" if isinstance(error, openai.APITimeoutError)
-                          else f"cannot connect ({_cause(error)})")
+                reason = (
+                    f"no answer within {self.settings.timeout:g} s"
+                    if isinstance(error, openai.APITimeoutError)
+                    else f"cannot connect ({_cause(error)})"
+                )
                 attempt = self._retry(attempt, reason, None)
                 continue
             except openai.APIError as error:  # a response that is not a chat completion
@@ -178,15 +221,19 @@ class LlmCoder:
             choices = getattr(response, "choices", None) or []
             message = getattr(choices[0], "message", None) if choices else None
             usage = getattr(response, "usage", None)
-            return CachedAnswer(getattr(message, "content", None) or "",
-                                getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None), mode)
+            return CachedAnswer(
+                getattr(message, "content", None) or "",
+                getattr(usage, "prompt_tokens", None),
+                getattr(usage, "completion_tokens", None),
+                mode,
+            )
 
     def _retry(self, attempt: int, reason: str, after: float | None) -> int:
         if attempt >= self.settings.retries:
             raise LlmUnavailableError(f"{self.settings.endpoint}: {reason}, {attempt + 1} tries")
         with self._lock:
             self.tally.retries += 1
-        delay = after if after is not None else self.settings.backoff * 2 ** attempt
+        delay = after if after is not None else self.settings.backoff * 2**attempt
         logger.info("%s: %s; trying again in %.1f s", self.settings.endpoint, reason, delay)
         self._wait(delay)
         return attempt + 1
@@ -196,17 +243,28 @@ class LlmCoder:
             if self._mode == mode:
                 self._mode = STRUCTURED_MODES[STRUCTURED_MODES.index(mode) + 1]
                 self._mode_note = f"the server refused {mode} ({_message(error)})"
-                logger.info("%s: %s; asking for %s instead", self.settings.endpoint, self._mode_note, self._mode)
+                logger.info(
+                    "%s: %s; asking for %s instead",
+                    self.settings.endpoint,
+                    self._mode_note,
+                    self._mode,
+                )
 
     def _refused(self, status: int, error) -> LlmUnavailableError:
         where = self.settings.endpoint
         if status in (401, 403):
-            return LlmUnavailableError(f"{where}: the server refused the request (HTTP {status}: {_message(error)}); "
-                                       "set the API key in the environment variable QUALCODE_LLM_API_KEY")
+            return LlmUnavailableError(
+                f"{where}: the server refused the request (HTTP {status}: {_message(error)}); "
+                "set the API key in the environment variable QUALCODE_LLM_API_KEY"
+            )
         if status == 404:
-            return LlmUnavailableError(f"{where}: model '{self.settings.model}' not found (HTTP 404: {_message(error)}); "
-                                       "check the name (for Ollama: ollama pull MODEL) and --llm-url")
-        return LlmUnavailableError(f"{where}: the server refused the request (HTTP {status}: {_message(error)})")
+            return LlmUnavailableError(
+                f"{where}: model '{self.settings.model}' not found (HTTP 404: {_message(error)}); "
+                "check the name (for Ollama: ollama pull MODEL) and --llm-url"
+            )
+        return LlmUnavailableError(
+            f"{where}: the server refused the request (HTTP {status}: {_message(error)})"
+        )
 
     # --- a run ---------------------------------------------------------------------------------
 
@@ -217,7 +275,9 @@ class LlmCoder:
         that is in the cache.
         """
         code_ids = codebook.code_ids
-        self.tally = _Tally()  # the record describes this call (evaluate --representation all makes several)
+        self.tally = (
+            _Tally()
+        )  # the record describes this call (evaluate --representation all makes several)
         requests = self._requests(prompts, codebook)
         answers: dict[str, Answer] = {}
         waiting = []
@@ -229,8 +289,11 @@ class LlmCoder:
             self.tally.cached += 1
             answers[prompt.segment.segment_id] = self._read(cached, code_ids, prompt)
         if waiting and not self.settings.is_local:
-            logger.warning("sending %d segments and the codebook to %s, which is not this machine",
-                           len(waiting), self.settings.endpoint)
+            logger.warning(
+                "sending %d segments and the codebook to %s, which is not this machine",
+                len(waiting),
+                self.settings.endpoint,
+            )
         estimate = _estimate([sent for _, sent, _ in waiting], len(waiting), len(code_ids))
         per_request = (estimate.prompt_tokens + estimate.completion_tokens) / max(1, len(waiting))
         total, done = len(waiting), 0
@@ -238,7 +301,9 @@ class LlmCoder:
         if not waiting:
             return answers
         failure: BaseException | None = None
-        executor = ThreadPoolExecutor(max_workers=min(self.settings.concurrency, total), thread_name_prefix="qualcode-llm")
+        executor = ThreadPoolExecutor(
+            max_workers=min(self.settings.concurrency, total), thread_name_prefix="qualcode-llm"
+        )
         pending: dict[Future, tuple] = {}
         queue = iter(waiting)
         try:
@@ -283,8 +348,14 @@ class LlmCoder:
             raise
         executor.shutdown(wait=True, cancel_futures=True)
         if failure is not None:
-            held = f"; {done} of {total} new answers are in the cache" if self.cache is not None else ""
-            raise LlmUnavailableError(f"{failure}{held}; run the same command again to go on from there") from None
+            held = (
+                f"; {done} of {total} new answers are in the cache"
+                if self.cache is not None
+                else ""
+            )
+            raise LlmUnavailableError(
+                f"{failure}{held}; run the same command again to go on from there"
+            ) from None
         return answers
 
     def _read(self, cached: CachedAnswer, code_ids: Sequence[str], prompt: SegmentPrompt) -> Answer:
@@ -296,8 +367,11 @@ class LlmCoder:
             tally.repaired += 1
         for repair in answer.repairs:
             tally.repairs[repair] = tally.repairs.get(repair, 0) + 1
-        tally.quotes_not_found += sum(1 for code in answer.codes.values()
-                                      if code.applies and code.quote.strip() and code.span is None)
+        tally.quotes_not_found += sum(
+            1
+            for code in answer.codes.values()
+            if code.applies and code.quote.strip() and code.span is None
+        )
         return answer
 
     def _report(self, done: int, total: int, per_request: float) -> None:
@@ -310,20 +384,26 @@ class LlmCoder:
     def as_record(self) -> dict[str, object]:
         """What the Run sheet says about the model's part in the run (no key, no credentials)."""
         tally = self.tally
-        mode = {"json_schema": "json_schema (the answer's JSON schema enforced by the server)",
-                "json_object": "json_object (JSON, schema not enforced)",
-                "text": "none (plain text, parsed leniently)"}[self._mode]
+        mode = {
+            "json_schema": "json_schema (the answer's JSON schema enforced by the server)",
+            "json_object": "json_object (JSON, schema not enforced)",
+            "text": "none (plain text, parsed leniently)",
+        }[self._mode]
         repairs = ", ".join(f"{name}: {count}" for name, count in sorted(tally.repairs.items()))
         return {
             "llm prompt template": self.template,
             "llm structured output": mode + (f"; {self._mode_note}" if self._mode_note else ""),
-            "llm answers": (f"{tally.sent + tally.cached} segments: {tally.sent} asked in this run, "
-                            f"{tally.cached} from the answer cache; {tally.repaired} repaired, {tally.unusable} unusable "
-                            f"(rules and classifier used there), {tally.quotes_not_found} quotes not found verbatim "
-                            "(not shown)"),
+            "llm answers": (
+                f"{tally.sent + tally.cached} segments: {tally.sent} asked in this run, "
+                f"{tally.cached} from the answer cache; {tally.repaired} repaired, {tally.unusable} unusable "
+                f"(rules and classifier used there), {tally.quotes_not_found} quotes not found verbatim "
+                "(not shown)"
+            ),
             "llm repairs": repairs or "none",
-            "llm tokens in this run": (f"{tally.prompt_tokens} prompt, {tally.completion_tokens} completion; "
-                                       f"{tally.retries} retries"),
+            "llm tokens in this run": (
+                f"{tally.prompt_tokens} prompt, {tally.completion_tokens} completion; "
+                f"{tally.retries} retries"
+            ),
             "llm answer cache": str(self.cache.path) if self.cache is not None else "none",
             "llm api key": "given (not recorded)" if self._api_key else "none",
         }
@@ -332,8 +412,12 @@ class LlmCoder:
 def _estimate(waiting: Sequence[list[dict[str, str]]], segments: int, codes: int) -> RequestPlan:
     """A rough token count of the requests in ``waiting``, of ``segments`` asked about in all."""
     characters = sum(len(message["content"]) for sent in waiting for message in sent)
-    return RequestPlan(segments, segments - len(waiting), math.ceil(characters / CHARS_PER_TOKEN),
-                       len(waiting) * ANSWER_TOKENS_PER_CODE * codes)
+    return RequestPlan(
+        segments,
+        segments - len(waiting),
+        math.ceil(characters / CHARS_PER_TOKEN),
+        len(waiting) * ANSWER_TOKENS_PER_CODE * codes,
+    )
 
 
 def _message(error) -> str:

@@ -59,10 +59,16 @@ def _load(content: str, repairs: list[str]) -> object:
     if start > 0 or (0 <= start and end < len(text) - 1):
         repairs.append("text around the JSON removed")
     if start >= 0 and end > start:
-        text = text[start:end + 1]
-    for name, fix in (("trailing commas removed", lambda t: _TRAILING_COMMA.sub(r"\1", t)),
-                      ("Python literals read as JSON", lambda t: _PYTHON_LITERALS.sub(
-                          lambda m: {"True": "true", "False": "false", "None": "null"}[m.group(1)], t))):
+        text = text[start : end + 1]
+    for name, fix in (
+        ("trailing commas removed", lambda t: _TRAILING_COMMA.sub(r"\1", t)),
+        (
+            "Python literals read as JSON",
+            lambda t: _PYTHON_LITERALS.sub(
+                lambda m: {"True": "true", "False": "false", "None": "null"}[m.group(1)], t
+            ),
+        ),
+    ):
         try:
             return json.loads(text)
         except ValueError:
@@ -75,8 +81,12 @@ def _load(content: str, repairs: list[str]) -> object:
     except ValueError:
         pass
     try:
-        value = ast.literal_eval(_PYTHON_LITERALS.sub(lambda m: m.group(1), text.replace("true", "True")
-                                                      .replace("false", "False").replace("null", "None")))
+        value = ast.literal_eval(
+            _PYTHON_LITERALS.sub(
+                lambda m: m.group(1),
+                text.replace("true", "True").replace("false", "False").replace("null", "None"),
+            )
+        )
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         raise ValueError("not JSON, even after repairs") from None
     repairs.append("read as a Python literal (single quotes)")
@@ -175,8 +185,12 @@ def parse_answer(content: str | None, code_ids: Sequence[str], text: str) -> Ans
             repairs.append(f"an unreadable answer on {code_id}")
             continue
         quote = item.get("quote") if isinstance(item.get("quote"), str) else ""
-        codes[code_id] = CodeAnswer(applies, _confidence(item.get("confidence"), repairs), quote,
-                                    locate_quote(quote, text) if applies and quote else None)
+        codes[code_id] = CodeAnswer(
+            applies,
+            _confidence(item.get("confidence"), repairs),
+            quote,
+            locate_quote(quote, text) if applies and quote else None,
+        )
     unknown = [key for key in by_code if key not in code_ids]
     if unknown:
         repairs.append("answers on codes not in the codebook ignored")

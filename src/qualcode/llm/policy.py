@@ -24,8 +24,13 @@ def _confidence(value: float | None) -> str:
     return "" if value is None else f", confidence {value:.2f}"
 
 
-def with_llm(segments: Sequence[Segment], assignments: Sequence[CodeAssignment], answers: Mapping[str, Answer],
-             code_ids: Sequence[str], model: str) -> list[CodeAssignment]:
+def with_llm(
+    segments: Sequence[Segment],
+    assignments: Sequence[CodeAssignment],
+    answers: Mapping[str, Answer],
+    code_ids: Sequence[str],
+    model: str,
+) -> list[CodeAssignment]:
     """``assignments`` (rules and classifier, combined) for ``segments`` with the model's ``answers`` applied."""
     machine = {(a.segment_id, a.code_id): a for a in assignments}
     merged: list[CodeAssignment] = []
@@ -47,17 +52,41 @@ def with_llm(segments: Sequence[Segment], assignments: Sequence[CodeAssignment],
                 label = f"llm {model}{_confidence(verdict.confidence)}"
                 if verdict.span is not None:
                     start, end = verdict.span
-                    quote = Evidence(label, segment.text[start:end], segment.start_char + start, segment.start_char + end)
+                    quote = Evidence(
+                        label,
+                        segment.text[start:end],
+                        segment.start_char + start,
+                        segment.start_char + end,
+                    )
                 elif verdict.quote.strip():
-                    quote = Evidence(f"{label}; its quote is not a verbatim span of the segment, so it is not shown", "")
+                    quote = Evidence(
+                        f"{label}; its quote is not a verbatim span of the segment, so it is not shown",
+                        "",
+                    )
                 else:
                     quote = Evidence(f"{label}; no quote given", "")
-                merged.append(CodeAssignment(segment.segment_id, code_id, "llm", "suggested", verdict.confidence,
-                                             (quote, *other)))
+                merged.append(
+                    CodeAssignment(
+                        segment.segment_id,
+                        code_id,
+                        "llm",
+                        "suggested",
+                        verdict.confidence,
+                        (quote, *other),
+                    )
+                )
             elif before is not None and before.status in COUNTED_STATUSES:
                 note = Evidence(f"llm {model}: does not apply{_confidence(verdict.confidence)}", "")
-                merged.append(CodeAssignment(segment.segment_id, code_id, before.source, "downgraded",
-                                             before.confidence, (note, *other)))
+                merged.append(
+                    CodeAssignment(
+                        segment.segment_id,
+                        code_id,
+                        before.source,
+                        "downgraded",
+                        before.confidence,
+                        (note, *other),
+                    )
+                )
             elif before is not None:
                 merged.append(before)
     # Anything on a segment or code not asked about (none in a run) is kept as it was.

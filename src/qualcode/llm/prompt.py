@@ -49,8 +49,16 @@ CONTEXT, the turn before (speaker: {speaker}; do not code or quote it):
 
 def template_sha256() -> str:
     """SHA-256 of everything in the prompt that is not the codebook or the segment."""
-    parts = [TEMPLATE_VERSION, SYSTEM_TEMPLATE, USER_TEMPLATE, CONTEXT_TEMPLATE, str(POSITIVE_EXAMPLES),
-             str(NEGATIVE_EXAMPLES), str(SHORT_TURN_WORDS), json.dumps(response_schema(("code",)), sort_keys=True)]
+    parts = [
+        TEMPLATE_VERSION,
+        SYSTEM_TEMPLATE,
+        USER_TEMPLATE,
+        CONTEXT_TEMPLATE,
+        str(POSITIVE_EXAMPLES),
+        str(NEGATIVE_EXAMPLES),
+        str(SHORT_TURN_WORDS),
+        json.dumps(response_schema(("code",)), sort_keys=True),
+    ]
     return hashlib.sha256("\x1e".join(parts).encode("utf-8")).hexdigest()
 
 
@@ -62,7 +70,11 @@ def codebook_text(codebook: Codebook) -> str:
     """Each code: id, name, definition, include and exclude criteria, a few examples."""
     blocks = []
     for code in codebook.codes:
-        lines = [f"- id: {code.code_id}", f"  name: {code.name}", f"  definition: {' '.join(code.definition.split())}"]
+        lines = [
+            f"- id: {code.code_id}",
+            f"  name: {code.name}",
+            f"  definition: {' '.join(code.definition.split())}",
+        ]
         lines += _listed("include when", code.include)
         lines += _listed("exclude when", code.exclude)
         lines += _listed("examples that apply", code.positive_examples[:POSITIVE_EXAMPLES])
@@ -96,23 +108,39 @@ def with_context(segments: Sequence[Segment], codable: Sequence[Segment]) -> lis
 
 def messages(system: str, prompt: SegmentPrompt) -> list[dict[str, str]]:
     segment, context = prompt.segment, prompt.context
-    context_text = (CONTEXT_TEMPLATE.format(speaker=context.speaker or "unknown", text=context.text.strip())
-                    if context is not None else "")
-    user = USER_TEMPLATE.format(context=context_text, speaker=segment.speaker or "none (written text)",
-                                text=segment.text)
+    context_text = (
+        CONTEXT_TEMPLATE.format(speaker=context.speaker or "unknown", text=context.text.strip())
+        if context is not None
+        else ""
+    )
+    user = USER_TEMPLATE.format(
+        context=context_text, speaker=segment.speaker or "none (written text)", text=segment.text
+    )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 def system_message(codebook: Codebook) -> str:
     kind = "an interview transcript, essay or survey answer"
-    return SYSTEM_TEMPLATE.format(kind=kind, codebook_name=codebook.name, codes=codebook_text(codebook))
+    return SYSTEM_TEMPLATE.format(
+        kind=kind, codebook_name=codebook.name, codes=codebook_text(codebook)
+    )
 
 
 def response_schema(code_ids: Sequence[str]) -> dict:
     """The JSON schema of an answer: for each code, applies, confidence and quote."""
-    answer = {"type": "object",
-              "properties": {"applies": {"type": "boolean"}, "confidence": {"type": "number"},
-                             "quote": {"type": "string"}},
-              "required": ["applies", "confidence", "quote"], "additionalProperties": False}
-    return {"type": "object", "properties": {code_id: answer for code_id in code_ids},
-            "required": list(code_ids), "additionalProperties": False}
+    answer = {
+        "type": "object",
+        "properties": {
+            "applies": {"type": "boolean"},
+            "confidence": {"type": "number"},
+            "quote": {"type": "string"},
+        },
+        "required": ["applies", "confidence", "quote"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {code_id: answer for code_id in code_ids},
+        "required": list(code_ids),
+        "additionalProperties": False,
+    }

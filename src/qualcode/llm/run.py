@@ -20,18 +20,31 @@ def default_answer_cache() -> ResponseCache:
     return ResponseCache(default_cache_dir() / CACHE_NAME)
 
 
-def prompts_for(segments: Sequence[Segment], codable: Sequence[Segment], codebook: Codebook,
-                decided: Collection[tuple[str, str]] = ()) -> list[SegmentPrompt]:
+def prompts_for(
+    segments: Sequence[Segment],
+    codable: Sequence[Segment],
+    codebook: Codebook,
+    decided: Collection[tuple[str, str]] = (),
+) -> list[SegmentPrompt]:
     """A prompt for each coded segment, except those a human has decided for every code (decisions are final)."""
     decided = set(decided)
-    asked = [segment for segment in codable
-             if not all((segment.segment_id, code_id) in decided for code_id in codebook.code_ids)]
+    asked = [
+        segment
+        for segment in codable
+        if not all((segment.segment_id, code_id) in decided for code_id in codebook.code_ids)
+    ]
     return with_context(segments, asked)
 
 
-def ask_model(settings: LlmSettings, coder: LlmCoder | None, codebook: Codebook, segments: Sequence[Segment],
-              codable: Sequence[Segment], record: MutableMapping[str, object],
-              decided: Collection[tuple[str, str]] = ()) -> dict[str, Answer]:
+def ask_model(
+    settings: LlmSettings,
+    coder: LlmCoder | None,
+    codebook: Codebook,
+    segments: Sequence[Segment],
+    codable: Sequence[Segment],
+    record: MutableMapping[str, object],
+    decided: Collection[tuple[str, str]] = (),
+) -> dict[str, Answer]:
     """The model's answers on ``codable`` (of ``segments``, in document order), by segment id; its record added to ``record``.
 
     ``coder`` is the caller's (with its API key, cache and progress); without one, a coder with
@@ -59,13 +72,27 @@ class LanguageModelAssistant:
 
     name = "llm"
 
-    def __init__(self, settings: LlmSettings, coder: LlmCoder | None, codebook: Codebook, *,
-                 context: Sequence[Segment], record: MutableMapping[str, object],
-                 decided: Collection[tuple[str, str]] = ()):
+    def __init__(
+        self,
+        settings: LlmSettings,
+        coder: LlmCoder | None,
+        codebook: Codebook,
+        *,
+        context: Sequence[Segment],
+        record: MutableMapping[str, object],
+        decided: Collection[tuple[str, str]] = (),
+    ):
         self.settings, self.coder, self.codebook = settings, coder, codebook
         self.context, self.record, self.decided = context, record, decided
 
     def suggest(self, segments: Sequence[Segment]) -> Verdicts:
-        answers = ask_model(self.settings, self.coder, self.codebook, self.context, segments,
-                            self.record, decided=self.decided)
+        answers = ask_model(
+            self.settings,
+            self.coder,
+            self.codebook,
+            self.context,
+            segments,
+            self.record,
+            decided=self.decided,
+        )
         return Verdicts(answers, self.settings.model)

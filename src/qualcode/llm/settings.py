@@ -44,10 +44,14 @@ class LlmSettings:
             raise ConfigurationError("--llm: name a model (e.g. --llm llama3.1:8b)")
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError(f"--llm-url {redact_url(self.url)}: not an http(s) URL; "
-                                     f"give the endpoint's base, e.g. {DEFAULT_URL}")
+            raise ConfigurationError(
+                f"--llm-url {redact_url(self.url)}: not an http(s) URL; "
+                f"give the endpoint's base, e.g. {DEFAULT_URL}"
+            )
         if self.concurrency < 1 or self.timeout <= 0 or self.retries < 0:
-            raise ConfigurationError("llm: concurrency must be at least 1, timeout above 0 and retries 0 or more")
+            raise ConfigurationError(
+                "llm: concurrency must be at least 1, timeout above 0 and retries 0 or more"
+            )
 
     @property
     def endpoint(self) -> str:
@@ -60,9 +64,15 @@ class LlmSettings:
         return host in ("localhost", "::1") or host.startswith("127.")
 
     def as_record(self) -> dict[str, object]:
-        return {"llm model": self.model, "llm endpoint": self.endpoint, "llm temperature": self.temperature,
-                "llm seed": "none" if self.seed is None else self.seed, "llm concurrency": self.concurrency,
-                "llm timeout seconds": self.timeout, "llm retries": self.retries}
+        return {
+            "llm model": self.model,
+            "llm endpoint": self.endpoint,
+            "llm temperature": self.temperature,
+            "llm seed": "none" if self.seed is None else self.seed,
+            "llm concurrency": self.concurrency,
+            "llm timeout seconds": self.timeout,
+            "llm retries": self.retries,
+        }
 
 
 def redact_url(url: str) -> str:
@@ -88,13 +98,17 @@ def settings_from_table(table: Mapping[str, object], where: str) -> dict[str, ob
     A key in the file is refused: it would be copied with the study and shown to whoever opens it.
     """
     if not isinstance(table, Mapping):
-        raise ConfigurationError(f"{where}: llm must be a table ([llm] with model = \"...\")")
+        raise ConfigurationError(f'{where}: llm must be a table ([llm] with model = "...")')
     if "api_key" in table or "key" in table:
-        raise ConfigurationError(f"{where}: [llm] holds an API key; remove it and set the environment variable "
-                                 f"{API_KEY_VARIABLE} instead (a key in the study would travel with it)")
+        raise ConfigurationError(
+            f"{where}: [llm] holds an API key; remove it and set the environment variable "
+            f"{API_KEY_VARIABLE} instead (a key in the study would travel with it)"
+        )
     unknown = sorted(set(table) - _TABLE_KEYS)
     if unknown:
-        raise ConfigurationError(f"{where}: [llm] has no setting '{unknown[0]}' (known: {', '.join(sorted(_TABLE_KEYS))})")
+        raise ConfigurationError(
+            f"{where}: [llm] has no setting '{unknown[0]}' (known: {', '.join(sorted(_TABLE_KEYS))})"
+        )
     found: dict[str, object] = {}
     try:
         if table.get("model"):

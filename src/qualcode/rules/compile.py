@@ -29,8 +29,17 @@ logger = logging.getLogger(__name__)
 
 MAX_VARIANTS_PER_PHRASE = 5000
 # Token attributes a blank pipeline cannot supply; patterns using them need a trained --spacy-model.
-_ANNOTATION_ATTRS = {"POS": "tagger", "TAG": "tagger", "MORPH": "morphologizer", "DEP": "parser", "ENT_TYPE": "ner",
-                     "ENT_IOB": "ner", "ENT_ID": "ner", "ENT_KB_ID": "ner", "HEAD": "parser"}
+_ANNOTATION_ATTRS = {
+    "POS": "tagger",
+    "TAG": "tagger",
+    "MORPH": "morphologizer",
+    "DEP": "parser",
+    "ENT_TYPE": "ner",
+    "ENT_IOB": "ner",
+    "ENT_ID": "ner",
+    "ENT_KB_ID": "ner",
+    "HEAD": "parser",
+}
 
 
 @lru_cache(maxsize=1)
@@ -63,9 +72,11 @@ def regex_label(pattern: str) -> str:
 
 def rule_labels(code: Code) -> list[str]:
     """How each of a code's rules is named in evidence, in codebook order."""
-    return ([phrase_label(rule.text) for rule in code.rules.phrases]
-            + [pattern_label(rule.name) for rule in code.rules.patterns]
-            + [regex_label(rule.pattern) for rule in code.rules.regex])
+    return (
+        [phrase_label(rule.text) for rule in code.rules.phrases]
+        + [pattern_label(rule.name) for rule in code.rules.patterns]
+        + [regex_label(rule.pattern) for rule in code.rules.regex]
+    )
 
 
 @dataclass(frozen=True)
@@ -111,11 +122,13 @@ class CompiledRules:
                 self._gated_patterns.append((matcher, self._gates(final), longest_match(final)))
             for index, rule in enumerate(code.rules.regex):
                 key = self._ref(code.code_id, "regex", index, regex_label(rule.pattern))
-                self._regexes.append((compile_regex(rule.pattern), self._refs[key],
-                                      regex_gates(rule.pattern)))
+                self._regexes.append(
+                    (compile_regex(rule.pattern), self._refs[key], regex_gates(rule.pattern))
+                )
         self._regex_gate_key = tuple(gates for _, _, gates in self._regexes)
-        self._pattern_gates = PatternGates([(gates, longest) for _, gates, longest in self._gated_patterns])
-
+        self._pattern_gates = PatternGates(
+            [(gates, longest) for _, gates, longest in self._gated_patterns]
+        )
 
     def _ref(self, code_id: str, kind: str, index: int, description: str) -> str:
         key = f"{code_id}\x1f{kind}\x1f{index}"
@@ -127,13 +140,19 @@ class CompiledRules:
 
         vocab = self.nlp.vocab
         tokens = self.nlp.make_doc(phrase)
-        choices = [sorted({vocab[form].norm_ for form in word_forms(token.norm_)}) for token in tokens]
+        choices = [
+            sorted({vocab[form].norm_ for form in word_forms(token.norm_)}) for token in tokens
+        ]
         count = 1
         for options in choices:
             count *= len(options)
         if count > MAX_VARIANTS_PER_PHRASE:
-            logger.warning("phrase %r has %d inflected variants; only the first %d are matched", phrase, count,
-                           MAX_VARIANTS_PER_PHRASE)
+            logger.warning(
+                "phrase %r has %d inflected variants; only the first %d are matched",
+                phrase,
+                count,
+                MAX_VARIANTS_PER_PHRASE,
+            )
         combos = itertools.islice(itertools.product(*choices), MAX_VARIANTS_PER_PHRASE)
         return [Doc(vocab, words=list(words)) for words in combos]
 
@@ -158,7 +177,9 @@ class CompiledRules:
                 if isinstance(value, str):
                     token["NORM"] = {"IN": self._norms_of([value])}
                 elif isinstance(value, dict) and set(value) <= {"IN", "NOT_IN"}:
-                    token["NORM"] = {predicate: self._norms_of(values) for predicate, values in value.items()}
+                    token["NORM"] = {
+                        predicate: self._norms_of(values) for predicate, values in value.items()
+                    }
                 else:
                     return None
             rewritten.append(token)
@@ -171,15 +192,23 @@ class CompiledRules:
         strings = self.nlp.vocab.strings
         gates = []
         for token in pattern:
-            token = {str(key).upper(): value for key, value in token.items()}  # spaCy reads "op" as "OP"
+            token = {
+                str(key).upper(): value for key, value in token.items()
+            }  # spaCy reads "op" as "OP"
             operator = str(token.get("OP", ""))
             bounds = REPEAT_OPERATOR.match(operator)
-            required = operator in ("", "+") or (bounds is not None and int(bounds.group(1) or 0) >= 1)
+            required = operator in ("", "+") or (
+                bounds is not None and int(bounds.group(1) or 0) >= 1
+            )
             if not required:
                 continue
             for name, attr in (("NORM", NORM), ("LOWER", LOWER)):
                 value = token.get(name)
-                values = [value] if isinstance(value, str) else (value.get("IN") if isinstance(value, dict) else None)
+                values = (
+                    [value]
+                    if isinstance(value, str)
+                    else (value.get("IN") if isinstance(value, dict) else None)
+                )
                 if values and (not isinstance(value, dict) or set(value) == {"IN"}):
                     gates.append((attr, frozenset(strings.add(str(item)) for item in values)))
                     break
@@ -188,8 +217,21 @@ class CompiledRules:
     @property
     def pipes_needed(self) -> tuple[str, ...]:
         """The pipeline components matching uses: none but the tokenizer, unless a pattern needs lemmas or tags."""
-        needed = [name for name in self.nlp.pipe_names if name in ("tok2vec", "tagger", "morphologizer", "parser",
-                                                                     "attribute_ruler", "ner", "senter", "transformer")]
+        needed = [
+            name
+            for name in self.nlp.pipe_names
+            if name
+            in (
+                "tok2vec",
+                "tagger",
+                "morphologizer",
+                "parser",
+                "attribute_ruler",
+                "ner",
+                "senter",
+                "transformer",
+            )
+        ]
         if self._needs_lemmas:
             needed += [name for name in self.nlp.pipe_names if "lemma" in name]
         return tuple(needed)

@@ -52,14 +52,14 @@ def _top_level_alternatives(body: str) -> list[str] | None:
     if after != 0:
         return None
     bounds = [-1, *cuts, len(body)]
-    return [body[bounds[i] + 1:bounds[i + 1]] for i in range(len(bounds) - 1)]
+    return [body[bounds[i] + 1 : bounds[i + 1]] for i in range(len(bounds) - 1)]
 
 
 def _leading_group(text: str) -> tuple[str, str] | None:
     """(body, rest) of a ``(?:...)`` group at the start of ``text``; None if the brackets do not close."""
     for index, character, depth in _structure(text):
         if character == ")" and depth == 1:
-            return text[3:index], text[index + 1:]
+            return text[3:index], text[index + 1 :]
     return None
 
 
@@ -105,6 +105,8 @@ def regex_literals(pattern: str) -> frozenset[str] | None:
 
 
 _QUANTIFIER = re.compile(r"(\?|\*|\+|\{(\d*)(?:,(\d*))?\})\??")
+
+
 def _pieces(pattern: str) -> list[tuple[str, str, bool]] | None:
     """The top-level sequence of a regex without top-level ``|``: (kind, text, required) per piece.
 
@@ -116,12 +118,19 @@ def _pieces(pattern: str) -> list[tuple[str, str, bool]] | None:
     while index < len(pattern):
         character = pattern[index]
         if character == "\\":
-            escape = pattern[index:index + 2]
+            escape = pattern[index : index + 2]
             index += 2
             if escape in ("\\b", "\\B", "\\A", "\\Z"):
                 continue
-            kind, text = ("space", " ") if escape == "\\s" else (
-                ("char", escape[1]) if len(escape) == 2 and not escape[1].isalnum() else ("other", escape))
+            kind, text = (
+                ("space", " ")
+                if escape == "\\s"
+                else (
+                    ("char", escape[1])
+                    if len(escape) == 2 and not escape[1].isalnum()
+                    else ("other", escape)
+                )
+            )
         elif character == "(":
             depth_end = None
             for position, symbol, depth in _structure(pattern[index:]):
@@ -130,23 +139,23 @@ def _pieces(pattern: str) -> list[tuple[str, str, bool]] | None:
                     break
             if depth_end is None:
                 return None
-            body = pattern[index + 1:depth_end]
+            body = pattern[index + 1 : depth_end]
             index = depth_end + 1
             if body.startswith(("?=", "?!", "?<=", "?<!")):
                 continue
             if body.startswith("?:"):
                 body = body[2:]
             elif body.startswith("?P<"):
-                body = body[body.index(">") + 1:]
+                body = body[body.index(">") + 1 :]
             elif body.startswith("?"):
                 return None
             kind, text = "group", body
         elif character == "[":
             end = index + 1
-            end += 1 if pattern[end:end + 1] in ("]", "^") else 0
+            end += 1 if pattern[end : end + 1] in ("]", "^") else 0
             while end < len(pattern) and pattern[end] != "]":
                 end += 2 if pattern[end] == "\\" else 1
-            kind, text = "other", pattern[index:end + 1]
+            kind, text = "other", pattern[index : end + 1]
             index = end + 1
         elif character in "^$":
             index += 1
@@ -154,7 +163,11 @@ def _pieces(pattern: str) -> list[tuple[str, str, bool]] | None:
         elif character == "|":
             return None
         else:
-            kind, text = ("space", " ") if character == " " else ("char" if character != "." else "other", character)
+            kind, text = (
+                ("space", " ")
+                if character == " "
+                else ("char" if character != "." else "other", character)
+            )
             index += 1
         quantifier = _QUANTIFIER.match(pattern, index)
         required = True
@@ -163,7 +176,9 @@ def _pieces(pattern: str) -> list[tuple[str, str, bool]] | None:
             symbol, low = quantifier.group(1), quantifier.group(2)
             required = symbol == "+" or (symbol.startswith("{") and bool(low) and int(low) >= 1)
             if symbol == "+" or symbol.startswith("{"):
-                kind = "other" if kind == "char" else kind  # a repeated letter is no longer a plain word
+                kind = (
+                    "other" if kind == "char" else kind
+                )  # a repeated letter is no longer a plain word
         pieces.append((kind, text, required))
     return pieces
 
@@ -250,7 +265,11 @@ class _WordMasks(dict):
 
     def __missing__(self, word: str) -> int:
         mask = 0
-        for piece in {word[start:start + length] for length in self._lengths for start in range(len(word) - length + 1)}:
+        for piece in {
+            word[start : start + length]
+            for length in self._lengths
+            for start in range(len(word) - length + 1)
+        }:
             mask |= self._bits.get(piece, 0)
         if len(self) >= self.MAX_REMEMBERED:
             self.clear()
@@ -280,7 +299,9 @@ class LiteralGates:
     _ALWAYS = 1  # set for every text: the gate of rules with no gates
 
     def __init__(self, gates_per_rule: Sequence[Sequence[frozenset[str]]]):
-        literals = sorted({literal for gates in gates_per_rule for gate in gates for literal in gate})
+        literals = sorted(
+            {literal for gates in gates_per_rule for gate in gates for literal in gate}
+        )
         bits = {literal: 1 << position for position, literal in enumerate(literals, start=1)}
         # Words looked for inside the text's words: one-word literals, and the longest word of each
         # longer literal (a bit of its own when it is not a literal too), which announces it.
@@ -309,8 +330,9 @@ class LiteralGates:
         self._rule_gates = []
         for gates in gates_per_rule:
             ordered = sorted(gates, key=_selectivity, reverse=True)
-            self._rule_gates.append((mask(ordered[0]), tuple(map(mask, ordered[1:]))) if ordered
-                                    else (self._ALWAYS, ()))
+            self._rule_gates.append(
+                (mask(ordered[0]), tuple(map(mask, ordered[1:]))) if ordered else (self._ALWAYS, ())
+            )
 
     def _present(self, text: str) -> int:
         """The OR of the bits of the literals occurring in ``text``, lower-cased with its whitespace collapsed."""
@@ -335,8 +357,11 @@ class LiteralGates:
     def open_rules(self, text: str) -> list[int]:
         """The indices, in order, of the rules to try on ``text``: those whose every gate has a literal in it."""
         present = self._present(text)
-        return [index for index, (first, others) in enumerate(self._rule_gates)
-                if present & first and all(present & gate for gate in others)]
+        return [
+            index
+            for index, (first, others) in enumerate(self._rule_gates)
+            if present & first and all(present & gate for gate in others)
+        ]
 
 
 # Keyed by the regexes' gates, so the words a LiteralGates has taken apart are remembered across
@@ -383,21 +408,32 @@ class PatternGates:
             flat.extend(gates)
         self._columns = len(flat)
         # Small column numbers sort by radix, in linear time (numpy's stable sort of 16-bit integers).
-        self._column_type = np.int16 if len(flat) < 2 ** 15 else np.int64
+        self._column_type = np.int16 if len(flat) < 2**15 else np.int64
         self.attrs = sorted({attr for attr, _ in flat})
         # Per attribute: the sorted hashes some gate looks for and, as compressed rows, the columns
         # each hash meets (those of hash i are columns[starts[i]:starts[i] + counts[i]]).
         self._hashes: dict[int, np.ndarray] = {}
         self._columns_of_hash: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for attr in self.attrs:
-            hashes = sorted({value for gate_attr, values in flat if gate_attr == attr for value in values})
-            met = [[column for column, (gate_attr, values) in enumerate(flat) if gate_attr == attr and value in values]
-                   for value in hashes]
+            hashes = sorted(
+                {value for gate_attr, values in flat if gate_attr == attr for value in values}
+            )
+            met = [
+                [
+                    column
+                    for column, (gate_attr, values) in enumerate(flat)
+                    if gate_attr == attr and value in values
+                ]
+                for value in hashes
+            ]
             self._hashes[attr] = np.array(hashes, dtype=np.uint64)
-            self._columns_of_hash[attr] = (np.cumsum([0, *map(len, met)], dtype=np.int64)[:-1],
-                                           np.array(list(map(len, met)), dtype=np.int64),
-                                           np.array([column for columns in met for column in columns],
-                                                    dtype=self._column_type))
+            self._columns_of_hash[attr] = (
+                np.cumsum([0, *map(len, met)], dtype=np.int64)[:-1],
+                np.array(list(map(len, met)), dtype=np.int64),
+                np.array(
+                    [column for columns in met for column in columns], dtype=self._column_type
+                ),
+            )
 
     def _positions_by_column(self, values: np.ndarray) -> list[np.ndarray]:
         """For each gate column, the ascending positions (rows of ``values``) of the tokens meeting it."""
@@ -406,7 +442,9 @@ class PatternGates:
             hashes, tokens = self._hashes[attr], values[:, number]
             if not len(hashes):  # only gates that no hash meets
                 continue
-            nearest = np.minimum(np.searchsorted(hashes, tokens), len(hashes) - 1)  # a binary search per token
+            nearest = np.minimum(
+                np.searchsorted(hashes, tokens), len(hashes) - 1
+            )  # a binary search per token
             rows = np.flatnonzero(hashes[nearest] == tokens)
             column_starts, column_counts, flat_columns = self._columns_of_hash[attr]
             found = nearest[rows]
@@ -420,14 +458,16 @@ class PatternGates:
         order = np.argsort(columns, kind="stable")
         bounds = np.searchsorted(columns[order], np.arange(self._columns + 1))
         by_column = positions[order]
-        return [by_column[bounds[column]:bounds[column + 1]] for column in range(self._columns)]
+        return [by_column[bounds[column] : bounds[column + 1]] for column in range(self._columns)]
 
     def open_patterns(self, docs: Sequence) -> list[list[int]]:
         """For each doc, the indices, in order, of the patterns to run on it."""
         if not self.attrs or not docs:
             return [list(range(len(self._gate_columns))) for _ in docs]
         # to_array gives one value per token, not a row, when there is one attribute.
-        values = np.concatenate([doc.to_array(self.attrs).reshape(len(doc), len(self.attrs)) for doc in docs])
+        values = np.concatenate(
+            [doc.to_array(self.attrs).reshape(len(doc), len(self.attrs)) for doc in docs]
+        )
         doc_starts = np.cumsum([0, *(len(doc) for doc in docs)])
         by_column = self._positions_by_column(values)
         opened: list[list[int]] = [[] for _ in docs]
@@ -456,4 +496,3 @@ class PatternGates:
             for doc in np.unique(owners[ok]).tolist():
                 opened[doc].append(pattern)
         return opened
-

@@ -28,7 +28,9 @@ class _Spans:
     def __init__(self, spans: list[tuple[int, int]]):
         spans = sorted(spans)
         self.starts = [start for start, _ in spans]
-        self.reach = list(itertools.accumulate((end for _, end in spans), max))  # furthest end so far
+        self.reach = list(
+            itertools.accumulate((end for _, end in spans), max)
+        )  # furthest end so far
 
     def overlaps(self, start: int, end: int) -> bool:
         import bisect
@@ -46,12 +48,14 @@ class RuleMatcher(CompiledRules):
         """The rules' suggestions for the segments, as an assistant gives them (``assistants``)."""
         return RuleHits(list(self.match(segments)))
 
-    def match(self, segments: Iterable[Segment], *, batch_size: int = 64) -> Iterator[CodeAssignment]:
+    def match(
+        self, segments: Iterable[Segment], *, batch_size: int = 64
+    ) -> Iterator[CodeAssignment]:
         """Rule assignments for the segments, one per (segment, code) with all its evidence."""
         segments = list(segments)
         docs = self.docs(segments, batch_size=batch_size)
         for start in range(0, len(segments), 256):
-            batch = segments[start:start + 256]
+            batch = segments[start : start + 256]
             yield from self.match_docs(batch, list(itertools.islice(docs, len(batch))))
 
     def docs(self, segments: Iterable[Segment], *, batch_size: int = 64) -> Iterator:
@@ -62,8 +66,11 @@ class RuleMatcher(CompiledRules):
     def match_docs(self, segments: Sequence[Segment], docs: Sequence) -> list[CodeAssignment]:
         """Rule assignments for the segments, given their docs from ``docs``."""
         literal_gates = self._literal_gates()
-        return [assignment for segment, doc, opened in zip(segments, docs, self._pattern_gates.open_patterns(docs))
-                for assignment in self._assign(segment, doc, literal_gates, opened)]
+        return [
+            assignment
+            for segment, doc, opened in zip(segments, docs, self._pattern_gates.open_patterns(docs))
+            for assignment in self._assign(segment, doc, literal_gates, opened)
+        ]
 
     def _literal_gates(self) -> LiteralGates:
         # Looked up rather than kept: the cache is per process, so a matcher unpickled on a worker
@@ -84,8 +91,11 @@ class RuleMatcher(CompiledRules):
         for index in gates.open_rules(text):
             pattern, ref, _ = self._regexes[index]
             try:
-                hits.extend((found.start(), found.end(), ref)
-                            for found in pattern.finditer(text, timeout=REGEX_TIME_LIMIT) if found.end() > found.start())
+                hits.extend(
+                    (found.start(), found.end(), ref)
+                    for found in pattern.finditer(text, timeout=REGEX_TIME_LIMIT)
+                    if found.end() > found.start()
+                )
             except TimeoutError:
                 raise RuleTimeoutError(
                     f"code {ref.code_id}: {ref.description} ran for over {REGEX_TIME_LIMIT:g} s on segment "
@@ -94,16 +104,19 @@ class RuleMatcher(CompiledRules):
                 ) from None
         return hits
 
-    def _assign(self, segment: Segment, doc, literal_gates: LiteralGates,
-                opened: Sequence[int]) -> Iterator[CodeAssignment]:
+    def _assign(
+        self, segment: Segment, doc, literal_gates: LiteralGates, opened: Sequence[int]
+    ) -> Iterator[CodeAssignment]:
         strings = self.nlp.vocab.strings
-        hits = [(doc[start].idx, doc[end - 1].idx + len(doc[end - 1]), self._refs[strings[match_id]])
-                for match_id, start, end in self._token_matches(doc, opened)]
+        hits = [
+            (doc[start].idx, doc[end - 1].idx + len(doc[end - 1]), self._refs[strings[match_id]])
+            for match_id, start, end in self._token_matches(doc, opened)
+        ]
         hits.extend(self._regex_hits(segment, literal_gates))
         if not hits:  # most segments: no exclusions to look for, no evidence to gather
             return
         vetoes: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        for match_id, start, end in (self._exclusions(doc) if len(self._exclusions) else ()):
+        for match_id, start, end in self._exclusions(doc) if len(self._exclusions) else ():
             ref = self._refs[strings[match_id]]
             vetoes[ref.code_id].append((doc[start].idx, doc[end - 1].idx + len(doc[end - 1])))
         vetoed = {code_id: _Spans(spans) for code_id, spans in vetoes.items()}
@@ -115,8 +128,14 @@ class RuleMatcher(CompiledRules):
                 continue
             found = evidence[ref.code_id]
             if len(found) < MAX_EVIDENCE:
-                found.setdefault(Evidence(ref.description, segment.text[start:end], segment.start_char + start,
-                                          segment.start_char + end))
+                found.setdefault(
+                    Evidence(
+                        ref.description,
+                        segment.text[start:end],
+                        segment.start_char + start,
+                        segment.start_char + end,
+                    )
+                )
         for code_id in self.codebook.code_ids:
             if evidence.get(code_id):
                 yield CodeAssignment(

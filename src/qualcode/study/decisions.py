@@ -26,7 +26,9 @@ class ImportOutcome:
 
     def __str__(self) -> str:
         changed = f" ({self.changed} change an earlier decision)" if self.changed else ""
-        return f"{self.stored} new decisions stored{changed}, {self.already_held} already in the study"
+        return (
+            f"{self.stored} new decisions stored{changed}, {self.already_held} already in the study"
+        )
 
 
 class StudyDecisions:
@@ -47,10 +49,15 @@ class StudyDecisions:
             if text is not None and decision.text and decision.text in text:
                 continue  # cut at another unit, say: the decision can follow its text
             place = review.places.get(decision.segment_id, "sheet 'Segments'")
-            hint = ("the study has no run yet; run qualcode code inside it first" if not known and not texts else
-                    "import the workbook of a run of this study, or put back the segment id qualcode wrote")
-            raise InputDataError(f"{review.path}: {place}, column 'segment_id': '{decision.segment_id}' matches no "
-                                 f"segment and no document text in the study; {hint}")
+            hint = (
+                "the study has no run yet; run qualcode code inside it first"
+                if not known and not texts
+                else "import the workbook of a run of this study, or put back the segment id qualcode wrote"
+            )
+            raise InputDataError(
+                f"{review.path}: {place}, column 'segment_id': '{decision.segment_id}' matches no "
+                f"segment and no document text in the study; {hint}"
+            )
 
     def import_reviews(self, review: ReviewImport) -> ImportOutcome:
         """Store the decisions of one reviewed workbook in one transaction, all or nothing.
@@ -61,21 +68,46 @@ class StudyDecisions:
         """
         digest = hashlib.sha256(Path(review.path).read_bytes()).hexdigest()
         self._check_segments_known(review)
-        latest = {(row[0], row[1], row[2]): bool(row[3]) for row in self.connection.execute(
-            "SELECT coder, segment_id, code_id, applies FROM decisions ORDER BY decided_at, decision_id")}
-        new = [d for d in review.decisions if latest.get((d.coder, d.segment_id, d.code_id)) != d.applies]
+        latest = {
+            (row[0], row[1], row[2]): bool(row[3])
+            for row in self.connection.execute(
+                "SELECT coder, segment_id, code_id, applies FROM decisions ORDER BY decided_at, decision_id"
+            )
+        }
+        new = [
+            d
+            for d in review.decisions
+            if latest.get((d.coder, d.segment_id, d.code_id)) != d.applies
+        ]
         changed = sum(1 for d in new if (d.coder, d.segment_id, d.code_id) in latest)
         outcome = ImportOutcome(0, len(new), len(review.decisions) - len(new), changed)
         self.back_up()
         with transaction(self.connection) as db:
-            cursor = db.execute("INSERT INTO imports (path, sha256, coder, imported_at, summary) VALUES (?, ?, ?, ?, ?)",
-                                (review.path, digest, review.coder, now(), f"{review.summary()}; {outcome}"))
+            cursor = db.execute(
+                "INSERT INTO imports (path, sha256, coder, imported_at, summary) VALUES (?, ?, ?, ?, ?)",
+                (review.path, digest, review.coder, now(), f"{review.summary()}; {outcome}"),
+            )
             import_id = cursor.lastrowid
             db.executemany(
                 "INSERT INTO decisions (import_id, segment_id, doc_id, start, end, text, code_id, applies, coder, "
                 "decided_at, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(import_id, d.segment_id, d.doc_id, d.start_char, d.end_char, d.text, d.code_id, int(d.applies),
-                  d.coder, d.decided_at, d.origin) for d in new])
+                [
+                    (
+                        import_id,
+                        d.segment_id,
+                        d.doc_id,
+                        d.start_char,
+                        d.end_char,
+                        d.text,
+                        d.code_id,
+                        int(d.applies),
+                        d.coder,
+                        d.decided_at,
+                        d.origin,
+                    )
+                    for d in new
+                ],
+            )
         return dataclasses.replace(outcome, import_id=import_id)
 
     def holds_decisions_of(self, workbook: str | os.PathLike[str], code_ids) -> bool:
@@ -92,8 +124,12 @@ class StudyDecisions:
     def decisions(self) -> list[HumanDecision]:
         rows = self.connection.execute(
             "SELECT segment_id, doc_id, start, end, text, code_id, applies, coder, decided_at, origin FROM decisions "
-            "ORDER BY decided_at, decision_id")
-        return [HumanDecision(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9]) for r in rows]
+            "ORDER BY decided_at, decision_id"
+        )
+        return [
+            HumanDecision(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9])
+            for r in rows
+        ]
 
     def coder_labels(self, code_ids) -> list:
         """One ``LabelFile`` per coder, of the segments that coder decided for every code (for ``agree``).
@@ -106,7 +142,9 @@ class StudyDecisions:
         latest: dict[str, dict[tuple[str, str], HumanDecision]] = {}
         for decision in self.decisions():
             if decision.code_id in code_ids:
-                latest.setdefault(decision.coder, {})[(decision.segment_id, decision.code_id)] = decision
+                latest.setdefault(decision.coder, {})[(decision.segment_id, decision.code_id)] = (
+                    decision
+                )
         files = []
         for coder, decided in sorted(latest.items()):
             by_segment: dict[str, dict[str, HumanDecision]] = {}
@@ -116,12 +154,21 @@ class StudyDecisions:
             for segment_id, codes in by_segment.items():
                 if set(codes) == set(code_ids):
                     any_decision = next(iter(codes.values()))
-                    units.append(LabelledUnit(segment_id, any_decision.doc_id, any_decision.start_char,
-                                              any_decision.end_char, any_decision.text,
-                                              {code_id: int(codes[code_id].applies) for code_id in code_ids},
-                                              f"decisions of {coder}"))
+                    units.append(
+                        LabelledUnit(
+                            segment_id,
+                            any_decision.doc_id,
+                            any_decision.start_char,
+                            any_decision.end_char,
+                            any_decision.text,
+                            {code_id: int(codes[code_id].applies) for code_id in code_ids},
+                            f"decisions of {coder}",
+                        )
+                    )
             if units:
-                files.append(LabelFile(f"{self.root} ({coder})", coder, tuple(code_ids), tuple(units)))
+                files.append(
+                    LabelFile(f"{self.root} ({coder})", coder, tuple(code_ids), tuple(units))
+                )
         return files
 
 

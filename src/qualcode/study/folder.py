@@ -37,8 +37,14 @@ class Study(StudyDecisions, StudyRuns):
         return self.config.root
 
     @classmethod
-    def create(cls, root: str | os.PathLike[str], *, coder: str, codebook: str | os.PathLike[str] | None = None,
-               unit: str | None = None) -> Study:
+    def create(
+        cls,
+        root: str | os.PathLike[str],
+        *,
+        coder: str,
+        codebook: str | os.PathLike[str] | None = None,
+        unit: str | None = None,
+    ) -> Study:
         """Create ``root/qualcode.toml`` and ``root/qualcode.sqlite``; the codebook is copied in so it can be edited."""
         root = Path(root)
         if (root / CONFIG_NAME).exists():
@@ -50,8 +56,11 @@ class Study(StudyDecisions, StudyRuns):
             if not target.exists():
                 target.write_bytes(source.read_bytes())
             (root / CONFIG_NAME).write_text(
-                CONFIG_TEMPLATE.format(codebook="codebook.yaml", coder=coder.replace('"', "'"), unit=unit or "default"),
-                encoding="utf-8")
+                CONFIG_TEMPLATE.format(
+                    codebook="codebook.yaml", coder=coder.replace('"', "'"), unit=unit or "default"
+                ),
+                encoding="utf-8",
+            )
         except FileNotFoundError:
             raise InputMissingError(f"{codebook}: no such codebook file") from None
         except OSError as error:
@@ -76,10 +85,14 @@ class Study(StudyDecisions, StudyRuns):
                 connection.close()
                 raise
         except sqlite3.DatabaseError as error:
-            raise StudyDatabaseError(f"{path}: the study database is damaged ({error}); {restore_hint(root)}") from None
+            raise StudyDatabaseError(
+                f"{path}: the study database is damaged ({error}); {restore_hint(root)}"
+            ) from None
         if verdict != "ok":
             connection.close()
-            raise StudyDatabaseError(f"{path}: the study database is damaged ({verdict}); {restore_hint(root)}")
+            raise StudyDatabaseError(
+                f"{path}: the study database is damaged ({verdict}); {restore_hint(root)}"
+            )
         return cls(config, connection)
 
     def back_up(self) -> Path:
@@ -96,7 +109,9 @@ class Study(StudyDecisions, StudyRuns):
                 copy.close()
         except (OSError, sqlite3.Error) as error:
             target.unlink(missing_ok=True)
-            raise OutputError(f"{target}: cannot back up the study database before changing it ({error})") from error
+            raise OutputError(
+                f"{target}: cannot back up the study database before changing it ({error})"
+            ) from error
         for old in sorted(folder.glob("qualcode-*.sqlite"))[:-BACKUPS_KEPT]:
             old.unlink(missing_ok=True)
         return target

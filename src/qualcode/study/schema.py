@@ -107,9 +107,9 @@ class StudyConfig:
     veto_below: float
     decisive_coder: str | None
     seed: bool = True
-    llm: dict = dataclasses.field(default_factory=dict)  # [llm]: keyword arguments for llm.LlmSettings
-
-
+    llm: dict = dataclasses.field(
+        default_factory=dict
+    )  # [llm]: keyword arguments for llm.LlmSettings
 
 
 def now() -> str:
@@ -130,17 +130,26 @@ def read_config(root: Path) -> StudyConfig:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputMissingError(f"{root}: not a qualcode study (no {CONFIG_NAME}); create one with qualcode init") from None
+        raise InputMissingError(
+            f"{root}: not a qualcode study (no {CONFIG_NAME}); create one with qualcode init"
+        ) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigurationError(f"{path}: {error}") from error
     study, coding = data.get("study", {}), data.get("coding", {})
     unit = str(study.get("unit", "default")) or "default"
     if unit not in ("default", "turn", "paragraph", "sentence", "document"):
-        raise ConfigurationError(f"{path}: [study] unit = '{unit}' is not one of default, turn, paragraph, sentence, document")
+        raise ConfigurationError(
+            f"{path}: [study] unit = '{unit}' is not one of default, turn, paragraph, sentence, document"
+        )
     try:
-        suggest_at, veto_below = float(coding.get("suggest_at", 0.5)), float(coding.get("veto_below", 0.05))
+        suggest_at, veto_below = (
+            float(coding.get("suggest_at", 0.5)),
+            float(coding.get("veto_below", 0.05)),
+        )
     except (TypeError, ValueError) as error:
-        raise ConfigurationError(f"{path}: [coding] thresholds must be numbers ({error})") from error
+        raise ConfigurationError(
+            f"{path}: [coding] thresholds must be numbers ({error})"
+        ) from error
     codebook = study.get("codebook") or str(default_codebook_path())
     return StudyConfig(
         root=root,
@@ -158,8 +167,10 @@ def read_config(root: Path) -> StudyConfig:
 def restore_hint(root: Path) -> str:
     backups = sorted((root / BACKUP_FOLDER).glob("qualcode-*.sqlite"))
     if backups:
-        return (f"restore the latest backup by copying {backups[-1]} to {root / DATABASE_NAME} "
-                "(the README's 'Restoring a study' says how)")
+        return (
+            f"restore the latest backup by copying {backups[-1]} to {root / DATABASE_NAME} "
+            "(the README's 'Restoring a study' says how)"
+        )
     return "no backup was found in its backups folder; restore the file from your own backups"
 
 
@@ -187,10 +198,11 @@ def migrate(connection: sqlite3.Connection, path: Path) -> None:
     with transaction(connection):
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
-            raise ConfigurationError(f"{path}: written by a newer qualcode (schema {version}); upgrade qualcode")
+            raise ConfigurationError(
+                f"{path}: written by a newer qualcode (schema {version}); upgrade qualcode"
+            )
         for number in range(version, len(MIGRATIONS)):
             for statement in MIGRATIONS[number].split(";"):
                 if statement.strip():
                     connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {number + 1}")
-

@@ -5,5 +5,15 @@ from qualcode.writeup.formats import TABLE_FORMATS, write_tables
 from qualcode.writeup.report import render_report, write_report
 from qualcode.writeup.source import CodedData, load_coded
 
-__all__ = ["Analysis", "CodedData", "TABLE_FORMATS", "WriteupTable", "analyse", "load_coded", "render_report",
-           "write_report", "write_tables", "writeup_tables"]
+__all__ = [
+    "Analysis",
+    "CodedData",
+    "TABLE_FORMATS",
+    "WriteupTable",
+    "analyse",
+    "load_coded",
+    "render_report",
+    "write_report",
+    "write_tables",
+    "writeup_tables",
+]

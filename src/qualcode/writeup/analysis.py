@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from qualcode.errors import OptionValueError
 from qualcode.models import Code, Segment
-from qualcode.writeup.source import Coding, CodedData
+from qualcode.writeup.source import CodedData, Coding
 
 ID_ATTRIBUTES = ("respondent", "participant", "participant_id", "respondent_id")
 NOT_RECORDED = "(not recorded)"
@@ -30,9 +30,11 @@ QUOTE_CHARACTERS = 240
 DEFINITION_CHARACTERS = 160
 # Cochran's rule for a chi-square test: every expected count at least 1, at most a fifth below 5.
 _MIN_EXPECTED, _SMALL_EXPECTED, _SMALL_SHARE = 1.0, 5.0, 0.2
-EXEMPLAR_RULE = ("Exemplar: a passage a human accepted or added first, then the suggestion qualcode was most confident "
-                 "of (earliest in document order among equals), one per participant; trimmed to whole sentences "
-                 f"of at most {QUOTE_CHARACTERS} characters around the words that triggered the code.")
+EXEMPLAR_RULE = (
+    "Exemplar: a passage a human accepted or added first, then the suggestion qualcode was most confident "
+    "of (earliest in document order among equals), one per participant; trimmed to whole sentences "
+    f"of at most {QUOTE_CHARACTERS} characters around the words that triggered the code."
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,9 @@ class Analysis:
     best: dict[tuple[str, str], Coding]  # (segment id, code id) -> the counted coding
     documents_total: int
     participants_total: int
-    doc_position: dict[str, tuple[int, int]] = field(default_factory=dict)  # segment id -> (k, n) in its document
+    doc_position: dict[str, tuple[int, int]] = field(
+        default_factory=dict
+    )  # segment id -> (k, n) in its document
     _passages: dict[str, list[Segment]] = field(default_factory=dict)
 
     # -- counts per code --------------------------------------------------------------------------
@@ -87,7 +91,9 @@ class Analysis:
         return self._passages.get(code_id, [])
 
     def participants_with(self, code_id: str) -> set[tuple]:
-        return {p.key for s in self.passages(code_id) if (p := self.participant_of.get(s.segment_id))}
+        return {
+            p.key for s in self.passages(code_id) if (p := self.participant_of.get(s.segment_id))
+        }
 
     def documents_with(self, code_id: str) -> set[str]:
         return {s.doc_id for s in self.passages(code_id)}
@@ -107,7 +113,9 @@ def folder_of(doc_id: str) -> str:
 def analyse(data: CodedData, *, by: str = "folder") -> Analysis:
     choices = grouping_choices(data)
     if by not in choices:
-        raise OptionValueError(f"--by {by}: no document has that attribute; choose one of {', '.join(choices)}")
+        raise OptionValueError(
+            f"--by {by}: no document has that attribute; choose one of {', '.join(choices)}"
+        )
     documents = {document.doc_id: document for document in data.documents}
     codes = data.codebook.codes
     order = {code.code_id: index for index, code in enumerate(codes)}
@@ -135,11 +143,17 @@ def analyse(data: CodedData, *, by: str = "folder") -> Analysis:
             speakers = speakers_in.get(segment.doc_id)
             if not speakers:
                 stem = _stem(segment.doc_id)
-                return Participant(("document", segment.doc_id), stem if stems[stem] == 1 else segment.doc_id)
+                return Participant(
+                    ("document", segment.doc_id), stem if stems[stem] == 1 else segment.doc_id
+                )
             if len(speakers) != 1:
                 return None
             speaker = next(iter(speakers))
-        label = speaker if len(docs_of_speaker[speaker]) == 1 else f"{speaker} ({_stem(segment.doc_id)})"
+        label = (
+            speaker
+            if len(docs_of_speaker[speaker]) == 1
+            else f"{speaker} ({_stem(segment.doc_id)})"
+        )
         return Participant(("speaker", segment.doc_id, speaker), label)
 
     participant_of = {s.segment_id: participant(s) for s in data.segments}
@@ -164,7 +178,8 @@ def analyse(data: CodedData, *, by: str = "folder") -> Analysis:
             group_of_participant.setdefault(who.key, value)
     seen_groups = list(dict.fromkeys(group_of_segment[s.segment_id] for s in eligible))
     groups = sorted((g for g in seen_groups if g != NOT_RECORDED), key=_natural) + (
-        [NOT_RECORDED] if NOT_RECORDED in seen_groups else [])
+        [NOT_RECORDED] if NOT_RECORDED in seen_groups else []
+    )
 
     eligible_ids = {s.segment_id for s in eligible}
     coded: dict[str, list[str]] = defaultdict(list)
@@ -188,8 +203,21 @@ def analyse(data: CodedData, *, by: str = "folder") -> Analysis:
         for index, segment in enumerate(segments, 1):
             doc_position[segment.segment_id] = (index, len(segments))
     participants_total = len({p.key for s in eligible if (p := participant_of[s.segment_id])})
-    return Analysis(data, by, codes, eligible, participant_of, group_of_participant, group_of_segment, groups,
-                    dict(coded), best, len({s.doc_id for s in eligible}), participants_total, doc_position)
+    return Analysis(
+        data,
+        by,
+        codes,
+        eligible,
+        participant_of,
+        group_of_participant,
+        group_of_segment,
+        groups,
+        dict(coded),
+        best,
+        len({s.doc_id for s in eligible}),
+        participants_total,
+        doc_position,
+    )
 
 
 def _stem(doc_id: str) -> str:
@@ -238,13 +266,15 @@ def trim_quote(text: str, evidence: str = "", limit: int = QUOTE_CHARACTERS) -> 
     for words in _EVIDENCE_WORDS.findall(evidence or ""):
         at = lowered.find(words.lower())
         if at >= 0:
-            first = next(index for index, (a, b) in enumerate(spans) if at < b + 1 or index == len(spans) - 1)
+            first = next(
+                index for index, (a, b) in enumerate(spans) if at < b + 1 or index == len(spans) - 1
+            )
             break
     chosen_start, chosen_end = spans[first]
     if chosen_end - chosen_start > limit:
-        piece = flat[chosen_start:chosen_start + limit].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+        piece = flat[chosen_start : chosen_start + limit].rsplit(" ", 1)[0].rstrip(",;:") + " …"
     else:
-        for a, b in spans[first + 1:]:
+        for _, b in spans[first + 1 :]:
             if b - chosen_start > limit:
                 break
             chosen_end = b
@@ -255,13 +285,17 @@ def trim_quote(text: str, evidence: str = "", limit: int = QUOTE_CHARACTERS) -> 
     return ("… " if chosen_start > 0 else "") + piece
 
 
-def exemplars(analysis: Analysis, code_id: str, count: int = 1) -> list[tuple[Segment, Coding, Participant | None]]:
+def exemplars(
+    analysis: Analysis, code_id: str, count: int = 1
+) -> list[tuple[Segment, Coding, Participant | None]]:
     """The stated rule (``EXEMPLAR_RULE``): human first, then most confident; one per participant."""
     candidates = []
     for segment in analysis.passages(code_id):
         coding = analysis.best[(segment.segment_id, code_id)]
         human = coding.source == "human" and coding.status == "accepted"
-        candidates.append((0 if human else 1, -(coding.confidence or 0.0), segment.index, segment, coding))
+        candidates.append(
+            (0 if human else 1, -(coding.confidence or 0.0), segment.index, segment, coding)
+        )
     candidates.sort(key=lambda item: item[:3])
     chosen, who_seen = [], set()
     for *_, segment, coding in candidates:
@@ -282,11 +316,14 @@ def quote_text(segment: Segment, coding: Coding, who: Participant | None) -> str
 
 # -- the tables -----------------------------------------------------------------------------------
 
+
 def _base_caption(analysis: Analysis, what: str) -> str:
     data = analysis.data
-    return (f"{what} {data.counting_rule()} Eligible for coding: {len(analysis.eligible)} passages from "
-            f"{analysis.documents_total} documents and {analysis.participants_total} participants"
-            f"{'' if data.code_interviewer else ' (interviewer turns left out)'}; source: {data.source}.")
+    return (
+        f"{what} {data.counting_rule()} Eligible for coding: {len(analysis.eligible)} passages from "
+        f"{analysis.documents_total} documents and {analysis.participants_total} participants"
+        f"{'' if data.code_interviewer else ' (interviewer turns left out)'}; source: {data.source}."
+    )
 
 
 def codebook_table(analysis: Analysis, quotes: int = 1) -> WriteupTable:
@@ -296,18 +333,42 @@ def codebook_table(analysis: Analysis, quotes: int = 1) -> WriteupTable:
         documents = analysis.documents_with(code.code_id)
         participants = analysis.participants_with(code.code_id)
         chosen = exemplars(analysis, code.code_id, quotes)
-        rows.append((code_label(code), short_definition(code.definition), len(passages), len(documents),
-                     percent(len(documents), analysis.documents_total), len(participants),
-                     percent(len(participants), analysis.participants_total),
-                     "\n".join(quote_text(*item) for item in chosen) or "—"))
+        rows.append(
+            (
+                code_label(code),
+                short_definition(code.definition),
+                len(passages),
+                len(documents),
+                percent(len(documents), analysis.documents_total),
+                len(participants),
+                percent(len(participants), analysis.participants_total),
+                "\n".join(quote_text(*item) for item in chosen) or "—",
+            )
+        )
     return WriteupTable(
-        "codebook", "Table 1. Codebook: themes, prevalence and exemplars",
-        _base_caption(analysis, "Each code with the first sentence of its definition, the passages coded with it, "
-                                "and the documents and participants with at least one such passage (n and % of "
-                                "those eligible).") + " " + EXEMPLAR_RULE,
-        ("Code", "Definition", "Passages", "Documents", "% of documents", "Participants", "% of participants",
-         "Exemplar quote" if quotes == 1 else "Exemplar quotes"),
-        rows, ("text", "wide", "int", "int", "pct", "int", "pct", "wide"))
+        "codebook",
+        "Table 1. Codebook: themes, prevalence and exemplars",
+        _base_caption(
+            analysis,
+            "Each code with the first sentence of its definition, the passages coded with it, "
+            "and the documents and participants with at least one such passage (n and % of "
+            "those eligible).",
+        )
+        + " "
+        + EXEMPLAR_RULE,
+        (
+            "Code",
+            "Definition",
+            "Passages",
+            "Documents",
+            "% of documents",
+            "Participants",
+            "% of participants",
+            "Exemplar quote" if quotes == 1 else "Exemplar quotes",
+        ),
+        rows,
+        ("text", "wide", "int", "int", "pct", "int", "pct", "wide"),
+    )
 
 
 @dataclass(frozen=True)
@@ -327,17 +388,29 @@ def group_test(with_code: Sequence[int], sizes: Sequence[int]) -> GroupTest:
     total_with = sum(a for a, _ in pairs)
     total = sum(a + b for a, b in pairs)
     if total_with == 0 or total_with == total:
-        return GroupTest("", None, None, "no participant has it" if total_with == 0 else "every participant has it")
+        return GroupTest(
+            "",
+            None,
+            None,
+            "no participant has it" if total_with == 0 else "every participant has it",
+        )
     from scipy import stats
 
     if len(pairs) == 2:
         result = stats.fisher_exact([list(pairs[0]), list(pairs[1])])
         return GroupTest("Fisher exact", None, float(result.pvalue), "")
-    expected = [n * t / total for n in (a + b for a, b in pairs) for t in (total_with, total - total_with)]
+    expected = [
+        n * t / total for n in (a + b for a, b in pairs) for t in (total_with, total - total_with)
+    ]
     small = sum(1 for e in expected if e < _SMALL_EXPECTED)
     if min(expected) < _MIN_EXPECTED or small > _SMALL_SHARE * len(expected):
-        return GroupTest("", None, None, f"no test: {small} of {len(expected)} expected counts below 5, too few for "
-                                         "chi-square; merge groups or compare two")
+        return GroupTest(
+            "",
+            None,
+            None,
+            f"no test: {small} of {len(expected)} expected counts below 5, too few for "
+            "chi-square; merge groups or compare two",
+        )
     chi2, p, dof, _ = stats.chi2_contingency([list(pair) for pair in pairs], correction=False)
     return GroupTest(f"chi-square({dof})", float(chi2), float(p), "")
 
@@ -365,11 +438,19 @@ def theme_by_group_table(analysis: Analysis) -> WriteupTable:
         people = analysis.participants_with(code.code_id)
         counts = Counter(analysis.group_of_participant[key] for key in people)
         test = group_test([counts[g] for g in tested], [participants_in[g] for g in tested])
-        test_name = f"{test.name} = {test.statistic:.2f}" if test.statistic is not None else test.name
+        test_name = (
+            f"{test.name} = {test.statistic:.2f}" if test.statistic is not None else test.name
+        )
         row = [code_label(code), "participants"]
         for group in groups:
             row += [counts[group], percent(counts[group], participants_in[group])]
-        row += [len(people), percent(len(people), analysis.participants_total), test_name, test.p, test.note]
+        row += [
+            len(people),
+            percent(len(people), analysis.participants_total),
+            test_name,
+            test.p,
+            test.note,
+        ]
         rows.append(tuple(row))
         passages = analysis.passages(code.code_id)
         counts = Counter(analysis.group_of_segment[s.segment_id] for s in passages)
@@ -379,46 +460,90 @@ def theme_by_group_table(analysis: Analysis) -> WriteupTable:
         row += [len(passages), percent(len(passages), len(analysis.eligible)), "", None, ""]
         rows.append(tuple(row))
     by = {"folder": "source folder", "speaker": "speaker"}.get(analysis.by, analysis.by)
-    notes = ["Column percentages: participants (or passages) of each group carrying the code, of that group's "
-             "participants (passages) eligible for coding; a participant counts once however often the code recurs.",
-             "Tests compare participants with and without the code across groups (passages of one person are not "
-             "independent): Fisher's exact test for two groups, Pearson's chi-square for more where every expected "
-             "count is at least 1 and at most a fifth are below 5. p-values are not adjusted for testing "
-             f"{len(analysis.codes)} codes."]
+    notes = [
+        "Column percentages: participants (or passages) of each group carrying the code, of that group's "
+        "participants (passages) eligible for coding; a participant counts once however often the code recurs.",
+        "Tests compare participants with and without the code across groups (passages of one person are not "
+        "independent): Fisher's exact test for two groups, Pearson's chi-square for more where every expected "
+        "count is at least 1 and at most a fifth are below 5. p-values are not adjusted for testing "
+        f"{len(analysis.codes)} codes.",
+    ]
     if NOT_RECORDED in groups:
-        notes.append(f"{NOT_RECORDED}: documents without a value for {by}; shown, but left out of the tests.")
+        notes.append(
+            f"{NOT_RECORDED}: documents without a value for {by}; shown, but left out of the tests."
+        )
     sizes = ", ".join(f"{g} {participants_in[g]}" for g in groups)
     return WriteupTable(
-        "theme-by-group", f"Table 2. Themes by {by}",
-        _base_caption(analysis, f"Participants and passages carrying each code, by {by} (participants per group: "
-                                f"{sizes})."),
-        tuple(header), rows, tuple(kinds), tuple(notes))
+        "theme-by-group",
+        f"Table 2. Themes by {by}",
+        _base_caption(
+            analysis,
+            f"Participants and passages carrying each code, by {by} (participants per group: "
+            f"{sizes}).",
+        ),
+        tuple(header),
+        rows,
+        tuple(kinds),
+        tuple(notes),
+    )
 
 
 def cooccurrence_pairs(analysis: Analysis) -> list[dict]:
-    passages = {code.code_id: {s.segment_id for s in analysis.passages(code.code_id)} for code in analysis.codes}
+    passages = {
+        code.code_id: {s.segment_id for s in analysis.passages(code.code_id)}
+        for code in analysis.codes
+    }
     people = {code.code_id: analysis.participants_with(code.code_id) for code in analysis.codes}
     pairs = []
     for i, first in enumerate(analysis.codes):
-        for second in analysis.codes[i + 1:]:
+        for second in analysis.codes[i + 1 :]:
             a, b = passages[first.code_id], passages[second.code_id]
             union = len(a | b)
-            pairs.append({"first": first, "second": second, "both": len(a & b), "either": union,
-                          "jaccard": round(len(a & b) / union, 3) if union else 0.0,
-                          "participants": len(people[first.code_id] & people[second.code_id])})
+            pairs.append(
+                {
+                    "first": first,
+                    "second": second,
+                    "both": len(a & b),
+                    "either": union,
+                    "jaccard": round(len(a & b) / union, 3) if union else 0.0,
+                    "participants": len(people[first.code_id] & people[second.code_id]),
+                }
+            )
     return pairs
 
 
 def cooccurrence_table(analysis: Analysis) -> WriteupTable:
-    rows = [(code_label(p["first"]), code_label(p["second"]), p["both"], p["either"], p["jaccard"], p["participants"])
-            for p in cooccurrence_pairs(analysis)]
+    rows = [
+        (
+            code_label(p["first"]),
+            code_label(p["second"]),
+            p["both"],
+            p["either"],
+            p["jaccard"],
+            p["participants"],
+        )
+        for p in cooccurrence_pairs(analysis)
+    ]
     return WriteupTable(
-        "co-occurrence", "Table 3. Co-occurring themes",
-        _base_caption(analysis, "Each pair of codes: passages carrying both, passages carrying either, the Jaccard "
-                                "index (both / either: 0 never together, 1 always together) and participants with "
-                                "both codes anywhere in what they said."),
-        ("Code", "With code", "Passages with both", "Passages with either", "Jaccard index", "Participants with both"),
-        rows, ("text", "text", "int", "int", "num", "int"))
+        "co-occurrence",
+        "Table 3. Co-occurring themes",
+        _base_caption(
+            analysis,
+            "Each pair of codes: passages carrying both, passages carrying either, the Jaccard "
+            "index (both / either: 0 never together, 1 always together) and participants with "
+            "both codes anywhere in what they said.",
+        ),
+        (
+            "Code",
+            "With code",
+            "Passages with both",
+            "Passages with either",
+            "Jaccard index",
+            "Participants with both",
+        ),
+        rows,
+        ("text", "text", "int", "int", "num", "int"),
+    )
 
 
 def position(analysis: Analysis, segment: Segment) -> str:
@@ -431,7 +556,11 @@ def attributes_text(analysis: Analysis, doc_id: str, documents: dict) -> str:
     document = documents.get(doc_id)
     if document is None:
         return ""
-    return "; ".join(f"{name}: {value}" for name, value in document.attributes.items() if name not in ID_ATTRIBUTES)
+    return "; ".join(
+        f"{name}: {value}"
+        for name, value in document.attributes.items()
+        if name not in ID_ATTRIBUTES
+    )
 
 
 def quote_bank_rows(analysis: Analysis, code: Code) -> list[tuple]:
@@ -440,24 +569,41 @@ def quote_bank_rows(analysis: Analysis, code: Code) -> list[tuple]:
     for segment in analysis.passages(code.code_id):
         coding = analysis.best[(segment.segment_id, code.code_id)]
         who = analysis.participant_of.get(segment.segment_id)
-        rows.append((code_label(code), who.label if who else "", segment.doc_id, position(analysis, segment),
-                     attributes_text(analysis, segment.doc_id, documents), coding.source,
-                     " ".join(segment.text.split())))
+        rows.append(
+            (
+                code_label(code),
+                who.label if who else "",
+                segment.doc_id,
+                position(analysis, segment),
+                attributes_text(analysis, segment.doc_id, documents),
+                coding.source,
+                " ".join(segment.text.split()),
+            )
+        )
     return rows
 
 
 def quote_bank_table(analysis: Analysis) -> WriteupTable:
     rows = [row for code in analysis.codes for row in quote_bank_rows(analysis, code)]
     return WriteupTable(
-        "quote-bank", "Table 4. Quote bank",
-        _base_caption(analysis, "Every coded passage, code by code, in document order, with its participant, "
-                                "document, position and the document's attributes; source says who coded it "
-                                "(human, rule or classifier)."),
+        "quote-bank",
+        "Table 4. Quote bank",
+        _base_caption(
+            analysis,
+            "Every coded passage, code by code, in document order, with its participant, "
+            "document, position and the document's attributes; source says who coded it "
+            "(human, rule or classifier).",
+        ),
         ("Code", "Participant", "Document", "Position", "Attributes", "Source", "Passage"),
-        rows, ("text", "text", "text", "text", "text", "text", "wide"))
+        rows,
+        ("text", "text", "text", "text", "text", "text", "wide"),
+    )
 
 
 def writeup_tables(analysis: Analysis, *, quotes: int = 1) -> list[WriteupTable]:
-    return [codebook_table(analysis, quotes), theme_by_group_table(analysis), cooccurrence_table(analysis),
-            quote_bank_table(analysis)]
-
+    return [
+        codebook_table(analysis, quotes),
+        theme_by_group_table(analysis),
+        cooccurrence_table(analysis),
+        quote_bank_table(analysis),
+    ]

@@ -16,7 +16,14 @@ from qualcode.export.atomic import atomic_file, atomic_folder
 from qualcode.writeup.analysis import WriteupTable, format_p
 
 TABLE_FORMATS = ("xlsx", "md", "tex", "docx", "csv")
-_SUFFIXES = {".xlsx": "xlsx", ".md": "md", ".markdown": "md", ".tex": "tex", ".docx": "docx", ".csv": "csv"}
+_SUFFIXES = {
+    ".xlsx": "xlsx",
+    ".md": "md",
+    ".markdown": "md",
+    ".tex": "tex",
+    ".docx": "docx",
+    ".csv": "csv",
+}
 _FILE_SUFFIX = {"xlsx": ".xlsx", "md": ".md", "tex": ".tex", "docx": ".docx", "csv": ".csv"}
 FOLDER_README = "README.txt"
 
@@ -40,10 +47,14 @@ def output_format(output: Path, chosen: str | None) -> tuple[str, bool]:
     if suffix in _SUFFIXES and not output.is_dir():
         named = _SUFFIXES[suffix]
         if chosen and chosen != named:
-            raise OutputError(f"{output}: the name says {named} but --format says {chosen}; make them agree")
+            raise OutputError(
+                f"{output}: the name says {named} but --format says {chosen}; make them agree"
+            )
         if named == "csv":
-            raise OutputError(f"{output}: a CSV file holds one table; name a folder (e.g. -o tables) to get one CSV "
-                              "per table")
+            raise OutputError(
+                f"{output}: a CSV file holds one table; name a folder (e.g. -o tables) to get one CSV "
+                "per table"
+            )
         return named, False
     if output.exists() and not output.is_dir():
         raise OutputError(f"{output}: name a file ending in .xlsx, .md, .tex or .docx, or a folder")
@@ -54,7 +65,9 @@ def table_file_names(tables: Sequence[WriteupTable], fmt: str) -> list[str]:
     return [table.key + _FILE_SUFFIX[fmt] for table in tables]
 
 
-def write_tables(tables: Sequence[WriteupTable], output: str | os.PathLike[str], fmt: str | None = None) -> list[Path]:
+def write_tables(
+    tables: Sequence[WriteupTable], output: str | os.PathLike[str], fmt: str | None = None
+) -> list[Path]:
     """Write ``tables`` to ``output`` atomically: one file in the named format, or a folder of one file per table."""
     output = Path(output)
     fmt, as_folder = output_format(output, fmt)
@@ -65,11 +78,19 @@ def write_tables(tables: Sequence[WriteupTable], output: str | os.PathLike[str],
     names = table_file_names(tables, fmt)
     if output.is_dir():
         ours = {*names, FOLDER_README}
-        foreign = sorted(entry.name for entry in output.iterdir() if entry.name not in ours or not entry.is_file())
+        foreign = sorted(
+            entry.name
+            for entry in output.iterdir()
+            if entry.name not in ours or not entry.is_file()
+        )
         if foreign:
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise OutputError(f"{output}: not replaced, because it holds files qualcode did not write ({shown}); "
-                              "name a new or empty folder")
+            shown = ", ".join(foreign[:3]) + (
+                f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            )
+            raise OutputError(
+                f"{output}: not replaced, because it holds files qualcode did not write ({shown}); "
+                "name a new or empty folder"
+            )
     with atomic_folder(output) as folder:
         for table, name in zip(tables, names):
             _WRITERS[fmt]([table], folder / name)
@@ -81,6 +102,7 @@ def write_tables(tables: Sequence[WriteupTable], output: str | os.PathLike[str],
 
 
 # -- CSV ------------------------------------------------------------------------------------------
+
 
 def write_csv(tables: Sequence[WriteupTable], path: Path) -> None:
     (table,) = tables
@@ -99,7 +121,9 @@ _MARKDOWN_PUNCTUATION = frozenset("\\`*_[]<>|")
 def markdown_escape(text: str) -> str:
     """CommonMark: any ASCII punctuation may be escaped with a backslash; a line break in a cell becomes <br>."""
     lines = [" ".join(line.split()) for line in text.splitlines()] or [""]
-    return "<br>".join("".join("\\" + ch if ch in _MARKDOWN_PUNCTUATION else ch for ch in line) for line in lines)
+    return "<br>".join(
+        "".join("\\" + ch if ch in _MARKDOWN_PUNCTUATION else ch for ch in line) for line in lines
+    )
 
 
 def markdown_table(table: WriteupTable) -> str:
@@ -107,17 +131,28 @@ def markdown_table(table: WriteupTable) -> str:
         return "| " + " | ".join(cells) + " |"
 
     numeric = {"int", "pct", "p", "num"}
-    lines = [row(markdown_escape(h) for h in table.header),
-             row("---:" if kind in numeric else "---" for kind in table.kinds)]
-    lines += [row(markdown_escape(cell_text(v, k)) for v, k in zip(values, table.kinds)) for values in table.rows]
+    lines = [
+        row(markdown_escape(h) for h in table.header),
+        row("---:" if kind in numeric else "---" for kind in table.kinds),
+    ]
+    lines += [
+        row(markdown_escape(cell_text(v, k)) for v, k in zip(values, table.kinds))
+        for values in table.rows
+    ]
     return "\n".join(lines)
 
 
 def write_markdown(tables: Sequence[WriteupTable], path: Path) -> None:
     parts = []
     for table in tables:
-        parts += [f"## {markdown_escape(table.title)}", "", f"*{markdown_escape(table.caption)}*", "",
-                  markdown_table(table), ""]
+        parts += [
+            f"## {markdown_escape(table.title)}",
+            "",
+            f"*{markdown_escape(table.caption)}*",
+            "",
+            markdown_table(table),
+            "",
+        ]
         parts += [f"- {markdown_escape(note)}" for note in table.notes]
         parts.append("")
     path.write_text("\n".join(parts), encoding="utf-8")
@@ -125,11 +160,16 @@ def write_markdown(tables: Sequence[WriteupTable], path: Path) -> None:
 
 # -- LaTeX ----------------------------------------------------------------------------------------
 
+
 def latex_escape(text: str) -> str:
     from pylatexenc.latexencode import unicode_to_latex
 
-    return unicode_to_latex(text, non_ascii_only=False, unknown_char_policy="keep",
-                            replacement_latex_protection="braces-almost-all")
+    return unicode_to_latex(
+        text,
+        non_ascii_only=False,
+        unknown_char_policy="keep",
+        replacement_latex_protection="braces-almost-all",
+    )
 
 
 def latex_table(table: WriteupTable, label: str) -> str:
@@ -139,8 +179,16 @@ def latex_table(table: WriteupTable, label: str) -> str:
     columns = [latex_escape(h) for h in table.header]
     if len(set(columns)) != len(columns):  # pandas needs unique names: "%" repeats in Table 2
         columns = [c + "\u200b" * i for i, c in enumerate(columns)]
-    frame = pd.DataFrame([[latex_escape(cell_text(v, k)).replace("\n", r"\newline ") for v, k in zip(row, table.kinds)]
-                          for row in table.rows], columns=columns)
+    frame = pd.DataFrame(
+        [
+            [
+                latex_escape(cell_text(v, k)).replace("\n", r"\newline ")
+                for v, k in zip(row, table.kinds)
+            ]
+            for row in table.rows
+        ],
+        columns=columns,
+    )
     # Widths as shares of the line, every column a paragraph column (the array package) so headers wrap:
     # numbers narrow and right-aligned, short text a little wider, long text the rest.
     count = len(table.kinds)
@@ -151,11 +199,19 @@ def latex_table(table: WriteupTable, label: str) -> str:
     fixed = sum(text if kind == "text" else number for kind in table.kinds if kind != "wide")
     share = max(0.12, (available - fixed) / len(wide)) if wide else 0.0
     layout = "".join(
-        rf">{{\raggedleft\arraybackslash}}p{{{number:.3f}\linewidth}}" if kind in numeric else
-        rf">{{\raggedright\arraybackslash}}p{{{share if kind == 'wide' else text:.3f}\linewidth}}"
-        for kind in table.kinds)
-    body = frame.to_latex(index=False, escape=False, longtable=True, column_format=layout,
-                          caption=latex_escape(table.title.split(". ", 1)[-1] + ". " + table.caption), label=label)
+        rf">{{\raggedleft\arraybackslash}}p{{{number:.3f}\linewidth}}"
+        if kind in numeric
+        else rf">{{\raggedright\arraybackslash}}p{{{share if kind == 'wide' else text:.3f}\linewidth}}"
+        for kind in table.kinds
+    )
+    body = frame.to_latex(
+        index=False,
+        escape=False,
+        longtable=True,
+        column_format=layout,
+        caption=latex_escape(table.title.split(". ", 1)[-1] + ". " + table.caption),
+        label=label,
+    )
     body = body.replace("\u200b", "")
     notes = "".join(f"\\par\\footnotesize {latex_escape(note)}\n" for note in table.notes)
     size = r"\scriptsize" if len(table.header) > 8 else r"\small"
@@ -165,13 +221,17 @@ def latex_table(table: WriteupTable, label: str) -> str:
 
 
 def write_latex(tables: Sequence[WriteupTable], path: Path) -> None:
-    parts = ["% qualcode write-up tables. In the preamble: \\usepackage{booktabs,longtable,array,pdflscape}",
-             "% then \\input this file where the tables go (a table of many columns gets a landscape page).", ""]
+    parts = [
+        "% qualcode write-up tables. In the preamble: \\usepackage{booktabs,longtable,array,pdflscape}",
+        "% then \\input this file where the tables go (a table of many columns gets a landscape page).",
+        "",
+    ]
     parts += [latex_table(table, f"tab:qualcode-{table.key}") for table in tables]
     path.write_text("\n".join(parts), encoding="utf-8")
 
 
 # -- Word -----------------------------------------------------------------------------------------
+
 
 def _row_property(row, name: str) -> None:
     """Set a row's on/off property: w:tblHeader (repeat on every page) or w:cantSplit (keep on one page)."""
@@ -222,9 +282,13 @@ def _repeat_header(row) -> None:
 def _docx_widths(table: WriteupTable, usable: float) -> list[float]:
     """Column widths in cm: numbers as wide as their header's longest word, short text as its longest word (2 to
     4 cm), and what is left shared by the long-text columns; scaled down together when the page is too narrow."""
+
     def longest(column: int, title: str, with_values: bool) -> int:
-        values = [title, *(row[column] for row in table.rows[:200] if isinstance(row[column], str))] if with_values \
+        values = (
+            [title, *(row[column] for row in table.rows[:200] if isinstance(row[column], str))]
+            if with_values
             else [title]
+        )
         return max((len(word) for value in values for word in value.split()), default=1)
 
     widths = []
@@ -234,11 +298,16 @@ def _docx_widths(table: WriteupTable, usable: float) -> list[float]:
         elif kind == "text":
             widths.append(min(4.0, max(1.6, 0.2 * longest(column, title, True) + 0.4)))
         else:
-            widths.append(max(1.35, 0.25 * longest(column, title, False) + 0.45))  # bold header words
+            widths.append(
+                max(1.35, 0.25 * longest(column, title, False) + 0.45)
+            )  # bold header words
     wide = [column for column, kind in enumerate(table.kinds) if kind == "wide"]
     if wide:
-        share = max(4.0, 0.38 * usable / len(wide) if len(table.kinds) <= 8 else 0.0,
-                    (usable - sum(widths)) / len(wide))
+        share = max(
+            4.0,
+            0.38 * usable / len(wide) if len(table.kinds) <= 8 else 0.0,
+            (usable - sum(widths)) / len(wide),
+        )
         for column in wide:
             widths[column] = share
     total = sum(widths)
@@ -270,7 +339,9 @@ def write_docx(tables: Sequence[WriteupTable], path: Path) -> None:
         grid.style = "Table Grid"
         grid.autofit = False
         widths = [Cm(width) for width in _docx_widths(table, usable)]
-        for column, width in zip(grid.columns, widths):  # the grid, which LibreOffice reads; Word reads the cells
+        for column, width in zip(
+            grid.columns, widths
+        ):  # the grid, which LibreOffice reads; Word reads the cells
             column.width = width
         size = Pt(8) if len(table.header) > 8 else Pt(9)
         for cell, title, width, kind in zip(grid.rows[0].cells, table.header, widths, table.kinds):
@@ -295,8 +366,12 @@ def write_docx(tables: Sequence[WriteupTable], path: Path) -> None:
 
 # -- xlsx -----------------------------------------------------------------------------------------
 
-_SHEET_NAMES = {"codebook": "Codebook", "theme-by-group": "Theme by group", "co-occurrence": "Co-occurrence",
-                "quote-bank": "Quote bank"}
+_SHEET_NAMES = {
+    "codebook": "Codebook",
+    "theme-by-group": "Theme by group",
+    "co-occurrence": "Co-occurrence",
+    "quote-bank": "Quote bank",
+}
 _XLSX_WIDTHS = {"wide": 60, "text": 18, "int": 9, "pct": 7, "p": 8, "num": 9}
 
 
@@ -305,12 +380,20 @@ def write_xlsx(tables: Sequence[WriteupTable], path: Path) -> None:
 
     from qualcode.export.xlsx import _LINE_HEIGHT, _MAX_ROW_HEIGHT, _lines
 
-    workbook = xlsxwriter.Workbook(str(path), {"strings_to_formulas": False, "strings_to_urls": False,
-                                               "strings_to_numbers": False})
+    workbook = xlsxwriter.Workbook(
+        str(path),
+        {"strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False},
+    )
     title_format = workbook.add_format({"bold": True, "font_size": 14})
-    caption_format = workbook.add_format({"italic": True, "text_wrap": True, "valign": "top", "font_size": 9})
-    header_format = workbook.add_format({"bold": True, "text_wrap": True, "valign": "bottom", "top": 2, "bottom": 1})
-    note_format = workbook.add_format({"text_wrap": True, "valign": "top", "font_size": 9, "top": 2})
+    caption_format = workbook.add_format(
+        {"italic": True, "text_wrap": True, "valign": "top", "font_size": 9}
+    )
+    header_format = workbook.add_format(
+        {"bold": True, "text_wrap": True, "valign": "bottom", "top": 2, "bottom": 1}
+    )
+    note_format = workbook.add_format(
+        {"text_wrap": True, "valign": "top", "font_size": 9, "top": 2}
+    )
     plain_note = workbook.add_format({"text_wrap": True, "valign": "top", "font_size": 9})
     cell_formats = {
         "wide": workbook.add_format({"text_wrap": True, "valign": "top"}),
@@ -324,9 +407,12 @@ def write_xlsx(tables: Sequence[WriteupTable], path: Path) -> None:
         sheet = workbook.add_worksheet(_SHEET_NAMES.get(table.key, table.key[:31]))
         columns = len(table.header)
         # Numbers as wide as their header's longest word ("Participants"), so no word breaks.
-        widths = [_XLSX_WIDTHS.get(kind, 12) if kind in ("wide", "text") else
-                  max(_XLSX_WIDTHS.get(kind, 9), max(map(len, title.split()), default=1) + 2)
-                  for kind, title in zip(table.kinds, table.header)]
+        widths = [
+            _XLSX_WIDTHS.get(kind, 12)
+            if kind in ("wide", "text")
+            else max(_XLSX_WIDTHS.get(kind, 9), max(map(len, title.split()), default=1) + 2)
+            for kind, title in zip(table.kinds, table.header)
+        ]
         if columns > 10:
             widths = [min(w, 40) for w in widths]
         for column, width in enumerate(widths):
@@ -358,16 +444,29 @@ def write_xlsx(tables: Sequence[WriteupTable], path: Path) -> None:
                 sheet.set_row(row_number, min(_MAX_ROW_HEIGHT, lines * _LINE_HEIGHT))
         note_row = row_number + 1
         for index, note in enumerate(table.notes):
-            sheet.merge_range(note_row + index, 0, note_row + index, columns - 1, note,
-                              note_format if index == 0 else plain_note)
-            sheet.set_row(note_row + index, min(_MAX_ROW_HEIGHT, _lines(note, total_width) * 12 + 4))
+            sheet.merge_range(
+                note_row + index,
+                0,
+                note_row + index,
+                columns - 1,
+                note,
+                note_format if index == 0 else plain_note,
+            )
+            sheet.set_row(
+                note_row + index, min(_MAX_ROW_HEIGHT, _lines(note, total_width) * 12 + 4)
+            )
         if not table.notes:
             for column in range(columns):
                 sheet.write_blank(note_row, column, None, note_format)
         if table.key == "co-occurrence" and table.rows:
             column = table.header.index("Jaccard index")
-            sheet.conditional_format(header_row + 1, column, row_number, column,
-                                     {"type": "2_color_scale", "min_color": "#FFFFFF", "max_color": "#4A7FB5"})
+            sheet.conditional_format(
+                header_row + 1,
+                column,
+                row_number,
+                column,
+                {"type": "2_color_scale", "min_color": "#FFFFFF", "max_color": "#4A7FB5"},
+            )
         sheet.freeze_panes(header_row + 1, 0)
         sheet.repeat_rows(header_row)
         sheet.set_landscape()
@@ -378,4 +477,10 @@ def write_xlsx(tables: Sequence[WriteupTable], path: Path) -> None:
     workbook.close()
 
 
-_WRITERS = {"csv": write_csv, "md": write_markdown, "tex": write_latex, "docx": write_docx, "xlsx": write_xlsx}
+_WRITERS = {
+    "csv": write_csv,
+    "md": write_markdown,
+    "tex": write_latex,
+    "docx": write_docx,
+    "xlsx": write_xlsx,
+}
