@@ -118,3 +118,24 @@ def test_training_data_that_cannot_be_sent_fails_where_it_is_sent():
         with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
             trainer.fit(["trust"], lambda: None)
     assert not _training_children()
+
+
+def test_a_training_process_ends_when_stopped_whatever_handler_the_command_installed():
+    import subprocess
+    import sys
+
+    # The command's SIGTERM handler is inherited by a forked child; one that does not exit (here:
+    # one that does nothing) kept a terminated training process alive and its parent waiting.
+    script = (
+        "import signal\n"
+        "signal.signal(signal.SIGTERM, lambda *_: None)\n"
+        "from qualcode.training import TrainingProcess\n"
+        "trainer = TrainingProcess()\n"
+        "trainer.stop()\n"
+        "print('stopped')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "stopped"

@@ -125,12 +125,42 @@ _WORKER_DOCUMENTS: Sequence[Document] = ()
 _WORKER_MODEL = None
 
 
+@contextlib.contextmanager
+def sigterm_held_while_forking() -> Iterator[None]:
+    """Hold SIGTERM in this thread while it forks children that call ``die_with_parent``.
+
+    A child forked with SIGTERM held keeps it pending until it has reset its handler, so a child
+    stopped the moment it starts still ends; this process takes a signal that came meanwhile
+    once the fork is done.
+    """
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def die_with_parent() -> None:
-    """Ask Linux to end this process when the coding process dies, so a killed run leaves no orphans."""
+    """Ask Linux to end this process when the coding process dies, so a killed run leaves no orphans.
+
+    A forked child also takes SIGTERM's default action again. It inherited the command's handler,
+    which removes the command's own temporaries and which Python runs only on the main thread:
+    with that thread waiting in a read and the signal taken by a BLAS thread, a terminated child
+    waited for ever, and so did the run that joined it (about one failed run in twenty).
+    """
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):  # held by sigterm_held_while_forking until now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     if not sys.platform.startswith("linux"):
         return
     import ctypes
-    import signal
 
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

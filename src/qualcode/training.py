@@ -29,6 +29,7 @@ from qualcode.classify import (
     training_matrix,
 )
 from qualcode.models import Codebook
+from qualcode.parallel import sigterm_held_while_forking
 
 
 def training_examples(
@@ -152,7 +153,8 @@ class TrainingProcess:
             name="qualcode-training",
             daemon=True,
         )
-        self._process.start()
+        with sigterm_held_while_forking():
+            self._process.start()
         theirs.close()
         self._sending: threading.Thread | None = None
 
