@@ -482,7 +482,7 @@ def _garbage_collected_less():
     type=click.Choice(REPRESENTATIONS),
     default=None,
     help="What the classifier reads: words and word pairs, sentence embeddings (all-MiniLM-L6-v2; "
-    "about 7,000 words a second on two cores; needs the model, see README), or both. "
+    "about 6,000 words a second on two cores; needs the model, see README), or both. "
     f"Default: {DEFAULT_REPRESENTATION} when the model is installed, else ngrams.",
 )
 @click.option(

@@ -28,7 +28,7 @@ REPRESENTATIONS = ("ngrams", "embeddings", "both")
 # What the classifier reads when a run does not say. Chosen by cross-validation over the sources
 # of the two spent test splits of corpora/dev (447 passages, 115 sources the rules were not written
 # from), training as a shipped model trains: rules + classifier alpha 0.44 with embeddings, 0.38
-# with both, 0.25 with n-grams. See README, "On real writing".
+# with both, 0.25 with n-grams. See docs/real-text-evaluation.md.
 DEFAULT_REPRESENTATION = "embeddings"
 # Examples whose text may be shown as evidence: the codebook's and a researcher's own. Labels
 # learnt from third-party text ship as vectors only and are never quoted.
