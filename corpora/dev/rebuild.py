@@ -286,8 +286,9 @@ def rebuild(
 
 
 # What qualcode's default model learns from: the dev split, and each test split once it has been
-# scored (test and test2 on 2026-12-02) and is spent. A split not yet scored is never learnt from.
-TRAINING_SPLITS = ("dev", "test", "test2")
+# scored (test, test2 and test3 on 2026-12-02) and is spent. A split not yet scored is never
+# learnt from.
+TRAINING_SPLITS = ("dev", "test", "test2", "test3")
 
 
 def write_vectors(
