@@ -119,7 +119,9 @@ def table(title: str, results: dict[str, dict[str, tuple[float, float, float]]])
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--split", choices=("dev", "test", "test2", "test3"), required=True)
+    parser.add_argument(
+        "--split", choices=("dev", "test", "test2", "test3", "test4"), required=True
+    )
     parser.add_argument("--texts", type=Path, default=HERE / "texts")
     parser.add_argument(
         "--keep", type=Path, help="keep the gold files and workbooks in this folder"
