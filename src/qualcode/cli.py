@@ -306,7 +306,12 @@ def _library_options(
         **settings,
     )
     if study is not None:
-        chosen = {"suggest_at", "llm", *(["veto_below"] if veto_below is not None else [])}
+        chosen = {
+            "suggest_at",
+            "llm",
+            "representation",
+            *(["veto_below"] if veto_below is not None else []),
+        }
         options = with_study_defaults(options, study.config, chosen=chosen)
     return options, ReadOptions(kind, text_column, id_column, sheet)
 
@@ -563,6 +568,8 @@ def code(
     llm = _llm_settings(
         llm_model, llm_url, llm_concurrency, llm_timeout, no_llm, llm_dry_run, study
     )
+    if representation is None and study is not None:
+        representation = study.config.representation  # every round of a study reads the same way
     representation = _representation(representation, quiet or no_classifier)
     codebook_path = codebook_path or (study.config.codebook if study is not None else None)
     options, reading = _library_options(

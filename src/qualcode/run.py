@@ -122,7 +122,7 @@ def with_study_defaults(
     """``options`` with the study's settings (its qualcode.toml) wherever the caller chose none.
 
     ``chosen`` names the fields the caller set on purpose, which keep their value: ``suggest_at``,
-    ``veto_below`` and ``llm``; the others take the study's. A unit left as None is the study's,
+    ``veto_below``, ``llm`` and ``representation``; the others take the study's. A unit left as None is the study's,
     and the seed set is used only when both allow it.
     """
     return replace(
@@ -132,6 +132,9 @@ def with_study_defaults(
         veto_below=options.veto_below if "veto_below" in chosen else config.veto_below,
         seed=options.seed and config.seed,
         llm=options.llm if "llm" in chosen else options.llm or llm_settings(config),
+        representation=(
+            options.representation if "representation" in chosen else config.representation
+        ),
     )
 
 

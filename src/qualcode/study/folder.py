@@ -44,8 +44,17 @@ class Study(StudyDecisions, StudyRuns):
         coder: str,
         codebook: str | os.PathLike[str] | None = None,
         unit: str | None = None,
+        representation: str | None = None,
     ) -> Study:
-        """Create ``root/qualcode.toml`` and ``root/qualcode.sqlite``; the codebook is copied in so it can be edited."""
+        """Create ``root/qualcode.toml`` and ``root/qualcode.sqlite``; the codebook is copied in so it can be edited.
+
+        ``representation`` is what the classifier reads in every round; by default qualcode's
+        default where the embedding model is installed, else n-grams.
+        """
+        if representation is None:
+            from qualcode.semantic import default_representation
+
+            representation = default_representation()[0]
         root = Path(root)
         if (root / CONFIG_NAME).exists():
             raise OutputError(f"{root}: already a qualcode study ({CONFIG_NAME} exists)")
@@ -57,7 +66,10 @@ class Study(StudyDecisions, StudyRuns):
                 target.write_bytes(source.read_bytes())
             (root / CONFIG_NAME).write_text(
                 CONFIG_TEMPLATE.format(
-                    codebook="codebook.yaml", coder=coder.replace('"', "'"), unit=unit or "default"
+                    codebook="codebook.yaml",
+                    coder=coder.replace('"', "'"),
+                    unit=unit or "default",
+                    representation=representation,
                 ),
                 encoding="utf-8",
             )

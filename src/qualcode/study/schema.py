@@ -64,6 +64,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+# semantic.REPRESENTATIONS, without importing the classifiers to read a study's settings.
+STUDY_REPRESENTATIONS = ("ngrams", "embeddings", "both")
+
 CONFIG_TEMPLATE = """\
 # A qualcode study. Commands run inside this folder (or below it) use it; `qualcode status` shows it.
 [study]
@@ -83,6 +86,9 @@ veto_below = 0.05
 decisive_coder = ""
 # Train on the labelled seed set shipped with the default codebook.
 seed = true
+# What the classifier reads: "embeddings", "ngrams" or "both" (README: "Sentence embeddings").
+# The study keeps it, so every round is coded the same way; change it on purpose, between rounds.
+representation = "{representation}"
 
 [llm]
 # A language model as a third coder (README: "A language model as a third coder"). Empty: none, and
@@ -107,6 +113,8 @@ class StudyConfig:
     veto_below: float
     decisive_coder: str | None
     seed: bool = True
+    # A study made before the setting existed was made when n-grams were the default.
+    representation: str = "ngrams"
     llm: dict = dataclasses.field(
         default_factory=dict
     )  # [llm]: keyword arguments for llm.LlmSettings
@@ -150,6 +158,12 @@ def read_config(root: Path) -> StudyConfig:
         raise ConfigurationError(
             f"{path}: [coding] thresholds must be numbers ({error})"
         ) from error
+    representation = str(coding.get("representation", "ngrams"))
+    if representation not in STUDY_REPRESENTATIONS:
+        raise ConfigurationError(
+            f"{path}: [coding] representation = '{representation}' is not one of "
+            + ", ".join(STUDY_REPRESENTATIONS)
+        )
     codebook = study.get("codebook") or str(default_codebook_path())
     return StudyConfig(
         root=root,
@@ -160,6 +174,7 @@ def read_config(root: Path) -> StudyConfig:
         veto_below=veto_below,
         decisive_coder=str(coding.get("decisive_coder", "")) or None,
         seed=bool(coding.get("seed", True)),
+        representation=representation,
         llm=settings_from_table(data.get("llm", {}), str(path)),
     )
 
