@@ -19,8 +19,8 @@ and prints a table (and --json FILE) with the ratio end-to-end / floor. On a sha
 speed drifts by a third within minutes, so the floor, a first run, a re-run and the training
 speed are measured in rounds (``--repeat``, default 3) and the best of each is compared; each
 round's figures are shown too. These runs read n-grams (``--representation ngrams``), the path that
-holds the floor; unless ``--no-embeddings``, one run in the default mode (n-grams and sentence
-embeddings, every text embedded) and the embedding throughput are reported beside them. Targets (issue 6): the ratio at or under 1.5 at 1M words, peak RSS under 1 GB at 10M words,
+holds the floor; unless ``--no-embeddings``, one run in the default mode (sentence embeddings,
+every text embedded) and the embedding throughput are reported beside them. Targets (issue 6): the ratio at or under 1.5 at 1M words, peak RSS under 1 GB at 10M words,
 training on 10,000 labelled segments under 5 s.
 """
 
@@ -234,7 +234,7 @@ def end_to_end(
 
     With an empty ``model_cache`` the run trains the classifier (a first run); with the model in
     it, the run loads it (a re-run after a codebook change that left the labels alone). The floor
-    is held by the n-gram path; the default (n-grams and embeddings) is measured once beside it.
+    is held by the n-gram path; the default (sentence embeddings) is measured once beside it.
     """
     usage = workdir / "usage.json"
     command = [
