@@ -18,20 +18,19 @@ FALSE_SHOWN = "no, n, 0, false, - or blank"
 
 SEGMENTS_HEADER = frozenset({"segment_id", "document", "start", "end", "text", "codes", "reviewed"})
 CODINGS_HEADER = frozenset({"segment_id", "code", "status", "decision"})
-# The sheets qualcode writes into a coded workbook (and ``suggest`` into its review workbook).
-QUALCODE_SHEETS = frozenset(
-    {
-        "Segments",
-        "Codings",
-        "Summary",
-        "Documents",
-        "Co-occurrence",
-        "Codebook",
-        "Run",
-        "Orphaned reviews",
-        "Why these segments",
-    }
+# The sheets qualcode writes into a coded workbook, in order (also its CSV folder's files).
+CODED_WORKBOOK_SHEETS = (
+    "Segments",
+    "Codings",
+    "Summary",
+    "Documents",
+    "Co-occurrence",
+    "Codebook",
+    "Run",
+    "Orphaned reviews",
 )
+# Those and the sheet ``suggest`` adds to its review workbook.
+QUALCODE_SHEETS = frozenset({*CODED_WORKBOOK_SHEETS, "Why these segments"})
 
 # What qualcode writes in the Segments sheet's ``decided by`` column for a segment a coder reviewed
 # in full in an earlier round (its ``reviewed`` cell then says yes): such a mark is a copy of those

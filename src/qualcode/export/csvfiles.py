@@ -7,24 +7,14 @@ from pathlib import Path
 
 from qualcode.export.tables import all_tables
 from qualcode.models import CodingResult
-
-SHEETS = (
-    "Segments",
-    "Codings",
-    "Summary",
-    "Documents",
-    "Co-occurrence",
-    "Codebook",
-    "Run",
-    "Orphaned reviews",
-)
+from qualcode.review_cells import CODED_WORKBOOK_SHEETS
 
 
 def csv_name(sheet: str) -> str:
     return sheet.lower().replace(" ", "-") + ".csv"
 
 
-CSV_FILES = frozenset(csv_name(sheet) for sheet in SHEETS)
+CSV_FILES = frozenset(csv_name(sheet) for sheet in CODED_WORKBOOK_SHEETS)
 
 
 def foreign_entries(folder: Path) -> list[str]:
