@@ -9,6 +9,7 @@ from pathlib import Path
 
 from qualcode.codebook import default_codebook_path
 from qualcode.errors import InputMissingError, OutputError, StudyDatabaseError
+from qualcode.semantic import default_representation
 from qualcode.study.decisions import StudyDecisions
 from qualcode.study.runs import StudyRuns
 from qualcode.study.schema import (
@@ -52,8 +53,6 @@ class Study(StudyDecisions, StudyRuns):
         default where the embedding model is installed, else n-grams.
         """
         if representation is None:
-            from qualcode.semantic import default_representation
-
             representation = default_representation()[0]
         root = Path(root)
         if (root / CONFIG_NAME).exists():

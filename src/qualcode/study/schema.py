@@ -20,6 +20,7 @@ from pathlib import Path
 from qualcode.codebook import default_codebook_path
 from qualcode.errors import ConfigurationError, InputMissingError
 from qualcode.llm.settings import settings_from_table
+from qualcode.semantic import REPRESENTATIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -63,9 +64,6 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX assignments_by_run ON assignments (run_id);
     """,
 )
-
-# semantic.REPRESENTATIONS, without importing the classifiers to read a study's settings.
-STUDY_REPRESENTATIONS = ("ngrams", "embeddings", "both")
 
 CONFIG_TEMPLATE = """\
 # A qualcode study. Commands run inside this folder (or below it) use it; `qualcode status` shows it.
@@ -159,10 +157,10 @@ def read_config(root: Path) -> StudyConfig:
             f"{path}: [coding] thresholds must be numbers ({error})"
         ) from error
     representation = str(coding.get("representation", "ngrams"))
-    if representation not in STUDY_REPRESENTATIONS:
+    if representation not in REPRESENTATIONS:
         raise ConfigurationError(
             f"{path}: [coding] representation = '{representation}' is not one of "
-            + ", ".join(STUDY_REPRESENTATIONS)
+            + ", ".join(REPRESENTATIONS)
         )
     codebook = study.get("codebook") or str(default_codebook_path())
     return StudyConfig(
