@@ -25,6 +25,17 @@ def ok(*args):
     return result
 
 
+def run_sheet(workbook) -> dict:
+    """A coded workbook's Run sheet as {field: value}."""
+    import openpyxl
+
+    book = openpyxl.load_workbook(workbook, read_only=True)
+    try:
+        return {row[0]: row[1] for row in book["Run"].iter_rows(min_row=2, values_only=True)}
+    finally:
+        book.close()
+
+
 @pytest.fixture(scope="session")
 def nlp():
     from qualcode.segment import build_pipeline

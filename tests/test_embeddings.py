@@ -263,7 +263,7 @@ def test_code_with_embeddings_learns_from_the_corpus_vectors_and_shows_coded_exa
     import openpyxl
     from click.testing import CliRunner
 
-    from conftest import SAMPLE
+    from conftest import SAMPLE, run_sheet
     from qualcode.cli import cli
 
     output = tmp_path / "coded.xlsx"
@@ -271,8 +271,8 @@ def test_code_with_embeddings_learns_from_the_corpus_vectors_and_shows_coded_exa
         cli, ["code", str(SAMPLE / "essays"), "-o", str(output), "--representation", "embeddings"]
     )
     assert result.exit_code == 0, result.output
+    run = run_sheet(output)
     book = openpyxl.load_workbook(output, read_only=True)
-    run = {row[0]: row[1] for row in book["Run"].iter_rows(min_row=2, values_only=True)}
     assert run["option representation"] == "embeddings"
     assert run["option classifier model"].endswith(
         "and 1264 passages of real writing (corpora/dev, as vectors)"
@@ -340,20 +340,11 @@ def test_without_the_model_the_default_is_ngrams_and_says_how_to_install_it():
 def test_the_default_run_reads_embeddings_and_falls_back_to_ngrams_with_a_warning_without_the_model(
     tmp_path, monkeypatch
 ):
-    import openpyxl
     from click.testing import CliRunner
 
-    from conftest import SAMPLE
+    from conftest import SAMPLE, run_sheet
     from qualcode import embeddings
     from qualcode.cli import cli
-
-    def run_sheet(output):
-        return {
-            row[0]: row[1]
-            for row in openpyxl.load_workbook(output, read_only=True)["Run"].iter_rows(
-                min_row=2, values_only=True
-            )
-        }
 
     result = CliRunner().invoke(
         cli, ["code", str(SAMPLE / "essays"), "-o", str(tmp_path / "default.xlsx")]

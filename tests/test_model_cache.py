@@ -5,7 +5,7 @@ import openpyxl
 import pytest
 from click.testing import CliRunner
 
-from conftest import SAMPLE
+from conftest import SAMPLE, run_sheet
 from qualcode.classify import TrainingExample, train_model
 from qualcode.cli import cli
 from qualcode.features import ngram_hashes
@@ -76,11 +76,6 @@ def test_only_the_most_recent_models_are_kept(model, tmp_path):
     assert not list((tmp_path / "models").glob(".model.*"))
 
 
-def _run_sheet(path):
-    sheet = openpyxl.load_workbook(path, read_only=True)["Run"]
-    return {row[0]: row[1] for row in sheet.iter_rows(min_row=2, values_only=True)}
-
-
 def test_a_rerun_loads_the_model_and_writes_the_same_workbook(tmp_path, monkeypatch):
     monkeypatch.setenv("QUALCODE_CACHE_DIR", str(tmp_path / "cache"))
     runner = CliRunner()
@@ -97,7 +92,7 @@ def test_a_rerun_loads_the_model_and_writes_the_same_workbook(tmp_path, monkeypa
         )
         assert result.exit_code == 0, result.output
         outputs.append(tmp_path / name)
-    runs = [_run_sheet(path) for path in outputs]
+    runs = [run_sheet(path) for path in outputs]
     assert runs[0]["option classifier model"].startswith("trained (cached as ")
     assert runs[1]["option classifier model"].startswith("loaded from the model cache (")
     assert runs[2]["option classifier model"] == "trained"

@@ -13,7 +13,7 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from conftest import REPO, SAMPLE, ok, run
+from conftest import REPO, SAMPLE, ok, run, run_sheet
 from qualcode.study import Study
 
 CODE_IDS = [
@@ -422,23 +422,16 @@ def test_two_coders_in_a_study_are_compared_and_the_study_is_found_from_below(
     assert "80.0%" in trust_line  # 8 of the 10 segments agree on trust
 
 
-def _run_option(workbook, name):
-    rows = openpyxl.load_workbook(workbook, read_only=True)["Run"].iter_rows(
-        min_row=2, values_only=True
-    )
-    return {row[0]: row[1] for row in rows}[f"option {name}"]
-
-
 def test_a_study_keeps_the_representation_it_was_made_with(tmp_path):
     study = _new_study(tmp_path)
     config = study / "qualcode.toml"
     assert 'representation = "embeddings"' in config.read_text()
     ok("code", SAMPLE / "essays", "-o", tmp_path / "r1.xlsx", "--study", study, "-q")
-    assert _run_option(tmp_path / "r1.xlsx", "representation") == "embeddings"
+    assert run_sheet(tmp_path / "r1.xlsx")["option representation"] == "embeddings"
     # A study made before the setting existed was made when n-grams were the default: it keeps them.
     config.write_text(config.read_text().replace('representation = "embeddings"\n', ""))
     ok("code", SAMPLE / "essays", "-o", tmp_path / "r2.xlsx", "--study", study, "-q")
-    assert _run_option(tmp_path / "r2.xlsx", "representation") == "ngrams"
+    assert run_sheet(tmp_path / "r2.xlsx")["option representation"] == "ngrams"
     # The command line still chooses for one run.
     ok(
         "code",
@@ -451,7 +444,7 @@ def test_a_study_keeps_the_representation_it_was_made_with(tmp_path):
         "--representation",
         "both",
     )
-    assert _run_option(tmp_path / "r3.xlsx", "representation") == "both"
+    assert run_sheet(tmp_path / "r3.xlsx")["option representation"] == "both"
 
 
 def test_a_study_with_an_unknown_representation_is_refused_naming_the_setting(tmp_path):
