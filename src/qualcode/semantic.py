@@ -337,7 +337,6 @@ def code_semantically(held, codebook, options, task, examples, nlp, record: dict
         if cache is not None:
             cache.close()
     probabilities = classifier.probabilities(features).astype(np.float32)
-    policy = task.policy
     coded, start = [], 0
     for chunk, segments in zip(held, codable):
         stop = start + len(segments)
@@ -347,7 +346,7 @@ def code_semantically(held, codebook, options, task, examples, nlp, record: dict
             chunk.assignments,
             probabilities[start:stop],
             codebook.code_ids,
-            policy,
+            task.policy,
             lambda pairs, rows=rows: classifier.explain_rows(rows, pairs),
         )
         coded.append(
