@@ -64,13 +64,16 @@ def test_code_on_the_sample_corpus_writes_the_whole_contract(sample_workbook):
     codings = sheets["Codings"]
     assert set(codings["code"]) == set(CODE_IDS), "every theme is found somewhere in the sample"
     assert set(codings["source"]) == {"rule", "classifier"} and codings["evidence"].notna().all()
+    run_sheet = dict(zip(sheets["Run"]["field"], sheets["Run"]["value"]))
+    # No --threshold: the default representation's own (0.35 for embeddings, 0.5 for n-grams).
+    threshold = run_sheet["option suggest_at"]
+    assert threshold == {"embeddings": 0.35, "ngrams": 0.5}[run_sheet["option representation"]]
     machine = codings[codings["source"] == "classifier"]
-    assert machine["confidence"].between(0.5, 1).all(), (
+    assert machine["confidence"].between(threshold, 1).all(), (
         "classifier suggestions are at or above the threshold"
     )
     assert set(codings["status"]) <= {"suggested", "downgraded"}
     assert list(sheets["Codebook"]["id"]) == CODE_IDS
-    run_sheet = dict(zip(sheets["Run"]["field"], sheets["Run"]["value"]))
     assert run_sheet["codebook name"] == "Relationship-based social work"
 
 

@@ -82,3 +82,26 @@ def test_the_readme_runs_from_python_as_it_says(tmp_path, monkeypatch):
     assert (tmp_path / "coded.xlsx").is_file()
     with Study.open(tmp_path / "my-study") as study:
         assert [what for _, what, _ in study.history() if what.startswith("run ")] == ["run 1"]
+
+
+def test_a_run_that_sets_no_threshold_suggests_at_its_representations_own(tmp_path):
+    # Chosen on real writing (combine.SUGGEST_AT_BY_REPRESENTATION): the calibrated embedding
+    # model agrees best with coders below 0.5, the n-gram model at 0.5.
+    assert CodingOptions(representation="embeddings").threshold == 0.35
+    assert CodingOptions(representation="ngrams").threshold == 0.5
+    assert CodingOptions(representation="embeddings", suggest_at=0.6).threshold == 0.6
+    assert CodingOptions(representation="embeddings").as_record()["suggest_at"] == 0.35
+
+    # A new study writes the threshold down, so a later change of default never moves a study.
+    for name, representation, threshold in (("e", "embeddings", 0.35), ("n", "ngrams", 0.5)):
+        with Study.create(tmp_path / name, coder="Ana Ruiz", representation=representation):
+            pass
+        with Study.open(tmp_path / name) as study:
+            assert study.config.suggest_at == threshold
+    # A study file without the setting takes its representation's.
+    config = tmp_path / "e" / "qualcode.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(re.sub(r"(?m)^suggest_at = .*\n", "", text), encoding="utf-8")
+    with Study.open(tmp_path / "e") as study:
+        assert study.config.suggest_at is None
+        assert with_study_defaults(CodingOptions(), study.config).threshold == 0.35

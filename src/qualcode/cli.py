@@ -18,7 +18,7 @@ import click
 from qualcode import __version__
 from qualcode.codebook import codebook_warnings, load_codebook, validate_codebook
 from qualcode.coding import CodingOptions
-from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW
+from qualcode.combine import DEFAULT_VETO_BELOW, SUGGEST_AT_BY_REPRESENTATION
 from qualcode.errors import (
     CodebookError,
     InputDataError,
@@ -193,8 +193,11 @@ def _corpus_options(function):
             "thresholds",
             multiple=True,
             metavar="P|CODE=P",
-            help="Classifier probability needed to suggest a code without a rule hit (default 0.5); "
-            "CODE=P sets one code's. Repeatable.",
+            help="Classifier probability needed to suggest a code without a rule hit (default: "
+            + ", ".join(
+                f"{value:g} with {name}" for name, value in SUGGEST_AT_BY_REPRESENTATION.items()
+            )
+            + "); CODE=P sets one code's. Repeatable.",
         ),
         click.option(
             "--veto-below",
@@ -208,8 +211,11 @@ def _corpus_options(function):
     return function
 
 
-def _parse_thresholds(values: tuple[str, ...]) -> tuple[float, tuple[tuple[str, float], ...]]:
-    overall, per_code = DEFAULT_SUGGEST_AT, []
+def _parse_thresholds(
+    values: tuple[str, ...],
+) -> tuple[float | None, tuple[tuple[str, float], ...]]:
+    """The overall threshold (None: the representation's default) and the per-code ones."""
+    overall, per_code = None, []
     for value in values:
         code_id, _, number = value.rpartition("=")
         try:
@@ -289,7 +295,7 @@ def _library_options(
     **settings,
 ) -> tuple[CodingOptions, ReadOptions]:
     """The corpus options as the library takes them; in a study, its settings where none given."""
-    if study is not None and not thresholds:
+    if study is not None and not thresholds and study.config.suggest_at is not None:
         # The study's threshold is checked as a --threshold would be.
         thresholds = (str(study.config.suggest_at),)
     suggest_at, per_code = _parse_thresholds(thresholds)

@@ -19,7 +19,7 @@ import numpy as np
 
 from qualcode.chunks import ChunkResult, ChunkTask, code_chunk, compiled
 from qualcode.classify import ClassifierModel, TrainingExample, weak_examples
-from qualcode.combine import DEFAULT_SUGGEST_AT, DEFAULT_VETO_BELOW, Policy
+from qualcode.combine import DEFAULT_VETO_BELOW, Policy, default_suggest_at
 from qualcode.llm.run import LanguageModelAssistant
 from qualcode.llm.settings import LlmSettings
 from qualcode.models import CodeAssignment, Codebook, CodingResult, Corpus, HumanDecision, Segment
@@ -54,7 +54,7 @@ class CodingOptions:
     classifier: bool = True
     seed: bool = True
     weak_labels: bool = False
-    suggest_at: float = DEFAULT_SUGGEST_AT
+    suggest_at: float | None = None  # None: the representation's (combine.default_suggest_at)
     veto_below: float = DEFAULT_VETO_BELOW
     thresholds: tuple[tuple[str, float], ...] = ()
     jobs: int = 1
@@ -66,10 +66,17 @@ class CodingOptions:
     )
     extra: dict[str, object] = field(default_factory=dict)
 
+    @property
+    def threshold(self) -> float:
+        """The classifier probability that suggests a code: as set, else the representation's."""
+        return (
+            default_suggest_at(self.representation) if self.suggest_at is None else self.suggest_at
+        )
+
     def policy(self, codebook: Codebook) -> Policy:
         return Policy.for_codebook(
             codebook,
-            suggest_at=self.suggest_at,
+            suggest_at=self.threshold,
             veto_below=self.veto_below,
             overrides=dict(self.thresholds),
         )
@@ -79,6 +86,7 @@ class CodingOptions:
         extra = record.pop("extra")
         record.pop("thresholds")
         record.pop("llm")
+        record["suggest_at"] = self.threshold
         record["unit"] = self.unit or "default (turn / paragraph / document by kind)"
         record["interviewer_labels"] = ", ".join(self.interviewer_labels)
         record["jobs"] = "automatic" if self.jobs == 0 else self.jobs

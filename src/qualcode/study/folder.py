@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from qualcode.codebook import default_codebook_path
+from qualcode.combine import default_suggest_at
 from qualcode.errors import InputMissingError, OutputError, StudyDatabaseError
 from qualcode.semantic import default_representation
 from qualcode.study.decisions import StudyDecisions
@@ -69,6 +70,7 @@ class Study(StudyDecisions, StudyRuns):
                     coder=coder.replace('"', "'"),
                     unit=unit or "default",
                     representation=representation,
+                    suggest_at=default_suggest_at(representation),
                 ),
                 encoding="utf-8",
             )

@@ -76,8 +76,9 @@ coder = "{coder}"
 unit = "{unit}"
 
 [coding]
-# Classifier probability needed to suggest a code without a rule hit.
-suggest_at = 0.5
+# Classifier probability needed to suggest a code without a rule hit (chosen for the
+# representation below: 0.35 for embeddings, 0.5 for ngrams or both).
+suggest_at = {suggest_at}
 # A rule hit the classifier puts below this probability is downgraded.
 veto_below = 0.05
 # Whose decisions count when coders disagree: "" for the latest decision, or a coder's name.
@@ -107,7 +108,7 @@ class StudyConfig:
     codebook: Path
     coder: str
     unit: str | None
-    suggest_at: float
+    suggest_at: float | None  # None: the representation's default (combine.default_suggest_at)
     veto_below: float
     decisive_coder: str | None
     seed: bool = True
@@ -148,10 +149,8 @@ def read_config(root: Path) -> StudyConfig:
             f"{path}: [study] unit = '{unit}' is not one of default, turn, paragraph, sentence, document"
         )
     try:
-        suggest_at, veto_below = (
-            float(coding.get("suggest_at", 0.5)),
-            float(coding.get("veto_below", 0.05)),
-        )
+        suggest_at = float(coding["suggest_at"]) if "suggest_at" in coding else None
+        veto_below = float(coding.get("veto_below", 0.05))
     except (TypeError, ValueError) as error:
         raise ConfigurationError(
             f"{path}: [coding] thresholds must be numbers ({error})"
