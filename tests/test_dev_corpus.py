@@ -121,7 +121,14 @@ def test_the_index_is_whole_and_holds_no_text():
     assert len(units) >= 600 and len({row["source_id"] for row in units}) >= 40
     assert all(row["source_id"] in sources for row in units)
     assert all(re.fullmatch(r"[0-9a-f]{40}", row["sha1"]) for row in units)
-    assert {row["split"] for row in sources.values()} == {"dev", "test", "test2", "test3", "test4"}
+    assert {row["split"] for row in sources.values()} == {
+        "dev",
+        "test",
+        "test2",
+        "test3",
+        "test4",
+        "test5",
+    }
     # The first split: a quarter of the original sources set aside as test before anything was tuned.
     original = [row for row in sources.values() if row["split"] in ("dev", "test")]
     test_share = sum(row["split"] == "test" for row in original) / len(original)
@@ -140,7 +147,7 @@ def test_the_second_test_split_is_new_sources_whose_units_come_after_the_others(
         in_test2[:first]
     )  # appended after every dev and test unit
     later = [sources[unit["source_id"]]["split"] for unit in units[last:]]
-    assert set(later) <= {"test3", "test4"}  # only the later splits' units come after it
+    assert set(later) <= {"test3", "test4", "test5"}  # only the later splits' units come after it
     assert sum(in_test2) >= 150 and {unit["source_id"] for unit in units[first:last]} == test2
 
     def address(url):
@@ -163,7 +170,7 @@ def test_the_third_test_split_is_new_sources_whose_units_come_after_the_earlier_
         in_test3[:first]
     )  # appended after every dev, test and test2 unit
     later = [sources[unit["source_id"]]["split"] for unit in units[last:]]
-    assert set(later) <= {"test4"}  # only the fourth split's units come after it
+    assert set(later) <= {"test4", "test5"}  # only the later splits' units come after it
     assert sum(in_test3) >= 150 and {unit["source_id"] for unit in units[first:last]} == test3
 
     def address(url):
@@ -174,17 +181,20 @@ def test_the_third_test_split_is_new_sources_whose_units_come_after_the_earlier_
     assert len(new) == len(test3) and not earlier & new  # new pages, each once
 
 
-def test_the_fourth_test_split_is_new_sources_whose_units_come_after_all_the_others():
+def test_the_fourth_test_split_is_new_sources_whose_units_come_after_the_earlier_ones():
     sources = {row["source_id"]: row for row in _rows("sources.csv")}
     units = _rows("units.csv")
     test4 = {source_id for source_id, row in sources.items() if row["split"] == "test4"}
     assert len(test4) >= 40
     in_test4 = [row["split"] == "test4" for row in (sources[unit["source_id"]] for unit in units)]
     first = in_test4.index(True)
-    assert all(in_test4[first:]) and not any(
+    last = len(in_test4) - in_test4[::-1].index(True)
+    assert all(in_test4[first:last]) and not any(
         in_test4[:first]
     )  # appended after every dev, test, test2 and test3 unit
-    assert sum(in_test4) >= 150 and {unit["source_id"] for unit in units[first:]} == test4
+    later = [sources[unit["source_id"]]["split"] for unit in units[last:]]
+    assert set(later) <= {"test5"}  # only the fifth split's units come after it
+    assert sum(in_test4) >= 150 and {unit["source_id"] for unit in units[first:last]} == test4
 
     def address(url):
         return re.sub(r"^https?://(www\.)?", "", url.strip()).split("?")[0].rstrip("/").lower()
@@ -192,6 +202,26 @@ def test_the_fourth_test_split_is_new_sources_whose_units_come_after_all_the_oth
     earlier = {address(row["url"]) for row in sources.values() if row["split"] != "test4"}
     new = {address(sources[source_id]["url"]) for source_id in test4}
     assert len(new) == len(test4) and not earlier & new  # new pages, each once
+
+
+def test_the_fifth_test_split_is_new_sources_whose_units_come_after_all_the_others():
+    sources = {row["source_id"]: row for row in _rows("sources.csv")}
+    units = _rows("units.csv")
+    test5 = {source_id for source_id, row in sources.items() if row["split"] == "test5"}
+    assert len(test5) >= 40
+    in_test5 = [row["split"] == "test5" for row in (sources[unit["source_id"]] for unit in units)]
+    first = in_test5.index(True)
+    assert all(in_test5[first:]) and not any(
+        in_test5[:first]
+    )  # appended after every dev, test, test2, test3 and test4 unit
+    assert sum(in_test5) >= 150 and {unit["source_id"] for unit in units[first:]} == test5
+
+    def address(url):
+        return re.sub(r"^https?://(www\.)?", "", url.strip()).split("?")[0].rstrip("/").lower()
+
+    earlier = {address(row["url"]) for row in sources.values() if row["split"] != "test5"}
+    new = {address(sources[source_id]["url"]) for source_id in test5}
+    assert len(new) == len(test5) and not earlier & new  # new pages, each once
 
 
 # Written for this test: a second page, of a source added after the first was cut.
