@@ -288,9 +288,9 @@ def rebuild(
 
 
 # What qualcode's default model learns from: the dev split, and each test split once it has been
-# scored (test, test2, test3 and test4 on 2026-12-02) and is spent. A split not yet scored is
-# never learnt from.
-TRAINING_SPLITS = ("dev", "test", "test2", "test3", "test4")
+# scored (test, test2, test3, test4 and test5 on 2026-12-02) and is spent. A split not yet scored
+# is never learnt from.
+TRAINING_SPLITS = ("dev", "test", "test2", "test3", "test4", "test5")
 
 
 def write_vectors(
