@@ -135,93 +135,32 @@ def test_the_index_is_whole_and_holds_no_text():
     assert 0.2 <= test_share <= 0.3
 
 
-def test_the_second_test_split_is_new_sources_whose_units_come_after_the_others():
+# The splits made after the first was scored, in the order they were made.
+LATER_SPLITS = ("test2", "test3", "test4", "test5")
+
+
+@pytest.mark.parametrize("split", LATER_SPLITS)
+def test_a_later_test_split_is_new_sources_whose_units_come_after_the_earlier_ones(split):
     sources = {row["source_id"]: row for row in _rows("sources.csv")}
     units = _rows("units.csv")
-    test2 = {source_id for source_id, row in sources.items() if row["split"] == "test2"}
-    assert len(test2) >= 40
-    in_test2 = [row["split"] == "test2" for row in (sources[unit["source_id"]] for unit in units)]
-    first = in_test2.index(True)
-    last = len(in_test2) - in_test2[::-1].index(True)
-    assert all(in_test2[first:last]) and not any(
-        in_test2[:first]
-    )  # appended after every dev and test unit
-    later = [sources[unit["source_id"]]["split"] for unit in units[last:]]
-    assert set(later) <= {"test3", "test4", "test5"}  # only the later splits' units come after it
-    assert sum(in_test2) >= 150 and {unit["source_id"] for unit in units[first:last]} == test2
+    chosen = {source_id for source_id, row in sources.items() if row["split"] == split}
+    assert len(chosen) >= 40
+    inside = [row["split"] == split for row in (sources[unit["source_id"]] for unit in units)]
+    first = inside.index(True)
+    last = len(inside) - inside[::-1].index(True)
+    # One block, appended after every unit of the splits made before it ...
+    assert all(inside[first:last]) and not any(inside[:first])
+    # ... and followed only by the units of the splits made after it.
+    later = {sources[unit["source_id"]]["split"] for unit in units[last:]}
+    assert later <= set(LATER_SPLITS[LATER_SPLITS.index(split) + 1 :])
+    assert sum(inside) >= 150 and {unit["source_id"] for unit in units[first:last]} == chosen
 
     def address(url):
         return re.sub(r"^https?://(www\.)?", "", url.strip()).split("?")[0].rstrip("/").lower()
 
-    earlier = {address(row["url"]) for row in sources.values() if row["split"] != "test2"}
-    new = {address(sources[source_id]["url"]) for source_id in test2}
-    assert len(new) == len(test2) and not earlier & new  # new pages, each once
-
-
-def test_the_third_test_split_is_new_sources_whose_units_come_after_the_earlier_ones():
-    sources = {row["source_id"]: row for row in _rows("sources.csv")}
-    units = _rows("units.csv")
-    test3 = {source_id for source_id, row in sources.items() if row["split"] == "test3"}
-    assert len(test3) >= 40
-    in_test3 = [row["split"] == "test3" for row in (sources[unit["source_id"]] for unit in units)]
-    first = in_test3.index(True)
-    last = len(in_test3) - in_test3[::-1].index(True)
-    assert all(in_test3[first:last]) and not any(
-        in_test3[:first]
-    )  # appended after every dev, test and test2 unit
-    later = [sources[unit["source_id"]]["split"] for unit in units[last:]]
-    assert set(later) <= {"test4", "test5"}  # only the later splits' units come after it
-    assert sum(in_test3) >= 150 and {unit["source_id"] for unit in units[first:last]} == test3
-
-    def address(url):
-        return re.sub(r"^https?://(www\.)?", "", url.strip()).split("?")[0].rstrip("/").lower()
-
-    earlier = {address(row["url"]) for row in sources.values() if row["split"] != "test3"}
-    new = {address(sources[source_id]["url"]) for source_id in test3}
-    assert len(new) == len(test3) and not earlier & new  # new pages, each once
-
-
-def test_the_fourth_test_split_is_new_sources_whose_units_come_after_the_earlier_ones():
-    sources = {row["source_id"]: row for row in _rows("sources.csv")}
-    units = _rows("units.csv")
-    test4 = {source_id for source_id, row in sources.items() if row["split"] == "test4"}
-    assert len(test4) >= 40
-    in_test4 = [row["split"] == "test4" for row in (sources[unit["source_id"]] for unit in units)]
-    first = in_test4.index(True)
-    last = len(in_test4) - in_test4[::-1].index(True)
-    assert all(in_test4[first:last]) and not any(
-        in_test4[:first]
-    )  # appended after every dev, test, test2 and test3 unit
-    later = [sources[unit["source_id"]]["split"] for unit in units[last:]]
-    assert set(later) <= {"test5"}  # only the fifth split's units come after it
-    assert sum(in_test4) >= 150 and {unit["source_id"] for unit in units[first:last]} == test4
-
-    def address(url):
-        return re.sub(r"^https?://(www\.)?", "", url.strip()).split("?")[0].rstrip("/").lower()
-
-    earlier = {address(row["url"]) for row in sources.values() if row["split"] != "test4"}
-    new = {address(sources[source_id]["url"]) for source_id in test4}
-    assert len(new) == len(test4) and not earlier & new  # new pages, each once
-
-
-def test_the_fifth_test_split_is_new_sources_whose_units_come_after_all_the_others():
-    sources = {row["source_id"]: row for row in _rows("sources.csv")}
-    units = _rows("units.csv")
-    test5 = {source_id for source_id, row in sources.items() if row["split"] == "test5"}
-    assert len(test5) >= 40
-    in_test5 = [row["split"] == "test5" for row in (sources[unit["source_id"]] for unit in units)]
-    first = in_test5.index(True)
-    assert all(in_test5[first:]) and not any(
-        in_test5[:first]
-    )  # appended after every dev, test, test2, test3 and test4 unit
-    assert sum(in_test5) >= 150 and {unit["source_id"] for unit in units[first:]} == test5
-
-    def address(url):
-        return re.sub(r"^https?://(www\.)?", "", url.strip()).split("?")[0].rstrip("/").lower()
-
-    earlier = {address(row["url"]) for row in sources.values() if row["split"] != "test5"}
-    new = {address(sources[source_id]["url"]) for source_id in test5}
-    assert len(new) == len(test5) and not earlier & new  # new pages, each once
+    earlier = {address(row["url"]) for row in sources.values() if row["split"] != split}
+    new = {address(sources[source_id]["url"]) for source_id in chosen}
+    assert len(new) == len(chosen) and not earlier & new  # new pages, each once
 
 
 # Written for this test: a second page, of a source added after the first was cut.
