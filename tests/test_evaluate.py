@@ -160,3 +160,29 @@ def test_suggested_thresholds_never_score_below_the_run_threshold(report):
         assert threshold in THRESHOLD_GRID and best >= now
     assert any(best > now for _, best, now in report.suggested_thresholds.values())
     assert "Set one in the codebook (threshold: 0.25 under the code)" in format_evaluation(report)
+
+
+def test_each_representation_is_scored_at_its_own_default_threshold(report, nlp):
+    from qualcode.export.reports import format_evaluation
+
+    # The module's report reads embeddings: calibrated, so it suggests below 0.5.
+    assert report.representation == "embeddings" and report.threshold == 0.35
+    assert "suggests a code at probability 0.35" in format_evaluation(report)
+    codebook = load_codebook()
+    gold = read_label_file(REPO / "corpora" / "sample-gold.csv", codebook.code_ids)
+    corpus = read_documents([SAMPLE])
+    ngrams = evaluate(
+        corpus, codebook, gold, nlp=nlp, learning_curve=False, representation="ngrams"
+    )
+    assert ngrams.threshold == 0.5
+    # A threshold the researcher sets is used whatever the representation.
+    chosen = evaluate(
+        corpus,
+        codebook,
+        gold,
+        nlp=nlp,
+        learning_curve=False,
+        representation="ngrams",
+        options=CodingOptions(suggest_at=0.7),
+    )
+    assert chosen.threshold == 0.7

@@ -11,14 +11,14 @@ import hashlib
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from qualcode.agreement import Scores, binary_scores, macro_average
 from qualcode.classify import TrainingExample
 from qualcode.coding import CodingOptions, match_rules
-from qualcode.combine import combine
+from qualcode.combine import DEFAULT_SUGGEST_AT, combine
 from qualcode.errors import InputDataError
 from qualcode.labels import LabelFile, match_units
 from qualcode.llm.policy import with_llm
@@ -87,6 +87,8 @@ class EvaluationReport:
     group_by: str = "document"
     groups: int = 0
     representation: str = DEFAULT_REPRESENTATION
+    # The probability at which the classifier suggests a code (the policy's, before per-code ones).
+    threshold: float = DEFAULT_SUGGEST_AT
     # code -> (threshold, combined alpha there, combined alpha at the run's threshold)
     suggested_thresholds: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     # The methods scored; with a language model also "llm" (the model alone) and "rules + classifier".
@@ -239,7 +241,8 @@ def evaluate(
     ]
     seed_left_out = len(base_all) - len(base)
 
-    policy = options.policy(codebook)
+    # The policy of a run over this representation: its own default threshold unless one is set.
+    policy = replace(options, representation=representation).policy(codebook)
     split = _group_folds(groups, folds)
     notes = []
     prior = None
@@ -387,6 +390,7 @@ def evaluate(
         group_by=group_by,
         groups=len(set(groups)),
         representation=representation,
+        threshold=policy.suggest_at,
         suggested_thresholds=suggested,
         methods=methods,
     )

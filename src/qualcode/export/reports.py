@@ -47,7 +47,8 @@ def format_evaluation(report: EvaluationReport) -> str:
         f"Evaluated {report.segments} segments in {report.documents} documents against the gold; "
         f"{report.folds}-fold cross-validation grouped by {_grouping(report)} (a fold never trains on the "
         f"{'documents' if report.group_by == 'document' else 'groups'} it tests). "
-        f"The classifier reads {_READS[report.representation]}.",
+        f"The classifier reads {_READS[report.representation]} and suggests a code at "
+        f"probability {report.threshold:g}.",
     ]
     if report.seed_left_out:
         lines.append(
