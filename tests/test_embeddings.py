@@ -175,8 +175,13 @@ def test_evaluate_compares_representations_and_embedding_evidence_quotes_example
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "The classifier reads sentence embeddings (all-MiniLM-L6-v2)." in result.output
+    # Each representation at its own default threshold.
+    assert (
+        "The classifier reads sentence embeddings (all-MiniLM-L6-v2) and suggests a code at "
+        "probability 0.35." in result.output
+    )
     assert "The classifier reads n-grams and sentence embeddings" in result.output
+    assert result.output.count("suggests a code at probability 0.5.") == 2  # n-grams and both
     table = result.output[result.output.index("Representations compared") :].splitlines()
     assert (
         "ngrams classifier" in table[1]
