@@ -1027,10 +1027,11 @@ def codebook_export(path, output) -> None:
     from qualcode.interop.qdc import export_qdc
 
     check_output_path(output, [path])
-    data = export_qdc(load_codebook(path))
+    codebook = load_codebook(path)
+    data = export_qdc(codebook)
     with atomic_file(Path(output)) as temporary:
         temporary.write_bytes(data)
-    click.echo(f"{output}: {load_codebook(path).name}, {data.count(b'<Code ')} codes", err=True)
+    click.echo(f"{output}: {codebook.name}, {data.count(b'<Code ')} codes", err=True)
 
 
 @codebook.command("import")
