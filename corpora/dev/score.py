@@ -120,7 +120,9 @@ def table(title: str, results: dict[str, dict[str, tuple[float, float, float]]])
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--split", choices=("dev", "test", "test2", "test3", "test4", "test5"), required=True
+        "--split",
+        choices=("dev", "test", "test2", "test3", "test4", "test5", "test6"),
+        required=True,
     )
     parser.add_argument("--texts", type=Path, default=HERE / "texts")
     parser.add_argument(
