@@ -206,6 +206,21 @@ class HumanDecision:
     decided_at: str
     origin: str = "review"
 
+    def as_row(self) -> tuple[str, str, int, int, str, str, int, str, str, str]:
+        """The fields in order, ``applies`` as 0/1: one row of a table or of the study's decisions."""
+        return (
+            self.segment_id,
+            self.doc_id,
+            self.start_char,
+            self.end_char,
+            self.text,
+            self.code_id,
+            int(self.applies),
+            self.coder,
+            self.decided_at,
+            self.origin,
+        )
+
 
 @dataclass(frozen=True)
 class InputFile:

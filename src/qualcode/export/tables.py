@@ -480,21 +480,7 @@ def _as_text(value: object) -> object:
 
 def orphaned_reviews_table(result: CodingResult) -> Table:
     """Decisions whose text could not be found in this round's documents: kept, listed, never dropped."""
-    rows = [
-        (
-            d.segment_id,
-            d.doc_id,
-            d.start_char,
-            d.end_char,
-            d.text,
-            d.code_id,
-            int(d.applies),
-            d.coder,
-            d.decided_at,
-            d.origin,
-        )
-        for d in result.orphaned_reviews
-    ]
+    rows = [decision.as_row() for decision in result.orphaned_reviews]
     return Table(
         "Orphaned reviews",
         (

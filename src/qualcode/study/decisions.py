@@ -91,22 +91,7 @@ class StudyDecisions:
             db.executemany(
                 "INSERT INTO decisions (import_id, segment_id, doc_id, start, end, text, code_id, applies, coder, "
                 "decided_at, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        import_id,
-                        d.segment_id,
-                        d.doc_id,
-                        d.start_char,
-                        d.end_char,
-                        d.text,
-                        d.code_id,
-                        int(d.applies),
-                        d.coder,
-                        d.decided_at,
-                        d.origin,
-                    )
-                    for d in new
-                ],
+                [(import_id, *d.as_row()) for d in new],
             )
         return dataclasses.replace(outcome, import_id=import_id)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from qualcode.errors import InputDataError, InputMissingError
@@ -382,18 +382,7 @@ def _from_study(study, reviewed_only: bool) -> CodedData:
     ]
     resolved = resolve_reviews(study.decisions(), segments, coder=study.config.decisive_coder)
     anchored = [
-        HumanDecision(
-            segment_id,
-            d.doc_id,
-            d.start_char,
-            d.end_char,
-            d.text,
-            code_id,
-            d.applies,
-            d.coder,
-            d.decided_at,
-            d.origin,
-        )
+        replace(d, segment_id=segment_id, code_id=code_id)
         for (segment_id, code_id), d in resolved.final.items()
         if code_id in codebook.code_ids
     ]
