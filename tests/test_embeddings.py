@@ -10,14 +10,22 @@ import pytest
 
 from qualcode.embeddings import (
     DIMENSIONS,
+    UPSTREAM_SHA256,
     EmbeddingCache,
     EmbeddingModelError,
     SentenceEncoder,
+    default_adapter,
     embed_texts,
     load_encoder,
     model_folder,
+    read_adapter,
+    text_key,
     verify_model_files,
 )
+
+# The dev split and the test splits scored once and spent (rebuild.TRAINING_SPLITS): all that
+# the shipped adapter and vectors may learn from; never a split not yet scored.
+SPENT_SPLITS = ("dev", "test", "test2", "test3", "test4", "test5")
 
 REFERENCE = json.loads(
     (Path(__file__).parent / "data" / "minilm-reference.json").read_text(encoding="utf-8")
@@ -42,14 +50,15 @@ needs_model = pytest.mark.skipif(
 
 @needs_model
 def test_vectors_match_sentence_transformers():
-    vectors = load_encoder().encode(REFERENCE["sentences"], workers=2)
+    upstream = SentenceEncoder(model_folder())  # without qualcode's adapter
+    vectors = upstream.encode(REFERENCE["sentences"], workers=2)
     expected = np.array(REFERENCE["embeddings"], dtype=np.float32)
     assert (
         vectors.shape == (len(REFERENCE["sentences"]), DIMENSIONS) and vectors.dtype == np.float32
     )
     assert np.abs(vectors - expected).max() < 1e-5
     # One at a time, in another order and batch: the same vectors (padding changes nothing).
-    single = load_encoder().encode(REFERENCE["sentences"][::-1], batch_size=1, workers=1)[::-1]
+    single = upstream.encode(REFERENCE["sentences"][::-1], batch_size=1, workers=1)[::-1]
     assert np.abs(single - expected).max() < 1e-5
 
 
@@ -62,6 +71,97 @@ def test_a_paraphrase_is_nearer_than_an_unrelated_sentence():
     assert np.allclose(
         np.linalg.norm([never_gave_up, stuck_by_me, bus_late], axis=1), 1.0, atol=1e-5
     )
+
+
+def _adapter(path, deltas: dict, scale=2.0):
+    """An adapter file holding rank-1 changes: {weight name: (A row, B column)}."""
+    arrays = {"scale": np.array(scale, dtype=np.float32)}
+    for name, (a, b) in deltas.items():
+        arrays[name + ".A"] = np.asarray(a, dtype=np.float32).reshape(1, -1)
+        arrays[name + ".B"] = np.asarray(b, dtype=np.float32).reshape(-1, 1)
+    np.savez(path, **arrays)
+    return path
+
+
+@needs_model
+def test_an_adapter_adds_its_changes_to_the_upstream_weights(tmp_path):
+    query = "encoder.layer.5.attention.self.query.weight"
+    down = "encoder.layer.5.output.dense.weight"
+    upstream = SentenceEncoder(model_folder())
+    texts = ["She stuck by me through everything.", "Nobody asked me what I wanted."]
+    # A change of zero is no change: the same vectors, under another name in the cache.
+    unchanged = SentenceEncoder(
+        model_folder(), _adapter(tmp_path / "zero.npz", {query: (np.ones(384), np.zeros(384))})
+    )
+    assert np.array_equal(unchanged.encode(texts), upstream.encode(texts))
+    assert unchanged.model_sha256 != upstream.model_sha256 == UPSTREAM_SHA256["model.safetensors"]
+    assert "with qualcode's adapter encoder-adapter.npz sha256" in unchanged.description
+    # A real change moves the vectors; the feed-forward output weight is (384 x 1536).
+    rng = np.random.default_rng(0)
+    changed = SentenceEncoder(
+        model_folder(),
+        _adapter(tmp_path / "down.npz", {down: (rng.normal(size=1536), rng.normal(size=384))}),
+    )
+    assert np.abs(changed.encode(texts) - upstream.encode(texts)).max() > 0.01
+
+
+def test_an_adapter_that_is_not_one_is_named(tmp_path):
+    (tmp_path / "broken.npz").write_bytes(b"not a zip file")
+    with pytest.raises(EmbeddingModelError, match=r"broken\.npz: not a qualcode encoder adapter"):
+        read_adapter(tmp_path / "broken.npz")
+
+
+@needs_model
+def test_an_adapter_for_weights_the_model_lacks_is_refused(tmp_path):
+    path = _adapter(
+        tmp_path / "odd.npz", {"encoder.layer.9.output.dense.weight": (np.ones(4), np.ones(4))}
+    )
+    with pytest.raises(
+        EmbeddingModelError, match=r"odd\.npz: adapts weights this model does not have"
+    ):
+        SentenceEncoder(model_folder(), path)
+
+
+@needs_model
+def test_qualcode_embeds_with_its_shipped_adapter_and_the_shipped_vectors_came_from_it():
+    from importlib import resources
+
+    encoder = load_encoder()
+    assert encoder.adapter_sha256 is not None and default_adapter().is_file()
+    with np.load(default_adapter()) as adapter:
+        assert adapter["code_ids"].tolist() == [
+            "continuity",
+            "accessibility",
+            "participation",
+            "empathy",
+            "trust",
+            "structural_context",
+        ]
+        assert adapter["training_splits"].tolist() == list(SPENT_SPLITS)
+    with (resources.files("qualcode") / "data" / "dev-corpus-vectors.npz").open("rb") as handle:
+        shipped = np.load(handle)
+        assert str(shipped["encoder"]) == encoder.model_sha256
+
+
+@needs_model
+def test_the_adapter_is_used_only_where_the_corpus_vectors_are(tmp_path):
+    from dataclasses import replace
+
+    from qualcode.codebook import load_codebook
+    from qualcode.semantic import corpus_examples, encoder_for
+
+    codebook = load_codebook()
+    adapted = encoder_for(corpus_examples(codebook))
+    assert adapted.adapter_sha256 is not None
+    # --no-seed, or a codebook of one's own: the upstream model, as verified.
+    assert encoder_for(None).adapter_sha256 is None
+    other = replace(codebook, name="Another codebook", sha256=None)
+    assert encoder_for(corpus_examples(other)).model_sha256 == UPSTREAM_SHA256["model.safetensors"]
+    # A cache keyed for one model never hands its vectors to the other.
+    cache = EmbeddingCache(tmp_path / "embeddings.sqlite", adapted.model_sha256)
+    with pytest.raises(ValueError, match="another model"):
+        embed_texts(["She listened."], encoder=encoder_for(None), cache=cache)
+    cache.close()
 
 
 @needs_model
@@ -82,10 +182,9 @@ def test_the_cache_embeds_each_text_once(tmp_path):
     second, computed = embed_texts(list(reversed(texts)), cache=cache)
     assert computed == 0 and np.array_equal(second[::-1], first)
     cache.close()
+    # Another model's rows in the same file are kept apart from these.
     other_model = EmbeddingCache(tmp_path / "embeddings.sqlite", "0" * 64)
-    assert other_model.get([b"x" * 20]) == {}
-    _, computed = embed_texts(texts[:1], cache=other_model)
-    assert computed == 1
+    assert other_model.get([text_key(text) for text in texts]) == {}
     other_model.close()
 
 
@@ -240,11 +339,7 @@ def test_the_shipped_corpus_vectors_are_the_training_splits_gold_as_numbers():
         split = {row["source_id"]: row["split"] for row in csv.DictReader(handle)}
     with (dev / "units.csv").open(newline="", encoding="utf-8") as handle:
         # The dev split and the spent test splits (rebuild.TRAINING_SPLITS); never a split not yet scored.
-        units = [
-            row
-            for row in csv.DictReader(handle)
-            if split[row["source_id"]] in ("dev", "test", "test2", "test3", "test4", "test5")
-        ]
+        units = [row for row in csv.DictReader(handle) if split[row["source_id"]] in SPENT_SPLITS]
     with (dev / "gold.csv").open(newline="", encoding="utf-8") as handle:
         gold = {row["segment_id"]: row for row in csv.DictReader(handle)}
     assert len(examples) == len(units) == vectors.shape[0] and vectors.shape[1] == 384

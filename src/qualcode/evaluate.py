@@ -26,7 +26,12 @@ from qualcode.llm.run import ask_model
 from qualcode.models import COUNTED_STATUSES, Codebook, Corpus, Segment
 from qualcode.rules import compile_rules, rule_labels
 from qualcode.segment import build_pipeline, segment_documents
-from qualcode.semantic import DEFAULT_REPRESENTATION, corpus_examples, default_embedding_cache
+from qualcode.semantic import (
+    DEFAULT_REPRESENTATION,
+    corpus_examples,
+    default_embedding_cache,
+    encoder_for,
+)
 from qualcode.semantic import new_classifier as make_classifier
 from qualcode.training import training_examples
 
@@ -247,9 +252,6 @@ def evaluate(
     notes = []
     prior = None
     if representation != "ngrams":
-        embedding_cache = (
-            embedding_cache if embedding_cache is not None else default_embedding_cache()
-        )
         if options.seed:
             # Real passages the default model knows as vectors: never those being evaluated.
             evaluated = frozenset(
@@ -260,8 +262,11 @@ def evaluate(
             if len(shipped) > len(prior[0]):
                 notes.append(
                     f"{len(shipped) - len(prior[0])} passages of the development corpus that are evaluated "
-                    "segments were left out of training."
+                    "segments were left out of training; the encoder's adapter learnt from them too, "
+                    "so these figures flatter the model (--no-seed reads the upstream encoder)."
                 )
+        if embedding_cache is None:
+            embedding_cache = default_embedding_cache(encoder_for(prior))
 
     def new_classifier():
         # The run's pipeline: n-grams are tokenized as the rules tokenize, and no fold builds its own.

@@ -22,7 +22,14 @@ from qualcode.classify import (
     TrainingMatrix,
     fit_model,
 )
-from qualcode.embeddings import DIMENSIONS, MODEL_NAME, EmbeddingCache, embed_texts, load_encoder
+from qualcode.embeddings import (
+    DIMENSIONS,
+    MODEL_NAME,
+    EmbeddingCache,
+    SentenceEncoder,
+    embed_texts,
+    load_encoder,
+)
 
 REPRESENTATIONS = ("ngrams", "embeddings", "both")
 # What the classifier reads when a run does not say. Chosen by cross-validation over the sources
@@ -145,7 +152,7 @@ class EmbeddingClassifier(ModelClassifier):
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return embed_texts(
-            list(texts), encoder=load_encoder(), cache=self.cache, progress=self.progress
+            list(texts), encoder=encoder_for(self.prior), cache=self.cache, progress=self.progress
         )[0]
 
     def fit(
@@ -268,11 +275,20 @@ class BlendedClassifier:
         return [first + second for first, second in zip(words, similar)]
 
 
-def default_embedding_cache() -> EmbeddingCache:
-    """The embedding cache beside the model cache ($QUALCODE_CACHE_DIR, else ~/.cache/qualcode)."""
+def encoder_for(prior: tuple[list[TrainingExample], np.ndarray] | None) -> SentenceEncoder:
+    """The adapted model where the development corpus's vectors are learnt from, else the upstream one.
+
+    The adapter and the vectors were learnt together for the default codebook's themes: the vectors
+    only make sense in the adapted model's space, and the adapter is no evidence for other codes.
+    """
+    return load_encoder(adapted=prior is not None and len(prior[0]) > 0)
+
+
+def default_embedding_cache(encoder: SentenceEncoder) -> EmbeddingCache:
+    """``encoder``'s embedding cache beside the model cache ($QUALCODE_CACHE_DIR, else ~/.cache/qualcode)."""
     from qualcode.model_cache import default_cache_dir
 
-    return EmbeddingCache(default_cache_dir() / "embeddings.sqlite", load_encoder().model_sha256)
+    return EmbeddingCache(default_cache_dir() / "embeddings.sqlite", encoder.model_sha256)
 
 
 def new_classifier(
@@ -313,18 +329,13 @@ def code_semantically(held, codebook, options, task, examples, nlp, record: dict
     from dataclasses import replace
 
     from qualcode.combine import combine
-    from qualcode.model_cache import default_cache_dir
 
-    encoder = load_encoder()
-    cache = (
-        EmbeddingCache(default_cache_dir() / "embeddings.sqlite", encoder.model_sha256)
-        if options.model_cache
-        else None
-    )
+    prior = corpus_examples(codebook) if options.seed else None
+    encoder = encoder_for(prior)
+    cache = default_embedding_cache(encoder) if options.model_cache else None
     codable = [chunk.codable(options.code_interviewer) for chunk in held]
     texts = [segment.text for segments in codable for segment in segments]
     total = len(texts) + len(examples)
-    prior = corpus_examples(codebook) if options.seed else None
     classifier = new_classifier(
         options.representation, codebook.code_ids, nlp, cache=cache, prior=prior
     )
@@ -360,7 +371,7 @@ def code_semantically(held, codebook, options, task, examples, nlp, record: dict
         )
         start = stop
     record["classifier representation"] = {
-        "embeddings": f"sentence embeddings ({MODEL_NAME}, model.safetensors sha256 {encoder.model_sha256[:12]})",
+        "embeddings": f"sentence embeddings ({encoder.description})",
         "both": f"n-grams and sentence embeddings ({MODEL_NAME}), the mean of the two models' probabilities",
     }[options.representation]
     shipped = len(prior[0]) if prior else 0
