@@ -126,17 +126,12 @@ def test_an_adapter_for_weights_the_model_lacks_is_refused(tmp_path):
 def test_qualcode_embeds_with_its_shipped_adapter_and_the_shipped_vectors_came_from_it():
     from importlib import resources
 
+    from qualcode.codebook import load_codebook
+
     encoder = load_encoder()
     assert encoder.adapter_sha256 is not None and default_adapter().is_file()
     with np.load(default_adapter()) as adapter:
-        assert adapter["code_ids"].tolist() == [
-            "continuity",
-            "accessibility",
-            "participation",
-            "empathy",
-            "trust",
-            "structural_context",
-        ]
+        assert adapter["code_ids"].tolist() == list(load_codebook().code_ids)
         assert adapter["training_splits"].tolist() == list(SPENT_SPLITS)
     with (resources.files("qualcode") / "data" / "dev-corpus-vectors.npz").open("rb") as handle:
         shipped = np.load(handle)
@@ -377,6 +372,10 @@ def test_code_with_embeddings_learns_from_the_corpus_vectors_and_shows_coded_exa
     assert run["option classifier model"].endswith(
         "and 1959 passages of real writing (corpora/dev, as vectors)"
     )
+    assert (
+        "with qualcode's adapter encoder-adapter.npz sha256"
+        in run["option classifier representation"]
+    )
     header, *rows = list(book["Codings"].iter_rows(values_only=True))
     evidence = [
         row[header.index("evidence")] for row in rows if row[header.index("source")] == "classifier"
@@ -384,6 +383,24 @@ def test_code_with_embeddings_learns_from_the_corpus_vectors_and_shows_coded_exa
     assert evidence and all(
         "classifier: like this coded example (similarity" in text for text in evidence
     )
+    # Without the shipped data the run reads the upstream model, and says so.
+    plain = tmp_path / "plain.xlsx"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "code",
+            str(SAMPLE / "essays"),
+            "-o",
+            str(plain),
+            "--representation",
+            "embeddings",
+            "--no-seed",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    plain_run = run_sheet(plain)
+    assert "adapter" not in plain_run["option classifier representation"]
+    assert "passages of real writing" not in plain_run["option classifier model"]
 
 
 @needs_model

@@ -24,7 +24,6 @@ from qualcode.classify import (
 )
 from qualcode.embeddings import (
     DIMENSIONS,
-    MODEL_NAME,
     EmbeddingCache,
     SentenceEncoder,
     embed_texts,
@@ -372,7 +371,7 @@ def code_semantically(held, codebook, options, task, examples, nlp, record: dict
         start = stop
     record["classifier representation"] = {
         "embeddings": f"sentence embeddings ({encoder.description})",
-        "both": f"n-grams and sentence embeddings ({MODEL_NAME}), the mean of the two models' probabilities",
+        "both": f"n-grams and sentence embeddings ({encoder.description}), the mean of the two models' probabilities",
     }[options.representation]
     shipped = len(prior[0]) if prior else 0
     record["classifier model"] = f"trained on {len(examples)} examples in this run" + (
