@@ -34,7 +34,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from rebuild import TRAINING_SPLITS, read_csv, read_units, sha1  # noqa: E402
+from rebuild import TRAINING_SPLITS, read_csv, read_units, training_passages  # noqa: E402
 
 TARGET = HERE.parent.parent / "src" / "qualcode" / "data" / "encoder-adapter.npz"
 # Attention's query, value and output, and both feed-forward weights, of every layer.
@@ -67,18 +67,12 @@ def training_data(texts_folder: Path) -> tuple[list[str], np.ndarray, list[str]]
 
     codebook = load_codebook()
     code_ids = list(codebook.code_ids)
-    split = {row["source_id"]: row["split"] for row in read_csv(HERE / "sources.csv")}
-    gold = {row["segment_id"]: row for row in read_csv(HERE / "gold.csv")}
-    texts, labels = [], []
-    for unit in read_units(HERE / "units.csv"):
-        if split[unit.source_id] not in TRAINING_SPLITS:
-            continue
-        path = texts_folder / split[unit.source_id] / unit.source_id / f"{unit.unit_id}.txt"
-        text = path.read_text(encoding="utf-8").removesuffix("\n")
-        if sha1(text) != unit.sha1:
-            raise SystemExit(f"{path}: not the text units.csv names; run rebuild.py first")
-        texts.append(text)
-        labels.append([float(gold[unit.segment_id][code_id]) for code_id in code_ids])
+    _, texts, gold, gold_code_ids = training_passages(
+        read_units(HERE / "units.csv"), read_csv(HERE / "sources.csv"), texts_folder
+    )
+    if gold_code_ids != code_ids:
+        raise SystemExit(f"gold.csv's codes {gold_code_ids} are not the codebook's {code_ids}")
+    labels = gold.astype(np.float32).tolist()
     for example in training_examples(codebook, CodingOptions()):
         if example.text.strip():
             texts.append(example.text)

@@ -293,6 +293,32 @@ def rebuild(
 TRAINING_SPLITS = ("dev", "test", "test2", "test3", "test4", "test5", "test6", "test7")
 
 
+def training_passages(units: list[Unit], sources: list[dict[str, str]], texts: Path):
+    """The training splits' units, their rebuilt texts, gold labels (units x codes, int8) and code ids.
+
+    What the default model learns from, for the shipped vectors and the encoder adapter alike. A
+    text that is not the one ``units.csv`` names stops the script.
+    """
+    import numpy as np
+
+    split = {source["source_id"]: source.get("split", "dev") for source in sources}
+    gold_rows = read_csv(HERE / "gold.csv")
+    gold = {row["segment_id"]: row for row in gold_rows}
+    code_ids = [name for name in gold_rows[0] if name != "segment_id"]
+    chosen = [unit for unit in units if split[unit.source_id] in TRAINING_SPLITS]
+    unit_texts = []
+    for unit in chosen:
+        path = texts / split[unit.source_id] / unit.source_id / f"{unit.unit_id}.txt"
+        text = path.read_text(encoding="utf-8").removesuffix("\n")
+        if sha1(text) != unit.sha1:
+            raise SystemExit(f"{path}: not the text units.csv names; run rebuild.py first")
+        unit_texts.append(text)
+    labels = np.array(
+        [[int(gold[unit.segment_id][code]) for code in code_ids] for unit in chosen], dtype=np.int8
+    )
+    return chosen, unit_texts, labels, code_ids
+
+
 def write_vectors(
     units: list[Unit], sources: list[dict[str, str]], texts: Path, target: Path
 ) -> int:
@@ -301,23 +327,9 @@ def write_vectors(
 
     from qualcode.embeddings import load_encoder
 
-    split = {source["source_id"]: source.get("split", "dev") for source in sources}
-    gold = {row["segment_id"]: row for row in read_csv(HERE / "gold.csv")}
-    code_ids = [name for name in read_csv(HERE / "gold.csv")[0] if name != "segment_id"]
-    chosen = [unit for unit in units if split[unit.source_id] in TRAINING_SPLITS]
-    unit_texts = [
-        (texts / split[unit.source_id] / unit.source_id / f"{unit.unit_id}.txt")
-        .read_text(encoding="utf-8")
-        .removesuffix("\n")
-        for unit in chosen
-    ]
-    if any(sha1(text) != unit.sha1 for text, unit in zip(unit_texts, chosen)):
-        raise SystemExit("the rebuilt texts do not match units.csv; run rebuild.py first")
+    chosen, unit_texts, labels, code_ids = training_passages(units, sources, texts)
     encoder = load_encoder()
     vectors = encoder.encode(unit_texts)
-    labels = np.array(
-        [[int(gold[unit.segment_id][code]) for code in code_ids] for unit in chosen], dtype=np.int8
-    )
     np.savez_compressed(
         target,
         vectors=vectors.astype(np.float16),

@@ -276,13 +276,12 @@ class SentenceEncoder:
     @property
     def description(self) -> str:
         """What the Run sheet says the embeddings are: the model and its files' hashes."""
-        upstream = UPSTREAM_SHA256["model.safetensors"][:12]
-        if self.adapter_sha256 is None:
-            return f"{MODEL_NAME}, model.safetensors sha256 {upstream}"
-        return (
-            f"{MODEL_NAME}, model.safetensors sha256 {upstream}, "
-            f"with qualcode's adapter {ADAPTER} sha256 {self.adapter_sha256[:12]}"
+        model = (
+            f"{MODEL_NAME}, model.safetensors sha256 {UPSTREAM_SHA256['model.safetensors'][:12]}"
         )
+        if self.adapter_sha256 is None:
+            return model
+        return f"{model}, with qualcode's adapter {ADAPTER} sha256 {self.adapter_sha256[:12]}"
 
     def _states(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The last layer's token states (batch x tokens x 384)."""
