@@ -8,6 +8,7 @@ from qualcode.errors import InputDataError
 from qualcode.evaluate import _group_folds, evaluate
 from qualcode.ingest import read_documents
 from qualcode.labels import read_label_file
+from qualcode.semantic import corpus_thresholds
 
 
 @pytest.fixture(scope="module")
@@ -165,9 +166,16 @@ def test_suggested_thresholds_never_score_below_the_run_threshold(report):
 def test_each_representation_is_scored_at_its_own_default_threshold(report, nlp):
     from qualcode.export.reports import format_evaluation
 
-    # The module's report reads embeddings: calibrated, so it suggests below 0.5.
+    # The module's report reads embeddings with the default codebook and its seed data: the
+    # shipped model, scored at its own threshold for each code.
     assert report.representation == "embeddings" and report.threshold == 0.35
-    assert "suggests a code at probability 0.35" in format_evaluation(report)
+    assert report.code_thresholds == corpus_thresholds(load_codebook())
+    assert report.code_thresholds["structural_context"] == 0.5
+    assert report.code_thresholds["accessibility"] < 0.35
+    listed = ", ".join(f"{code} {value:g}" for code, value in report.code_thresholds.items())
+    assert f"suggests a code at each code's own probability ({listed})." in format_evaluation(
+        report
+    )
     codebook = load_codebook()
     gold = read_label_file(REPO / "corpora" / "sample-gold.csv", codebook.code_ids)
     corpus = read_documents([SAMPLE])
@@ -186,3 +194,4 @@ def test_each_representation_is_scored_at_its_own_default_threshold(report, nlp)
         options=CodingOptions(suggest_at=0.7),
     )
     assert chosen.threshold == 0.7
+    assert ngrams.code_thresholds == chosen.code_thresholds == {}

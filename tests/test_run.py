@@ -6,6 +6,7 @@ import os
 import re
 
 import openpyxl
+import pytest
 
 from conftest import REPO, SAMPLE, ok
 from qualcode import CodingOptions
@@ -105,3 +106,72 @@ def test_a_run_that_sets_no_threshold_suggests_at_its_representations_own(tmp_pa
     with Study.open(tmp_path / "e") as study:
         assert study.config.suggest_at is None
         assert with_study_defaults(CodingOptions(), study.config).threshold == 0.35
+
+
+def test_the_shipped_model_suggests_each_code_at_its_own_threshold(tmp_path, write):
+    from qualcode.codebook import default_codebook_path, load_codebook
+    from qualcode.errors import ConfigurationError
+    from qualcode.semantic import CORPUS_SUGGEST_AT
+
+    default = load_codebook()
+    # Chosen by cross-validation on real writing: lower for the rare themes, 0.5 for the common one.
+    assert CodingOptions().policy(default).per_code == CORPUS_SUGGEST_AT
+    assert set(CORPUS_SUGGEST_AT) == set(default.code_ids)
+    assert CORPUS_SUGGEST_AT["accessibility"] < 0.35 < CORPUS_SUGGEST_AT["structural_context"]
+    # Only where that model is what reads the text, and only while no threshold is set.
+    for options in (
+        CodingOptions(suggest_at=0.4),
+        CodingOptions(seed=False),
+        CodingOptions(representation="ngrams"),
+        CodingOptions(representation="both"),
+    ):
+        assert options.policy(default).per_code == {}, options
+    other = load_codebook(
+        write("mine.yaml", "name: Mine\ncodes:\n  - {id: trust, name: T, definition: d}\n")
+    )
+    assert CodingOptions().policy(other).per_code == {}
+    # A code's own threshold in the codebook comes before the model's; --threshold CODE=P before both.
+    text = default_codebook_path().read_text(encoding="utf-8")
+    refined = re.sub(r"(?m)^(  - id: trust\n)", r"\1    threshold: 0.6\n", text, count=1)
+    assert refined != text
+    copy = load_codebook(write("refined.yaml", refined))
+    policy = CodingOptions().policy(copy)
+    assert policy.threshold("trust") == 0.6
+    assert policy.threshold("empathy") == CORPUS_SUGGEST_AT["empathy"]
+    assert CodingOptions(thresholds=(("trust", 0.3),)).policy(copy).threshold("trust") == 0.3
+
+    # A new study pins them, as it pins the threshold; the study file can change them.
+    with Study.create(tmp_path / "s", coder="Ana Ruiz", representation="embeddings"):
+        pass
+    with Study.open(tmp_path / "s") as study:
+        assert study.config.code_thresholds == CORPUS_SUGGEST_AT
+        pinned = with_study_defaults(CodingOptions(), study.config)
+        assert pinned.policy(default).per_code == CORPUS_SUGGEST_AT
+    config = tmp_path / "s" / "qualcode.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        re.sub(r"(?m)^code_thresholds = .*$", "code_thresholds = { trust = 0.45 }", text),
+        encoding="utf-8",
+    )
+    with Study.open(tmp_path / "s") as study:
+        policy = with_study_defaults(CodingOptions(), study.config).policy(default)
+        assert policy.per_code == {"trust": 0.45} and policy.threshold("empathy") == 0.35
+    # A study made before per-code thresholds keeps its one threshold for every code.
+    config.write_text(re.sub(r"(?m)^code_thresholds = .*\n", "", text), encoding="utf-8")
+    with Study.open(tmp_path / "s") as study:
+        assert study.config.code_thresholds is None
+        assert with_study_defaults(CodingOptions(), study.config).policy(default).per_code == {}
+    # An n-gram study pins none.
+    with Study.create(tmp_path / "n", coder="Ana Ruiz", representation="ngrams"):
+        pass
+    with Study.open(tmp_path / "n") as study:
+        assert study.config.code_thresholds == {}
+    # A value that is no probability is named with its file and code.
+    config.write_text(
+        re.sub(r"(?m)^code_thresholds = .*$", "code_thresholds = { trust = 1.5 }", text),
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        ConfigurationError, match=r"qualcode.toml: \[coding\] code_thresholds: trust"
+    ):
+        Study.open(tmp_path / "s")

@@ -44,6 +44,7 @@ from qualcode.run import (
     code_paths,
     llm_settings,
     opened_llm_coder,
+    pinned_thresholds,
     plan_llm_requests,
     recorded,
     with_study_defaults,
@@ -295,9 +296,12 @@ def _library_options(
     **settings,
 ) -> tuple[CodingOptions, ReadOptions]:
     """The corpus options as the library takes them; in a study, its settings where none given."""
-    if study is not None and not thresholds and study.config.suggest_at is not None:
-        # The study's threshold is checked as a --threshold would be.
-        thresholds = (str(study.config.suggest_at),)
+    model_thresholds = None
+    if study is not None and not thresholds:
+        model_thresholds = pinned_thresholds(study.config.code_thresholds)
+        if study.config.suggest_at is not None:
+            # The study's threshold is checked as a --threshold would be.
+            thresholds = (str(study.config.suggest_at),)
     suggest_at, per_code = _parse_thresholds(thresholds)
     options = CodingOptions(
         unit=unit,
@@ -309,6 +313,7 @@ def _library_options(
         suggest_at=suggest_at,
         veto_below=DEFAULT_VETO_BELOW if veto_below is None else veto_below,
         thresholds=per_code,
+        model_thresholds=model_thresholds,
         **settings,
     )
     if study is not None:

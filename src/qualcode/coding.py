@@ -27,7 +27,7 @@ from qualcode.parallel import chunk_results, resolve_jobs
 from qualcode.reviews import apply_reviews, rereview_assignments, resolve_reviews, reviewed_examples
 from qualcode.rules import RuleMatcher
 from qualcode.segment import DEFAULT_PIPELINE, build_pipeline
-from qualcode.semantic import DEFAULT_REPRESENTATION, code_semantically
+from qualcode.semantic import DEFAULT_REPRESENTATION, code_semantically, corpus_thresholds
 from qualcode.training import (
     PendingClassifier,
     classifier_model,
@@ -57,6 +57,9 @@ class CodingOptions:
     suggest_at: float | None = None  # None: the representation's (combine.default_suggest_at)
     veto_below: float = DEFAULT_VETO_BELOW
     thresholds: tuple[tuple[str, float], ...] = ()
+    # The model's own threshold per code, as a study pinned them; None: the shipped model's, where
+    # it is used (corpus_thresholds) and no overall threshold is set.
+    model_thresholds: tuple[tuple[str, float], ...] | None = None
     jobs: int = 1
     dask: str | None = None
     model_cache: bool = True
@@ -73,18 +76,30 @@ class CodingOptions:
             default_suggest_at(self.representation) if self.suggest_at is None else self.suggest_at
         )
 
+    def default_thresholds(self, codebook: Codebook) -> dict[str, float]:
+        """Per code, the model's own threshold: as pinned, else the shipped model's when this run
+        reads it (embeddings learnt with the seed data of the default codebook) and sets no
+        threshold of its own."""
+        if self.model_thresholds is not None:
+            return dict(self.model_thresholds)
+        if self.suggest_at is not None or not self.seed or self.representation != "embeddings":
+            return {}
+        return corpus_thresholds(codebook)
+
     def policy(self, codebook: Codebook) -> Policy:
         return Policy.for_codebook(
             codebook,
             suggest_at=self.threshold,
             veto_below=self.veto_below,
             overrides=dict(self.thresholds),
+            model_thresholds=self.default_thresholds(codebook),
         )
 
     def as_record(self) -> dict[str, object]:
         record = asdict(self)
         extra = record.pop("extra")
         record.pop("thresholds")
+        record.pop("model_thresholds")  # the policy's record lists every code's threshold
         record.pop("llm")
         record["suggest_at"] = self.threshold
         record["unit"] = self.unit or "default (turn / paragraph / document by kind)"

@@ -58,11 +58,18 @@ class Policy:
         suggest_at: float = DEFAULT_SUGGEST_AT,
         veto_below: float = DEFAULT_VETO_BELOW,
         overrides: Mapping[str, float] | None = None,
+        model_thresholds: Mapping[str, float] | None = None,
     ) -> Policy:
-        """Codebook thresholds first, then command-line overrides on top."""
+        """The model's own thresholds per code first, the codebook's over them, then command-line
+        overrides on top; a code with none of these suggests at ``suggest_at``."""
         per_code = {
-            code.code_id: code.threshold for code in codebook.codes if code.threshold is not None
+            code_id: value
+            for code_id, value in (model_thresholds or {}).items()
+            if code_id in codebook.code_ids  # a code renamed since they were chosen has none
         }
+        per_code.update(
+            (code.code_id, code.threshold) for code in codebook.codes if code.threshold is not None
+        )
         for code_id in overrides or {}:
             if code_id not in codebook.code_ids:
                 raise ConfigurationError(

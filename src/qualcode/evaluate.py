@@ -94,6 +94,8 @@ class EvaluationReport:
     representation: str = DEFAULT_REPRESENTATION
     # The probability at which the classifier suggests a code (the policy's, before per-code ones).
     threshold: float = DEFAULT_SUGGEST_AT
+    # Codes suggested at thresholds of their own (the model's, the codebook's or set), code -> threshold.
+    code_thresholds: dict[str, float] = field(default_factory=dict)
     # code -> (threshold, combined alpha there, combined alpha at the run's threshold)
     suggested_thresholds: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     # The methods scored; with a language model also "llm" (the model alone) and "rules + classifier".
@@ -396,6 +398,7 @@ def evaluate(
         groups=len(set(groups)),
         representation=representation,
         threshold=policy.suggest_at,
+        code_thresholds=dict(policy.per_code),
         suggested_thresholds=suggested,
         methods=methods,
     )

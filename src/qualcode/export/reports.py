@@ -42,13 +42,23 @@ def _grouping(report) -> str:
     return f"{named} ({report.groups} groups)"
 
 
+def _thresholds(report: EvaluationReport) -> str:
+    """Where the classifier suggests a code: one probability, each code's own, or both."""
+    if not report.code_thresholds:
+        return f"at probability {report.threshold:g}"
+    own = ", ".join(f"{code} {value:g}" for code, value in report.code_thresholds.items())
+    if set(report.code_thresholds) >= set(report.code_ids):
+        return f"at each code's own probability ({own})"
+    return f"at probability {report.threshold:g} ({own})"
+
+
 def format_evaluation(report: EvaluationReport) -> str:
     lines = [
         f"Evaluated {report.segments} segments in {report.documents} documents against the gold; "
         f"{report.folds}-fold cross-validation grouped by {_grouping(report)} (a fold never trains on the "
         f"{'documents' if report.group_by == 'document' else 'groups'} it tests). "
-        f"The classifier reads {_READS[report.representation]} and suggests a code at "
-        f"probability {report.threshold:g}.",
+        f"The classifier reads {_READS[report.representation]} and suggests a code "
+        f"{_thresholds(report)}.",
     ]
     if report.seed_left_out:
         lines.append(

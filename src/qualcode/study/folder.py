@@ -7,10 +7,10 @@ import os
 import sqlite3
 from pathlib import Path
 
-from qualcode.codebook import default_codebook_path
+from qualcode.codebook import default_codebook_path, load_codebook
 from qualcode.combine import default_suggest_at
 from qualcode.errors import InputMissingError, OutputError, StudyDatabaseError
-from qualcode.semantic import default_representation
+from qualcode.semantic import corpus_thresholds, default_representation
 from qualcode.study.decisions import StudyDecisions
 from qualcode.study.runs import StudyRuns
 from qualcode.study.schema import (
@@ -24,6 +24,7 @@ from qualcode.study.schema import (
     migrate,
     read_config,
     restore_hint,
+    toml_table,
 )
 
 
@@ -61,6 +62,10 @@ class Study(StudyDecisions, StudyRuns):
         try:
             root.mkdir(parents=True, exist_ok=True)
             source = Path(codebook) if codebook else default_codebook_path()
+            # Pinned, as the threshold is, so a later model's choice never moves the study.
+            thresholds = (
+                corpus_thresholds(load_codebook(source)) if representation == "embeddings" else {}
+            )
             target = root / "codebook.yaml"
             if not target.exists():
                 target.write_bytes(source.read_bytes())
@@ -71,6 +76,7 @@ class Study(StudyDecisions, StudyRuns):
                     unit=unit or "default",
                     representation=representation,
                     suggest_at=default_suggest_at(representation),
+                    code_thresholds=toml_table(thresholds),
                 ),
                 encoding="utf-8",
             )

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -77,8 +79,11 @@ unit = "{unit}"
 
 [coding]
 # Classifier probability needed to suggest a code without a rule hit (chosen for the
-# representation below: 0.35 for embeddings, 0.5 for ngrams or both).
+# representation below: 0.35 for embeddings, 0.5 for ngrams or both), for codes given none below.
 suggest_at = {suggest_at}
+# Per code, the thresholds the shipped model was tuned to (embeddings with the default codebook).
+# A code's own threshold in the codebook, or --threshold CODE=P, comes before these.
+code_thresholds = {code_thresholds}
 # A rule hit the classifier puts below this probability is downgraded.
 veto_below = 0.05
 # Whose decisions count when coders disagree: "" for the latest decision, or a coder's name.
@@ -112,6 +117,8 @@ class StudyConfig:
     veto_below: float
     decisive_coder: str | None
     seed: bool = True
+    # Per code, as pinned at init; None (a study made before the setting): suggest_at for all.
+    code_thresholds: dict[str, float] | None = None
     # A study made before the setting existed was made when n-grams were the default.
     representation: str = "ngrams"
     llm: dict = dataclasses.field(
@@ -155,6 +162,7 @@ def read_config(root: Path) -> StudyConfig:
         raise ConfigurationError(
             f"{path}: [coding] thresholds must be numbers ({error})"
         ) from error
+    code_thresholds = _code_thresholds(coding.get("code_thresholds"), path)
     representation = str(coding.get("representation", "ngrams"))
     if representation not in REPRESENTATIONS:
         raise ConfigurationError(
@@ -171,8 +179,37 @@ def read_config(root: Path) -> StudyConfig:
         veto_below=veto_below,
         decisive_coder=str(coding.get("decisive_coder", "")) or None,
         seed=bool(coding.get("seed", True)),
+        code_thresholds=code_thresholds,
         representation=representation,
         llm=settings_from_table(data.get("llm", {}), str(path)),
+    )
+
+
+def _code_thresholds(table: object, path: Path) -> dict[str, float] | None:
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigurationError(
+            f"{path}: [coding] code_thresholds must be a table such as {{ trust = 0.3 }}"
+        )
+    thresholds = {}
+    for code_id, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+            raise ConfigurationError(
+                f"{path}: [coding] code_thresholds: {code_id} = {value!r} is not a probability "
+                "between 0 and 1"
+            )
+        thresholds[code_id] = float(value)
+    return thresholds
+
+
+def toml_table(values: dict[str, float]) -> str:
+    """``values`` as a TOML inline table, for the study file."""
+    if not values:
+        return "{}"
+    keys = [key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key) for key in values]
+    return (
+        "{ " + ", ".join(f"{key} = {value:g}" for key, value in zip(keys, values.values())) + " }"
     )
 
 
