@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -104,6 +105,21 @@ def corpus_thresholds(codebook) -> dict[str, float]:
     return {code: value for code, value in CORPUS_SUGGEST_AT.items() if code in codebook.code_ids}
 
 
+@lru_cache(maxsize=1)
+def _shipped_corpus() -> tuple[np.ndarray, np.ndarray, list[str], list[str], list[str]]:
+    """The shipped vectors file, read once a process (evaluate reads it with and without the
+    evaluated passages): vectors, labels, code ids, SHA-1s and sources, the arrays read-only."""
+    from importlib import resources
+
+    with (resources.files("qualcode") / "data" / CORPUS_VECTORS).open("rb") as handle:
+        data = np.load(handle, allow_pickle=False)
+        vectors, labels = data["vectors"].astype(np.float32), data["labels"]
+        columns = (data["code_ids"].tolist(), data["sha1"].tolist(), data["sources"].tolist())
+    vectors.setflags(write=False)
+    labels.setflags(write=False)
+    return (vectors, labels, *columns)
+
+
 def corpus_examples(
     codebook, leave_out: frozenset[str] = frozenset()
 ) -> tuple[list[TrainingExample], np.ndarray]:
@@ -113,20 +129,11 @@ def corpus_examples(
     adjudicated codes and the SHA-1 of its text, never the text (see corpora/dev). Passages whose
     SHA-1 is in ``leave_out`` (texts being evaluated) are left out. Empty for any other codebook.
     """
-    from importlib import resources
-
     from qualcode.classify import seed_examples
 
     if not seed_examples(codebook):  # the seed set's test: this is the default codebook (or a copy)
         return [], np.zeros((0, DIMENSIONS), dtype=np.float32)
-    with (resources.files("qualcode") / "data" / CORPUS_VECTORS).open("rb") as handle:
-        data = np.load(handle, allow_pickle=False)
-        vectors, labels = data["vectors"].astype(np.float32), data["labels"]
-        code_ids, hashes, sources = (
-            data["code_ids"].tolist(),
-            data["sha1"].tolist(),
-            data["sources"].tolist(),
-        )
+    vectors, labels, code_ids, hashes, sources = _shipped_corpus()
     shared = [
         (column, code_id) for column, code_id in enumerate(code_ids) if code_id in codebook.code_ids
     ]
