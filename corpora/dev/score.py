@@ -121,18 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--split",
-        choices=(
-            "dev",
-            "test",
-            "test2",
-            "test3",
-            "test4",
-            "test5",
-            "test6",
-            "test7",
-            "test8",
-            "test9",
-        ),
+        choices=list(dict.fromkeys(row["split"] for row in read_csv(HERE / "sources.csv"))),
         required=True,
     )
     parser.add_argument("--texts", type=Path, default=HERE / "texts")
