@@ -90,17 +90,23 @@ def _default_codebook_sha256() -> str:
     ).hexdigest()
 
 
+def _default_identity(codebook: Codebook) -> tuple[str, tuple[str, ...]]:
+    if codebook.sha256 is not None and codebook.sha256 == _default_codebook_sha256():
+        return codebook.name, codebook.code_ids  # the default itself: no need to parse it again
+    return _default_codebook_identity()
+
+
+def is_default_codebook(codebook: Codebook) -> bool:
+    """The default codebook, or a refined copy that keeps its name: the codebook the seed set, the
+    development corpus's vectors and the encoder's adapter were made for."""
+    return codebook.name == _default_identity(codebook)[0]
+
+
 def seed_examples(codebook: Codebook) -> list[TrainingExample]:
     """The hand-coded sample corpus shipped with the default codebook; empty for any other codebook."""
-    if codebook.sha256 is not None and codebook.sha256 == _default_codebook_sha256():
-        name, code_ids = (
-            codebook.name,
-            codebook.code_ids,
-        )  # the default itself: no need to parse it again
-    else:
-        name, code_ids = _default_codebook_identity()
-    if codebook.name != name:
+    if not is_default_codebook(codebook):
         return []
+    code_ids = _default_identity(codebook)[1]
     data = resources.files("qualcode") / "data" / SEED_FILE
     shared = [code_id for code_id in code_ids if code_id in codebook.code_ids]
     with data.open("r", encoding="utf-8", newline="") as handle:

@@ -22,6 +22,7 @@ from qualcode.classify import (
     TrainingExample,
     TrainingMatrix,
     fit_model,
+    is_default_codebook,
 )
 from qualcode.embeddings import (
     DIMENSIONS,
@@ -98,9 +99,7 @@ CORPUS_SUGGEST_AT = {
 
 def corpus_thresholds(codebook) -> dict[str, float]:
     """The shipped model's threshold per code, for the default codebook's codes; empty for any other."""
-    from qualcode.classify import seed_examples
-
-    if not seed_examples(codebook):  # as corpus_examples: the default codebook (or a copy)
+    if not is_default_codebook(codebook):
         return {}
     return {code: value for code, value in CORPUS_SUGGEST_AT.items() if code in codebook.code_ids}
 
@@ -129,9 +128,7 @@ def corpus_examples(
     adjudicated codes and the SHA-1 of its text, never the text (see corpora/dev). Passages whose
     SHA-1 is in ``leave_out`` (texts being evaluated) are left out. Empty for any other codebook.
     """
-    from qualcode.classify import seed_examples
-
-    if not seed_examples(codebook):  # the seed set's test: this is the default codebook (or a copy)
+    if not is_default_codebook(codebook):
         return [], np.zeros((0, DIMENSIONS), dtype=np.float32)
     vectors, labels, code_ids, hashes, sources = _shipped_corpus()
     shared = [
