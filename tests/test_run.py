@@ -159,7 +159,7 @@ def test_the_shipped_model_suggests_each_code_at_its_own_threshold(tmp_path, wri
     # A study made before per-code thresholds keeps its one threshold for every code.
     config.write_text(re.sub(r"(?m)^code_thresholds = .*\n", "", text), encoding="utf-8")
     with Study.open(tmp_path / "s") as study:
-        assert study.config.code_thresholds is None
+        assert study.config.code_thresholds == {}
         assert with_study_defaults(CodingOptions(), study.config).policy(default).per_code == {}
     # An n-gram study pins none.
     with Study.create(tmp_path / "n", coder="Ana Ruiz", representation="ngrams"):

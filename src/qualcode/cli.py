@@ -44,7 +44,6 @@ from qualcode.run import (
     code_paths,
     llm_settings,
     opened_llm_coder,
-    pinned_thresholds,
     plan_llm_requests,
     recorded,
     with_study_defaults,
@@ -298,7 +297,7 @@ def _library_options(
     """The corpus options as the library takes them; in a study, its settings where none given."""
     model_thresholds = None
     if study is not None and not thresholds:
-        model_thresholds = pinned_thresholds(study.config.code_thresholds)
+        model_thresholds = study.config.pinned_thresholds
         if study.config.suggest_at is not None:
             # The study's threshold is checked as a --threshold would be.
             thresholds = (str(study.config.suggest_at),)

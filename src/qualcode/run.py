@@ -116,14 +116,6 @@ def llm_settings(
     return LlmSettings(**table)
 
 
-def pinned_thresholds(
-    code_thresholds: dict[str, float] | None,
-) -> tuple[tuple[str, float], ...] | None:
-    """A study's per-code thresholds as ``CodingOptions.model_thresholds``; a study made before
-    they existed pins none, and its one threshold holds for every code."""
-    return () if code_thresholds is None else tuple(code_thresholds.items())
-
-
 def with_study_defaults(
     options: CodingOptions, config: StudyConfig, *, chosen: Collection[str] = ()
 ) -> CodingOptions:
@@ -138,9 +130,7 @@ def with_study_defaults(
         unit=options.unit or config.unit,
         suggest_at=options.suggest_at if "suggest_at" in chosen else config.suggest_at,
         model_thresholds=(
-            options.model_thresholds
-            if "suggest_at" in chosen
-            else pinned_thresholds(config.code_thresholds)
+            options.model_thresholds if "suggest_at" in chosen else config.pinned_thresholds
         ),
         veto_below=options.veto_below if "veto_below" in chosen else config.veto_below,
         seed=options.seed and config.seed,

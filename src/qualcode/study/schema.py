@@ -117,13 +117,19 @@ class StudyConfig:
     veto_below: float
     decisive_coder: str | None
     seed: bool = True
-    # Per code, as pinned at init; None (a study made before the setting): suggest_at for all.
-    code_thresholds: dict[str, float] | None = None
+    # Per code, as pinned at init; empty (as in a study made before the setting): suggest_at for all.
+    code_thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
     # A study made before the setting existed was made when n-grams were the default.
     representation: str = "ngrams"
     llm: dict = dataclasses.field(
         default_factory=dict
     )  # [llm]: keyword arguments for llm.LlmSettings
+
+    @property
+    def pinned_thresholds(self) -> tuple[tuple[str, float], ...]:
+        """``code_thresholds`` as ``CodingOptions.model_thresholds``: pinned, so the shipped model's
+        never apply in a study; none pinned, its one threshold holds for every code."""
+        return tuple(self.code_thresholds.items())
 
 
 def now() -> str:
@@ -162,7 +168,7 @@ def read_config(root: Path) -> StudyConfig:
         raise ConfigurationError(
             f"{path}: [coding] thresholds must be numbers ({error})"
         ) from error
-    code_thresholds = _code_thresholds(coding.get("code_thresholds"), path)
+    code_thresholds = _code_thresholds(coding.get("code_thresholds", {}), path)
     representation = str(coding.get("representation", "ngrams"))
     if representation not in REPRESENTATIONS:
         raise ConfigurationError(
@@ -185,9 +191,7 @@ def read_config(root: Path) -> StudyConfig:
     )
 
 
-def _code_thresholds(table: object, path: Path) -> dict[str, float] | None:
-    if table is None:
-        return None
+def _code_thresholds(table: object, path: Path) -> dict[str, float]:
     if not isinstance(table, dict):
         raise ConfigurationError(
             f"{path}: [coding] code_thresholds must be a table such as {{ trust = 0.3 }}"
