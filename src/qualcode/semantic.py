@@ -2,7 +2,7 @@
 
 ``EmbeddingClassifier`` has the n-gram ``CodeClassifier``'s interface (fit, transform,
 probabilities, explain_rows), so evaluation and coding can take either. Each code gets the same
-calibrated logistic regression as the n-gram model (``classify.fit_model``), over the 384
+calibrated logistic regression as the n-gram model (``classify.fit_model``), over the 768
 numbers of a text's embedding instead of its n-grams. Its evidence is what a researcher can
 check: the labelled passages or codebook examples of that code most like the segment, with
 their similarity, instead of weights on dimensions that mean nothing to a reader.
@@ -45,17 +45,17 @@ EVIDENCE_CHARS = 80
 SAME_TEXT_SIMILARITY = 0.995  # float16 vectors of one text agree to about 1e-3
 
 
-def default_representation(package: str | None = None) -> tuple[str, str | None]:
+def default_representation(parts: Sequence[str] | None = None) -> tuple[str, str | None]:
     """What a run reads when it names no representation, and why, if not the default.
 
     The default needs the sentence-embedding model, which is installed on its own (see README); a
     machine without it codes with n-grams and is told so, rather than refused. A model that is
     installed but altered is still refused when it is loaded.
     """
-    from qualcode.embeddings import MODEL_PACKAGE, EmbeddingModelError, model_folder
+    from qualcode.embeddings import EmbeddingModelError, model_parts
 
     try:
-        model_folder(package or MODEL_PACKAGE)
+        model_parts(parts)
     except EmbeddingModelError as error:
         return "ngrams", f"{error}; until then the classifier reads n-grams only"
     return DEFAULT_REPRESENTATION, None
@@ -86,7 +86,8 @@ CORPUS_WEIGHT = 1.0
 # folds) but found only a third of the accessibility passages; a rare theme's probabilities rarely
 # rise far, and a researcher reviews suggestions, so a passage missed is the costlier error.
 # Structural context, a third of all passages, is suggested too often below 0.5.
-# docs/real-text-evaluation.md, round 7.
+# docs/real-text-evaluation.md, round 7. They were chosen with the adapted MiniLM; with the adapted
+# mpnet, on the one fold run so far, they agree within 0.004 of a single 0.35 (round 8).
 CORPUS_SUGGEST_AT = {
     "continuity": 0.25,
     "accessibility": 0.2,

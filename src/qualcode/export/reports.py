@@ -30,7 +30,7 @@ def _score_line(name: str, scores: Scores) -> str:
 
 _READS = {
     "ngrams": "words and word pairs (n-grams)",
-    "embeddings": "sentence embeddings (all-MiniLM-L6-v2)",
+    "embeddings": "sentence embeddings (all-mpnet-base-v2)",
     "both": "n-grams and sentence embeddings (the mean of the two models' probabilities)",
 }
 
