@@ -186,6 +186,28 @@ def test_the_cache_embeds_each_text_once(tmp_path):
     other_model.close()
 
 
+@needs_model
+def test_a_run_that_stores_nothing_still_reads_stored_vectors(tmp_path, monkeypatch):
+    from qualcode.semantic import default_embedding_cache
+
+    encoder = load_encoder()
+    monkeypatch.setenv("QUALCODE_CACHE_DIR", str(tmp_path))
+    # --no-model-cache where no run has stored anything: no cache, and no file made.
+    assert default_embedding_cache(encoder, read_only=True) is None
+    assert not (tmp_path / "embeddings.sqlite").exists()
+    writer = default_embedding_cache(encoder)
+    stored, computed = embed_texts(["She rang back the same day."], cache=writer)
+    writer.close()
+    assert computed == 1
+    reader = default_embedding_cache(encoder, read_only=True)
+    both, computed = embed_texts(["She rang back the same day.", "Nobody asked me."], cache=reader)
+    reader.close()
+    assert computed == 1 and np.array_equal(both[0], stored[0])
+    check = EmbeddingCache(tmp_path / "embeddings.sqlite", encoder.model_sha256)
+    assert check.get([text_key("Nobody asked me.")]) == {}  # read, never written
+    check.close()
+
+
 def test_a_missing_or_altered_model_file_is_named(tmp_path):
     with pytest.raises(
         EmbeddingModelError,

@@ -542,9 +542,18 @@ class EmbeddingCache:
     Only vectors and hashes are stored, never the texts.
     """
 
-    def __init__(self, path: Path, model_sha256: str):
+    def __init__(self, path: Path, model_sha256: str, *, read_only: bool = False):
         self.path = Path(path)
         self.model = model_sha256
+        self.read_only = read_only
+        if read_only:  # reads what earlier runs stored, and stores nothing
+            self._connection = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                timeout=30,
+                isolation_level=None,
+            )
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self._connection.execute("PRAGMA journal_mode = WAL")
@@ -557,6 +566,14 @@ class EmbeddingCache:
         self._connection.close()
 
     def get(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        try:
+            return self._get(keys)
+        except sqlite3.OperationalError:
+            if self.read_only:  # a file another process is making, or one we may not read
+                return {}
+            raise
+
+    def _get(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}
         for start in range(0, len(keys), 500):
             chunk = list(keys[start : start + 500])
@@ -569,6 +586,8 @@ class EmbeddingCache:
         return found
 
     def put(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        if self.read_only:
+            return
         with self._connection:
             self._connection.execute("BEGIN")
             self._connection.executemany(

@@ -10,6 +10,7 @@ their similarity, instead of weights on dimensions that mean nothing to a reader
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -314,11 +315,27 @@ def encoder_for(prior: tuple[list[TrainingExample], np.ndarray] | None) -> Sente
     return load_encoder(adapted=prior is not None and len(prior[0]) > 0)
 
 
-def default_embedding_cache(encoder: SentenceEncoder) -> EmbeddingCache:
-    """``encoder``'s embedding cache beside the model cache ($QUALCODE_CACHE_DIR, else ~/.cache/qualcode)."""
+def default_embedding_cache(
+    encoder: SentenceEncoder, *, read_only: bool = False
+) -> EmbeddingCache | None:
+    """``encoder``'s embedding cache beside the model cache ($QUALCODE_CACHE_DIR, else ~/.cache/qualcode).
+
+    ``read_only`` (a run that stores nothing, ``--no-model-cache``) reads the vectors earlier runs
+    stored, since a text's embedding never depends on the run, and gives None where there are none.
+    """
     from qualcode.model_cache import default_cache_dir
 
-    return EmbeddingCache(default_cache_dir() / "embeddings.sqlite", encoder.model_sha256)
+    path = default_cache_dir() / "embeddings.sqlite"
+    if read_only:
+        try:
+            return (
+                EmbeddingCache(path, encoder.model_sha256, read_only=True)
+                if path.is_file()
+                else None
+            )
+        except sqlite3.Error:
+            return None
+    return EmbeddingCache(path, encoder.model_sha256)
 
 
 def new_classifier(
@@ -362,7 +379,7 @@ def code_semantically(held, codebook, options, task, examples, nlp, record: dict
 
     prior = corpus_examples(codebook) if options.seed else None
     encoder = encoder_for(prior)
-    cache = default_embedding_cache(encoder) if options.model_cache else None
+    cache = default_embedding_cache(encoder, read_only=not options.model_cache)
     codable = [chunk.codable(options.code_interviewer) for chunk in held]
     texts = [segment.text for segments in codable for segment in segments]
     total = len(texts) + len(examples)
