@@ -12,14 +12,15 @@ Each unit is found by its hash, not its position: the page's text is split into 
 every run of as many consecutive paragraphs as the unit has is hashed until one matches. A page
 that has changed since it was read loses only the units whose words changed. Units are written
 to ``texts/<split>/`` (``dev``, ``test``, ``test2``, ``test3``, ``test4``, ``test5``, ``test6``,
-``test7``, ``test8``, ``test9``) as ``<source id>/<unit id>.txt``, one document each, for
-``qualcode code --unit document`` and ``qualcode evaluate --gold gold.csv --group-by folder``.
+``test7``, ``test8``, ``test9``, ``test10``) as ``<source id>/<unit id>.txt``, one document
+each, for ``qualcode code --unit document`` and ``qualcode evaluate --gold gold.csv --group-by
+folder``.
 
 ``--cut`` (used once, when the corpus was made) writes ``units.csv`` from the saved pages; see
 ``cut_units`` for the rule. ``--cut-new`` cuts only the sources of ``sources.csv`` that have no unit
 yet, by the same rule, and appends their units to ``units.csv``, numbered after the last one; the
 rows already there are left as they are (how the ``test2``, ``test3``, ``test4``, ``test5``,
-``test6``, ``test7``, ``test8`` and ``test9`` splits were added).
+``test6``, ``test7``, ``test8``, ``test9`` and ``test10`` splits were added).
 """
 
 from __future__ import annotations
@@ -288,8 +289,8 @@ def rebuild(
 
 
 # What qualcode's default model learns from: the dev split, and each test split once it has been
-# scored (test to test5 on 2026-12-02, test6 to test8 on 2026-12-03) and is spent. A split not
-# yet scored (test9) is never learnt from.
+# scored (test to test5 on 2026-12-02, test6 to test8 on 2026-12-03) and is spent; test9 (scored
+# once) has not joined them yet. A split not yet scored (test10, held out) is never learnt from.
 TRAINING_SPLITS = ("dev", "test", "test2", "test3", "test4", "test5", "test6", "test7", "test8")
 
 
