@@ -577,3 +577,39 @@ def test_a_library_run_without_the_model_reads_ngrams_and_logs_why(monkeypatch, 
         "the sentence-embedding model (sentence-transformers/all-mpnet-base-v2) is not installed"
         in caplog.text
     )
+
+
+def test_a_fitted_embedding_model_is_kept_by_its_vectors_and_labels(tmp_path):
+    from dataclasses import replace
+
+    from qualcode.classify import TrainingExample
+    from qualcode.semantic import EmbeddingClassifier
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(40, DIMENSIONS)).astype(np.float32)
+    vectors[::2, 0] += 2.0  # the positives differ on one dimension, so there is something to learn
+    examples = [
+        TrainingExample(f"passage {row}", {"trust": int(row % 2 == 0)}, group=f"source {row // 4}")
+        for row in range(40)
+    ]
+
+    def fitted(examples, vectors):
+        return EmbeddingClassifier(["trust"], model_cache=tmp_path).fit(examples, vectors)
+
+    first, again = fitted(examples, vectors), fitted(examples, vectors)
+    assert first.model_status.startswith("trained (cached as ")
+    key = first.model_status.removeprefix("trained (cached as ").removesuffix(")")
+    assert len(key) == 12 and again.model_status == f"loaded from the model cache ({key})"
+    assert np.array_equal(first.probabilities(vectors), again.probabilities(vectors))
+    assert (
+        first.probabilities(vectors)[::2, 0].mean() > first.probabilities(vectors)[1::2, 0].mean()
+    )
+    # A vector changed in its last bit, or one label changed, is another model.
+    nudged = vectors.copy()
+    nudged[3, 5] = np.nextafter(nudged[3, 5], np.float32(np.inf))
+    assert fitted(examples, nudged).model_status.startswith("trained (cached as ")
+    relabelled = [replace(examples[0], labels={"trust": 0}), *examples[1:]]
+    assert fitted(relabelled, vectors).model_status.startswith("trained (cached as ")
+    # Without a cache folder nothing is kept.
+    assert EmbeddingClassifier(["trust"]).fit(examples, vectors).model_status == "trained"
+    assert len(list((tmp_path / "models").glob("*.npz"))) == 3

@@ -63,6 +63,20 @@ def model_key(
     return digest.hexdigest()
 
 
+def embedding_model_key(
+    code_ids: Sequence[str], examples: Sequence[TrainingExample], vectors: np.ndarray
+) -> str:
+    """``model_key`` for a model over embeddings: the examples' labels and their vectors, bit for bit.
+
+    Vectors stand for texts the cache never sees (the shipped corpus has none), so they, not the
+    texts, decide the model.
+    """
+    vectors_digest = hashlib.sha256(
+        np.ascontiguousarray(vectors, dtype=np.float32).tobytes()
+    ).hexdigest()
+    return model_key(code_ids, examples, f"embeddings {vectors.shape} {vectors_digest}")
+
+
 def _path(cache_dir: Path, key: str) -> Path:
     return cache_dir / "models" / f"{key}.npz"
 

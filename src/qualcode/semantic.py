@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -173,12 +174,15 @@ class EmbeddingClassifier(ModelClassifier):
         cache: EmbeddingCache | None = None,
         progress=None,
         prior: tuple[list[TrainingExample], np.ndarray] | None = None,
+        model_cache: Path | None = None,
     ):
         self.code_ids = tuple(code_ids)
         self.cache = cache
         self.progress = progress
         self.prior = prior
+        self.model_cache = model_cache
         self.model = None
+        self.model_status = "trained"
         self._neighbours: dict[str, _Neighbours] = {}
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -199,7 +203,7 @@ class EmbeddingClassifier(ModelClassifier):
         if self.prior is not None and len(self.prior[0]):
             examples += tuple(self.prior[0])
             vectors = np.vstack([vectors, self.prior[1]])
-        self.model = fit_model(self.code_ids, _matrix(examples, vectors))
+        self.model = self._fitted(examples, vectors)
         for code_id in self.code_ids:
             rows = [
                 row
@@ -213,6 +217,28 @@ class EmbeddingClassifier(ModelClassifier):
                 tuple(_excerpt(examples[row].text) for row in rows),
             )
         return self
+
+    def _fitted(self, examples: Sequence[TrainingExample], vectors: np.ndarray):
+        """The model fitted to these examples and vectors, from the model cache when it has them.
+
+        Fitting a calibrated model per code over thousands of shipped vectors takes seconds on
+        every run, and a researcher's re-runs mostly change the codebook's rules, not what the
+        classifier learns from. A model fitted before on the same vectors and labels is the same
+        model (every fit is seeded).
+        """
+        if self.model_cache is None:
+            return fit_model(self.code_ids, _matrix(examples, vectors))
+        from qualcode.model_cache import embedding_model_key, load_model, store_model
+
+        key = embedding_model_key(self.code_ids, examples, vectors)
+        model = load_model(self.model_cache, key)
+        if model is not None:
+            self.model_status = f"loaded from the model cache ({key[:12]})"
+            return model
+        model = fit_model(self.code_ids, _matrix(examples, vectors))
+        store_model(self.model_cache, key, model)
+        self.model_status = f"trained (cached as {key[:12]})"
+        return model
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
         return self.embed(texts)
@@ -345,16 +371,17 @@ def new_classifier(
     *,
     cache: EmbeddingCache | None = None,
     prior: tuple[list[TrainingExample], np.ndarray] | None = None,
+    model_cache: Path | None = None,
 ):
-    """An unfitted classifier over ``representation`` (one of ``REPRESENTATIONS``); ``prior`` as ``EmbeddingClassifier``."""
+    """An unfitted classifier over ``representation`` (one of ``REPRESENTATIONS``); ``prior`` and
+    ``model_cache`` (a folder for fitted models, or None) as ``EmbeddingClassifier``."""
     if representation == "ngrams":
         return CodeClassifier(code_ids, nlp)
+    embedder = EmbeddingClassifier(code_ids, cache=cache, prior=prior, model_cache=model_cache)
     if representation == "embeddings":
-        return EmbeddingClassifier(code_ids, cache=cache, prior=prior)
+        return embedder
     if representation == "both":
-        return BlendedClassifier(
-            CodeClassifier(code_ids, nlp), EmbeddingClassifier(code_ids, cache=cache, prior=prior)
-        )
+        return BlendedClassifier(CodeClassifier(code_ids, nlp), embedder)
     raise ValueError(
         f"unknown representation {representation!r}; choose one of {', '.join(REPRESENTATIONS)}"
     )
@@ -383,8 +410,15 @@ def code_semantically(held, codebook, options, task, examples, nlp, record: dict
     codable = [chunk.codable(options.code_interviewer) for chunk in held]
     texts = [segment.text for segments in codable for segment in segments]
     total = len(texts) + len(examples)
+    from qualcode.model_cache import default_cache_dir
+
     classifier = new_classifier(
-        options.representation, codebook.code_ids, nlp, cache=cache, prior=prior
+        options.representation,
+        codebook.code_ids,
+        nlp,
+        cache=cache,
+        prior=prior,
+        model_cache=default_cache_dir() if options.model_cache else None,
     )
     embedder = classifier.embeddings if isinstance(classifier, BlendedClassifier) else classifier
     embedder.progress = (lambda done: progress("embed", done, total)) if progress else None
@@ -422,8 +456,9 @@ def code_semantically(held, codebook, options, task, examples, nlp, record: dict
         "both": f"n-grams and sentence embeddings ({encoder.description}), the mean of the two models' probabilities",
     }[options.representation]
     shipped = len(prior[0]) if prior else 0
-    record["classifier model"] = f"trained on {len(examples)} examples in this run" + (
-        f" and {shipped} passages of real writing (corpora/dev, as vectors)" if shipped else ""
+    record["classifier model"] = (
+        f"{embedder.model_status}; learnt from {len(examples)} examples of this run"
+        + (f" and {shipped} passages of real writing (corpora/dev, as vectors)" if shipped else "")
     )
     model = (
         classifier.embeddings.model
