@@ -397,12 +397,19 @@ def test_an_embedding_suggestion_names_the_coded_example_it_resembles():
         TrainingExample("The bus was late again.", {"continuity": 0}, origin="example"),
         TrainingExample("Private note never to be shown", {"continuity": 1}, origin="dev-corpus"),
     ]
-    classifier = EmbeddingClassifier(["continuity"]).fit(examples)
+    examples[1] = TrainingExample(
+        examples[1].text, {"continuity": 1, "trust": 1, "empathy": 0}, origin="example"
+    )
+    classifier = EmbeddingClassifier(["continuity", "trust", "empathy"]).fit(examples)
     features = classifier.transform(["She never gave up on me."])
     (explained,) = classifier.explain_rows(features, [(0, "continuity")])
     assert explained[0][0] == "She stuck by me through everything."
     assert 0.3 < explained[0][1] <= 1 and explained[0][2].startswith(
-        "classifier: like this coded example (similarity"
+        "classifier: like this example coded continuity (similarity"
+    )
+    # An example's other codes are named, so a reader sees when the likeness may be to another theme.
+    assert explained[1][0].startswith("He was there for me") and explained[1][2].startswith(
+        "classifier: like this example coded continuity, trust (similarity"
     )
     assert all("Private note" not in text for text, _, _ in explained)
     # A passage that is itself a coded example is not its own evidence.
@@ -473,8 +480,14 @@ def test_code_with_embeddings_learns_from_the_corpus_vectors_and_shows_coded_exa
         row[header.index("evidence")] for row in rows if row[header.index("source")] == "classifier"
     ]
     assert evidence and all(
-        "classifier: like this coded example (similarity" in text for text in evidence
+        "classifier: like this example coded " in text and "(similarity" in text
+        for text in evidence
     )
+    # Every quoted example carries the code it is evidence for.
+    for row in rows:
+        if row[header.index("source")] == "classifier":
+            coded_as = row[header.index("evidence")].split("like this example coded ")[1]
+            assert row[header.index("code")] in coded_as.split(" (similarity")[0].split(", ")
     # Without the shipped data the run reads the upstream model, and says so.
     plain = tmp_path / "plain.xlsx"
     result = CliRunner().invoke(

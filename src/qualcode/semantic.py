@@ -72,10 +72,11 @@ def _excerpt(text: str) -> str:
 
 @dataclass(frozen=True)
 class _Neighbours:
-    """A code's quotable positive examples, for evidence: unit vectors and excerpts."""
+    """A code's quotable positive examples, for evidence: unit vectors, excerpts and every code each carries."""
 
     vectors: np.ndarray
     excerpts: tuple[str, ...]
+    codes: tuple[tuple[str, ...], ...]
 
 
 CORPUS_VECTORS = "dev-corpus-vectors.npz"
@@ -215,6 +216,10 @@ class EmbeddingClassifier(ModelClassifier):
             self._neighbours[code_id] = _Neighbours(
                 vectors[rows].astype(np.float32),
                 tuple(_excerpt(examples[row].text) for row in rows),
+                tuple(
+                    tuple(code for code in self.code_ids if examples[row].labels.get(code) == 1)
+                    for row in rows
+                ),
             )
         return self
 
@@ -267,7 +272,8 @@ class EmbeddingClassifier(ModelClassifier):
                     (
                         neighbours.excerpts[index],
                         float(similarity[index]),
-                        f"classifier: like this coded example (similarity {similarity[index]:.2f})",
+                        f"classifier: like this example coded {', '.join(neighbours.codes[index])} "
+                        f"(similarity {similarity[index]:.2f})",
                     )
                     for index in best
                 ]
