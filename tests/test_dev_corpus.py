@@ -11,6 +11,10 @@ from conftest import REPO, SHARED
 DEV = REPO / "corpora" / "dev"
 
 
+# The splits made after the first was scored, in the order they were made.
+LATER_SPLITS = tuple(f"test{number}" for number in range(2, 11))
+
+
 @pytest.fixture(scope="module")
 def rebuild():
     import sys
@@ -121,37 +125,11 @@ def test_the_index_is_whole_and_holds_no_text():
     assert len(units) >= 600 and len({row["source_id"] for row in units}) >= 40
     assert all(row["source_id"] in sources for row in units)
     assert all(re.fullmatch(r"[0-9a-f]{40}", row["sha1"]) for row in units)
-    assert {row["split"] for row in sources.values()} == {
-        "dev",
-        "test",
-        "test2",
-        "test3",
-        "test4",
-        "test5",
-        "test6",
-        "test7",
-        "test8",
-        "test9",
-        "test10",
-    }
+    assert {row["split"] for row in sources.values()} == {"dev", "test", *LATER_SPLITS}
     # The first split: a quarter of the original sources set aside as test before anything was tuned.
     original = [row for row in sources.values() if row["split"] in ("dev", "test")]
     test_share = sum(row["split"] == "test" for row in original) / len(original)
     assert 0.2 <= test_share <= 0.3
-
-
-# The splits made after the first was scored, in the order they were made.
-LATER_SPLITS = (
-    "test2",
-    "test3",
-    "test4",
-    "test5",
-    "test6",
-    "test7",
-    "test8",
-    "test9",
-    "test10",
-)
 
 
 @pytest.mark.parametrize("split", LATER_SPLITS)
