@@ -592,7 +592,7 @@ def test_a_library_run_without_the_model_reads_ngrams_and_logs_why(monkeypatch, 
     )
 
 
-def test_a_fitted_embedding_model_is_kept_by_its_vectors_and_labels(tmp_path):
+def test_a_fitted_embedding_model_is_kept_by_its_vectors_and_labels(tmp_path, monkeypatch):
     from dataclasses import replace
 
     from qualcode.classify import TrainingExample
@@ -606,8 +606,10 @@ def test_a_fitted_embedding_model_is_kept_by_its_vectors_and_labels(tmp_path):
         for row in range(40)
     ]
 
+    monkeypatch.setenv("QUALCODE_CACHE_DIR", str(tmp_path))
+
     def fitted(examples, vectors):
-        return EmbeddingClassifier(["trust"], model_cache=tmp_path).fit(examples, vectors)
+        return EmbeddingClassifier(["trust"], model_cache=True).fit(examples, vectors)
 
     first, again = fitted(examples, vectors), fitted(examples, vectors)
     assert first.model_status.startswith("trained (cached as ")
@@ -623,6 +625,6 @@ def test_a_fitted_embedding_model_is_kept_by_its_vectors_and_labels(tmp_path):
     assert fitted(examples, nudged).model_status.startswith("trained (cached as ")
     relabelled = [replace(examples[0], labels={"trust": 0}), *examples[1:]]
     assert fitted(relabelled, vectors).model_status.startswith("trained (cached as ")
-    # Without a cache folder nothing is kept.
+    # Without the model cache nothing is kept.
     assert EmbeddingClassifier(["trust"]).fit(examples, vectors).model_status == "trained"
     assert len(list((tmp_path / "models").glob("*.npz"))) == 3

@@ -14,7 +14,6 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -175,7 +174,7 @@ class EmbeddingClassifier(ModelClassifier):
         cache: EmbeddingCache | None = None,
         progress=None,
         prior: tuple[list[TrainingExample], np.ndarray] | None = None,
-        model_cache: Path | None = None,
+        model_cache: bool = False,
     ):
         self.code_ids = tuple(code_ids)
         self.cache = cache
@@ -231,18 +230,18 @@ class EmbeddingClassifier(ModelClassifier):
         classifier learns from. A model fitted before on the same vectors and labels is the same
         model (every fit is seeded).
         """
-        if self.model_cache is None:
+        if not self.model_cache:
             return fit_model(self.code_ids, _matrix(examples, vectors))
-        from qualcode.model_cache import embedding_model_key, load_model, store_model
+        from qualcode.model_cache import default_cache_dir, embedding_model_key, load_model
+        from qualcode.training import loaded, remember
 
         key = embedding_model_key(self.code_ids, examples, vectors)
-        model = load_model(self.model_cache, key)
+        model = load_model(default_cache_dir(), key)
         if model is not None:
-            self.model_status = f"loaded from the model cache ({key[:12]})"
+            self.model_status = loaded(key)
             return model
         model = fit_model(self.code_ids, _matrix(examples, vectors))
-        store_model(self.model_cache, key, model)
-        self.model_status = f"trained (cached as {key[:12]})"
+        self.model_status = remember(model, key)
         return model
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
@@ -377,10 +376,10 @@ def new_classifier(
     *,
     cache: EmbeddingCache | None = None,
     prior: tuple[list[TrainingExample], np.ndarray] | None = None,
-    model_cache: Path | None = None,
+    model_cache: bool = False,
 ):
     """An unfitted classifier over ``representation`` (one of ``REPRESENTATIONS``); ``prior`` and
-    ``model_cache`` (a folder for fitted models, or None) as ``EmbeddingClassifier``."""
+    ``model_cache`` (keep fitted models in the model cache) as ``EmbeddingClassifier``."""
     if representation == "ngrams":
         return CodeClassifier(code_ids, nlp)
     embedder = EmbeddingClassifier(code_ids, cache=cache, prior=prior, model_cache=model_cache)
@@ -416,15 +415,13 @@ def code_semantically(held, codebook, options, task, examples, nlp, record: dict
     codable = [chunk.codable(options.code_interviewer) for chunk in held]
     texts = [segment.text for segments in codable for segment in segments]
     total = len(texts) + len(examples)
-    from qualcode.model_cache import default_cache_dir
-
     classifier = new_classifier(
         options.representation,
         codebook.code_ids,
         nlp,
         cache=cache,
         prior=prior,
-        model_cache=default_cache_dir() if options.model_cache else None,
+        model_cache=options.model_cache,
     )
     embedder = classifier.embeddings if isinstance(classifier, BlendedClassifier) else classifier
     embedder.progress = (lambda done: progress("embed", done, total)) if progress else None
