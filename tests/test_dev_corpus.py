@@ -2,6 +2,7 @@
 
 import csv
 import importlib.util
+import os
 import re
 
 import pytest
@@ -12,7 +13,7 @@ DEV = REPO / "corpora" / "dev"
 
 
 # The splits made after the first was scored, in the order they were made.
-LATER_SPLITS = tuple(f"test{number}" for number in range(2, 11))
+LATER_SPLITS = tuple(f"test{number}" for number in range(2, 12))
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +187,9 @@ def test_cut_new_appends_the_units_of_new_sources_and_leaves_the_rows_already_th
     units = rebuild.read_units(index)
     assert [unit.unit_id for unit in units] == ["U0001", "U0002", "U0003"]
     assert rebuild.cut_new(sources, pages, units) == []  # nothing left to cut
+    # A source whose page is not on this machine (one that gave no unit, say) is not cut.
+    absent = sources + [{"source_id": "S3", "url": "http://127.0.0.1/three", "split": "test2"}]
+    assert rebuild.cut_new(absent, pages, units) == []
     written, missing = rebuild.rebuild(units, sources, pages, tmp_path / "texts")
     assert (written, missing) == (3, [])
     text = (tmp_path / "texts" / "test2" / "S2" / "U0003.txt").read_text(encoding="utf-8")
@@ -219,3 +223,41 @@ def test_the_texts_match_the_index_where_they_have_been_rebuilt():
             text = path.read_text(encoding="utf-8").removesuffix("\n")
             assert hashlib.sha1(text.encode("utf-8")).hexdigest() == row["sha1"], path
             assert len(text) == int(row["chars"]), path
+
+
+def _model_installed() -> bool:
+    from qualcode.embeddings import EmbeddingModelError, model_folder
+
+    try:
+        model_folder()
+    except EmbeddingModelError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(
+    not _model_installed() and not os.environ.get("QUALCODE_REQUIRE_MODEL"),
+    reason="the sentence-embedding model is not installed",
+)
+def test_vectors_are_kept_without_their_texts_when_the_same_encoder_made_them(rebuild, tmp_path):
+    import numpy as np
+
+    from qualcode.embeddings import load_encoder
+
+    shipped = REPO / "src" / "qualcode" / "data" / "dev-corpus-vectors.npz"
+    target = tmp_path / "vectors.npz"
+    target.write_bytes(shipped.read_bytes())
+    units, sources = rebuild.read_units(DEV / "units.csv"), _rows("sources.csv")
+    no_texts = tmp_path / "texts"
+    # Every training unit's vector is in the file: no text is read, and the file comes back as it was.
+    count, encoded = rebuild.write_vectors(units, sources, no_texts, target)
+    assert encoded == 0 and count == len(rebuild.training_units(units, sources)[0])
+    with np.load(shipped) as before, np.load(target) as after:
+        assert before.files == after.files
+        assert all(np.array_equal(before[name], after[name]) for name in before.files)
+        # Vectors another encoder made are not kept: the units' texts are needed again.
+        other = {name: before[name] for name in before.files} | {"encoder": np.array("0" * 64)}
+    np.savez(target, **other)
+    assert rebuild.stored_vectors(target, load_encoder().model_sha256) == {}
+    with pytest.raises(SystemExit, match=r"texts/dev/F001/U0001\.txt: missing"):
+        rebuild.write_vectors(units, sources, no_texts, target)
