@@ -628,3 +628,42 @@ def test_a_fitted_embedding_model_is_kept_by_its_vectors_and_labels(tmp_path, mo
     # Without the model cache nothing is kept.
     assert EmbeddingClassifier(["trust"]).fit(examples, vectors).model_status == "trained"
     assert len(list((tmp_path / "models").glob("*.npz"))) == 3
+
+
+@needs_model
+def test_a_researchers_own_labels_outweigh_the_shipped_corpus():
+    from dataclasses import replace
+
+    from qualcode.classify import TrainingExample
+    from qualcode.codebook import load_codebook
+    from qualcode.semantic import REVIEWED_WEIGHT, EmbeddingClassifier, corpus_examples
+
+    codebook = load_codebook()
+    prior_examples, prior_vectors = corpus_examples(codebook)
+    prior = (prior_examples[:800], prior_vectors[:800])
+    # A project's own reading, written for this test: its researcher codes waiting for the
+    # council's letters as accessibility, which nothing in the shipped corpus does.
+    reviewed = [
+        "The council's letter about the review came three weeks after the meeting.",
+        "We waited all summer for the letter saying what the panel had decided.",
+        "Another letter from the council arrived, this time about the assessment date.",
+        "The decision letter never came, so I rang the office myself.",
+        "Their letters always arrive after the thing they are telling you about.",
+        "I am still waiting for the letter they promised in March.",
+    ]
+    labels = {code: int(code == "accessibility") for code in codebook.code_ids}
+    examples = [
+        TrainingExample(text, labels, group=f"interview {row}") for row, text in enumerate(reviewed)
+    ]
+    encoder = load_encoder()
+    vectors = encoder.encode(reviewed)
+    unseen = encoder.encode(["The letter with the date of the meeting came the day after it."])
+    column = codebook.code_ids.index("accessibility")
+
+    def probability(examples):
+        model = EmbeddingClassifier(codebook.code_ids, prior=prior).fit(examples, vectors)
+        return model.probabilities(unseen)[0, column]
+
+    as_corpus = [replace(example, weight=example.weight / REVIEWED_WEIGHT) for example in examples]
+    weighted, equal = probability(examples), probability(as_corpus)
+    assert weighted >= CORPUS_SUGGEST_AT["accessibility"] and weighted > equal + 0.1
