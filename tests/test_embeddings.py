@@ -26,9 +26,11 @@ from qualcode.embeddings import (
 )
 from qualcode.semantic import CORPUS_SUGGEST_AT
 
-# The dev split and the test splits scored once and spent (rebuild.TRAINING_SPLITS): all that
-# the shipped adapter and vectors may learn from; never a split not yet scored.
-SPENT_SPLITS = ("dev", "test", *(f"test{number}" for number in range(2, 10)))  # test2 to test9
+# The splits the shipped vectors learn from (rebuild.TRAINING_SPLITS): the dev split and test
+# splits scored once and spent; never a split not yet scored. test10 is spent but kept out, as
+# the check on text the whole model never saw. The adapter was learnt before test11 was scored.
+SPENT_SPLITS = ("dev", "test", *(f"test{number}" for number in range(2, 10)), "test11")
+ADAPTER_SPLITS = SPENT_SPLITS[:-1]  # dev, test, test2 to test9
 
 REFERENCE = json.loads(
     (Path(__file__).parent / "data" / "mpnet-reference.json").read_text(encoding="utf-8")
@@ -135,7 +137,7 @@ def test_qualcode_embeds_with_its_shipped_adapter_and_the_shipped_vectors_came_f
     assert encoder.adapter_sha256 is not None and default_adapter().is_file()
     with np.load(default_adapter()) as adapter:
         assert adapter["code_ids"].tolist() == list(load_codebook().code_ids)
-        assert adapter["training_splits"].tolist() == list(SPENT_SPLITS)
+        assert adapter["training_splits"].tolist() == list(ADAPTER_SPLITS)
     with (resources.files("qualcode") / "data" / "dev-corpus-vectors.npz").open("rb") as handle:
         shipped = np.load(handle)
         assert str(shipped["encoder"]) == encoder.model_sha256
@@ -346,6 +348,8 @@ def test_evaluate_compares_representations_and_embedding_evidence_quotes_example
             "--representation",
             "all",
             "--no-learning-curve",
+            "--folds",
+            "2",  # what is asserted is the report's wording, not its figures; two folds fit less
         ],
     )
     assert result.exit_code == 0, result.output
@@ -458,7 +462,7 @@ def test_code_with_embeddings_learns_from_the_corpus_vectors_and_shows_coded_exa
     book = openpyxl.load_workbook(output, read_only=True)
     assert run["option representation"] == "embeddings"
     assert run["option classifier model"].endswith(
-        "and 2581 passages of real writing (corpora/dev, as vectors)"
+        "and 2826 passages of real writing (corpora/dev, as vectors)"
     )
     assert (
         "with qualcode's adapter encoder-adapter.npz sha256"
