@@ -272,7 +272,16 @@ def evaluate(
 
     def new_classifier():
         # The run's pipeline: n-grams are tokenized as the rules tokenize, and no fold builds its own.
-        return make_classifier(representation, code_ids, nlp, cache=embedding_cache, prior=prior)
+        # A fold's embedding model is kept in the model cache, as a coding run's is: evaluate is run
+        # again after each change to the rules, and the folds' training data have not changed.
+        return make_classifier(
+            representation,
+            code_ids,
+            nlp,
+            cache=embedding_cache,
+            prior=prior,
+            model_cache=options.model_cache,
+        )
 
     probabilities = np.full(truth.shape, np.nan)
     combined_matrix = np.zeros_like(truth)
