@@ -671,3 +671,34 @@ def test_a_researchers_own_labels_outweigh_the_shipped_corpus():
     as_corpus = [replace(example, weight=example.weight / REVIEWED_WEIGHT) for example in examples]
     weighted, equal = probability(examples), probability(as_corpus)
     assert weighted >= CORPUS_SUGGEST_AT["accessibility"] and weighted > equal + 0.1
+
+
+@needs_model
+def test_the_default_codebooks_texts_ship_as_vectors_and_a_first_run_reads_them(tmp_path):
+    from qualcode.classify import examples_from_codebook, seed_examples
+    from qualcode.codebook import load_codebook
+    from qualcode.embeddings import EmbeddingCache, embed_texts, shipped_example_vectors, text_key
+
+    codebook = load_codebook()
+    examples = examples_from_codebook(codebook)
+    adapted, upstream = load_encoder(), load_encoder(adapted=False)
+    # Every text a default run (adapted) or a --no-seed run (upstream) learns from is shipped: an
+    # edit to the codebook's examples without rebuild.py --example-vectors fails here.
+    for encoder, chosen in ((adapted, examples + seed_examples(codebook)), (upstream, examples)):
+        shipped = shipped_example_vectors(encoder.model_sha256)
+        assert set(shipped) == {text_key(example.text) for example in chosen}
+    texts = [examples[0].text, examples[-1].text]
+    computed = adapted.encode(texts)
+    assert np.allclose(
+        [shipped_example_vectors(adapted.model_sha256)[text_key(t)] for t in texts],
+        computed,
+        atol=1e-5,
+    )
+    # A first run embeds only what is new, and keeps the shipped vectors in its cache.
+    cache = EmbeddingCache(tmp_path / "embeddings.sqlite", adapted.model_sha256)
+    new = "A passage nobody shipped, about a worker who rang back the same day."
+    vectors, embedded = embed_texts([*texts, new], encoder=adapted, cache=cache)
+    assert embedded == 1 and np.allclose(vectors[:2], computed, atol=1e-5)
+    assert len(cache.get([text_key(text) for text in texts])) == 2
+    cache.close()
+    assert shipped_example_vectors("0" * 64) == {}

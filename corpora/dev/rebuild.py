@@ -415,8 +415,38 @@ def write_vectors(
             sources=np.array([unit.source_id for unit in chosen]),
             encoder=np.array(encoder.model_sha256),
         )
+    Path(handle.name).chmod(0o644)  # a temporary file is made private; the data ships to everyone
     Path(handle.name).replace(target)
     return len(chosen), len(fresh)
+
+
+def write_example_vectors(target: Path) -> tuple[int, int]:
+    """The default codebook's example and seed texts as float32 vectors, by the adapted encoder (a
+    default run) and of its examples by the upstream one (``--no-seed``). Our own texts, so they ship
+    as they are; qualcode reads them instead of embedding those texts on a first run."""
+    import numpy as np
+
+    from qualcode.classify import examples_from_codebook, seed_examples
+    from qualcode.codebook import load_codebook
+    from qualcode.embeddings import load_encoder, text_key
+
+    codebook = load_codebook()
+    examples = examples_from_codebook(codebook)
+    texts = {
+        "adapted": sorted({e.text for e in examples + seed_examples(codebook) if e.text.strip()}),
+        "upstream": sorted({e.text for e in examples if e.text.strip()}),
+    }
+    arrays = {}
+    for name, chosen in texts.items():
+        encoder = load_encoder(adapted=name == "adapted")
+        arrays[f"{name}_keys"] = np.array([text_key(text).hex() for text in chosen])
+        arrays[f"{name}_vectors"] = encoder.encode(chosen).astype(np.float32)
+        arrays[f"{name}_model"] = np.array(encoder.model_sha256)
+    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".npz", delete=False) as handle:
+        np.savez_compressed(handle, **arrays)
+    Path(handle.name).chmod(0o644)  # a temporary file is made private; the data ships to everyone
+    Path(handle.name).replace(target)
+    return len(texts["adapted"]), len(texts["upstream"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -441,7 +471,20 @@ def main(argv: list[str] | None = None) -> int:
         help="write the training splits' sentence embeddings and gold labels (numbers, no text) "
         "to NPZ, for qualcode's default model; needs qualcode and its model installed",
     )
+    parser.add_argument(
+        "--example-vectors",
+        type=Path,
+        metavar="NPZ",
+        help="write the default codebook's example and seed texts' vectors to NPZ (run after "
+        "changing its examples or the adapter)",
+    )
     args = parser.parse_args(argv)
+    if args.example_vectors:
+        adapted, upstream = write_example_vectors(args.example_vectors)
+        print(
+            f"{adapted} texts (adapted encoder) and {upstream} (upstream) -> {args.example_vectors}"
+        )
+        return 0
     sources = read_csv(HERE / "sources.csv")
     if args.cut:
         units = cut_corpus(sources, args.pages)

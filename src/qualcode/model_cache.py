@@ -28,7 +28,9 @@ from qualcode.features import FEATURE_VERSION
 
 logger = logging.getLogger(__name__)
 
-KEEP_MODELS = 8
+# Enough for an evaluation of every representation (five folds each for embeddings and both) and
+# the coding runs around it: fewer, and a re-run of evaluate fits its folds again.
+KEEP_MODELS = 20
 
 
 def default_cache_dir() -> Path:
