@@ -377,6 +377,8 @@ def test_train_no_classifier_and_thresholds(tmp_path):
             "--no-seed",
             "--train",
             GOLD,
+            "--representation",  # the options are what is checked; n-grams fit in a second
+            "ngrams",
             "-q",
         ).exit_code
         == 0
