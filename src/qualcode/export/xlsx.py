@@ -56,7 +56,7 @@ _WIDTHS = {
     "field": 22,
     "value": 60,
     "detail": 66,
-    "name": 24,
+    "name": 32,  # the Summary sheet's "segments with at least one code" in full
 }
 
 
