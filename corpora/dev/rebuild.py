@@ -33,7 +33,6 @@ import hashlib
 import html.parser
 import re
 import sys
-import tempfile
 import unicodedata
 import urllib.request
 from dataclasses import dataclass
@@ -404,20 +403,26 @@ def write_vectors(
                 strict=True,
             )
         )
-    vectors = np.stack([kept[unit.sha1] for unit in chosen]).astype(np.float16)
-    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".npz", delete=False) as handle:
-        np.savez_compressed(
-            handle,
-            vectors=vectors,
-            labels=labels,
-            code_ids=np.array(code_ids),
-            sha1=np.array([unit.sha1 for unit in chosen]),
-            sources=np.array([unit.source_id for unit in chosen]),
-            encoder=np.array(encoder.model_sha256),
-        )
-    Path(handle.name).chmod(0o644)  # a temporary file is made private; the data ships to everyone
-    Path(handle.name).replace(target)
+    save_npz(
+        target,
+        vectors=np.stack([kept[unit.sha1] for unit in chosen]),
+        labels=labels,
+        code_ids=np.array(code_ids),
+        sha1=np.array([unit.sha1 for unit in chosen]),
+        sources=np.array([unit.source_id for unit in chosen]),
+        encoder=np.array(encoder.model_sha256),
+    )
     return len(chosen), len(fresh)
+
+
+def save_npz(target: Path, **arrays) -> None:
+    """``arrays`` to ``target``, written beside it and renamed into place (qualcode's own way)."""
+    import numpy as np
+
+    from qualcode.export.atomic import atomic_file
+
+    with atomic_file(target) as temporary, temporary.open("wb") as handle:
+        np.savez_compressed(handle, **arrays)
 
 
 def write_example_vectors(target: Path) -> tuple[int, int]:
@@ -442,10 +447,7 @@ def write_example_vectors(target: Path) -> tuple[int, int]:
         arrays[f"{name}_keys"] = np.array([text_key(text).hex() for text in chosen])
         arrays[f"{name}_vectors"] = encoder.encode(chosen).astype(np.float32)
         arrays[f"{name}_model"] = np.array(encoder.model_sha256)
-    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".npz", delete=False) as handle:
-        np.savez_compressed(handle, **arrays)
-    Path(handle.name).chmod(0o644)  # a temporary file is made private; the data ships to everyone
-    Path(handle.name).replace(target)
+    save_npz(target, **arrays)
     return len(texts["adapted"]), len(texts["upstream"])
 
 
