@@ -466,6 +466,17 @@ def test_code_with_embeddings_learns_from_the_corpus_vectors_and_shows_coded_exa
         if row[header.index("source")] == "classifier":
             coded_as = row[header.index("evidence")].split("like this example coded ")[1]
             assert row[header.index("code")] in coded_as.split(" (similarity")[0].split(", ")
+    # Evidence points into the passage first: the sentence that carries the code, quoted from it.
+    carried = [
+        row
+        for row in rows
+        if row[header.index("source")] == "classifier"
+        and '" (classifier: the sentence that says it most (' in row[header.index("evidence")]
+    ]
+    assert carried
+    for row in carried:
+        quote = row[header.index("evidence")][1:].split('" (classifier: the sentence', 1)[0]
+        assert quote.removesuffix("…") in " ".join(row[header.index("text")].split())
     # Without the shipped data the run reads the upstream model, and says so.
     plain = tmp_path / "plain.xlsx"
     result = CliRunner().invoke(
@@ -478,10 +489,17 @@ def test_code_with_embeddings_learns_from_the_corpus_vectors_and_shows_coded_exa
             "--representation",
             "embeddings",
             "--no-seed",
+            "--no-sentence-evidence",
         ],
     )
     assert result.exit_code == 0, result.output
     plain_run = run_sheet(plain)
+    header, *rows = list(
+        openpyxl.load_workbook(plain, read_only=True)["Codings"].iter_rows(values_only=True)
+    )
+    assert not any(
+        "the sentence that says" in (row[header.index("evidence")] or "") for row in rows
+    )
     assert "adapter" not in plain_run["option classifier representation"]
     assert "passages of real writing" not in plain_run["option classifier model"]
 

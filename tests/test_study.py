@@ -89,7 +89,7 @@ def test_the_whole_loop_keeps_every_human_decision(tmp_path):
     gold = _gold()
     study = _new_study(tmp_path, seed=False)
     round1 = tmp_path / "round1.xlsx"
-    ok("code", SAMPLE, "-o", round1, "--study", study, "-q")
+    ok("code", SAMPLE, "-o", round1, "--study", study, "-q", "--no-sentence-evidence")
 
     documents = sorted({segment_id.rsplit(":", 1)[0] for segment_id in gold})
     train_documents = {d for i, d in enumerate(documents) if i % 2 == 0}
@@ -128,7 +128,7 @@ def test_the_whole_loop_keeps_every_human_decision(tmp_path):
     assert "continuity: phrases changed: added: kept changing" in diff.output
 
     round2 = tmp_path / "round2.xlsx"
-    ok("code", SAMPLE, "-o", round2, "--study", study, "-q")
+    ok("code", SAMPLE, "-o", round2, "--study", study, "-q", "--no-sentence-evidence")
     codings = pd.read_excel(round2, sheet_name="Codings")
     segments = pd.read_excel(round2, sheet_name="Segments").set_index("segment_id")
     human = codings[codings["source"] == "human"].set_index(["segment_id", "code"])["status"]

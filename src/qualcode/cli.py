@@ -91,6 +91,7 @@ class _ProgressBars:
         "segment": "Segmenting",
         "code": "Coding",
         "embed": "Embedding",
+        "sentences": "Reading the sentences of suggested passages",
         "llm": "Asking the language model",
     }
 
@@ -507,6 +508,12 @@ def _garbage_collected_less():
     "($QUALCODE_CACHE_DIR, else ~/.cache/qualcode).",
 )
 @click.option(
+    "--no-sentence-evidence",
+    is_flag=True,
+    help="Do not read each sentence of a passage the embedding classifier suggests a code for, to "
+    "name the one that carries it: quicker on a first run, with similar examples as the only evidence.",
+)
+@click.option(
     "--reviews",
     "review_paths",
     multiple=True,
@@ -550,6 +557,7 @@ def code(
     no_classifier,
     representation,
     no_model_cache,
+    no_sentence_evidence,
     review_paths,
     coder,
     force,
@@ -586,6 +594,7 @@ def code(
         study,
         classifier=not no_classifier,
         model_cache=not no_model_cache,
+        sentence_evidence=not no_sentence_evidence,
         representation=representation,
         jobs=jobs,
         dask=dask_address,

@@ -64,6 +64,9 @@ class CodingOptions:
     dask: str | None = None
     model_cache: bool = True
     representation: str = DEFAULT_REPRESENTATION
+    # Each suggestion over embeddings names the sentence of its passage that carries it; reading the
+    # sentences costs a first run about as much again as embedding the suggested passages.
+    sentence_evidence: bool = True
     llm: LlmSettings | None = (
         None  # a language model as a third coder (qualcode.llm); None: nothing is sent
     )
