@@ -143,6 +143,7 @@ def test_verbose_shows_what_the_training_process_logs(tmp_path):
             str(tmp_path / "coded.xlsx"),
             "-v",
             "--no-model-cache",
+            "--no-sentence-evidence",
         ],
         capture_output=True,
         text=True,

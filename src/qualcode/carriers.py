@@ -20,7 +20,8 @@ import numpy as np
 from qualcode.models import Evidence, Segment
 from qualcode.turns import strip_span
 
-QUOTE_CHARS = 80
+# Evidence quotes a text (a sentence, a coded example) up to this many characters, cut at a word.
+EVIDENCE_CHARS = 80
 # A "sentence" of fewer words is a fragment the sentencizer cut (". . .", "Yes.", a list number),
 # too short to carry a theme and quoted as evidence it would say nothing.
 MIN_WORDS = 3
@@ -52,11 +53,12 @@ def sentence_spans(texts: Sequence[str], nlp) -> list[list[tuple[int, int]]]:
     return spans
 
 
-def _quoted(text: str) -> str:
+def excerpt(text: str) -> str:
+    """``text`` on one line, cut at a word with "…" when longer than ``EVIDENCE_CHARS``."""
     text = " ".join(text.split())
-    if len(text) <= QUOTE_CHARS:
+    if len(text) <= EVIDENCE_CHARS:
         return text
-    return text[: QUOTE_CHARS - 1].rsplit(" ", 1)[0] + "…"
+    return text[: EVIDENCE_CHARS - 1].rsplit(" ", 1)[0] + "…"
 
 
 def carrying_sentences(
@@ -104,7 +106,7 @@ def carrying_sentences(
         best = int(np.nanargmax(scores))
         start, end = found[best]
         alone = float(scores[best])
-        quoted = _quoted(segment.text[start:end])
+        quoted = excerpt(segment.text[start:end])
         if alone >= threshold(code_id):
             evidence.append(
                 Evidence(

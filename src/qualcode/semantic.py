@@ -17,6 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from qualcode.carriers import excerpt
 from qualcode.classify import (
     CodeClassifier,
     ModelClassifier,
@@ -42,7 +43,6 @@ DEFAULT_REPRESENTATION = "embeddings"
 # Examples whose text may be shown as evidence: the codebook's and a researcher's own. Labels
 # learnt from third-party text ship as vectors only and are never quoted.
 _QUOTABLE = frozenset({"example", "seed", "human"})
-EVIDENCE_CHARS = 80
 SAME_TEXT_SIMILARITY = 0.995  # float16 vectors of one text agree to about 1e-3
 
 
@@ -60,13 +60,6 @@ def default_representation(parts: Sequence[str] | None = None) -> tuple[str, str
     except EmbeddingModelError as error:
         return "ngrams", f"{error}; until then the classifier reads n-grams only"
     return DEFAULT_REPRESENTATION, None
-
-
-def _excerpt(text: str) -> str:
-    text = " ".join(text.split())
-    return (
-        text if len(text) <= EVIDENCE_CHARS else text[: EVIDENCE_CHARS - 1].rsplit(" ", 1)[0] + "…"
-    )
 
 
 @dataclass(frozen=True)
@@ -227,7 +220,7 @@ class EmbeddingClassifier(ModelClassifier):
             ]
             self._neighbours[code_id] = _Neighbours(
                 vectors[rows].astype(np.float32),
-                tuple(_excerpt(examples[row].text) for row in rows),
+                tuple(excerpt(examples[row].text) for row in rows),
                 tuple(
                     tuple(code for code in self.code_ids if examples[row].labels.get(code) == 1)
                     for row in rows
