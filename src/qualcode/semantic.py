@@ -4,8 +4,9 @@
 probabilities, explain_rows), so evaluation and coding can take either. Each code gets the same
 calibrated logistic regression as the n-gram model (``classify.fit_model``), over the 768
 numbers of a text's embedding instead of its n-grams. Its evidence is what a researcher can
-check: the labelled passages or codebook examples of that code most like the segment, with
-their similarity, instead of weights on dimensions that mean nothing to a reader.
+check, instead of weights on dimensions that mean nothing to a reader: in a coding run, the
+sentence of the segment that carries the code (``carriers``), then the labelled passages or
+codebook examples of that code most like the segment, with their similarity.
 """
 
 from __future__ import annotations
