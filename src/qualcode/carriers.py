@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from qualcode.models import Evidence, Segment
+from qualcode.segment import sentence_pipes
 from qualcode.turns import strip_span
 
 # Evidence quotes a text (a sentence, a coded example) up to this many characters, cut at a word.
@@ -31,13 +32,8 @@ _TRAILING_OFF = re.compile(r"(?:\.\s*){2,}$|…$")
 
 def sentence_spans(texts: Sequence[str], nlp) -> list[list[tuple[int, int]]]:
     """Each text's sentences of at least ``MIN_WORDS`` words as (start, end) spans, trimmed of space."""
-    enabled = [
-        name
-        for name in nlp.pipe_names
-        if name in ("sentencizer", "senter", "parser", "tok2vec", "transformer")
-    ]
     spans = []
-    with nlp.select_pipes(enable=enabled):
+    with sentence_pipes(nlp):
         for text, doc in zip(texts, nlp.pipe(texts)):
             found: list[tuple[int, int]] = []
             for sentence in doc.sents:

@@ -244,14 +244,22 @@ def segment_documents(
     return segments
 
 
+def sentence_pipes(nlp):
+    """``nlp`` with only what splits sentences enabled, as a context manager.
+
+    Sentence splitting needs only the sentencizer (or a trained parser); lemmas are not used.
+    """
+    return nlp.select_pipes(
+        enable=[
+            name
+            for name in nlp.pipe_names
+            if name in ("sentencizer", "senter", "parser", "tok2vec", "transformer")
+        ]
+    )
+
+
 def _sentences(text: str, paragraphs: list[_Block], nlp) -> Iterator[_Block]:
-    # Sentence splitting needs only the sentencizer (or a trained parser); lemmas are not used here.
-    enabled = [
-        name
-        for name in nlp.pipe_names
-        if name in ("sentencizer", "senter", "parser", "tok2vec", "transformer")
-    ]
-    with nlp.select_pipes(enable=enabled):
+    with sentence_pipes(nlp):
         docs = nlp.pipe(text[block.start : block.end] for block in paragraphs)
         for block, doc in zip(paragraphs, docs):
             for sentence in doc.sents:

@@ -416,7 +416,6 @@ def _point_into_passages(
     for only 140 of 220 suggestions), so a first run pays for embedding them to say which one.
     """
     from qualcode.carriers import carrying_sentences
-    from qualcode.segment import build_pipeline
 
     places, suggestions = [], []
     for number, (merged, segments) in enumerate(zip(merged_by_chunk, codable)):
@@ -435,9 +434,7 @@ def _point_into_passages(
         )
         return classifier.predict_proba(sentences)
 
-    carriers = carrying_sentences(
-        suggestions, code_ids, predict, task.policy.threshold, nlp or build_pipeline()
-    )
+    carriers = carrying_sentences(suggestions, code_ids, predict, task.policy.threshold, nlp)
     for (number, place), carrier in zip(places, carriers):
         if carrier is not None:
             assignment = merged_by_chunk[number][place]
