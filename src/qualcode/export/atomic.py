@@ -110,11 +110,16 @@ def _beside(target: Path, kind: str, create) -> Iterator[Path]:
     remove_stale_temporaries(target)
     for _ in range(100):
         temporary = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        # Known as in use before it exists: a SIGTERM between making it and noting it would leave
+        # it behind (a test that signals as soon as the file appears hit that window under load).
+        _IN_USE.add(temporary)
         try:
             create(temporary)
         except FileExistsError:
+            _IN_USE.discard(temporary)
             continue
         except OSError as error:
+            _IN_USE.discard(temporary)
             raise OutputError(
                 f"{target}: cannot create a {kind} in {target.parent} ({error.strerror})"
             ) from error
@@ -122,7 +127,6 @@ def _beside(target: Path, kind: str, create) -> Iterator[Path]:
     else:
         raise OutputError(f"{target}: cannot find a free temporary name in {target.parent}")
     descriptor = _lock(temporary)
-    _IN_USE.add(temporary)
     try:
         yield temporary
     finally:
