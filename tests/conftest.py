@@ -79,11 +79,19 @@ def write(tmp_path):
 
 
 def pytest_configure(config):
-    """Keep trained models out of the user's cache: every test run (and its subprocesses) uses its own."""
+    """Keep trained models out of the user's cache: every test run (and its subprocesses) uses its own.
+
+    pytest-xdist's workers inherit the run's folder, so the sample's embeddings and the unpacked
+    model are made once for the run, not once per worker: the caches are written by one process
+    at a time (SQLite's lock, files renamed into place), as two runs of qualcode share them.
+    """
     import os
     import shutil
     import tempfile
 
+    if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("QUALCODE_TEST_RUN_CACHE"):
+        os.environ["QUALCODE_CACHE_DIR"] = os.environ["QUALCODE_TEST_RUN_CACHE"]
+        return
     cache = tempfile.mkdtemp(prefix="qualcode-test-cache-")
-    os.environ["QUALCODE_CACHE_DIR"] = cache
+    os.environ["QUALCODE_CACHE_DIR"] = os.environ["QUALCODE_TEST_RUN_CACHE"] = cache
     config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))

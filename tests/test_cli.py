@@ -310,27 +310,6 @@ def test_codebook_validate(tmp_path):
 GOLD = SAMPLE.parent / "sample-gold.csv"
 
 
-def test_evaluate_prints_per_code_and_macro_figures_and_writes_the_report(tmp_path):
-    output = tmp_path / "report.xlsx"
-    result = run("evaluate", SAMPLE, "--gold", GOLD, "--no-learning-curve", "-o", output)
-    assert result.exit_code == 0, result.output
-    for heading in (
-        "rules",
-        "classifier",
-        "combined",
-        "macro average",
-        "Calibration",
-        "Rules below the precision floor",
-    ):
-        assert heading in result.output
-    assert "5-fold cross-validation grouped by document" in result.output
-    sheets = pd.read_excel(output, sheet_name=None)
-    assert list(sheets) == ["Metrics", "Calibration", "Learning curve", "Rules", "Disagreements"]
-    macro = sheets["Metrics"][sheets["Metrics"]["code"] == "(macro)"].set_index("method")
-    assert macro.loc["combined", "f1"] > macro.loc["rules", "f1"]
-    assert len(sheets["Disagreements"]) > 0
-
-
 def test_evaluate_rejects_a_gold_column_outside_the_codebook(tmp_path):
     gold = tmp_path / "gold.csv"
     gold.write_text("segment_id,trust,hope\nx:0-1,1,1\n")

@@ -1,7 +1,8 @@
 import numpy as np
+import pandas as pd
 import pytest
 
-from conftest import REPO, SAMPLE
+from conftest import REPO, SAMPLE, run
 from qualcode.codebook import load_codebook
 from qualcode.coding import CodingOptions
 from qualcode.errors import InputDataError
@@ -24,6 +25,36 @@ def test_combined_beats_rules_alone_on_the_sample(report):
     assert report.macro["combined"].f1 > report.macro["rules"].f1 + 0.1
     assert report.macro["combined"].alpha > report.macro["rules"].alpha + 0.1
     assert report.macro["combined"].recall > report.macro["rules"].recall
+
+
+# The command's report, at the same folds as ``report``: its models come from the run's model cache.
+def test_evaluate_prints_per_code_and_macro_figures_and_writes_the_report(tmp_path):
+    output = tmp_path / "report.xlsx"
+    result = run(
+        "evaluate",
+        SAMPLE,
+        "--gold",
+        REPO / "corpora" / "sample-gold.csv",
+        "--no-learning-curve",
+        "-o",
+        output,
+    )
+    assert result.exit_code == 0, result.output
+    for heading in (
+        "rules",
+        "classifier",
+        "combined",
+        "macro average",
+        "Calibration",
+        "Rules below the precision floor",
+    ):
+        assert heading in result.output
+    assert "5-fold cross-validation grouped by document" in result.output
+    sheets = pd.read_excel(output, sheet_name=None)
+    assert list(sheets) == ["Metrics", "Calibration", "Learning curve", "Rules", "Disagreements"]
+    macro = sheets["Metrics"][sheets["Metrics"]["code"] == "(macro)"].set_index("method")
+    assert macro.loc["combined", "f1"] > macro.loc["rules", "f1"]
+    assert len(sheets["Disagreements"]) > 0
 
 
 def test_no_seed_example_of_an_evaluated_segment_is_trained_on(report):

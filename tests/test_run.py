@@ -13,13 +13,17 @@ from qualcode import CodingOptions
 from qualcode.run import code_paths, with_study_defaults
 from qualcode.study import Study
 
+_MODEL_STATUS = re.compile(r"^(?:trained \(cached as |loaded from the model cache \()(\w+)\)")
+
 
 def _cells(path) -> dict[str, list[tuple]]:
     """Every sheet's cell values, row by row, except the Run sheet's time of writing.
 
     Two runs of the same command on the same input differ in that cell alone (the "created"
-    row, the moment the workbook was written); everything else, the Run sheet's options, input
-    hashes and classifier record included, must be equal.
+    row, the moment the workbook was written), and in whether the classifier was trained or
+    loaded from the model cache; its cache key, which names its training data, must still be the
+    same. Everything else, the Run sheet's options, input hashes and classifier record included,
+    must be equal.
     """
     workbook = openpyxl.load_workbook(path, read_only=True)
     try:
@@ -29,15 +33,21 @@ def _cells(path) -> dict[str, list[tuple]]:
         }
     finally:
         workbook.close()
-    sheets["Run"] = [row for row in sheets["Run"] if row[0] != "created"]
+    sheets["Run"] = [
+        tuple(
+            _MODEL_STATUS.sub(r"model \1", cell) if isinstance(cell, str) else cell for cell in row
+        )
+        for row in sheets["Run"]
+        if row[0] != "created"
+    ]
     return sheets
 
 
 def test_the_library_call_writes_the_workbook_the_command_line_writes(tmp_path):
     by_command = tmp_path / "command.xlsx"
-    said = ok("code", SAMPLE, "-o", by_command, "--no-model-cache").stderr.splitlines()
+    said = ok("code", SAMPLE, "-o", by_command).stderr.splitlines()
     by_library = tmp_path / "library.xlsx"
-    summary = code_paths([str(SAMPLE)], by_library, CodingOptions(jobs=0, model_cache=False))
+    summary = code_paths([str(SAMPLE)], by_library, CodingOptions(jobs=0))
 
     expected = _cells(by_command)
     assert _cells(by_library) == expected
@@ -57,11 +67,11 @@ def test_the_library_call_in_a_study_takes_its_settings_and_records_the_run(tmp_
         encoding="utf-8",
     )
     by_command = root / "command.xlsx"
-    ok("code", SAMPLE / "essays", "-o", by_command, "--study", root, "--no-model-cache", "-q")
+    ok("code", SAMPLE / "essays", "-o", by_command, "--study", root, "-q")
 
     by_library = root / "library.xlsx"
     with Study.open(root) as study:
-        options = with_study_defaults(CodingOptions(jobs=0, model_cache=False), study.config)
+        options = with_study_defaults(CodingOptions(jobs=0), study.config)
         summary = code_paths([str(SAMPLE / "essays")], by_library, options, study=study)
         runs = [detail for _, what, detail in study.history() if what.startswith("run ")]
 
