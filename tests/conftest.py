@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -53,6 +54,40 @@ def run_sheet(workbook) -> dict:
         return {row[0]: row[1] for row in book["Run"].iter_rows(min_row=2, values_only=True)}
     finally:
         book.close()
+
+
+@contextlib.contextmanager
+def _held(lock: Path):
+    """An exclusive lock on the file ``lock`` for the test run's processes (none where there is no flock)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: each process makes its own, as without workers
+        yield
+        return
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def coded_sample() -> tuple[Path, str]:
+    """``qualcode code corpora/sample`` with the defaults, made once for the whole test run: the
+    workbook, which every worker reads and none may change, and what the command printed.
+
+    The first worker to ask codes it while the other waits, instead of both embedding the sample.
+    """
+    folder = Path(os.environ["QUALCODE_TEST_RUN_CACHE"]) / "coded-sample"
+    folder.mkdir(exist_ok=True)
+    workbook, said = folder / "coded.xlsx", folder / "output.txt"
+    with _held(folder / ".lock"):
+        if not said.is_file():
+            result = run("code", SAMPLE, "-o", workbook)
+            assert result.exit_code == 0, result.output
+            said.write_text(result.output, encoding="utf-8")
+    return workbook, said.read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="session")

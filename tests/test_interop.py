@@ -82,19 +82,17 @@ def test_a_qdc_from_another_tool_becomes_a_valid_codebook(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def coded_sample(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("qdpx")
-    workbook = folder / "coded.xlsx"
-    assert run("code", SAMPLE, "-o", workbook, "-q").exit_code == 0
-    project = folder / "study.qdpx"
+def coded_sample_project(coded_sample, tmp_path_factory):
+    workbook, _ = coded_sample
+    project = tmp_path_factory.mktemp("qdpx") / "study.qdpx"
     result = run("export", "qdpx", workbook, "-o", project)
     assert result.exit_code == 0, result.output
     return workbook, project
 
 
 @needs_schemas
-def test_sample_project_export_is_schema_valid(coded_sample):
-    _, project = coded_sample
+def test_sample_project_export_is_schema_valid(coded_sample_project):
+    _, project = coded_sample_project
     with zipfile.ZipFile(project) as archive:
         names = archive.namelist()
         assert names[0] == "project.qde" and all(
@@ -105,8 +103,8 @@ def test_sample_project_export_is_schema_valid(coded_sample):
     assert len(texts) == 85 and not any(text.startswith(codecs.BOM_UTF8) for text in texts)
 
 
-def test_project_round_trip_gives_back_every_coding(coded_sample, tmp_path):
-    workbook, project = coded_sample
+def test_project_round_trip_gives_back_every_coding(coded_sample_project, tmp_path):
+    workbook, project = coded_sample_project
     codings = pd.read_excel(workbook, sheet_name="Codings")
     counted = codings[codings["status"].isin(["suggested", "accepted"])]
     expected = {(row.segment_id, row.code) for row in counted.itertuples()}

@@ -545,9 +545,15 @@ class SentenceEncoder:
         return result
 
 
-@lru_cache(maxsize=2)
 def load_encoder(adapted: bool = True) -> SentenceEncoder:
     """The installed, verified model, with qualcode's adapter unless ``adapted`` is false; loaded once per process (about 1.5 s)."""
+    # One cache entry per model however it is asked for: lru_cache keys load_encoder() and
+    # load_encoder(adapted=True) apart, and loaded each again.
+    return _loaded_encoder(bool(adapted))
+
+
+@lru_cache(maxsize=2)
+def _loaded_encoder(adapted: bool) -> SentenceEncoder:
     return SentenceEncoder(model_folder(), default_adapter() if adapted else None)
 
 
