@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -56,33 +55,26 @@ def run_sheet(workbook) -> dict:
         book.close()
 
 
-@contextlib.contextmanager
-def _held(lock: Path):
-    """An exclusive lock on the file ``lock`` for the test run's processes (none where there is no flock)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: each process makes its own, as without workers
-        yield
-        return
-    with lock.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 @pytest.fixture(scope="session")
 def coded_sample() -> tuple[Path, str]:
     """``qualcode code corpora/sample`` with the defaults, made once for the whole test run: the
     workbook, which every worker reads and none may change, and what the command printed.
 
-    The first worker to ask codes it while the other waits, instead of both embedding the sample.
+    The first worker to ask codes it while the other waits (a lock on a file), instead of both
+    embedding the sample. Without ``fcntl`` (not POSIX) each worker makes its own.
     """
-    folder = Path(os.environ["QUALCODE_TEST_RUN_CACHE"]) / "coded-sample"
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    folder = Path(os.environ["QUALCODE_TEST_RUN_CACHE"]) / (
+        "coded-sample" if fcntl else f"coded-sample-{os.getpid()}"
+    )
     folder.mkdir(exist_ok=True)
     workbook, said = folder / "coded.xlsx", folder / "output.txt"
-    with _held(folder / ".lock"):
+    with (folder / ".lock").open("w") as lock:
+        if fcntl:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
         if not said.is_file():
             result = run("code", SAMPLE, "-o", workbook)
             assert result.exit_code == 0, result.output
