@@ -3,7 +3,6 @@ import shutil
 
 import openpyxl
 import pandas as pd
-import pytest
 from click.testing import CliRunner
 
 from conftest import SAMPLE, run
@@ -19,13 +18,8 @@ CODE_IDS = [
 ]
 
 
-@pytest.fixture
-def sample_workbook(coded_sample):
-    return coded_sample
-
-
-def test_code_on_the_sample_corpus_writes_the_whole_contract(sample_workbook):
-    output, said = sample_workbook
+def test_code_on_the_sample_corpus_writes_the_whole_contract(coded_sample):
+    output, said = coded_sample
     assert said.startswith("Coded ") and str(output) in said
     sheets = pd.read_excel(output, sheet_name=None)
     assert list(sheets) == [
@@ -80,8 +74,8 @@ def test_code_on_the_sample_corpus_writes_the_whole_contract(sample_workbook):
     assert run_sheet["codebook name"] == "Relationship-based social work"
 
 
-def test_interviewer_turns_are_exported_but_not_coded(sample_workbook):
-    output, _ = sample_workbook
+def test_interviewer_turns_are_exported_but_not_coded(coded_sample):
+    output, _ = coded_sample
     segments = pd.read_excel(output, sheet_name="Segments")
     interviewer = segments[
         segments["speaker"].isin(
@@ -92,8 +86,8 @@ def test_interviewer_turns_are_exported_but_not_coded(sample_workbook):
     assert interviewer["codes"].isna().all()
 
 
-def test_same_input_gives_the_same_segments_and_codings(sample_workbook, tmp_path):
-    output, _ = sample_workbook
+def test_same_input_gives_the_same_segments_and_codings(coded_sample, tmp_path):
+    output, _ = coded_sample
     again = tmp_path / "again.xlsx"
     assert run("code", SAMPLE, "-o", again, "-q").exit_code == 0
     for sheet in ("Segments", "Codings", "Summary", "Documents", "Co-occurrence"):
@@ -321,8 +315,8 @@ def test_evaluate_rejects_a_gold_column_outside_the_codebook(tmp_path):
     )
 
 
-def test_agree_between_a_human_and_the_machine(sample_workbook, tmp_path):
-    output, _ = sample_workbook
+def test_agree_between_a_human_and_the_machine(coded_sample, tmp_path):
+    output, _ = coded_sample
     report = tmp_path / "agree.xlsx"
     result = run("agree", output, GOLD, "-o", report)
     assert result.exit_code == 0, result.output

@@ -11,6 +11,16 @@ from conftest import REPO, SHARED, needs_model
 DEV = REPO / "corpora" / "dev"
 
 
+def _address(url: str) -> str:
+    """A page's address for comparing: no scheme, www or trailing slash, in lower case.
+
+    A query can name the page itself (a blog's ?p=1911); only tracking parameters are dropped.
+    """
+    base, _, query = re.sub(r"^https?://(www\.)?", "", url.strip()).partition("?")
+    kept = "&".join(part for part in query.split("&") if part and not part.startswith("utm_"))
+    return (base.rstrip("/") + ("?" + kept if kept else "")).lower()
+
+
 # The splits made after the first was scored, in the order they were made.
 LATER_SPLITS = tuple(f"test{number}" for number in range(2, 13))
 
@@ -148,14 +158,8 @@ def test_a_later_test_split_is_new_sources_whose_units_come_after_the_earlier_on
     assert later <= set(LATER_SPLITS[LATER_SPLITS.index(split) + 1 :])
     assert sum(inside) >= 150 and {unit["source_id"] for unit in units[first:last]} == chosen
 
-    def address(url):
-        # A query can name the page itself (a blog's ?p=1911); only tracking parameters are dropped.
-        base, _, query = re.sub(r"^https?://(www\.)?", "", url.strip()).partition("?")
-        kept = "&".join(part for part in query.split("&") if part and not part.startswith("utm_"))
-        return (base.rstrip("/") + ("?" + kept if kept else "")).lower()
-
-    earlier = {address(row["url"]) for row in sources.values() if row["split"] != split}
-    new = {address(sources[source_id]["url"]) for source_id in chosen}
+    earlier = {_address(row["url"]) for row in sources.values() if row["split"] != split}
+    new = {_address(sources[source_id]["url"]) for source_id in chosen}
     assert len(new) == len(chosen) and not earlier & new  # new pages, each once
 
 
@@ -203,16 +207,10 @@ def test_no_held_out_page_is_in_the_corpus():
     if not listing.is_file():
         pytest.skip(f"{listing} is not on this machine")
 
-    def address(url):
-        # A query can name the page itself (a blog's ?p=1911); only tracking parameters are dropped.
-        base, _, query = re.sub(r"^https?://(www\.)?", "", url.strip()).partition("?")
-        kept = "&".join(part for part in query.split("&") if part and not part.startswith("utm_"))
-        return (base.rstrip("/") + ("?" + kept if kept else "")).lower()
-
     held_out = {
-        address(line[2:]) for line in listing.read_text().splitlines() if line.startswith("- http")
+        _address(line[2:]) for line in listing.read_text().splitlines() if line.startswith("- http")
     }
-    assert held_out and not held_out & {address(row["url"]) for row in _rows("sources.csv")}
+    assert held_out and not held_out & {_address(row["url"]) for row in _rows("sources.csv")}
 
 
 def test_the_texts_match_the_index_where_they_have_been_rebuilt():

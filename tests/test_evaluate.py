@@ -11,12 +11,14 @@ from qualcode.ingest import read_documents
 from qualcode.labels import read_label_file
 from qualcode.semantic import corpus_thresholds
 
+GOLD = REPO / "corpora" / "sample-gold.csv"
+
 
 @pytest.fixture(scope="module")
 def report(nlp):
     codebook = load_codebook()
     corpus = read_documents([SAMPLE])
-    gold = read_label_file(REPO / "corpora" / "sample-gold.csv", codebook.code_ids)
+    gold = read_label_file(GOLD, codebook.code_ids)
     return evaluate(corpus, codebook, gold, nlp=nlp, learning_curve=False)
 
 
@@ -34,7 +36,7 @@ def test_evaluate_prints_per_code_and_macro_figures_and_writes_the_report(tmp_pa
         "evaluate",
         SAMPLE,
         "--gold",
-        REPO / "corpora" / "sample-gold.csv",
+        GOLD,
         "--no-learning-curve",
         "-o",
         output,
@@ -208,7 +210,7 @@ def test_each_representation_is_scored_at_its_own_default_threshold(report, nlp)
         report
     )
     codebook = load_codebook()
-    gold = read_label_file(REPO / "corpora" / "sample-gold.csv", codebook.code_ids)
+    gold = read_label_file(GOLD, codebook.code_ids)
     corpus = read_documents([SAMPLE])
     ngrams = evaluate(
         corpus, codebook, gold, nlp=nlp, learning_curve=False, representation="ngrams"

@@ -406,7 +406,7 @@ def _rows(features, start: int, stop: int):
 
 
 def _point_into_passages(
-    merged_by_chunk, codable, classifier, code_ids, task, nlp, progress=None
+    merged_by_chunk, codable, classifier, embedder, code_ids, task, nlp, progress=None
 ) -> None:
     """Put first in each classifier suggestion's evidence the sentence of its passage that carries it
     (``carriers.carrying_sentences``), keeping the most similar example after it.
@@ -426,7 +426,6 @@ def _point_into_passages(
                 suggestions.append((by_id[assignment.segment_id], assignment.code_id))
     if not suggestions:
         return
-    embedder = classifier.embeddings if isinstance(classifier, BlendedClassifier) else classifier
 
     def predict(sentences: list[str]) -> np.ndarray:
         embedder.progress = (
@@ -489,7 +488,14 @@ def code_semantically(held, codebook, options, task, examples, nlp, record: dict
             start = stop
         if options.sentence_evidence:
             _point_into_passages(
-                merged_by_chunk, codable, classifier, codebook.code_ids, task, nlp, progress
+                merged_by_chunk,
+                codable,
+                classifier,
+                embedder,
+                codebook.code_ids,
+                task,
+                nlp,
+                progress,
             )
     finally:
         if cache is not None:
