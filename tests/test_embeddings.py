@@ -447,7 +447,8 @@ def test_code_with_embeddings_learns_from_the_corpus_vectors_and_shows_coded_exa
     book = openpyxl.load_workbook(output, read_only=True)
     assert run["option representation"] == "embeddings"
     assert run["option classifier model"].endswith(
-        "and 3067 passages of real writing (corpora/dev, as vectors)"
+        "and 3067 passages of real writing (corpora/dev, as vectors); its probabilities raised by "
+        "1 in log-odds, for text it has not seen and no labels of this project"
     )
     assert (
         "with qualcode's adapter encoder-adapter.npz sha256"
@@ -674,6 +675,41 @@ def test_a_researchers_own_labels_outweigh_the_shipped_corpus():
     as_corpus = [replace(example, weight=example.weight / REVIEWED_WEIGHT) for example in examples]
     weighted, equal = probability(examples), probability(as_corpus)
     assert weighted >= CORPUS_SUGGEST_AT["accessibility"] and weighted > equal + 0.1
+
+
+def test_the_shipped_model_raises_its_probabilities_for_new_text_unless_a_researcher_labelled():
+    from dataclasses import replace
+
+    from qualcode.codebook import load_codebook
+    from qualcode.semantic import NEW_TEXT_LOG_ODDS, EmbeddingClassifier, corpus_examples
+
+    codebook = load_codebook()
+    corpus, vectors = corpus_examples(codebook)
+    prior = (corpus[:400], vectors[:400])
+    # The run's own examples, known here by their vectors: the codebook's would be embedded first.
+    own = [replace(example, origin="example") for example in corpus[400:600]]
+    unseen = vectors[600:700].astype(np.float64)
+
+    def log_odds(probabilities):
+        return np.log(probabilities) - np.log1p(-probabilities)
+
+    shipped_only = EmbeddingClassifier(codebook.code_ids, prior=prior).fit(own, vectors[400:600])
+    learnt, shown = shipped_only.model.probabilities(unseen), shipped_only.probabilities(unseen)
+    assert shipped_only.new_text_log_odds == NEW_TEXT_LOG_ODDS > 0
+    np.testing.assert_allclose(log_odds(shown) - log_odds(learnt), NEW_TEXT_LOG_ODDS, rtol=1e-6)
+    assert (shown > learnt).all()
+
+    # One label of the researcher's own: the model learns their corpus, and shows what it learnt.
+    labelled = [*own, replace(own[0], origin="human")]
+    researcher = EmbeddingClassifier(codebook.code_ids, prior=prior).fit(
+        labelled, np.vstack([vectors[400:600], vectors[400:401]])
+    )
+    assert researcher.new_text_log_odds == 0
+    np.testing.assert_array_equal(
+        researcher.probabilities(unseen), researcher.model.probabilities(unseen)
+    )
+    # Without the shipped corpus (--no-seed, another codebook) nothing is raised either.
+    assert EmbeddingClassifier(codebook.code_ids).fit(own, vectors[400:600]).new_text_log_odds == 0
 
 
 @needs_model
