@@ -20,7 +20,7 @@ def report(nlp):
     corpus = read_documents([SAMPLE])
     gold = read_label_file(GOLD, codebook.code_ids)
     # Three folds, not the default five: each fold learns the shipped corpus again, and what these
-    # tests check holds at any number of folds (the command's five are its own test's default).
+    # tests check holds at any number of folds. The command's test below asks for the same three.
     return evaluate(corpus, codebook, gold, nlp=nlp, learning_curve=False, folds=3)
 
 

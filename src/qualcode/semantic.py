@@ -277,9 +277,9 @@ class EmbeddingClassifier(ModelClassifier):
         probabilities = self.model.probabilities(features)
         if not self.new_text_log_odds:
             return probabilities
-        with np.errstate(divide="ignore"):
-            log_odds = np.log(probabilities) - np.log1p(-probabilities)
-        return 1.0 / (1.0 + np.exp(-(log_odds + self.new_text_log_odds)))
+        from scipy.special import expit, logit
+
+        return expit(logit(probabilities) + self.new_text_log_odds)
 
     def explain_rows(
         self, features, pairs: Sequence[tuple[int, str]], top: int = 2
