@@ -838,14 +838,23 @@ def agree(files, codebook_path, study_coders, output, study_dir, quiet) -> None:
     default=None,
     help="Segment unit for the study (default: by kind).",
 )
-def init(directory, codebook_path, coder, unit) -> None:
+@click.option(
+    "--representation",
+    type=click.Choice(REPRESENTATIONS),
+    default=None,
+    help="What the classifier reads in every round of the study (kept in qualcode.toml). "
+    f"Default: {DEFAULT_REPRESENTATION} when the model is installed, else ngrams.",
+)
+def init(directory, codebook_path, coder, unit, representation) -> None:
     """Create a study in DIRECTORY: qualcode.toml, codebook.yaml and the qualcode.sqlite history.
 
     Example: qualcode init my-study --coder "Ana Ruiz"
     """
     if codebook_path is not None:
         load_codebook(codebook_path)
-    with Study.create(directory, coder=coder, codebook=codebook_path, unit=unit) as study:
+    with Study.create(
+        directory, coder=coder, codebook=codebook_path, unit=unit, representation=representation
+    ) as study:
         click.echo(
             f"Created a study in {study.root}: edit {study.config.codebook.name}, then run qualcode code PATH -o OUT.xlsx "
             "inside it"
