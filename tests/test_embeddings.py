@@ -404,6 +404,40 @@ def test_an_embedding_suggestion_names_the_coded_example_it_resembles():
     assert [text for text, _, _ in own] == ["He was there for me for years, whatever happened."]
 
 
+def test_evidence_prefers_the_example_nearer_this_passage_than_to_texts_at_large():
+    from qualcode.classify import TrainingExample
+    from qualcode.semantic import EmbeddingClassifier, example_hubness
+
+    def unit(values):
+        return np.asarray(values, dtype=float) / np.linalg.norm(values)
+
+    rng = np.random.default_rng(0)
+    # Texts the model learns from spread over three directions; a general passage lies near them
+    # all, a specific one near this passage's own fourth.
+    corpus = np.array([unit([*rng.uniform(0, 1, 3), 0.0]) for _ in range(40)])
+    general, specific = unit([1, 1, 1, 0]), unit([0.2, 0, 0, 1])
+    passage = unit([1, 0.8, 0.8, 1.0])
+    assert general @ passage > specific @ passage + 0.1
+    hubness = example_hubness(np.array([general, specific]), corpus)
+    assert hubness[0] > 0.9 and hubness[1] < 0.3
+
+    examples = [TrainingExample("", {"trust": row % 2}, origin="dev-corpus") for row in range(40)]
+    examples += [
+        TrainingExample("A long passage about everything.", {"trust": 1}, origin="example"),
+        TrainingExample("A passage about this.", {"trust": 1}, origin="example"),
+    ]
+    classifier = EmbeddingClassifier(["trust"]).fit(
+        examples, np.vstack([corpus, general, specific])
+    )
+    (explained,) = classifier.explain_rows(passage[None, :], [(0, "trust")])
+    assert [text for text, _, _ in explained] == [
+        "A passage about this.",
+        "A long passage about everything.",
+    ]
+    # The similarity shown is still the plain one.
+    assert explained[0][1] == pytest.approx(specific @ passage, abs=1e-5)
+
+
 def test_the_shipped_corpus_vectors_are_the_training_splits_gold_as_numbers():
     import csv
 
