@@ -438,6 +438,21 @@ def test_evidence_prefers_the_example_nearer_this_passage_than_to_texts_at_large
     assert explained[0][1] == pytest.approx(specific @ passage, abs=1e-5)
 
 
+def test_hubness_leaves_the_example_itself_out_and_is_the_same_in_blocks(monkeypatch):
+    import qualcode.semantic as semantic
+
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    whole = semantic.example_hubness(vectors[:20], vectors)
+    for row in range(20):
+        others = np.delete(vectors, row, axis=0) @ vectors[row]
+        expected = np.sort(others)[-semantic.HUB_NEIGHBOURS :].mean()
+        assert whole[row] == pytest.approx(expected, abs=1e-5)
+    monkeypatch.setattr(semantic, "HUB_BLOCK", 3)
+    assert np.allclose(semantic.example_hubness(vectors[:20], vectors), whole)
+
+
 def test_the_shipped_corpus_vectors_are_the_training_splits_gold_as_numbers():
     import csv
 

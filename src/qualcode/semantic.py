@@ -76,6 +76,7 @@ class _Neighbours:
 
 # How many of the nearest learnt-from texts measure an example's hubness (``example_hubness``).
 HUB_NEIGHBOURS = 10
+HUB_BLOCK = 1024
 
 
 def example_hubness(examples: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -86,14 +87,19 @@ def example_hubness(examples: np.ndarray, reference: np.ndarray) -> np.ndarray:
     Evidence ranks examples by 2 x similarity - hubness (cross-domain similarity local scaling,
     Conneau et al. 2018), which prefers the example nearer this passage than to texts at large.
     """
+    hubness = np.zeros(len(examples), dtype=np.float32)
     if not len(examples) or not len(reference):
-        return np.zeros(len(examples), dtype=np.float32)
-    similarity = examples @ reference.T
-    similarity[similarity >= SAME_TEXT_SIMILARITY] = -np.inf
+        return hubness
     nearest = min(HUB_NEIGHBOURS, reference.shape[0])
-    top = -np.partition(-similarity, nearest - 1, axis=1)[:, :nearest]
-    top[~np.isfinite(top)] = 0.0
-    return top.mean(axis=1).astype(np.float32)
+    # In blocks, so that a project with many thousand reviewed segments never holds all their
+    # similarities at once.
+    for start in range(0, len(examples), HUB_BLOCK):
+        similarity = examples[start : start + HUB_BLOCK] @ reference.T
+        similarity[similarity >= SAME_TEXT_SIMILARITY] = -np.inf
+        top = -np.partition(-similarity, nearest - 1, axis=1)[:, :nearest]
+        top[~np.isfinite(top)] = 0.0
+        hubness[start : start + HUB_BLOCK] = top.mean(axis=1)
+    return hubness
 
 
 CORPUS_VECTORS = "dev-corpus-vectors.npz"
@@ -252,24 +258,33 @@ class EmbeddingClassifier(ModelClassifier):
         self.new_text_log_odds = (
             NEW_TEXT_LOG_ODDS if learns_shipped_corpus and not learns_researcher else 0.0
         )
-        reference = np.asarray(vectors, dtype=np.float32)
-        for code_id in self.code_ids:
-            rows = [
-                row
-                for row, example in enumerate(examples)
-                if example.labels.get(code_id) == 1
-                and example.origin in _QUOTABLE
-                and example.text.strip()
-            ]
-            quotable = vectors[rows].astype(np.float32)
-            self._neighbours[code_id] = _Neighbours(
+        quotable = [
+            row
+            for row, example in enumerate(examples)
+            if example.origin in _QUOTABLE
+            and example.text.strip()
+            and any(example.labels.get(code_id) == 1 for code_id in self.code_ids)
+        ]
+        # Once for every quotable example, however many codes it carries.
+        hubness = dict(
+            zip(
                 quotable,
+                example_hubness(
+                    np.asarray(vectors[quotable], dtype=np.float32),
+                    np.asarray(vectors, dtype=np.float32),
+                ).tolist(),
+            )
+        )
+        for code_id in self.code_ids:
+            rows = [row for row in quotable if examples[row].labels.get(code_id) == 1]
+            self._neighbours[code_id] = _Neighbours(
+                np.asarray(vectors[rows], dtype=np.float32),
                 tuple(excerpt(examples[row].text) for row in rows),
                 tuple(
                     tuple(code for code in self.code_ids if examples[row].labels.get(code) == 1)
                     for row in rows
                 ),
-                example_hubness(quotable, reference),
+                np.array([hubness[row] for row in rows], dtype=np.float32),
             )
         return self
 
