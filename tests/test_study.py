@@ -36,13 +36,8 @@ def _gold():
 
 def _new_study(tmp_path, seed=True, representation=None):
     folder = tmp_path / "study"
-    ok(
-        "init",
-        folder,
-        "--coder",
-        "Ana",
-        *(["--representation", representation] * bool(representation)),
-    )
+    chosen = ["--representation", representation] if representation else []
+    ok("init", folder, "--coder", "Ana", *chosen)
     if not seed:
         config = folder / "qualcode.toml"
         config.write_text(config.read_text().replace("seed = true", "seed = false"))
