@@ -251,3 +251,22 @@ def test_vectors_are_kept_without_their_texts_when_the_same_encoder_made_them(re
     assert rebuild.stored_vectors(target, load_encoder().model_sha256) == {}
     with pytest.raises(SystemExit, match=r"texts/dev/F001/U0001\.txt: missing"):
         rebuild.write_vectors(units, sources, no_texts, target)
+
+
+def test_the_learning_curve_rotates_four_quarters_starting_from_the_one_score_reviews():
+    import sys
+
+    sys.path.insert(0, str(DEV))
+    try:
+        import learning_curve
+        from score import reviewed_sources
+    finally:
+        sys.path.remove(str(DEV))
+    sources = [f"F{number:03d}" for number in range(1, 62)]
+    quarters = learning_curve._quarters(sources, reviewed_sources)
+    assert quarters[0] == reviewed_sources(sources)
+    assert sorted(len(quarter) for quarter in quarters) == [15, 15, 15, 16]
+    assert set().union(*quarters) == set(sources)
+    assert sum(len(quarter) for quarter in quarters) == len(sources)  # no source in two quarters
+    splits = ["dev", "test", "test9", "test13", "test11", "test12", "test2"]
+    assert learning_curve._unseen_splits(splits) == ["test11", "test12", "test13"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Score qualcode's coding of one split of the development corpus against the gold, as a user would run it.
 
-    python corpora/dev/score.py --split test [--keep DIR]
+    python corpora/dev/score.py --split test [--keep DIR] [--llm MODEL [--llm-url URL]]
 
 The test split is scored once, after every rule, example and setting was chosen on the dev split
 (see README.md). For the split's units (rebuilt by ``rebuild.py`` into ``texts/<split>/``) this
@@ -12,6 +12,10 @@ runs the command line itself, so the figures are those of ``qualcode code`` as s
 2. A researcher's review: the gold of a quarter of the split's sources (chosen by a hash of the
    source id, not by looking) is given as ``--train`` labels, and the other three quarters are
    coded with and without them; the gain is what the product learns from a researcher's decisions.
+3. With ``--llm MODEL``, one more run: the default with the language model as a third assistant
+   (``qualcode code --llm MODEL [--llm-url URL]``), sending every unit of the split to that
+   endpoint. Its answers go to qualcode's answer cache as in any run outside a study, so scoring
+   again asks nothing twice.
 
 On the dev split the figures flatter the classifier: the default model ships the dev split's
 vectors, so it has seen those passages. Nothing here is used to tune anything.
@@ -128,7 +132,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", type=Path, help="keep the gold files and workbooks in this folder"
     )
+    parser.add_argument("--llm", metavar="MODEL", help="also score the default with this model")
+    parser.add_argument(
+        "--llm-url", metavar="URL", help="the model's endpoint (qualcode's default if not given)"
+    )
     args = parser.parse_args(argv)
+    if args.llm_url and not args.llm:
+        parser.error("--llm-url needs --llm MODEL")
+    runs = dict(RUNS)
+    if args.llm:
+        runs["rules + embeddings + llm"] = [
+            *RUNS["rules + embeddings"],
+            "--llm",
+            args.llm,
+            *(["--llm-url", args.llm_url] if args.llm_url else []),
+        ]
 
     split_sources = {
         row["source_id"] for row in read_csv(HERE / "sources.csv") if row["split"] == args.split
@@ -151,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         all_gold = write_gold(gold, work / "gold.csv")
         results = {}
-        for name, options in RUNS.items():
+        for name, options in runs.items():
             out = work / f"{name.replace(' ', '').replace('+', '-')}.xlsx"
             qualcode("code", texts, "--unit", "document", "-o", out, "-q", "--force", *options)
             results[name] = scores(all_gold, out)
