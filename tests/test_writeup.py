@@ -431,3 +431,55 @@ def test_the_latex_tables_compile(coded, tmp_path):
         )
         assert done.returncode == 0, done.stdout[-2000:]
     assert (tmp_path / "main.pdf").stat().st_size > 10_000
+
+
+def test_where_no_code_can_be_tested_the_reason_is_said_once_under_table_2(coded, tmp_path):
+    out = tmp_path / "tables.md"
+    ok("tables", coded, "-o", out, "--by", "role", "-q")
+    table2 = out.read_text(encoding="utf-8").split("Table 2")[1].split("Table 3")[0]
+    header = next(line for line in table2.splitlines() if line.startswith("| Code"))
+    assert "Test" not in header and "Note" not in header
+    assert table2.count("too few for chi-square") == 1  # one note, not one per code
+    note = next(line for line in table2.splitlines() if "No code could be tested" in line)
+    for code in ("Continuity", "Accessibility", "Participation", "Empathy", "Trust"):
+        assert code in note
+    assert note.endswith("too few for chi-square; merge groups or compare two.")
+
+
+def test_two_folders_are_compared_by_fisher_and_the_report_shows_the_test(tmp_path):
+    corpus = tmp_path / "corpus"
+    for folder, sentence in (
+        ("clinic", "I trust my worker because she tells me the truth."),
+        ("school", "We talked about the weather and the bus timetable."),
+    ):
+        (corpus / folder).mkdir(parents=True)
+        for number in range(5):
+            (corpus / folder / f"{folder}_{number}.txt").write_text(
+                f"{sentence} It was a Tuesday, number {number}.\n", encoding="utf-8"
+            )
+    coded = tmp_path / "coded.xlsx"
+    ok("code", corpus, "-o", coded, "--no-classifier", "-q")
+    out = tmp_path / "tables.md"
+    ok("tables", coded, "-o", out, "--by", "folder", "-q")
+    table2 = out.read_text(encoding="utf-8").split("Table 2")[1].split("Table 3")[0]
+    header = next(line for line in table2.splitlines() if line.startswith("| Code"))
+    assert "| Test |" in header and "| p |" in header
+    trust = next(line for line in table2.splitlines() if line.startswith("| Trust"))
+    assert "Fisher exact" in trust and "0.008" in trust  # 5 of 5 against 0 of 5
+    assert "No code could be tested" not in table2
+    report = tmp_path / "report.html"
+    ok("report", coded, "-o", report, "--by", "folder", "-q")
+    assert "Fisher exact, p = 0.008" in report.read_text(encoding="utf-8")
+    # Plain text files carry no attributes: the quote bank prints no empty Attributes column, and
+    # its narrow columns are wide enough for their bold headers and for a file name unbroken.
+    word = tmp_path / "tables.docx"
+    ok("tables", coded, "-o", word, "--by", "folder", "-q")
+    import docx
+    from docx.shared import Cm
+
+    quote_bank = docx.Document(str(word)).tables[3]
+    header = [cell.text for cell in quote_bank.rows[0].cells]
+    assert header == ["Code", "Participant", "Document", "Position", "Source", "Passage"]
+    widths = dict(zip(header, (column.width for column in quote_bank.columns)))
+    assert widths["Position"] >= Cm(2.4)  # "Position" in bold, not "Positio" and "n"
+    assert widths["Document"] >= Cm(0.2 * len("school_4.txt"))  # the name after "clinic/"

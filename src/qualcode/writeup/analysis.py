@@ -379,6 +379,9 @@ class GroupTest:
     note: str
 
 
+_TOO_FEW = ", too few for chi-square; merge groups or compare two"
+
+
 def group_test(with_code: Sequence[int], sizes: Sequence[int]) -> GroupTest:
     """Participants with and without the code in each group: Fisher's exact test for two groups, chi-square for more
     when Cochran's rule holds (every expected count at least 1, at most a fifth below 5), else a note saying why not."""
@@ -408,8 +411,7 @@ def group_test(with_code: Sequence[int], sizes: Sequence[int]) -> GroupTest:
             "",
             None,
             None,
-            f"no test: {small} of {len(expected)} expected counts below 5, too few for "
-            "chi-square; merge groups or compare two",
+            f"no test: {small} of {len(expected)} expected counts below 5{_TOO_FEW}",
         )
     chi2, p, dof, _ = stats.chi2_contingency([list(pair) for pair in pairs], correction=False)
     return GroupTest(f"chi-square({dof})", float(chi2), float(p), "")
@@ -421,43 +423,75 @@ def format_p(p: float | None) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _untested_note(codes, tests: dict[str, GroupTest]) -> str:
+    """Why no code could be tested, said once: codes that share a reason named together."""
+    reasons = {code.code_id: tests[code.code_id].note.removeprefix("no test: ") for code in codes}
+    suffix = _TOO_FEW if all(reason.endswith(_TOO_FEW) for reason in reasons.values()) else ""
+    names_by_reason: dict[str, list[str]] = {}
+    for code in codes:
+        reason = reasons[code.code_id].removesuffix(suffix) if suffix else reasons[code.code_id]
+        names_by_reason.setdefault(reason, []).append(code.name)
+    if len(names_by_reason) == 1:
+        return f"No code could be tested: {next(iter(names_by_reason))}{suffix}."
+    said = "; ".join(
+        f"{reason} for {', '.join(names[:-1]) + ' and ' + names[-1] if len(names) > 1 else names[0]}"
+        for reason, names in names_by_reason.items()
+    )
+    return f"No code could be tested: {said}{suffix}."
+
+
 def theme_by_group_table(analysis: Analysis) -> WriteupTable:
     groups = analysis.groups
     participants_in = Counter(analysis.group_of_participant.values())
     passages_in = Counter(analysis.group_of_segment[s.segment_id] for s in analysis.eligible)
     tested = [g for g in groups if g != NOT_RECORDED]
+    people_of = {code.code_id: analysis.participants_with(code.code_id) for code in analysis.codes}
+    tests = {
+        code.code_id: group_test(
+            [
+                Counter(analysis.group_of_participant[key] for key in people_of[code.code_id])[g]
+                for g in tested
+            ],
+            [participants_in[g] for g in tested],
+        )
+        for code in analysis.codes
+    }
+    # Where no code could be tested, three empty columns and one reason repeated on every row say
+    # less than the reason said once under the table.
+    with_tests = any(test.p is not None for test in tests.values())
     header = ["Code", "Counting"]
     kinds = ["text", "text"]
     for group in groups:
         header += [f"{group} (n={participants_in[group]})", "%"]
         kinds += ["int", "pct"]
-    header += [f"All (n={analysis.participants_total})", "%", "Test", "p", "Note"]
-    kinds += ["int", "pct", "text", "p", "wide"]
+    header += [f"All (n={analysis.participants_total})", "%"]
+    kinds += ["int", "pct"]
+    if with_tests:
+        header += ["Test", "p", "Note"]
+        kinds += ["text", "p", "wide"]
     rows = []
     for code in analysis.codes:
-        people = analysis.participants_with(code.code_id)
+        people = people_of[code.code_id]
         counts = Counter(analysis.group_of_participant[key] for key in people)
-        test = group_test([counts[g] for g in tested], [participants_in[g] for g in tested])
+        test = tests[code.code_id]
         test_name = (
             f"{test.name} = {test.statistic:.2f}" if test.statistic is not None else test.name
         )
         row = [code_label(code), "participants"]
         for group in groups:
             row += [counts[group], percent(counts[group], participants_in[group])]
-        row += [
-            len(people),
-            percent(len(people), analysis.participants_total),
-            test_name,
-            test.p,
-            test.note,
-        ]
+        row += [len(people), percent(len(people), analysis.participants_total)]
+        if with_tests:
+            row += [test_name, test.p, test.note]
         rows.append(tuple(row))
         passages = analysis.passages(code.code_id)
         counts = Counter(analysis.group_of_segment[s.segment_id] for s in passages)
         row = ["", "passages"]
         for group in groups:
             row += [counts[group], percent(counts[group], passages_in[group])]
-        row += [len(passages), percent(len(passages), len(analysis.eligible)), "", None, ""]
+        row += [len(passages), percent(len(passages), len(analysis.eligible))]
+        if with_tests:
+            row += ["", None, ""]
         rows.append(tuple(row))
     by = {"folder": "source folder", "speaker": "speaker"}.get(analysis.by, analysis.by)
     notes = [
@@ -468,6 +502,8 @@ def theme_by_group_table(analysis: Analysis) -> WriteupTable:
         "count is at least 1 and at most a fifth are below 5. p-values are not adjusted for testing "
         f"{len(analysis.codes)} codes.",
     ]
+    if not with_tests:
+        notes.append(_untested_note(analysis.codes, tests))
     if NOT_RECORDED in groups:
         notes.append(
             f"{NOT_RECORDED}: documents without a value for {by}; shown, but left out of the tests."
@@ -585,18 +621,26 @@ def quote_bank_rows(analysis: Analysis, code: Code) -> list[tuple]:
 
 def quote_bank_table(analysis: Analysis) -> WriteupTable:
     rows = [row for code in analysis.codes for row in quote_bank_rows(analysis, code)]
+    header = ("Code", "Participant", "Document", "Position", "Attributes", "Source", "Passage")
+    kinds = ("text", "text", "text", "text", "text", "text", "wide")
+    attributes = header.index("Attributes")
+    described = "document, position and the document's attributes"
+    if not any(row[attributes] for row in rows):  # no document has any: no empty column in print
+        keep = [column for column in range(len(header)) if column != attributes]
+        header, kinds = tuple(header[c] for c in keep), tuple(kinds[c] for c in keep)
+        rows = [tuple(row[c] for c in keep) for row in rows]
+        described = "document and position"
     return WriteupTable(
         "quote-bank",
         "Table 4. Quote bank",
         _base_caption(
             analysis,
-            "Every coded passage, code by code, in document order, with its participant, "
-            "document, position and the document's attributes; source says who coded it "
-            "(human, rule or classifier).",
+            f"Every coded passage, code by code, in document order, with its participant, "
+            f"{described}; source says who coded it (human, rule or classifier).",
         ),
-        ("Code", "Participant", "Document", "Position", "Attributes", "Source", "Passage"),
+        header,
         rows,
-        ("text", "text", "text", "text", "text", "text", "wide"),
+        kinds,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -279,6 +280,9 @@ def _repeat_header(row) -> None:
     _row_property(row, "w:tblHeader")
 
 
+_BREAKS = re.compile(r"\s+|(?<=/)")
+
+
 def _docx_widths(table: WriteupTable, usable: float) -> list[float]:
     """Column widths in cm: numbers as wide as their header's longest word, short text as its longest word (2 to
     4 cm), and what is left shared by the long-text columns; scaled down together when the page is too narrow."""
@@ -289,14 +293,20 @@ def _docx_widths(table: WriteupTable, usable: float) -> list[float]:
             if with_values
             else [title]
         )
-        return max((len(word) for value in values for word in value.split()), default=1)
+        # A line can break after a path's "/" as well as between words.
+        return max((len(word) for value in values for word in _BREAKS.split(value)), default=1)
 
     widths = []
     for column, (kind, title) in enumerate(zip(table.kinds, table.header)):
         if kind == "wide":
             widths.append(0.0)
         elif kind == "text":
-            widths.append(min(4.0, max(1.6, 0.2 * longest(column, title, True) + 0.4)))
+            widths.append(
+                max(
+                    0.25 * longest(column, title, False) + 0.45,  # the bold header's longest word
+                    min(4.5, max(1.6, 0.2 * longest(column, title, True) + 0.4)),
+                )
+            )
         else:
             widths.append(
                 max(1.35, 0.25 * longest(column, title, False) + 0.45)
