@@ -444,6 +444,11 @@ def test_where_no_code_can_be_tested_the_reason_is_said_once_under_table_2(coded
     for code in ("Continuity", "Accessibility", "Participation", "Empathy", "Trust"):
         assert code in note
     assert note.endswith("too few for chi-square; merge groups or compare two.")
+    report = tmp_path / "report.html"
+    ok("report", coded, "-o", report, "--by", "role", "-q")
+    html = report.read_text(encoding="utf-8")
+    assert '<table class="groups">' in html  # no wide Test column to make room for
+    assert html.count("too few for chi-square") == 1
 
 
 def test_two_folders_are_compared_by_fisher_and_the_report_shows_the_test(tmp_path):
@@ -469,7 +474,8 @@ def test_two_folders_are_compared_by_fisher_and_the_report_shows_the_test(tmp_pa
     assert "No code could be tested" not in table2
     report = tmp_path / "report.html"
     ok("report", coded, "-o", report, "--by", "folder", "-q")
-    assert "Fisher exact, p = 0.008" in report.read_text(encoding="utf-8")
+    html = report.read_text(encoding="utf-8")
+    assert "Fisher exact, p = 0.008" in html and '<table class="groups tested">' in html
     # Plain text files carry no attributes: the quote bank prints no empty Attributes column, and
     # its narrow columns are wide enough for their bold headers and for a file name unbroken.
     word = tmp_path / "tables.docx"
