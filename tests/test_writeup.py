@@ -489,3 +489,8 @@ def test_two_folders_are_compared_by_fisher_and_the_report_shows_the_test(tmp_pa
     widths = dict(zip(header, (column.width for column in quote_bank.columns)))
     assert widths["Position"] >= Cm(2.4)  # "Position" in bold, not "Positio" and "n"
     assert widths["Document"] >= Cm(0.2 * len("school_4.txt"))  # the name after "clinic/"
+    # Table 3 has no long-text column: its code names get a whole line before numbers get room.
+    pairs = docx.Document(str(word)).tables[2]
+    longest = "Structural context (structural_context)"
+    assert longest in [row.cells[1].text for row in pairs.rows]
+    assert pairs.columns[1].width >= Cm(0.2 * len(longest))

@@ -283,9 +283,16 @@ def _repeat_header(row) -> None:
 _BREAKS = re.compile(r"\s+|(?<=/)")
 
 
+def _longest_value(table: WriteupTable, column: int) -> int:
+    return max(
+        (len(row[column]) for row in table.rows[:200] if isinstance(row[column], str)), default=1
+    )
+
+
 def _docx_widths(table: WriteupTable, usable: float) -> list[float]:
     """Column widths in cm: numbers as wide as their header's longest word, short text as its longest word (2 to
-    4 cm), and what is left shared by the long-text columns; scaled down together when the page is too narrow."""
+    4.5 cm), and what is left shared by the long-text columns, or, without one, given to short text up to its
+    whole line; scaled together to the page's width."""
 
     def longest(column: int, title: str, with_values: bool) -> int:
         values = (
@@ -320,6 +327,19 @@ def _docx_widths(table: WriteupTable, usable: float) -> list[float]:
         )
         for column in wide:
             widths[column] = share
+    else:
+        # Without a long-text column the page has room: short text (a code's name and id) gets
+        # its whole line first, so a row wraps only where the page is too narrow for it.
+        wants = {
+            column: max(0.0, 0.2 * _longest_value(table, column) + 0.4 - widths[column])
+            for column, kind in enumerate(table.kinds)
+            if kind == "text"
+        }
+        room = usable - sum(widths)
+        if room > 0 and sum(wants.values()) > 0:
+            given = min(1.0, room / sum(wants.values()))
+            for column, want in wants.items():
+                widths[column] += want * given
     total = sum(widths)
     return [width * usable / total for width in widths] if total > usable or not wide else widths
 
