@@ -494,3 +494,11 @@ def test_two_folders_are_compared_by_fisher_and_the_report_shows_the_test(tmp_pa
     longest = "Structural context (structural_context)"
     assert longest in [row.cells[1].text for row in pairs.rows]
     assert pairs.columns[1].width >= Cm(0.2 * len(longest))
+    # In Excel too: a number's header at the right, over its numbers; a code's name on one line.
+    excel = tmp_path / "tables.xlsx"
+    ok("tables", coded, "-o", excel, "--by", "folder", "-q")
+    sheet = openpyxl.load_workbook(excel)["Theme by group"]
+    header = {cell.value: cell for cell in sheet[4]}
+    assert header["All (n=10)"].alignment.horizontal == "right"
+    assert header["Code"].alignment.horizontal != "right"
+    assert sheet.column_dimensions["A"].width >= len("Accessibility (accessibility)")

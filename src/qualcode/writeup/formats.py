@@ -421,6 +421,17 @@ def write_xlsx(tables: Sequence[WriteupTable], path: Path) -> None:
     header_format = workbook.add_format(
         {"bold": True, "text_wrap": True, "valign": "bottom", "top": 2, "bottom": 1}
     )
+    # A number's header stands over it, at the right, as in the Word and LaTeX tables.
+    number_header_format = workbook.add_format(
+        {
+            "bold": True,
+            "text_wrap": True,
+            "valign": "bottom",
+            "align": "right",
+            "top": 2,
+            "bottom": 1,
+        }
+    )
     note_format = workbook.add_format(
         {"text_wrap": True, "valign": "top", "font_size": 9, "top": 2}
     )
@@ -437,11 +448,14 @@ def write_xlsx(tables: Sequence[WriteupTable], path: Path) -> None:
         sheet = workbook.add_worksheet(_SHEET_NAMES.get(table.key, table.key[:31]))
         columns = len(table.header)
         # Numbers as wide as their header's longest word ("Participants"), so no word breaks.
+        # Short text (a code's name and id) as wide as its longest value, within reason.
         widths = [
-            _XLSX_WIDTHS.get(kind, 12)
-            if kind in ("wide", "text")
+            _XLSX_WIDTHS["wide"]
+            if kind == "wide"
+            else min(32, max(_XLSX_WIDTHS["text"], _longest_value(table, column) + 1))
+            if kind == "text"
             else max(_XLSX_WIDTHS.get(kind, 9), max(map(len, title.split()), default=1) + 2)
-            for kind, title in zip(table.kinds, table.header)
+            for column, (kind, title) in enumerate(zip(table.kinds, table.header))
         ]
         if columns > 10:
             widths = [min(w, 40) for w in widths]
@@ -452,8 +466,13 @@ def write_xlsx(tables: Sequence[WriteupTable], path: Path) -> None:
         sheet.merge_range(1, 0, 1, columns - 1, table.caption, caption_format)
         sheet.set_row(1, min(_MAX_ROW_HEIGHT, _lines(table.caption, total_width) * 12 + 4))
         header_row = 3
-        for column, title in enumerate(table.header):
-            sheet.write_string(header_row, column, title, header_format)
+        for column, (title, kind) in enumerate(zip(table.header, table.kinds)):
+            sheet.write_string(
+                header_row,
+                column,
+                title,
+                header_format if kind in ("wide", "text") else number_header_format,
+            )
         tallest = max((_lines(title, widths[c]) for c, title in enumerate(table.header)), default=1)
         sheet.set_row(header_row, max(1, tallest) * _LINE_HEIGHT)
         row_number = header_row
