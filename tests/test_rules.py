@@ -490,3 +490,30 @@ def test_a_phrase_said_thousands_of_times_keeps_a_capped_evidence_list(nlp):
         len(assignment.evidence) <= MAX_EVIDENCE for assignment in assignments
     )
     assert any(len(assignment.evidence) == MAX_EVIDENCE for assignment in assignments)
+
+
+def test_a_long_regex_is_named_by_its_codebook_line_and_a_short_one_whole(nlp):
+    long_pattern = (
+        r"\b(?:changes?|turnover)\s+(?:of|in)\s+(?:(?:their|my|our)\s+)?(?:social\s+)?workers?\b"
+    )
+    book = f"""\
+name: Regex labels
+codes:
+  - id: continuity
+    name: Continuity
+    definition: The same worker over time.
+    rules:
+      regex:
+        - '\\bsame worker\\b'
+        - '{long_pattern}'
+"""
+    codebook, problems = parse_codebook(book, "labels.yaml")
+    assert problems == []
+    matcher = compile_rules(codebook, nlp)
+    text = "Another change of social worker, and never the same worker twice."
+    (assignment,) = matcher.match([Segment("s0", "d", 0, len(text), text, 0)])
+    rules = {evidence.matched: evidence.rule for evidence in assignment.evidence}
+    assert rules == {
+        "change of social worker": "regex, codebook line 9",  # the line of the long pattern
+        "same worker": r"regex /\bsame worker\b/",
+    }

@@ -66,8 +66,15 @@ def pattern_label(name: str) -> str:
     return f"pattern {name}"
 
 
-def regex_label(pattern: str) -> str:
-    return f"regex /{pattern}/"
+SHOWN_REGEX = 40  # characters of a pattern a reader can take in beside the words it matched
+
+
+def regex_label(pattern: str, line: int | None = None) -> str:
+    """A regex as evidence names it: short ones whole; a long one by its line in the codebook,
+    since two hundred characters of pattern in every margin bury the words it matched."""
+    if len(pattern) <= SHOWN_REGEX or line is None:
+        return f"regex /{pattern}/"
+    return f"regex, codebook line {line}"
 
 
 def rule_labels(code: Code) -> list[str]:
@@ -75,7 +82,7 @@ def rule_labels(code: Code) -> list[str]:
     return (
         [phrase_label(rule.text) for rule in code.rules.phrases]
         + [pattern_label(rule.name) for rule in code.rules.patterns]
-        + [regex_label(rule.pattern) for rule in code.rules.regex]
+        + [regex_label(rule.pattern, rule.line) for rule in code.rules.regex]
     )
 
 
@@ -121,7 +128,7 @@ class CompiledRules:
                 matcher.add(key, [final])
                 self._gated_patterns.append((matcher, self._gates(final), longest_match(final)))
             for index, rule in enumerate(code.rules.regex):
-                key = self._ref(code.code_id, "regex", index, regex_label(rule.pattern))
+                key = self._ref(code.code_id, "regex", index, regex_label(rule.pattern, rule.line))
                 self._regexes.append(
                     (compile_regex(rule.pattern), self._refs[key], regex_gates(rule.pattern))
                 )
