@@ -796,3 +796,39 @@ def test_the_default_codebooks_texts_ship_as_vectors_and_a_first_run_reads_them(
     assert len(cache.get([text_key(text) for text in texts])) == 2
     cache.close()
     assert shipped_example_vectors("0" * 64) == {}
+
+
+def test_a_researchers_label_weighs_more_only_for_the_codes_the_shipped_corpus_covers():
+    from qualcode.classify import TrainingExample
+    from qualcode.semantic import REVIEWED_WEIGHT, EmbeddingClassifier, weigh_researcher_labels
+
+    both = TrainingExample(
+        "She kept every promise and spoke up for me.", {"trust": 1, "advocacy": 1}
+    )
+    own = TrainingExample("He argued my case at the panel.", {"advocacy": 1})
+    example = TrainingExample("I trust her.", {"trust": 1}, origin="example")
+    weighted, rows = weigh_researcher_labels([both, own, example], frozenset({"trust"}))
+    assert [(e.labels, e.weight) for e in weighted] == [
+        ({"trust": 1}, REVIEWED_WEIGHT),  # against thousands of corpus passages
+        ({"advocacy": 1}, 1.0),  # against the codebook's examples alone
+        ({"advocacy": 1}, 1.0),
+        ({"trust": 1}, 1.0),  # not a researcher's label
+    ]
+    assert rows == [0, 0, 1, 2]
+
+    # Fitted beside a corpus that codes trust only, the new code learns from its own rows.
+    rng = np.random.default_rng(2)
+    corpus = rng.normal(size=(30, 6))
+    prior = (
+        [TrainingExample("", {"trust": row % 2}, origin="dev-corpus") for row in range(30)],
+        corpus,
+    )
+    labels = [
+        TrainingExample(f"text {row}", {"trust": row % 2, "advocacy": int(row < 3)})
+        for row in range(6)
+    ]
+    vectors = np.vstack([np.eye(6)[row] + 0.1 * rng.normal(size=6) for row in range(6)])
+    classifier = EmbeddingClassifier(["trust", "advocacy"], prior=prior).fit(labels, vectors)
+    assert classifier.training_counts_ == {"trust": (18, 18), "advocacy": (3, 3)}
+    advocacy = classifier.probabilities(vectors)[:, 1]
+    assert advocacy[:3].min() > advocacy[3:].max()  # it learnt the three it was given
