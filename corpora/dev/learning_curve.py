@@ -30,7 +30,7 @@ import csv
 import json
 import random
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,20 @@ def _unseen_splits(splits: np.ndarray) -> list[str]:
         key=lambda split: int(split[4:]),
     )
     return [split for split in numbered if int(split[4:]) >= 11]
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """One split held out, and everything a measurement learns from or scores against."""
+
+    name: str
+    code_ids: list[str]
+    examples: list
+    vectors: np.ndarray
+    sources: np.ndarray
+    train_rows: np.ndarray
+    test_rows: np.ndarray
+    thresholds: dict[str, float]
 
 
 def _gold(examples, rows, code_ids) -> np.ndarray:
@@ -156,18 +170,26 @@ def _quarters(sources: list[str], first_quarter) -> list[set[str]]:
     return [*quarters, set(left)]
 
 
-def _curve(held, code_ids, examples, vectors, sources, train_rows, test_rows, thresholds, repeats):
-    gold_test = _gold(examples, test_rows, code_ids)
-    train_sources = sorted(set(sources[train_rows]))
-    draw = random.Random(held)
+def _curve(split: HeldOut, repeats: int) -> list[dict]:
+    gold_test = _gold(split.examples, split.test_rows, split.code_ids)
+    train_sources = sorted(set(split.sources[split.train_rows]))
+    draw = random.Random(split.name)
     curve = []
     for fraction in FRACTIONS:
         runs = []
         for _ in range(repeats if fraction < 1 else 1):
             chosen = set(draw.sample(train_sources, round(len(train_sources) * fraction)))
-            rows = np.array([row for row in train_rows if sources[row] in chosen])
-            classifier = _product_fit(code_ids, examples, vectors, rows)
-            runs.append(_scores(classifier, vectors[test_rows], gold_test, code_ids, thresholds))
+            rows = np.array([row for row in split.train_rows if split.sources[row] in chosen])
+            classifier = _product_fit(split.code_ids, split.examples, split.vectors, rows)
+            runs.append(
+                _scores(
+                    classifier,
+                    split.vectors[split.test_rows],
+                    gold_test,
+                    split.code_ids,
+                    split.thresholds,
+                )
+            )
         curve.append(
             {
                 "fraction": fraction,
@@ -177,38 +199,42 @@ def _curve(held, code_ids, examples, vectors, sources, train_rows, test_rows, th
                 "ap": np.mean([run["ap"] for run in runs], axis=0).tolist(),
             }
         )
-        print(f"{held}: learnt from {len(rows)} passages", file=sys.stderr)
+        print(f"{split.name}: learnt from {len(rows)} passages", file=sys.stderr)
     return curve
 
 
-def _review(code_ids, examples, vectors, sources, train_rows, test_rows, thresholds, weights):
+def _review(split: HeldOut, weights) -> list[dict]:
     sys.path.insert(0, str(HERE))
     from score import reviewed_sources  # the quarter score.py gives as --train labels
 
-    without_model = _product_fit(code_ids, examples, vectors, train_rows)
+    without_model = _product_fit(split.code_ids, split.examples, split.vectors, split.train_rows)
     rotations = []
-    for quarter in _quarters(sorted(set(sources[test_rows])), reviewed_sources):
-        reviewed = [row for row in test_rows if sources[row] in quarter]
-        rest = np.array([row for row in test_rows if sources[row] not in quarter])
-        gold_rest = _gold(examples, rest, code_ids)
+    for quarter in _quarters(sorted(set(split.sources[split.test_rows])), reviewed_sources):
+        reviewed = [row for row in split.test_rows if split.sources[row] in quarter]
+        rest = np.array([row for row in split.test_rows if split.sources[row] not in quarter])
+        gold_rest = _gold(split.examples, rest, split.code_ids)
         rotation = {
             "reviewed_passages": len(reviewed),
-            "without": _scores(without_model, vectors[rest], gold_rest, code_ids, thresholds),
+            "without": _scores(
+                without_model, split.vectors[rest], gold_rest, split.code_ids, split.thresholds
+            ),
         }
         for weight in weights:
             labels = [
-                (replace(examples[row], weight=weight, origin="human"), vectors[row])
+                (replace(split.examples[row], weight=weight, origin="human"), split.vectors[row])
                 for row in reviewed
             ]
-            learnt = _product_fit(code_ids, examples, vectors, train_rows, labels)
+            learnt = _product_fit(
+                split.code_ids, split.examples, split.vectors, split.train_rows, labels
+            )
             rotation[f"weight {weight:g}"] = _scores(
-                learnt, vectors[rest], gold_rest, code_ids, thresholds
+                learnt, split.vectors[rest], gold_rest, split.code_ids, split.thresholds
             )
         rotations.append(rotation)
     return rotations
 
 
-def _own_code(codebook, examples, vectors, sources, test_rows, weights):
+def _own_code(codebook, split: HeldOut, weights) -> dict:
     """Per code: the rest of the split scored for it, learnt from the codebook's examples for that
     code alone, then with a reviewed quarter's labels for it beside them at each weight (four
     rotations). A code the corpus does not cover learns at weight 1 (``weigh_researcher_labels``)."""
@@ -219,6 +245,12 @@ def _own_code(codebook, examples, vectors, sources, test_rows, weights):
     sys.path.insert(0, str(HERE))
     from score import reviewed_sources
 
+    examples, vectors, sources, test_rows = (
+        split.examples,
+        split.vectors,
+        split.sources,
+        split.test_rows,
+    )
     book = examples_from_codebook(codebook)
     book_vectors = embed_texts([example.text for example in book], encoder=load_encoder())[0]
     quarters = _quarters(sorted(set(sources[test_rows])), reviewed_sources)
@@ -361,40 +393,27 @@ def main(argv=None) -> int:
     thresholds = corpus_thresholds(codebook)
     results = {}
     for held in _unseen_splits(splits):
-        test_rows = np.flatnonzero(splits == held)
-        train_rows = np.flatnonzero(splits != held)
+        split = HeldOut(
+            held,
+            code_ids,
+            examples,
+            vectors,
+            sources,
+            np.flatnonzero(splits != held),
+            np.flatnonzero(splits == held),
+            thresholds,
+        )
         results[held] = {
-            "passages": len(test_rows),
-            "curve": _curve(
-                held,
-                code_ids,
-                examples,
-                vectors,
-                sources,
-                train_rows,
-                test_rows,
-                thresholds,
-                args.repeats,
-            ),
+            "passages": len(split.test_rows),
+            "curve": _curve(split, args.repeats),
             "heads": _other_heads(
-                _gold(examples, train_rows, code_ids),
-                vectors[train_rows],
-                vectors[test_rows],
-                _gold(examples, test_rows, code_ids),
+                _gold(examples, split.train_rows, code_ids),
+                vectors[split.train_rows],
+                vectors[split.test_rows],
+                _gold(examples, split.test_rows, code_ids),
             ),
-            "review": _review(
-                code_ids,
-                examples,
-                vectors,
-                sources,
-                train_rows,
-                test_rows,
-                thresholds,
-                args.weights or [REVIEWED_WEIGHT],
-            ),
-            "own_code": _own_code(
-                codebook, examples, vectors, sources, test_rows, OWN_CODE_WEIGHTS
-            ),
+            "review": _review(split, args.weights or [REVIEWED_WEIGHT]),
+            "own_code": _own_code(codebook, split, OWN_CODE_WEIGHTS),
         }
     _print_tables(results)
     if args.json:
