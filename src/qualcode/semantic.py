@@ -105,10 +105,10 @@ def example_hubness(examples: np.ndarray, reference: np.ndarray) -> np.ndarray:
 CORPUS_VECTORS = "dev-corpus-vectors.npz"
 CORPUS_WEIGHT = 1.0
 # Beside the shipped corpus, each of a researcher's own labels (--train, reviewed workbooks) counts,
-# for the codes the corpus covers, as this many corpus passages (``weigh_researcher_labels``): a reviewed quarter of a project is some fifty passages against
-# nearly 3,000, and at equal weight it moved the coding of the rest by +0.01. On test10, the
-# split the adapter never saw, with each quarter of its sources reviewed in turn, the other three
-# quarters gained +0.009 at weight 1, +0.022 at 10, +0.032 at 30 (every quarter gained) and +0.026
+# for the codes the corpus covers, as this many corpus passages (``weigh_researcher_labels``): a
+# reviewed quarter of a project is some fifty passages against nearly 3,000, and at equal weight
+# it moved the coding of the rest by +0.01. On test10, the split the adapter never saw, with each
+# quarter of its sources reviewed in turn, the other three quarters gained +0.009 at weight 1, +0.022 at 10, +0.032 at 30 (every quarter gained) and +0.026
 # at 100. docs/real-text-evaluation.md, round 10.
 REVIEWED_WEIGHT = 30.0
 # On text it has never seen, the shipped model's probabilities run low: the adapter learnt the
@@ -164,14 +164,14 @@ def weigh_researcher_labels(
         else:
             shared = {code: value for code, value in example.labels.items() if code in covered}
             own = {code: value for code, value in example.labels.items() if code not in covered}
-            parts = [
-                *(
-                    [replace(example, labels=shared, weight=example.weight * REVIEWED_WEIGHT)]
-                    if shared
-                    else []
-                ),
-                *([replace(example, labels=own)] if own else []),
-            ] or [example]
+            parts = []
+            if shared:
+                parts.append(
+                    replace(example, labels=shared, weight=example.weight * REVIEWED_WEIGHT)
+                )
+            if own:
+                parts.append(replace(example, labels=own))
+            parts = parts or [example]  # no label at all: as it came
         weighted.extend(parts)
         rows.extend([row] * len(parts))
     return tuple(weighted), rows
