@@ -108,8 +108,9 @@ CORPUS_WEIGHT = 1.0
 # for the codes the corpus covers, as this many corpus passages (``weigh_researcher_labels``): a
 # reviewed quarter of a project is some fifty passages against nearly 3,000, and at equal weight
 # it moved the coding of the rest by +0.01. On test10, the split the adapter never saw, with each
-# quarter of its sources reviewed in turn, the other three quarters gained +0.009 at weight 1, +0.022 at 10, +0.032 at 30 (every quarter gained) and +0.026
-# at 100. docs/real-text-evaluation.md, round 10.
+# quarter of its sources reviewed in turn, the other three quarters gained +0.009 at weight 1,
+# +0.022 at 10, +0.032 at 30 (every quarter gained) and +0.026 at 100.
+# docs/real-text-evaluation.md, round 10.
 REVIEWED_WEIGHT = 30.0
 # On text it has never seen, the shipped model's probabilities run low: the adapter learnt the
 # corpus's passages, so they sit further from the boundary than a new researcher's passages do.
