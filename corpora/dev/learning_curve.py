@@ -170,6 +170,21 @@ def _quarters(sources: list[str], first_quarter) -> list[set[str]]:
     return [*quarters, set(left)]
 
 
+def _rotations(split: HeldOut) -> list[tuple[list[int], np.ndarray]]:
+    """Each quarter of the split's sources reviewed in turn: its rows, and the rest's."""
+    sys.path.insert(0, str(HERE))
+    from score import reviewed_sources  # the quarter score.py gives as --train labels
+
+    quarters = _quarters(sorted(set(split.sources[split.test_rows])), reviewed_sources)
+    return [
+        (
+            [row for row in split.test_rows if split.sources[row] in quarter],
+            np.array([row for row in split.test_rows if split.sources[row] not in quarter]),
+        )
+        for quarter in quarters
+    ]
+
+
 def _curve(split: HeldOut, repeats: int) -> list[dict]:
     gold_test = _gold(split.examples, split.test_rows, split.code_ids)
     train_sources = sorted(set(split.sources[split.train_rows]))
@@ -204,14 +219,9 @@ def _curve(split: HeldOut, repeats: int) -> list[dict]:
 
 
 def _review(split: HeldOut, weights) -> list[dict]:
-    sys.path.insert(0, str(HERE))
-    from score import reviewed_sources  # the quarter score.py gives as --train labels
-
     without_model = _product_fit(split.code_ids, split.examples, split.vectors, split.train_rows)
     rotations = []
-    for quarter in _quarters(sorted(set(split.sources[split.test_rows])), reviewed_sources):
-        reviewed = [row for row in split.test_rows if split.sources[row] in quarter]
-        rest = np.array([row for row in split.test_rows if split.sources[row] not in quarter])
+    for reviewed, rest in _rotations(split):
         gold_rest = _gold(split.examples, rest, split.code_ids)
         rotation = {
             "reviewed_passages": len(reviewed),
@@ -242,25 +252,15 @@ def _own_code(codebook, split: HeldOut, weights) -> dict:
     from qualcode.embeddings import embed_texts, load_encoder
     from qualcode.semantic import EmbeddingClassifier
 
-    sys.path.insert(0, str(HERE))
-    from score import reviewed_sources
-
-    examples, vectors, sources, test_rows = (
-        split.examples,
-        split.vectors,
-        split.sources,
-        split.test_rows,
-    )
+    examples, vectors = split.examples, split.vectors
     book = examples_from_codebook(codebook)
     book_vectors = embed_texts([example.text for example in book], encoder=load_encoder())[0]
-    quarters = _quarters(sorted(set(sources[test_rows])), reviewed_sources)
+    rotations = _rotations(split)
     results = {}
     for code in codebook.code_ids:
         own = [row for row, example in enumerate(book) if code in example.labels]
         runs = {"examples": [], **{f"weight {weight:g}": [] for weight in weights}}
-        for quarter in quarters:
-            reviewed = [row for row in test_rows if sources[row] in quarter]
-            rest = np.array([row for row in test_rows if sources[row] not in quarter])
+        for reviewed, rest in rotations:
             gold = _gold(examples, rest, [code])
             fits = [("examples", [book[row] for row in own], book_vectors[own])]
             for weight in weights:

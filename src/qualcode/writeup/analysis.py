@@ -429,12 +429,11 @@ def _untested_note(codes, tests: dict[str, GroupTest]) -> str:
     suffix = _TOO_FEW if all(reason.endswith(_TOO_FEW) for reason in reasons.values()) else ""
     names_by_reason: dict[str, list[str]] = {}
     for code in codes:
-        reason = reasons[code.code_id].removesuffix(suffix) if suffix else reasons[code.code_id]
-        names_by_reason.setdefault(reason, []).append(code.name)
+        names_by_reason.setdefault(reasons[code.code_id].removesuffix(suffix), []).append(code.name)
     if len(names_by_reason) == 1:
         return f"No code could be tested: {next(iter(names_by_reason))}{suffix}."
     said = "; ".join(
-        f"{reason} for {', '.join(names[:-1]) + ' and ' + names[-1] if len(names) > 1 else names[0]}"
+        f"{reason} for {' and '.join(filter(None, [', '.join(names[:-1]), names[-1]]))}"
         for reason, names in names_by_reason.items()
     )
     return f"No code could be tested: {said}{suffix}."
@@ -446,15 +445,13 @@ def theme_by_group_table(analysis: Analysis) -> WriteupTable:
     passages_in = Counter(analysis.group_of_segment[s.segment_id] for s in analysis.eligible)
     tested = [g for g in groups if g != NOT_RECORDED]
     people_of = {code.code_id: analysis.participants_with(code.code_id) for code in analysis.codes}
+    people_by_group = {
+        code_id: Counter(analysis.group_of_participant[key] for key in people)
+        for code_id, people in people_of.items()
+    }
     tests = {
-        code.code_id: group_test(
-            [
-                Counter(analysis.group_of_participant[key] for key in people_of[code.code_id])[g]
-                for g in tested
-            ],
-            [participants_in[g] for g in tested],
-        )
-        for code in analysis.codes
+        code_id: group_test([counts[g] for g in tested], [participants_in[g] for g in tested])
+        for code_id, counts in people_by_group.items()
     }
     # Where no code could be tested, three empty columns and one reason repeated on every row say
     # less than the reason said once under the table.
@@ -471,8 +468,7 @@ def theme_by_group_table(analysis: Analysis) -> WriteupTable:
         kinds += ["text", "p", "wide"]
     rows = []
     for code in analysis.codes:
-        people = people_of[code.code_id]
-        counts = Counter(analysis.group_of_participant[key] for key in people)
+        people, counts = people_of[code.code_id], people_by_group[code.code_id]
         test = tests[code.code_id]
         test_name = (
             f"{test.name} = {test.statistic:.2f}" if test.statistic is not None else test.name

@@ -418,20 +418,10 @@ def write_xlsx(tables: Sequence[WriteupTable], path: Path) -> None:
     caption_format = workbook.add_format(
         {"italic": True, "text_wrap": True, "valign": "top", "font_size": 9}
     )
-    header_format = workbook.add_format(
-        {"bold": True, "text_wrap": True, "valign": "bottom", "top": 2, "bottom": 1}
-    )
+    header_style = {"bold": True, "text_wrap": True, "valign": "bottom", "top": 2, "bottom": 1}
+    header_format = workbook.add_format(header_style)
     # A number's header stands over it, at the right, as in the Word and LaTeX tables.
-    number_header_format = workbook.add_format(
-        {
-            "bold": True,
-            "text_wrap": True,
-            "valign": "bottom",
-            "align": "right",
-            "top": 2,
-            "bottom": 1,
-        }
-    )
+    number_header_format = workbook.add_format({**header_style, "align": "right"})
     note_format = workbook.add_format(
         {"text_wrap": True, "valign": "top", "font_size": 9, "top": 2}
     )

@@ -258,31 +258,26 @@ def _anchor(segment_id: str) -> str:
 
 
 def _table(table) -> dict:
-    """Table 2 for the page: the test, its p and any note in one column, so the table fits a printed page."""
-    if "Test" not in table.header:  # no code could be tested; the notes say why
-        return {
-            "header": list(table.header),
-            "kinds": list(table.kinds),
-            "notes": table.notes,
-            "caption": table.caption,
-            "rows": [
-                [cell_text(value, kind) for value, kind in zip(row, table.kinds)]
-                for row in table.rows
-            ],
-        }
-    test, p, note = (table.header.index(name) for name in ("Test", "p", "Note"))
-    keep = [i for i in range(len(table.header)) if i not in (test, p, note)]
+    """Table 2 for the page: the test, its p and any note in one column, so the table fits a printed
+    page; without the test columns (no code could be tested), the notes say why."""
+    tested = "Test" in table.header
+    test_columns = [table.header.index(name) for name in ("Test", "p", "Note")] if tested else []
+    keep = [i for i in range(len(table.header)) if i not in test_columns]
     rows = []
     for row in table.rows:
-        if row[p] is not None:
+        cells = [cell_text(row[i], table.kinds[i]) for i in keep]
+        if tested:
+            test, p, note = test_columns
             shown = cell_text(row[p], "p")
-            result = f"{row[test]}, p {shown if shown.startswith('<') else '= ' + shown}"
-        else:
-            result = row[note] or ""
-        rows.append([*(cell_text(row[i], table.kinds[i]) for i in keep), result])
+            cells.append(
+                f"{row[test]}, p {shown if shown.startswith('<') else '= ' + shown}"
+                if row[p] is not None
+                else row[note] or ""
+            )
+        rows.append(cells)
     return {
-        "header": [*(table.header[i] for i in keep), "Test"],
-        "kinds": [*(table.kinds[i] for i in keep), "text"],
+        "header": [*(table.header[i] for i in keep), *(["Test"] if tested else [])],
+        "kinds": [*(table.kinds[i] for i in keep), *(["text"] if tested else [])],
         "notes": table.notes,
         "caption": table.caption,
         "rows": rows,
